@@ -1,0 +1,57 @@
+//! A time limit on the rest of the pipeline.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::payload::Payload;
+use crate::pipeline::{Behavior, Next};
+
+/// Fails with [`Error::Timeout`] (retryable) when the rest of the pipeline takes longer than
+/// the limit; the handler's future is dropped. `#[command(timeout = "…")]` overrides the limit
+/// for one message. Inside the behaviour, [`Context::deadline`] reports the tighter of the
+/// caller's deadline and this limit, so handlers and transports can pass it on.
+///
+/// Needs a Tokio runtime with the time driver enabled.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeout {
+    limit: Duration,
+}
+
+impl Timeout {
+    /// A limit of `limit` per dispatch (per handler, for events).
+    pub const fn new(limit: Duration) -> Self {
+        Timeout { limit }
+    }
+
+    /// The default limit.
+    pub const fn limit(&self) -> Duration {
+        self.limit
+    }
+}
+
+impl Behavior for Timeout {
+    async fn handle<P: Payload, N: Next<P>>(
+        &self,
+        msg: P,
+        ctx: &Context,
+        next: N,
+    ) -> Result<P::Output, Error> {
+        let info = msg.info();
+        let limit = info.policy().timeout.unwrap_or(self.limit);
+        let at = Instant::now() + limit;
+        let saved = ctx.raw_deadline();
+        ctx.tighten_deadline(at);
+        let result = tokio::time::timeout_at(at, next.run(msg)).await;
+        ctx.restore_deadline(saved);
+        match result {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                message: info.name(),
+                after: Some(limit),
+            }),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Runs each message's `Validate` implementation before its handler.
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::payload::Payload;
+use crate::pipeline::{Behavior, Next};
+
+/// Rejects a message whose [`Validate`](crate::Validate) implementation fails, with
+/// [`Error::Validation`] holding every field error; the handler does not run. Messages that do
+/// not implement `Validate` pass through.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Validation;
+
+impl Behavior for Validation {
+    async fn handle<P: Payload, N: Next<P>>(
+        &self,
+        msg: P,
+        _ctx: &Context,
+        next: N,
+    ) -> Result<P::Output, Error> {
+        if let Err(errors) = msg.validate() {
+            return Err(Error::Validation {
+                message: msg.info().name(),
+                errors,
+            });
+        }
+        next.run(msg).await
+    }
+}

@@ -1,0 +1,454 @@
+//! The context: what travels with every message besides the message itself.
+//!
+//! A [`Context`] carries the message id (a UUID v7), the correlation id that ties a whole
+//! conversation together, the causation id (the message that caused this one), a deadline,
+//! headers and a cancellation signal. A handler that takes `ctx: &Context` can read them and
+//! queue follow-up events with [`Context::publish`]; those are published only after the handler
+//! succeeds, with their causation id set to this message's id.
+//!
+//! Ids are minted lazily, the first time anything reads them: a dispatch nobody observes pays
+//! nothing for them, and once read an id never changes.
+//!
+//! ```
+//! use std::time::Duration;
+//! use catga_core::Context;
+//!
+//! let ctx = Context::new()
+//!     .with_timeout(Duration::from_secs(2))
+//!     .with_header("tenant", "acme");
+//! assert_eq!(ctx.header("tenant"), Some("acme"));
+//! assert_eq!(ctx.correlation_id(), ctx.message_id()); // a fresh conversation
+//! ```
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::message::Event;
+use crate::payload::AnyMessage;
+
+/// How many events one handler invocation may queue with [`Context::publish`].
+pub const MAX_PENDING_EVENTS: usize = 4096;
+
+/// Per-message metadata and the handler's way to publish follow-up events. See the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct Context {
+    message_id: OnceLock<Uuid>,
+    correlation_id: Option<Uuid>,
+    causation_id: Option<Uuid>,
+    /// Nanoseconds since [`clock_base`] plus one; `0` means no deadline. Atomic so a behaviour
+    /// can tighten it for the layers inside it while handlers hold `&Context`.
+    deadline: AtomicU64,
+    attempt: AtomicU32,
+    extras: Option<Box<Extras>>,
+    pending: PendingEvents,
+}
+
+/// The rarely used parts, boxed so an ordinary context stays small and allocation-free.
+#[derive(Clone, Debug, Default)]
+struct Extras {
+    headers: Vec<(String, String)>,
+    cancellation: Option<CancellationToken>,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Context {
+    /// A context for a new conversation: fresh ids, no deadline, no headers.
+    #[inline]
+    pub const fn new() -> Self {
+        Context {
+            message_id: OnceLock::new(),
+            correlation_id: None,
+            causation_id: None,
+            deadline: AtomicU64::new(0),
+            attempt: AtomicU32::new(1),
+            extras: None,
+            pending: PendingEvents::new(),
+        }
+    }
+
+    /// Uses `id` as the message id (e.g. one received from another process).
+    pub fn with_message_id(self, id: Uuid) -> Self {
+        let _ = self.message_id.set(id);
+        self
+    }
+
+    /// Joins an existing conversation.
+    pub fn with_correlation_id(mut self, id: Uuid) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// Records the message that caused this one.
+    pub fn with_causation_id(mut self, id: Uuid) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// The dispatch fails with [`Error::Timeout`] if it has not finished by `deadline`.
+    pub fn with_deadline(self, deadline: Instant) -> Self {
+        self.deadline
+            .store(encode_instant(deadline), Ordering::Relaxed);
+        self
+    }
+
+    /// The dispatch fails with [`Error::Timeout`] if it has not finished within `timeout` from
+    /// now.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        let deadline = Instant::now() + timeout;
+        self.with_deadline(deadline)
+    }
+
+    /// Adds a header (later transports carry headers across the wire).
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extras_mut().headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The dispatch fails with [`Error::Cancelled`] when `token` is cancelled.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.extras_mut().cancellation = Some(token);
+        self
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// This message's id (UUID v7), minted on first read.
+    pub fn message_id(&self) -> Uuid {
+        *self.message_id.get_or_init(Uuid::now_v7)
+    }
+
+    /// The conversation's id: the one given, or this message's id if it starts a conversation.
+    pub fn correlation_id(&self) -> Uuid {
+        self.correlation_id.unwrap_or_else(|| self.message_id())
+    }
+
+    /// The id of the message whose handler published this one, if any.
+    pub fn causation_id(&self) -> Option<Uuid> {
+        self.causation_id
+    }
+
+    /// When the dispatch must be finished by, if anyone set a deadline or timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        decode_instant(self.deadline.load(Ordering::Relaxed))
+    }
+
+    /// Time left before the deadline (zero once it passed), if there is one.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// All headers in insertion order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.extras
+            .iter()
+            .flat_map(|e| e.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+    }
+
+    /// The cancellation signal, if one was attached.
+    pub fn cancellation(&self) -> Option<&CancellationToken> {
+        self.extras.as_ref().and_then(|e| e.cancellation.as_ref())
+    }
+
+    /// Whether the cancellation signal has fired.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancellation()
+            .is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// Which attempt this is: 1 for the first, 2 for the first retry, …
+    pub fn attempt(&self) -> u32 {
+        self.attempt.load(Ordering::Relaxed)
+    }
+
+    /// Queues `event` to be published when the current handler returns `Ok`.
+    ///
+    /// If the handler fails (or a retry starts over), the events it queued are discarded, so a
+    /// failed command never announces what it did not do. Published events get this message's
+    /// correlation id and its message id as their causation id.
+    ///
+    /// # Errors
+    /// [`Error::TooManyEvents`] if the handler already queued [`MAX_PENDING_EVENTS`].
+    pub fn publish<E: Event>(&self, event: E) -> Result<(), Error> {
+        self.pending.push(Box::new(event), E::NAME)
+    }
+
+    // ---- crate-internal: used by the mediator and behaviours ----
+
+    /// Moves the deadline earlier (never later) for everything inside the caller.
+    pub(crate) fn tighten_deadline(&self, deadline: Instant) {
+        let new = encode_instant(deadline);
+        let _ = self
+            .deadline
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+                (current == 0 || new < current).then_some(new)
+            });
+    }
+
+    /// Restores a deadline saved with [`Context::raw_deadline`].
+    pub(crate) fn restore_deadline(&self, raw: u64) {
+        self.deadline.store(raw, Ordering::Relaxed);
+    }
+
+    pub(crate) fn raw_deadline(&self) -> u64 {
+        self.deadline.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_attempt(&self, attempt: u32) {
+        self.attempt.store(attempt, Ordering::Relaxed);
+    }
+
+    /// Whether the mediator must watch a deadline or a cancellation signal.
+    #[inline]
+    pub(crate) fn is_guarded(&self) -> bool {
+        self.deadline.load(Ordering::Relaxed) != 0 || self.extras.is_some()
+    }
+
+    #[inline]
+    pub(crate) fn pending(&self) -> &PendingEvents {
+        &self.pending
+    }
+
+    /// The context of an event published by this message's handler.
+    pub(crate) fn caused(&self) -> Context {
+        Context {
+            message_id: OnceLock::new(),
+            correlation_id: Some(self.correlation_id()),
+            causation_id: Some(self.message_id()),
+            deadline: AtomicU64::new(self.raw_deadline()),
+            attempt: AtomicU32::new(1),
+            extras: self.extras.clone(),
+            pending: PendingEvents::new(),
+        }
+    }
+}
+
+/// Events queued by handlers, each tagged with the handler scope that queued it.
+///
+/// A publish runs several handlers concurrently against one context; the scope tag (set while a
+/// handler's future is polled, see [`Scoped`]) lets the mediator drop exactly the events of a
+/// handler that failed.
+#[derive(Debug)]
+pub(crate) struct PendingEvents {
+    /// Mirrors `list.len()` so the common empty case is one relaxed load, no lock.
+    len: AtomicUsize,
+    list: Mutex<Vec<Pending>>,
+}
+
+pub(crate) struct Pending {
+    pub(crate) scope: u32,
+    pub(crate) event: Box<dyn AnyMessage>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("scope", &self.scope)
+            .field("event", &self.event.info().name())
+            .finish()
+    }
+}
+
+impl PendingEvents {
+    const fn new() -> Self {
+        PendingEvents {
+            len: AtomicUsize::new(0),
+            list: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent.
+        self.list
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push(&self, event: Box<dyn AnyMessage>, name: &'static str) -> Result<(), Error> {
+        let mut list = self.lock();
+        if list.len() >= MAX_PENDING_EVENTS {
+            return Err(Error::TooManyEvents {
+                message: name,
+                limit: MAX_PENDING_EVENTS,
+            });
+        }
+        list.push(Pending {
+            scope: SCOPE.get(),
+            event,
+        });
+        self.len.store(list.len(), Ordering::Release);
+        Ok(())
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Drops everything queued after `mark` (a failed single-handler attempt).
+    pub(crate) fn truncate(&self, mark: usize) {
+        if self.len() > mark {
+            let mut list = self.lock();
+            list.truncate(mark);
+            self.len.store(list.len(), Ordering::Release);
+        }
+    }
+
+    /// Drops everything queued by `scope` (a failed handler of a publish).
+    pub(crate) fn discard_scope(&self, scope: u32) {
+        if self.len() > 0 {
+            let mut list = self.lock();
+            list.retain(|p| p.scope != scope);
+            self.len.store(list.len(), Ordering::Release);
+        }
+    }
+
+    pub(crate) fn take(&self) -> Vec<Pending> {
+        if self.len() == 0 {
+            return Vec::new();
+        }
+        let mut list = self.lock();
+        self.len.store(0, Ordering::Release);
+        std::mem::take(&mut *list)
+    }
+}
+
+thread_local! {
+    /// The handler scope whose future is being polled on this thread (0 = none).
+    static SCOPE: Cell<u32> = const { Cell::new(0) };
+}
+
+pin_project_lite::pin_project! {
+    /// Polls `inner` with the thread's handler scope set to `scope`.
+    pub(crate) struct Scoped<F> {
+        scope: u32,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> Scoped<F> {
+    pub(crate) fn new(scope: u32, inner: F) -> Self {
+        Scoped { scope, inner }
+    }
+}
+
+struct RestoreScope(u32);
+
+impl Drop for RestoreScope {
+    fn drop(&mut self) {
+        SCOPE.set(self.0);
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // Restored on unwind too, so a panicking handler cannot mislabel later events.
+        let _restore = RestoreScope(SCOPE.replace(*this.scope));
+        this.inner.poll(cx)
+    }
+}
+
+/// Deadlines are stored as nanoseconds since a process-wide base so they fit an atomic.
+fn clock_base() -> std::time::Instant {
+    static BASE: OnceLock<std::time::Instant> = OnceLock::new();
+    *BASE.get_or_init(std::time::Instant::now)
+}
+
+fn encode_instant(at: Instant) -> u64 {
+    let nanos = at
+        .into_std()
+        .saturating_duration_since(clock_base())
+        .as_nanos();
+    u64::try_from(nanos)
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
+}
+
+fn decode_instant(raw: u64) -> Option<Instant> {
+    match raw {
+        0 => None,
+        n => Some(Instant::from_std(
+            clock_base() + Duration::from_nanos(n - 1),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_lazy_and_stable() {
+        let ctx = Context::new();
+        let id = ctx.message_id();
+        assert_eq!(id, ctx.message_id());
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(ctx.correlation_id(), id);
+        assert_eq!(ctx.causation_id(), None);
+    }
+
+    #[test]
+    fn caused_context_links_ids() {
+        let parent = Context::new().with_header("tenant", "a");
+        let child = parent.caused();
+        assert_eq!(child.correlation_id(), parent.correlation_id());
+        assert_eq!(child.causation_id(), Some(parent.message_id()));
+        assert_ne!(child.message_id(), parent.message_id());
+        assert_eq!(child.header("tenant"), Some("a"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_round_trips_and_tightens() {
+        let ctx = Context::new().with_timeout(Duration::from_secs(10));
+        let remaining = ctx.remaining().unwrap();
+        assert!(remaining <= Duration::from_secs(10) && remaining > Duration::from_secs(9));
+        ctx.tighten_deadline(Instant::now() + Duration::from_secs(1));
+        assert!(ctx.remaining().unwrap() <= Duration::from_secs(1));
+        ctx.tighten_deadline(Instant::now() + Duration::from_secs(5));
+        assert!(
+            ctx.remaining().unwrap() <= Duration::from_secs(1),
+            "never loosened"
+        );
+    }
+
+    #[test]
+    fn tighten_sets_a_missing_deadline() {
+        let ctx = Context::new();
+        assert!(ctx.deadline().is_none());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            ctx.tighten_deadline(Instant::now() + Duration::from_secs(1));
+        });
+        assert!(ctx.deadline().is_some());
+    }
+}

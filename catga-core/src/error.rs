@@ -1,0 +1,307 @@
+//! Errors: what a dispatch can fail with.
+//!
+//! Every dispatch returns [`Error`]. Its kinds are stable: [`Error::code`] gives a string that
+//! will not change between releases (use it in logs, metrics and across the wire), and
+//! [`Error::is_retryable`] says whether trying again may help. A handler returns its own error
+//! type; it arrives as [`Error::Handler`] and [`Error::downcast_ref`] gives it back:
+//!
+//! ```
+//! # use catga_core::Error;
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("out of stock")]
+//! struct OutOfStock;
+//!
+//! let err = Error::from_handler("PlaceOrder", "orders::place", OutOfStock);
+//! assert_eq!(err.code(), "handler");
+//! assert!(err.downcast_ref::<OutOfStock>().is_some());
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use crate::codec::CodecError;
+use crate::validation::ValidationErrors;
+
+/// A boxed error from user code.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Marks a handler error type as transient, so [`Retry`](crate::behavior::Retry) tries again.
+///
+/// Handler errors are not retryable unless their type implements this trait and returns
+/// `true`; the handler attribute picks the implementation up automatically.
+///
+/// ```
+/// use catga_core::Retryable;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// enum DbError {
+///     #[error("connection lost")]
+///     ConnectionLost,
+///     #[error("constraint violated")]
+///     Constraint,
+/// }
+///
+/// impl Retryable for DbError {
+///     fn is_retryable(&self) -> bool {
+///         matches!(self, DbError::ConnectionLost)
+///     }
+/// }
+/// ```
+pub trait Retryable {
+    /// Whether the same message may succeed if handled again.
+    fn is_retryable(&self) -> bool;
+}
+
+/// Why a dispatch failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No handler is registered for this command or query.
+    #[error("no handler for `{message}`")]
+    NoHandler {
+        /// The message's wire name.
+        message: &'static str,
+    },
+    /// Bytes arrived for a wire name no message type has.
+    #[error("unknown message name `{name}`")]
+    UnknownMessage {
+        /// The name as received (lossily decoded, truncated to 256 bytes).
+        name: String,
+    },
+    /// The message was dispatched through the wrong verb (an event given to `send`, a command
+    /// to `publish`); only possible on the bytes path, the typed API rejects it at compile time.
+    #[error("`{message}` is a {actual}, not a {expected}")]
+    WrongKind {
+        /// The message's wire name.
+        message: &'static str,
+        /// What the caller asked for.
+        expected: &'static str,
+        /// What the message is.
+        actual: &'static str,
+    },
+    /// The message failed validation; every field error is listed.
+    #[error("`{message}` is invalid: {errors}")]
+    Validation {
+        /// The message's wire name.
+        message: &'static str,
+        /// All field errors.
+        errors: ValidationErrors,
+    },
+    /// The deadline passed before the handler finished; the handler was dropped.
+    #[error("`{message}` timed out{}", after.map(|d| format!(" after {d:?}")).unwrap_or_default())]
+    Timeout {
+        /// The message's wire name.
+        message: &'static str,
+        /// The limit that was exceeded, when known.
+        after: Option<Duration>,
+    },
+    /// The context's cancellation signal fired; the handler was dropped.
+    #[error("`{message}` was cancelled")]
+    Cancelled {
+        /// The message's wire name.
+        message: &'static str,
+    },
+    /// Bytes could not be decoded or encoded.
+    #[error("codec error for `{message}`: {source}")]
+    Codec {
+        /// The message's wire name (or the name as received).
+        message: String,
+        /// What went wrong.
+        #[source]
+        source: CodecError,
+    },
+    /// The handler returned an error.
+    #[error("handler `{handler}` for `{message}` failed: {source}")]
+    Handler {
+        /// The message's wire name.
+        message: &'static str,
+        /// The handler's path, e.g. `shop::Orders::place`.
+        handler: &'static str,
+        /// Whether the handler's error type says trying again may help.
+        retryable: bool,
+        /// The handler's own error; see [`Error::downcast_ref`].
+        #[source]
+        source: BoxError,
+    },
+    /// One or more handlers of a published event failed. Every failure is listed; handlers
+    /// that succeeded are not undone.
+    #[error("{} of the handlers of `{event}` failed: {}", failures.len(), DisplayFailures(failures))]
+    Publish {
+        /// The event's wire name.
+        event: &'static str,
+        /// One entry per failed handler.
+        failures: Vec<HandlerFailure>,
+    },
+    /// A handler queued more events with `ctx.publish` than the limit allows.
+    #[error("`{message}` queued more than {limit} events in one dispatch")]
+    TooManyEvents {
+        /// The message whose handler queued them.
+        message: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// One failed handler of a published event.
+#[derive(Debug)]
+pub struct HandlerFailure {
+    /// The handler's path.
+    pub handler: &'static str,
+    /// Its error.
+    pub error: Error,
+}
+
+struct DisplayFailures<'a>(&'a [HandlerFailure]);
+
+impl fmt::Display for DisplayFailures<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, failure) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "[{}] {}", failure.handler, failure.error)?;
+        }
+        Ok(())
+    }
+}
+
+impl Error {
+    /// Wraps a handler's error. A `catga_core::Error` returned by a handler is passed through
+    /// unchanged rather than nested.
+    pub fn from_handler<E>(message: &'static str, handler: &'static str, error: E) -> Error
+    where
+        E: StdError + Send + Sync + 'static,
+    {
+        Self::from_handler_classified(message, handler, error, false)
+    }
+
+    #[doc(hidden)]
+    pub fn from_handler_classified<E>(
+        message: &'static str,
+        handler: &'static str,
+        error: E,
+        retryable: bool,
+    ) -> Error
+    where
+        E: StdError + Send + Sync + 'static,
+    {
+        let boxed: BoxError = Box::new(error);
+        match boxed.downcast::<Error>() {
+            Ok(own) => *own,
+            Err(source) => Error::Handler {
+                message,
+                handler,
+                retryable,
+                source,
+            },
+        }
+    }
+
+    /// A stable, machine-readable name for the kind of failure.
+    ///
+    /// | code | variant |
+    /// |---|---|
+    /// | `no_handler` | [`Error::NoHandler`] |
+    /// | `unknown_message` | [`Error::UnknownMessage`] |
+    /// | `wrong_kind` | [`Error::WrongKind`] |
+    /// | `validation` | [`Error::Validation`] |
+    /// | `timeout` | [`Error::Timeout`] |
+    /// | `cancelled` | [`Error::Cancelled`] |
+    /// | `codec` | [`Error::Codec`] |
+    /// | `handler` | [`Error::Handler`] |
+    /// | `publish` | [`Error::Publish`] |
+    /// | `too_many_events` | [`Error::TooManyEvents`] |
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NoHandler { .. } => "no_handler",
+            Error::UnknownMessage { .. } => "unknown_message",
+            Error::WrongKind { .. } => "wrong_kind",
+            Error::Validation { .. } => "validation",
+            Error::Timeout { .. } => "timeout",
+            Error::Cancelled { .. } => "cancelled",
+            Error::Codec { .. } => "codec",
+            Error::Handler { .. } => "handler",
+            Error::Publish { .. } => "publish",
+            Error::TooManyEvents { .. } => "too_many_events",
+        }
+    }
+
+    /// Whether the same message may succeed if dispatched again: timeouts, and handler errors
+    /// whose type implements [`Retryable`] and says so. A failed publish is retryable only if
+    /// every failure is.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Timeout { .. } => true,
+            Error::Handler { retryable, .. } => *retryable,
+            Error::Publish { failures, .. } => {
+                !failures.is_empty() && failures.iter().all(|f| f.error.is_retryable())
+            }
+            _ => false,
+        }
+    }
+
+    /// The handler's own error, if this is (or, for a publish, contains) a handler error of
+    /// type `E`.
+    pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::Handler { source, .. } => source.downcast_ref::<E>(),
+            Error::Publish { failures, .. } => {
+                failures.iter().find_map(|f| f.error.downcast_ref::<E>())
+            }
+            _ => None,
+        }
+    }
+
+    /// The field errors, if this is a validation failure.
+    pub fn validation_errors(&self) -> Option<&ValidationErrors> {
+        match self {
+            Error::Validation { errors, .. } => Some(errors),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("boom")]
+    struct Boom;
+
+    #[test]
+    fn own_errors_are_not_nested() {
+        let inner = Error::Timeout {
+            message: "X",
+            after: None,
+        };
+        let err = Error::from_handler("X", "h", inner);
+        assert_eq!(err.code(), "timeout");
+        assert!(err.is_retryable());
+    }
+
+    #[test]
+    fn publish_lists_every_failure() {
+        let err = Error::Publish {
+            event: "Placed",
+            failures: vec![
+                HandlerFailure {
+                    handler: "a",
+                    error: Error::from_handler("Placed", "a", Boom),
+                },
+                HandlerFailure {
+                    handler: "b",
+                    error: Error::Timeout {
+                        message: "Placed",
+                        after: None,
+                    },
+                },
+            ],
+        };
+        let text = err.to_string();
+        assert!(text.contains("[a]") && text.contains("[b]"), "{text}");
+        assert!(!err.is_retryable());
+        assert!(err.downcast_ref::<Boom>().is_some());
+    }
+}

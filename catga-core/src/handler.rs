@@ -1,0 +1,135 @@
+//! Handlers: the code that runs for a message.
+//!
+//! Write handlers with [`#[handler]`](crate::handler) on an `async fn` or on an `impl` block;
+//! the attribute implements [`RequestHandler`] or [`EventHandler`] and registers the handler so
+//! `build()` finds it. The traits are public so the static application path
+//! ([`static_app!`](crate::static_app)) can name handlers; you never implement them by hand.
+//!
+//! A handler's parameters are the message (by value; an event also by `&E`), optionally
+//! `&Context`, and `&T` references to state registered with the builder. It returns
+//! `Result<Output, E>` for any `E: std::error::Error + Send + Sync + 'static`.
+
+use std::future::Future;
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::message::{Event, Location, Message, Request};
+use crate::state::States;
+
+/// Where a handler is and what it is called, for startup errors and spans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandlerMeta {
+    /// The handler's path, e.g. `shop::Orders::place`.
+    pub name: &'static str,
+    /// Where it is declared.
+    pub location: Location,
+}
+
+/// The state types a handler needs but nobody registered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MissingState(pub Vec<&'static str>);
+
+/// A handler of the request `M`. Implemented by `#[handler]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not handle `{M}`",
+    label = "no `#[handler]` for `{M}` here",
+    note = "write an `async fn` taking `{M}` and annotate it (or its `impl` block) with `#[handler]`"
+)]
+pub trait RequestHandler<M: Request>: 'static {
+    /// What the handler borrows, resolved once at build time.
+    type State: Send + Sync + 'static;
+    /// Name and location.
+    const META: HandlerMeta;
+    /// Looks the handler's state up.
+    fn resolve(states: &States) -> Result<Self::State, MissingState>;
+    /// Runs the handler.
+    fn call<'a>(
+        state: &'a Self::State,
+        msg: M,
+        ctx: &'a Context,
+    ) -> impl Future<Output = Result<M::Output, Error>> + Send + 'a;
+}
+
+/// A handler of the event `E`. Implemented by `#[handler]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not handle `{E}`",
+    label = "no `#[handler]` for `{E}` here",
+    note = "write an `async fn` taking `{E}` or `&{E}` and annotate it with `#[handler]`"
+)]
+pub trait EventHandler<E: Event>: 'static {
+    /// What the handler borrows, resolved once at build time.
+    type State: Send + Sync + 'static;
+    /// Name and location.
+    const META: HandlerMeta;
+    /// Looks the handler's state up.
+    fn resolve(states: &States) -> Result<Self::State, MissingState>;
+    /// Runs the handler.
+    fn call<'a>(
+        state: &'a Self::State,
+        event: &'a E,
+        ctx: &'a Context,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a;
+}
+
+/// A handler that takes its message by value, whatever the message's kind. Implemented by
+/// `#[handler]`; catga turns it into a [`RequestHandler`] or an [`EventHandler`] according to
+/// the message's trait (an event is cloned for a by-value handler).
+#[doc(hidden)]
+pub trait OwnedHandler<M: Message>: 'static {
+    type State: Send + Sync + 'static;
+    const META: HandlerMeta;
+    fn resolve(states: &States) -> Result<Self::State, MissingState>;
+    fn call<'a>(
+        state: &'a Self::State,
+        msg: M,
+        ctx: &'a Context,
+    ) -> impl Future<Output = Result<M::Output, Error>> + Send + 'a;
+}
+
+impl<M: Request, H: OwnedHandler<M>> RequestHandler<M> for H {
+    type State = H::State;
+    const META: HandlerMeta = H::META;
+    #[inline]
+    fn resolve(states: &States) -> Result<Self::State, MissingState> {
+        H::resolve(states)
+    }
+    #[inline]
+    fn call<'a>(
+        state: &'a Self::State,
+        msg: M,
+        ctx: &'a Context,
+    ) -> impl Future<Output = Result<M::Output, Error>> + Send + 'a {
+        H::call(state, msg, ctx)
+    }
+}
+
+impl<E: Event, H: OwnedHandler<E>> EventHandler<E> for H {
+    type State = H::State;
+    const META: HandlerMeta = H::META;
+    fn resolve(states: &States) -> Result<Self::State, MissingState> {
+        H::resolve(states)
+    }
+    async fn call<'a>(state: &'a Self::State, event: &'a E, ctx: &'a Context) -> Result<(), Error> {
+        // `#[handler]` checked at compile time that a by-value event is `Clone`.
+        match event.__try_clone() {
+            Some(owned) => H::call(state, owned, ctx).await,
+            None => Err(Error::WrongKind {
+                message: E::NAME,
+                expected: "a `Clone` event for a by-value handler",
+                actual: "an event that is not `Clone`",
+            }),
+        }
+    }
+}
+
+/// A message kind as a type, so compile-time checks can depend on it.
+#[doc(hidden)]
+pub trait Role: 'static {}
+/// The role of commands and queries.
+#[doc(hidden)]
+pub enum RequestRole {}
+/// The role of events.
+#[doc(hidden)]
+pub enum EventRole {}
+impl Role for RequestRole {}
+impl Role for EventRole {}

@@ -1,0 +1,93 @@
+//! # catga
+//!
+//! A CQRS / mediator framework: declare commands, queries and events as plain types, write
+//! handlers as plain `async fn`s, and dispatch through one mediator, with behaviours (tracing,
+//! validation, timeout, retry, …) around every dispatch. Handlers are found at compile time
+//! and link time, and a dispatch is an index into a table and a call: no type lookup, no
+//! allocation.
+//!
+//! ```
+//! use catga_core::prelude::*;
+//!
+//! #[command(output = u64)]
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! pub struct PlaceOrder { pub customer: u64, pub total: u64 }
+//!
+//! #[event]
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! pub struct OrderPlaced { pub id: u64, pub total: u64 }
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("orders are closed")]
+//! pub struct Closed;
+//!
+//! #[handler]
+//! async fn place(cmd: PlaceOrder, ctx: &Context) -> Result<u64, Closed> {
+//!     let id = 42;
+//!     ctx.publish(OrderPlaced { id, total: cmd.total }).ok();
+//!     Ok(id)
+//! }
+//!
+//! #[handler]
+//! async fn notify(event: &OrderPlaced) -> Result<(), Closed> {
+//!     assert_eq!(event.id, 42);
+//!     Ok(())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let app = Catga::builder().build()?;
+//! let id = app.send(PlaceOrder { customer: 7, total: 30 }).await?;
+//! assert_eq!(id, 42);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Start with [`message`] (declaring messages), [`handler`] (writing handlers),
+//! [`Catga`] (building and dispatching), [`pipeline`] and [`behavior`] (behaviours).
+
+#![warn(missing_docs)]
+
+pub mod behavior;
+pub mod codec;
+pub mod context;
+pub mod error;
+pub mod handler;
+mod inline;
+pub mod mediator;
+pub mod message;
+pub mod payload;
+pub mod pipeline;
+pub mod registry;
+pub mod state;
+pub mod static_app;
+pub mod validation;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use catga_macros::{command, event, handler, query, static_app};
+pub use codec::{Codec, CodecError, Json};
+pub use context::{Context, MAX_PENDING_EVENTS};
+pub use error::{BoxError, Error, HandlerFailure, Retryable};
+pub use handler::{EventHandler, HandlerMeta, RequestHandler};
+pub use inline::INLINE_FUTURE_BYTES;
+pub use mediator::{Catga, CatgaBuilder};
+pub use message::{Command, Event, Location, Message, MessageInfo, MessageKind, Query, Request};
+pub use payload::{AnyMessage, Payload};
+pub use pipeline::{Behavior, Identity, Layer, Next, Stack};
+pub use registry::{BuildError, Problem};
+pub use static_app::{StaticBuilder, StaticCatga};
+pub use tokio_util::sync::CancellationToken;
+pub use validation::{FieldError, Validate, ValidationErrors};
+
+/// Everything a typical application module needs: `use catga_core::prelude::*;`.
+pub mod prelude {
+    pub use crate::behavior::{Retry, Timeout, Tracing, Validation};
+    pub use crate::{
+        Behavior, Catga, Command, Context, Error, Event, Message, Next, Payload, Query, Request,
+        Retryable, Validate, ValidationErrors, command, event, handler, query,
+    };
+    pub use serde::{Deserialize, Serialize};
+}

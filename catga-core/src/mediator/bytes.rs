@@ -1,0 +1,89 @@
+//! The bytes path: a wire name plus an encoded payload, dispatched through the same table.
+//!
+//! This is what transports call when a message arrives. The name selects the message type,
+//! the payload is decoded (never trusting its size or shape), the message runs through the same
+//! behaviours and handler as a local one, and a request's reply is encoded back.
+
+use crate::codec::CodecError;
+use crate::context::Context;
+use crate::error::Error;
+use crate::payload::DynRequest;
+use crate::pipeline::Layer;
+use crate::registry::Entry;
+
+use super::Catga;
+use super::guard::guarded;
+use super::terminal::DynRequestTerminal;
+
+/// Longest wire name echoed back in [`Error::UnknownMessage`], so hostile input cannot make
+/// errors (and the logs they end up in) arbitrarily large.
+const MAX_ECHOED_NAME: usize = 256;
+
+impl<L: Layer> Catga<L> {
+    /// Dispatches a JSON-encoded message by wire name.
+    ///
+    /// Returns `Some(reply)` (the JSON-encoded output) for a command or query, `None` for an
+    /// event once all its handlers ran.
+    ///
+    /// # Errors
+    /// [`Error::UnknownMessage`] for a name no message type has; [`Error::Codec`] for a payload
+    /// over the size limit (checked before decoding) or one that does not decode;
+    /// [`Error::NoHandler`] for a request handled nowhere; and every error a local dispatch can
+    /// return. Nothing panics on any input.
+    pub async fn dispatch_bytes(
+        &self,
+        name: &str,
+        payload: &[u8],
+        ctx: Context,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let limit = self.inner.max_payload_bytes;
+        if payload.len() > limit {
+            return Err(Error::Codec {
+                message: echo(name),
+                source: CodecError::TooLarge {
+                    size: payload.len(),
+                    limit,
+                },
+            });
+        }
+        let Some(info) = self.inner.table.by_name(name) else {
+            return Err(Error::UnknownMessage { name: echo(name) });
+        };
+        let msg = info.decode_json(payload).map_err(|source| Error::Codec {
+            message: info.name().to_string(),
+            source,
+        })?;
+        match self.inner.table.entry(info) {
+            Some(Entry::Request(entry)) => {
+                let terminal = DynRequestTerminal(&**entry);
+                let run = self.inner.layers.run(DynRequest(msg), &ctx, &terminal);
+                let output = guarded(&ctx, info.name(), run).await?;
+                if ctx.pending().len() > 0 {
+                    self.publish_follow_ups(&ctx).await?;
+                }
+                let reply = entry
+                    .encode_output(&*output)
+                    .map_err(|source| Error::Codec {
+                        message: info.name().to_string(),
+                        source,
+                    })?;
+                Ok(Some(reply))
+            }
+            Some(Entry::Event(_)) | None if !info.kind().is_request() => {
+                self.publish_dyn(&*msg, ctx).await?;
+                Ok(None)
+            }
+            _ => Err(Error::NoHandler {
+                message: info.name(),
+            }),
+        }
+    }
+}
+
+fn echo(name: &str) -> String {
+    let mut end = name.len().min(MAX_ECHOED_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}

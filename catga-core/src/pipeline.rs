@@ -1,0 +1,156 @@
+//! The behaviour pipeline: middleware around every dispatch, composed by type.
+//!
+//! A [`Behavior`] wraps the rest of the pipeline: it receives the message, the context and
+//! [`Next`], and decides whether, when and how often to call `next.run(msg)`. The application
+//! type carries its stack as a type (`Stack<Timeout, Stack<Retry, Identity>>`), like
+//! `tower::ServiceBuilder`, so the compiler inlines it and an empty stack costs nothing.
+//!
+//! Layers run in the order they were added: the first `.layer(…)` is the outermost.
+//!
+//! ```
+//! use catga_core::{Behavior, Context, Error, Next, Payload};
+//!
+//! /// Counts dispatches.
+//! #[derive(Default)]
+//! struct Count(std::sync::atomic::AtomicU64);
+//!
+//! impl Behavior for Count {
+//!     async fn handle<P: Payload, N: Next<P>>(
+//!         &self,
+//!         msg: P,
+//!         _ctx: &Context,
+//!         next: N,
+//!     ) -> Result<P::Output, Error> {
+//!         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+//!         next.run(msg).await
+//!     }
+//! }
+//! ```
+
+use std::future::Future;
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::payload::Payload;
+
+/// Middleware around a dispatch. See the [module docs](self).
+pub trait Behavior: Send + Sync + 'static {
+    /// Handles `msg`, usually by calling `next.run(msg)` once or more.
+    fn handle<P: Payload, N: Next<P>>(
+        &self,
+        msg: P,
+        ctx: &Context,
+        next: N,
+    ) -> impl Future<Output = Result<P::Output, Error>> + Send;
+}
+
+/// The rest of the pipeline after a behaviour: the inner behaviours, then the handler.
+pub trait Next<P: Payload>: Send + Sync {
+    /// Runs the rest of the pipeline with `msg`. May be called again (e.g. by a retry).
+    fn run(&self, msg: P) -> impl Future<Output = Result<P::Output, Error>> + Send;
+}
+
+/// What a pipeline ends in: the handler call. Implemented by catga's dispatch paths.
+#[doc(hidden)]
+pub trait Terminal<P: Payload>: Sync {
+    fn call(&self, msg: P, ctx: &Context) -> impl Future<Output = Result<P::Output, Error>> + Send;
+}
+
+/// A whole behaviour stack. Built by `.layer(…)`; you do not implement it.
+pub trait Layer: Send + Sync + 'static {
+    /// Runs `msg` through every behaviour of the stack and then `terminal`.
+    #[doc(hidden)]
+    fn run<P: Payload, T: Terminal<P>>(
+        &self,
+        msg: P,
+        ctx: &Context,
+        terminal: &T,
+    ) -> impl Future<Output = Result<P::Output, Error>> + Send;
+}
+
+/// The empty stack.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Identity;
+
+impl Layer for Identity {
+    #[inline]
+    fn run<P: Payload, T: Terminal<P>>(
+        &self,
+        msg: P,
+        ctx: &Context,
+        terminal: &T,
+    ) -> impl Future<Output = Result<P::Output, Error>> + Send {
+        terminal.call(msg, ctx)
+    }
+}
+
+/// A behaviour `outer` around the stack `inner`.
+#[derive(Clone, Debug, Default)]
+pub struct Stack<B, L> {
+    outer: B,
+    inner: L,
+}
+
+impl<B: Behavior, L: Layer> Layer for Stack<B, L> {
+    #[inline]
+    fn run<P: Payload, T: Terminal<P>>(
+        &self,
+        msg: P,
+        ctx: &Context,
+        terminal: &T,
+    ) -> impl Future<Output = Result<P::Output, Error>> + Send {
+        self.outer.handle(
+            msg,
+            ctx,
+            NextLayer {
+                layer: &self.inner,
+                ctx,
+                terminal,
+            },
+        )
+    }
+}
+
+/// [`Next`] for a stack: the inner layers, then the terminal.
+///
+/// Each reference keeps its own lifetime: an `impl Future` may only capture lifetimes that
+/// appear in the signature, not the intersection of several.
+struct NextLayer<'l, 'c, 't, L, T> {
+    layer: &'l L,
+    ctx: &'c Context,
+    terminal: &'t T,
+}
+
+impl<P: Payload, L: Layer, T: Terminal<P>> Next<P> for NextLayer<'_, '_, '_, L, T> {
+    #[inline]
+    fn run(&self, msg: P) -> impl Future<Output = Result<P::Output, Error>> + Send {
+        self.layer.run(msg, self.ctx, self.terminal)
+    }
+}
+
+/// Appends a behaviour as the innermost layer of a stack (so the first added stays outermost).
+#[doc(hidden)]
+pub trait PushInner<B> {
+    type Output: Layer;
+    fn push_inner(self, behavior: B) -> Self::Output;
+}
+
+impl<B: Behavior> PushInner<B> for Identity {
+    type Output = Stack<B, Identity>;
+    fn push_inner(self, behavior: B) -> Self::Output {
+        Stack {
+            outer: behavior,
+            inner: Identity,
+        }
+    }
+}
+
+impl<A: Behavior, L: Layer + PushInner<B>, B: Behavior> PushInner<B> for Stack<A, L> {
+    type Output = Stack<A, L::Output>;
+    fn push_inner(self, behavior: B) -> Self::Output {
+        Stack {
+            outer: self.outer,
+            inner: self.inner.push_inner(behavior),
+        }
+    }
+}

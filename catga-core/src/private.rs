@@ -1,0 +1,178 @@
+//! Support for macro-generated code. Not public API: anything here may change in any release.
+
+pub use inventory;
+pub use serde;
+
+pub use crate::codec::{Codec, CodecError, Json};
+pub use crate::error::{Error, HandlerFailure};
+pub use crate::handler::{
+    EventHandler, EventRole, HandlerMeta, MissingState, OwnedHandler, RequestHandler, RequestRole,
+};
+pub use crate::message::{Location, MessageInfo, MessageKind, MessagePolicy};
+pub use crate::payload::AnyMessage;
+pub use crate::pipeline::Layer;
+pub use crate::registry::{
+    Binding, HandlerDescriptor, MessageDescriptor, bind_event, bind_request,
+};
+pub use crate::state::States;
+pub use crate::static_app::{
+    StaticApp, StaticBuilder, StaticRoute, StaticSubscribers, run_static_event,
+};
+pub use crate::validation::ValidationErrors;
+pub use futures::future::BoxFuture;
+pub use futures::join;
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use crate::message::{Event, Message};
+
+/// `Duration::from_millis` for generated statics.
+pub const fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// Decodes a JSON payload into `M`, type-erased (stored in `MessageInfo`).
+pub fn decode_json<M: Message>(bytes: &[u8]) -> Result<Box<dyn AnyMessage>, CodecError> {
+    M::__decode(&Json, bytes).map(|m| Box::new(m) as Box<dyn AnyMessage>)
+}
+
+// ---- wire checks: a readable error instead of serde's bound failure ----
+
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` travels over the wire but does not implement `Serialize`",
+    label = "not serializable",
+    note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`",
+    note = "if the message never leaves the process, declare it `local`, e.g. `#[command(local)]`"
+)]
+pub trait WireSerialize {}
+#[diagnostic::do_not_recommend]
+impl<T: serde::Serialize + ?Sized> WireSerialize for T {}
+
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` travels over the wire but does not implement `Deserialize`",
+    label = "not deserializable",
+    note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`",
+    note = "if the message never leaves the process, declare it `local`, e.g. `#[command(local)]`"
+)]
+pub trait WireDeserialize {}
+#[diagnostic::do_not_recommend]
+impl<T: serde::de::DeserializeOwned> WireDeserialize for T {}
+
+/// Compile-time check that a wire message (or its output) can be encoded and decoded.
+pub const fn assert_wire<T: WireSerialize + WireDeserialize + ?Sized>() {}
+
+// ---- handler return values ----
+
+#[diagnostic::on_unimplemented(
+    message = "a handler of `{M}` must return `Result<{M}::Output, E>`, not `{Self}`",
+    label = "wrong return type for a handler of `{M}`",
+    note = "the `Ok` type must be the output the message declares (`#[command(output = …)]`, `#[query(output = …)]`; `()` for a bare `#[command]` or an event)",
+    note = "the error type must implement `std::error::Error + Send + Sync + 'static`"
+)]
+pub trait HandlerReturn<M> {
+    type Ok;
+    type Err: StdError + Send + Sync + 'static;
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<M: Message, E: StdError + Send + Sync + 'static> HandlerReturn<M> for Result<M::Output, E> {
+    type Ok = M::Output;
+    type Err = E;
+    #[inline]
+    fn into_result(self) -> Result<M::Output, E> {
+        self
+    }
+}
+
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is an event taken by value, but it is not `Clone`",
+    label = "an event handler that takes the event by value needs `Clone`",
+    note = "every handler of an event sees the same event: take it as `&{Self}`, or derive `Clone`"
+)]
+pub trait ByValue<Role> {}
+#[diagnostic::do_not_recommend]
+impl<T: Message> ByValue<RequestRole> for T {}
+#[diagnostic::do_not_recommend]
+impl<T: Message + Clone> ByValue<EventRole> for T {}
+
+/// Compile-time check for a handler that takes its message by value: fine for requests, needs
+/// `Clone` for events.
+pub const fn assert_by_value<M: Message + ByValue<M::__Role>>() {}
+
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is taken by reference, so this is an event handler, but `{Self}` is not an event",
+    label = "commands and queries are taken by value",
+    note = "take a command or query by value (`cmd: {Self}`); only events can be borrowed (`event: &MyEvent`)",
+    note = "if `{Self}` is state, put the message first: state parameters come after it"
+)]
+pub trait EventByRef: Event {}
+#[diagnostic::do_not_recommend]
+impl<T: Event> EventByRef for T {}
+
+/// Compile-time check for a handler that borrows its message.
+pub const fn assert_by_ref<E: EventByRef>() {}
+
+// ---- autoref specialisation probes, used with concrete types in generated code ----
+
+/// `(&&Probe(&value)).catga_*()` picks the capability's impl when the type has it and the
+/// fallback otherwise. Only meaningful where the type is concrete (generated code).
+pub struct Probe<'a, T>(pub &'a T);
+
+pub trait ViaClone<T> {
+    fn catga_clone(&self) -> Option<T>;
+}
+impl<T: Clone> ViaClone<T> for &Probe<'_, T> {
+    #[inline]
+    fn catga_clone(&self) -> Option<T> {
+        Some(self.0.clone())
+    }
+}
+pub trait NoClone<T> {
+    fn catga_clone(&self) -> Option<T>;
+}
+impl<T> NoClone<T> for Probe<'_, T> {
+    #[inline]
+    fn catga_clone(&self) -> Option<T> {
+        None
+    }
+}
+
+pub trait ViaValidate {
+    fn catga_validate(&self) -> Result<(), ValidationErrors>;
+}
+impl<T: crate::validation::Validate> ViaValidate for &Probe<'_, T> {
+    #[inline]
+    fn catga_validate(&self) -> Result<(), ValidationErrors> {
+        self.0.validate()
+    }
+}
+pub trait NoValidate {
+    fn catga_validate(&self) -> Result<(), ValidationErrors>;
+}
+impl<T> NoValidate for Probe<'_, T> {
+    #[inline]
+    fn catga_validate(&self) -> Result<(), ValidationErrors> {
+        Ok(())
+    }
+}
+
+pub trait ViaRetryable {
+    fn catga_retryable(&self) -> bool;
+}
+impl<T: crate::error::Retryable> ViaRetryable for &Probe<'_, T> {
+    #[inline]
+    fn catga_retryable(&self) -> bool {
+        self.0.is_retryable()
+    }
+}
+pub trait NoRetryable {
+    fn catga_retryable(&self) -> bool;
+}
+impl<T> NoRetryable for Probe<'_, T> {
+    #[inline]
+    fn catga_retryable(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,235 @@
+//! Table entries: a message type's handler(s), callable typed (the fast path) or type-erased
+//! (the bytes path and events queued with `ctx.publish`).
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::future::BoxFuture;
+
+use crate::codec::{CodecError, Json};
+use crate::context::Context;
+use crate::error::Error;
+use crate::handler::{EventHandler, HandlerMeta, RequestHandler};
+use crate::inline::{InlineFuture, fits};
+use crate::message::{Event, MessageInfo, Request};
+use crate::payload::AnyMessage;
+
+/// A request handler with its type erased but its message type known.
+pub(crate) trait ErasedRequestHandler<M: Request>: Send + Sync {
+    fn call<'a>(&'a self, msg: M, ctx: &'a Context) -> InlineFuture<'a, Result<M::Output, Error>>;
+}
+
+/// An event handler with its type erased but its event type known.
+pub(crate) trait ErasedEventHandler<E: Event>: Send + Sync {
+    fn call<'a>(&'a self, event: &'a E, ctx: &'a Context) -> InlineFuture<'a, Result<(), Error>>;
+}
+
+pub(crate) struct BoundRequest<M, H: RequestHandler<M>>
+where
+    M: Request,
+{
+    pub(crate) state: H::State,
+    pub(crate) spilled: AtomicBool,
+    pub(crate) _message: PhantomData<fn(M)>,
+}
+
+pub(crate) struct BoundEvent<E: Event, H: EventHandler<E>> {
+    pub(crate) state: H::State,
+    pub(crate) spilled: AtomicBool,
+    pub(crate) _message: PhantomData<fn(E)>,
+}
+
+#[cold]
+fn report_spill(spilled: &AtomicBool, handler: &'static str, size: usize) {
+    if !spilled.swap(true, Ordering::Relaxed) {
+        tracing::debug!(
+            handler,
+            future_bytes = size,
+            inline_bytes = crate::inline::INLINE_FUTURE_BYTES,
+            "handler future does not fit inline; it is boxed on every call"
+        );
+    }
+}
+
+fn store<'a, F, T>(future: F, spilled: &AtomicBool, handler: &'static str) -> InlineFuture<'a, T>
+where
+    F: Future<Output = T> + Send + 'a,
+{
+    // `fits` is a constant per handler, so the common branch compiles to nothing.
+    if !fits::<F>() {
+        report_spill(spilled, handler, size_of::<F>());
+    }
+    InlineFuture::from_or_box(future)
+}
+
+impl<M: Request, H: RequestHandler<M>> ErasedRequestHandler<M> for BoundRequest<M, H> {
+    #[inline]
+    fn call<'a>(&'a self, msg: M, ctx: &'a Context) -> InlineFuture<'a, Result<M::Output, Error>> {
+        store(H::call(&self.state, msg, ctx), &self.spilled, H::META.name)
+    }
+}
+
+impl<E: Event, H: EventHandler<E>> ErasedEventHandler<E> for BoundEvent<E, H> {
+    #[inline]
+    fn call<'a>(&'a self, event: &'a E, ctx: &'a Context) -> InlineFuture<'a, Result<(), Error>> {
+        store(
+            H::call(&self.state, event, ctx),
+            &self.spilled,
+            H::META.name,
+        )
+    }
+}
+
+/// The entry of a request type: its one handler.
+pub(crate) struct RequestEntry<M: Request> {
+    meta: HandlerMeta,
+    handler: Box<dyn ErasedRequestHandler<M>>,
+}
+
+impl<M: Request> RequestEntry<M> {
+    pub(crate) fn new(meta: HandlerMeta, handler: Box<dyn ErasedRequestHandler<M>>) -> Self {
+        RequestEntry { meta, handler }
+    }
+
+    #[inline]
+    pub(crate) fn call<'a>(
+        &'a self,
+        msg: M,
+        ctx: &'a Context,
+    ) -> InlineFuture<'a, Result<M::Output, Error>> {
+        self.handler.call(msg, ctx)
+    }
+}
+
+/// A request entry seen without its message type.
+pub trait AnyRequestEntry: Any + Send + Sync {
+    /// The handler.
+    fn meta(&self) -> &HandlerMeta;
+    /// The message type.
+    fn info(&self) -> &'static MessageInfo;
+    /// Calls the handler with a message that must be of the entry's type.
+    fn call_dyn<'a>(
+        &'a self,
+        msg: Box<dyn AnyMessage>,
+        ctx: &'a Context,
+    ) -> BoxFuture<'a, Result<Box<dyn Any + Send>, Error>>;
+    /// Encodes an output produced by `call_dyn` as JSON.
+    fn encode_output(&self, output: &(dyn Any + Send)) -> Result<Vec<u8>, CodecError>;
+}
+
+/// A message of the wrong type reached a type-erased entry: a bug in catga, reported rather
+/// than panicking.
+fn mismatch(info: &'static MessageInfo) -> Error {
+    Error::WrongKind {
+        message: info.name(),
+        expected: info.type_name(),
+        actual: "another type",
+    }
+}
+
+impl<M: Request> AnyRequestEntry for RequestEntry<M> {
+    fn meta(&self) -> &HandlerMeta {
+        &self.meta
+    }
+    fn info(&self) -> &'static MessageInfo {
+        M::info()
+    }
+    fn call_dyn<'a>(
+        &'a self,
+        msg: Box<dyn AnyMessage>,
+        ctx: &'a Context,
+    ) -> BoxFuture<'a, Result<Box<dyn Any + Send>, Error>> {
+        Box::pin(async move {
+            let msg = msg
+                .into_any()
+                .downcast::<M>()
+                .map_err(|_| mismatch(M::info()))?;
+            let output = self.handler.call(*msg, ctx).await?;
+            Ok(Box::new(output) as Box<dyn Any + Send>)
+        })
+    }
+    fn encode_output(&self, output: &(dyn Any + Send)) -> Result<Vec<u8>, CodecError> {
+        match output.downcast_ref::<M::Output>() {
+            Some(output) => M::__encode_output(&Json, output),
+            None => Err(CodecError::NotWire { name: M::NAME }),
+        }
+    }
+}
+
+pub(crate) type EventHandlerBox<E> = (HandlerMeta, Box<dyn ErasedEventHandler<E>>);
+
+/// The entry of an event type: all its handlers.
+pub(crate) struct EventEntry<E: Event> {
+    handlers: Vec<EventHandlerBox<E>>,
+    metas: Vec<HandlerMeta>,
+}
+
+impl<E: Event> EventEntry<E> {
+    pub(crate) fn new_boxed() -> Box<dyn AnyEventEntry> {
+        Box::new(EventEntry::<E> {
+            handlers: Vec::new(),
+            metas: Vec::new(),
+        })
+    }
+
+    #[inline]
+    pub(crate) fn handlers(&self) -> &[EventHandlerBox<E>] {
+        &self.handlers
+    }
+}
+
+/// Calls one event handler (typed).
+#[inline]
+pub(crate) fn call_event<'a, E: Event>(
+    handler: &'a EventHandlerBox<E>,
+    event: &'a E,
+    ctx: &'a Context,
+) -> InlineFuture<'a, Result<(), Error>> {
+    handler.1.call(event, ctx)
+}
+
+/// An event entry seen without its event type.
+pub trait AnyEventEntry: Any + Send + Sync {
+    /// The handlers, in registration order.
+    fn metas(&self) -> &[HandlerMeta];
+    /// Calls handler `index` with an event that must be of the entry's type.
+    fn call_dyn<'a>(
+        &'a self,
+        index: usize,
+        event: &'a dyn AnyMessage,
+        ctx: &'a Context,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+    /// Adds a handler produced by `bind_event` for the same event type.
+    #[doc(hidden)]
+    fn push(&mut self, handler: Box<dyn Any + Send + Sync>) -> Result<(), ()>;
+}
+
+impl<E: Event> AnyEventEntry for EventEntry<E> {
+    fn metas(&self) -> &[HandlerMeta] {
+        &self.metas
+    }
+    fn call_dyn<'a>(
+        &'a self,
+        index: usize,
+        event: &'a dyn AnyMessage,
+        ctx: &'a Context,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let event = event
+                .as_any()
+                .downcast_ref::<E>()
+                .ok_or_else(|| mismatch(E::info()))?;
+            match self.handlers.get(index) {
+                Some(handler) => call_event(handler, event, ctx).await,
+                None => Err(mismatch(E::info())),
+            }
+        })
+    }
+    fn push(&mut self, handler: Box<dyn Any + Send + Sync>) -> Result<(), ()> {
+        let handler = handler.downcast::<EventHandlerBox<E>>().map_err(|_| ())?;
+        self.metas.push(handler.0);
+        self.handlers.push(*handler);
+        Ok(())
+    }
+}

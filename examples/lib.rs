@@ -1,0 +1,1 @@
+//! Runnable examples of catga; see the `[[example]]` targets (`cargo run --example quickstart`).
