@@ -82,58 +82,52 @@ async fn by_value(
     ledger: &Ledger,
     ctx: &Context,
 ) -> Result<(), std::io::Error> {
-    assert!(ctx.causation_id().is_some());
-    ledger.seen.lock().unwrap().push(event.id + 1000);
+    let from_handler = ctx.causation_id().is_some();
+    let tag = if from_handler { 2000 } else { 1000 };
+    ledger.seen.lock().unwrap().push(event.id + tag);
     Ok(())
 }
 
-fn app() -> Catga {
+fn app_with(ledger: &std::sync::Arc<Ledger>) -> Catga {
     Catga::builder()
         .state(Orders::default())
-        .state(Ledger::default())
+        .state_arc(ledger.clone())
         .build()
         .unwrap()
 }
 
+fn seen(ledger: &Ledger) -> Vec<u64> {
+    let mut seen = ledger.seen.lock().unwrap().clone();
+    seen.sort();
+    seen
+}
+
 #[tokio::test]
 async fn send_returns_the_reply_and_publishes_follow_ups() {
-    let app = Catga::builder()
-        .state(Orders::default())
-        .state_arc(std::sync::Arc::new(Ledger::default()))
-        .build()
-        .unwrap();
-    let id = app
-        .send(PlaceOrder {
-            customer: 1,
-            total: 30,
-        })
-        .await
-        .unwrap();
+    let ledger = std::sync::Arc::new(Ledger::default());
+    let app = app_with(&ledger);
+    let id = app.send(PlaceOrder { customer: 1, total: 30 }).await.unwrap();
     assert_eq!(id, 1);
     assert_eq!(app.send(GetTotal { id }).await.unwrap(), Some(30));
+    // `record` saw id 1; `by_value` saw it with a causation id (it was published by a handler).
+    assert_eq!(seen(&ledger), vec![1, 2001]);
 }
 
 #[tokio::test]
 async fn failed_handler_events_are_discarded_and_error_downcasts() {
-    let app = app();
-    let err = app
-        .send(PlaceOrder {
-            customer: 666,
-            total: 1,
-        })
-        .await
-        .unwrap_err();
+    let ledger = std::sync::Arc::new(Ledger::default());
+    let app = app_with(&ledger);
+    let err = app.send(PlaceOrder { customer: 666, total: 1 }).await.unwrap_err();
     assert_eq!(err.code(), "handler");
-    assert!(matches!(
-        err.downcast_ref::<OrderError>(),
-        Some(OrderError::Blocked(666))
-    ));
+    assert!(!err.is_retryable());
+    assert!(matches!(err.downcast_ref::<OrderError>(), Some(OrderError::Blocked(666))));
+    assert!(seen(&ledger).is_empty(), "events queued by a failed handler are dropped");
 }
 
 #[tokio::test]
 async fn publish_reaches_every_handler() {
-    let app = app();
-    app.publish(OrderPlaced { id: 5, total: 1 })
-        .await
-        .unwrap_err(); // by_value asserts causation
+    let ledger = std::sync::Arc::new(Ledger::default());
+    let app = app_with(&ledger);
+    app.publish(OrderPlaced { id: 5, total: 1 }).await.unwrap();
+    assert_eq!(seen(&ledger), vec![5, 1005]);
 }
