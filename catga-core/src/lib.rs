@@ -6,7 +6,7 @@
 //! and link time, and a dispatch is an index into a table and a call: no type lookup, no
 //! allocation.
 //!
-//! ```
+//! ```rust,standalone_crate
 //! use catga_core::prelude::*;
 //!
 //! #[command(output = u64)]
@@ -66,6 +66,14 @@ pub mod validation;
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
+
+// The guides' code blocks run as doctests, so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme_doctests {}
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/quickstart.md")]
+mod quickstart_doctests {}
 
 pub use catga_macros::{command, event, handler, query, static_app};
 pub use codec::{Codec, CodecError, Json};

@@ -9,7 +9,7 @@
 //! Use it when the last nanoseconds matter and the handler set is fixed; the default
 //! [`Catga`](crate::Catga) path finds handlers automatically and is what most applications want.
 //!
-//! ```
+//! ```rust,standalone_crate
 //! use catga_core::prelude::*;
 //!
 //! #[command(output = u64, local)]

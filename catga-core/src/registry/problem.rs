@@ -110,7 +110,10 @@ impl fmt::Display for Problem {
 }
 
 /// Every problem `build()` found, reported together.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+///
+/// `Debug` prints the same readable list as `Display`, so `fn main() -> Result<(), BuildError>`
+/// (or a boxed error) shows the problems rather than a struct dump.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub struct BuildError {
     problems: Vec<Problem>,
 }
@@ -123,6 +126,12 @@ impl BuildError {
     /// The problems, in a stable order (by kind, then by name).
     pub fn problems(&self) -> &[Problem] {
         &self.problems
+    }
+}
+
+impl fmt::Debug for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
