@@ -72,10 +72,21 @@ pub struct Orders {
 impl Orders {
     async fn place(&self, cmd: PlaceOrder, ctx: &Context) -> Result<u64, ShopError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let order = Order { id, customer: cmd.customer.clone(), quantity: cmd.quantity };
-        self.orders.lock().map_err(|_| ShopError::Unavailable)?.insert(id, order);
+        let order = Order {
+            id,
+            customer: cmd.customer.clone(),
+            quantity: cmd.quantity,
+        };
+        self.orders
+            .lock()
+            .map_err(|_| ShopError::Unavailable)?
+            .insert(id, order);
         // Published only once this handler has returned Ok.
-        ctx.publish(OrderPlaced { id, customer: cmd.customer }).map_err(|_| ShopError::Unavailable)?;
+        ctx.publish(OrderPlaced {
+            id,
+            customer: cmd.customer,
+        })
+        .map_err(|_| ShopError::Unavailable)?;
         Ok(id)
     }
 
@@ -88,7 +99,12 @@ impl Orders {
 /// Two independent reactions to the same event; they run concurrently.
 #[handler]
 async fn send_confirmation(event: &OrderPlaced, ctx: &Context) -> Result<(), ShopError> {
-    println!("  [mail]  confirmation for order {} to {} (caused by {:?})", event.id, event.customer, ctx.causation_id().map(|id| id.to_string()));
+    println!(
+        "  [mail]  confirmation for order {} to {} (caused by {:?})",
+        event.id,
+        event.customer,
+        ctx.causation_id().map(|id| id.to_string())
+    );
     Ok(())
 }
 
@@ -108,7 +124,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     println!("place an order:");
-    let id = app.send(PlaceOrder { customer: "ada".into(), quantity: 3 }).await?;
+    let id = app
+        .send(PlaceOrder {
+            customer: "ada".into(),
+            quantity: 3,
+        })
+        .await?;
     println!("  -> order id {id}");
 
     println!("read it back:");
@@ -116,7 +137,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  -> {order:?}");
 
     println!("an invalid order is rejected before its handler runs:");
-    let err = app.send(PlaceOrder { customer: " ".into(), quantity: 0 }).await.unwrap_err();
+    let err = app
+        .send(PlaceOrder {
+            customer: " ".into(),
+            quantity: 0,
+        })
+        .await
+        .unwrap_err();
     println!("  -> error code `{}`: {err}", err.code());
     if let Some(fields) = err.validation_errors() {
         for field in fields.errors() {

@@ -106,7 +106,13 @@ fn seen(ledger: &Ledger) -> Vec<u64> {
 async fn send_returns_the_reply_and_publishes_follow_ups() {
     let ledger = std::sync::Arc::new(Ledger::default());
     let app = app_with(&ledger);
-    let id = app.send(PlaceOrder { customer: 1, total: 30 }).await.unwrap();
+    let id = app
+        .send(PlaceOrder {
+            customer: 1,
+            total: 30,
+        })
+        .await
+        .unwrap();
     assert_eq!(id, 1);
     assert_eq!(app.send(GetTotal { id }).await.unwrap(), Some(30));
     // `record` saw id 1; `by_value` saw it with a causation id (it was published by a handler).
@@ -117,11 +123,23 @@ async fn send_returns_the_reply_and_publishes_follow_ups() {
 async fn failed_handler_events_are_discarded_and_error_downcasts() {
     let ledger = std::sync::Arc::new(Ledger::default());
     let app = app_with(&ledger);
-    let err = app.send(PlaceOrder { customer: 666, total: 1 }).await.unwrap_err();
+    let err = app
+        .send(PlaceOrder {
+            customer: 666,
+            total: 1,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "handler");
     assert!(!err.is_retryable());
-    assert!(matches!(err.downcast_ref::<OrderError>(), Some(OrderError::Blocked(666))));
-    assert!(seen(&ledger).is_empty(), "events queued by a failed handler are dropped");
+    assert!(matches!(
+        err.downcast_ref::<OrderError>(),
+        Some(OrderError::Blocked(666))
+    ));
+    assert!(
+        seen(&ledger).is_empty(),
+        "events queued by a failed handler are dropped"
+    );
 }
 
 #[tokio::test]
@@ -130,4 +148,37 @@ async fn publish_reaches_every_handler() {
     let app = app_with(&ledger);
     app.publish(OrderPlaced { id: 5, total: 1 }).await.unwrap();
     assert_eq!(seen(&ledger), vec![5, 1005]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_futures_are_send_and_apps_are_shared_across_tasks() {
+    let ledger = std::sync::Arc::new(Ledger::default());
+    let app = app_with(&ledger);
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let id = app
+                    .send(PlaceOrder {
+                        customer: i,
+                        total: i * 10,
+                    })
+                    .await?;
+                app.publish(OrderPlaced {
+                    id: 100 + i,
+                    total: 0,
+                })
+                .await?;
+                Ok::<u64, Error>(id)
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap().unwrap());
+    }
+    ids.sort();
+    assert_eq!(ids, (1..=16).collect::<Vec<_>>());
+    // 16 sends × 2 follow-up deliveries + 16 publishes × 2 handlers.
+    assert_eq!(ledger.seen.lock().unwrap().len(), 64);
 }
