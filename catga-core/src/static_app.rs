@@ -284,10 +284,10 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
     {
         let run = async { Ok(self.app.run(&self.layers, &event, &ctx).await) };
         let mut failures = guarded(&ctx, E::NAME, run).await?;
-        if ctx.pending().len() > 0 {
-            if let Err(error) = self.follow_ups(&ctx).await {
-                crate::mediator::absorb(&mut failures, error);
-            }
+        if ctx.pending().len() > 0
+            && let Err(error) = self.follow_ups(&ctx).await
+        {
+            crate::mediator::absorb(&mut failures, error);
         }
         if failures.is_empty() {
             Ok(())
@@ -316,10 +316,10 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
                     Ok(more) => failures.extend(more),
                     Err(error) => crate::mediator::absorb(&mut failures, error),
                 }
-                if child.pending().len() > 0 {
-                    if let Err(error) = self.follow_ups(&child).await {
-                        crate::mediator::absorb(&mut failures, error);
-                    }
+                if child.pending().len() > 0
+                    && let Err(error) = self.follow_ups(&child).await
+                {
+                    crate::mediator::absorb(&mut failures, error);
                 }
             }
             match first_event {

@@ -72,10 +72,10 @@ impl<L: Layer> Catga<L> {
             .await?;
             let mut failures: Vec<HandlerFailure> =
                 results.into_iter().filter_map(Result::err).collect();
-            if ctx.pending().len() > 0 {
-                if let Err(error) = self.publish_follow_ups(ctx).await {
-                    absorb(&mut failures, error);
-                }
+            if ctx.pending().len() > 0
+                && let Err(error) = self.publish_follow_ups(ctx).await
+            {
+                absorb(&mut failures, error);
             }
             if failures.is_empty() {
                 Ok(())

@@ -132,10 +132,10 @@ impl<L: Layer> Catga<L> {
             Ok(failures) => failures,
             Err(stopped) => return Err(stopped),
         };
-        if ctx.pending().len() > 0 {
-            if let Err(error) = self.publish_follow_ups(&ctx).await {
-                follow_up::absorb(&mut failures, error);
-            }
+        if ctx.pending().len() > 0
+            && let Err(error) = self.publish_follow_ups(&ctx).await
+        {
+            follow_up::absorb(&mut failures, error);
         }
         if failures.is_empty() {
             Ok(())

@@ -200,9 +200,10 @@ pub trait AnyEventEntry: Any + Send + Sync {
         event: &'a dyn AnyMessage,
         ctx: &'a Context,
     ) -> BoxFuture<'a, Result<(), Error>>;
-    /// Adds a handler produced by `bind_event` for the same event type.
+    /// Adds a handler produced by `bind_event` for the same event type; `false` if it was
+    /// for another type (and so was not added).
     #[doc(hidden)]
-    fn push(&mut self, handler: Box<dyn Any + Send + Sync>) -> Result<(), ()>;
+    fn push(&mut self, handler: Box<dyn Any + Send + Sync>) -> bool;
 }
 
 impl<E: Event> AnyEventEntry for EventEntry<E> {
@@ -226,10 +227,14 @@ impl<E: Event> AnyEventEntry for EventEntry<E> {
             }
         })
     }
-    fn push(&mut self, handler: Box<dyn Any + Send + Sync>) -> Result<(), ()> {
-        let handler = handler.downcast::<EventHandlerBox<E>>().map_err(|_| ())?;
-        self.metas.push(handler.0);
-        self.handlers.push(*handler);
-        Ok(())
+    fn push(&mut self, handler: Box<dyn Any + Send + Sync>) -> bool {
+        match handler.downcast::<EventHandlerBox<E>>() {
+            Ok(handler) => {
+                self.metas.push(handler.0);
+                self.handlers.push(*handler);
+                true
+            }
+            Err(_) => false,
+        }
     }
 }

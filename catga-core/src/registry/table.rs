@@ -142,8 +142,9 @@ impl Table {
                 Ok(Binding::Event { new_entry, handler }) => {
                     let entry = slots[slot].get_or_insert_with(|| Entry::Event(new_entry()));
                     if let Entry::Event(entry) = entry {
-                        // Same slot means same type, so the typed push cannot fail.
-                        let _ = entry.push(handler);
+                        // Same slot means same type, so the typed push always succeeds.
+                        let added = entry.push(handler);
+                        debug_assert!(added, "event handler bound for another type");
                     }
                 }
             }

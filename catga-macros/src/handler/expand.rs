@@ -27,10 +27,8 @@ pub fn handler(krate: &TokenStream, t: &Target<'_>) -> TokenStream {
 
     // State: `&self` first, then each `&T` in declared order.
     let mut state_types: Vec<&Type> = Vec::new();
-    if sig.receiver {
-        if let Some(self_ty) = t.self_ty {
-            state_types.push(self_ty);
-        }
+    if let (true, Some(self_ty)) = (sig.receiver, t.self_ty) {
+        state_types.push(self_ty);
     }
     for param in &sig.params {
         if let Param::State(ty) = param {

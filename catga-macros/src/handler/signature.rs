@@ -14,7 +14,7 @@ use crate::args::Errors;
 pub enum Param {
     Message,
     Context,
-    State(Type),
+    State(Box<Type>),
 }
 
 /// How the handler takes its message.
@@ -202,7 +202,7 @@ pub fn analyze(sig: &syn::Signature, in_impl: bool, errors: &mut Errors) -> Opti
                 let _ = t;
                 Param::Message
             }
-            Candidate::Ref(t) => Param::State(t),
+            Candidate::Ref(t) => Param::State(Box::new(t)),
         });
     }
     Some(Signature {
