@@ -1,9 +1,9 @@
 //! Handlers: the code that runs for a message.
 //!
-//! Write handlers with [`#[handler]`](crate::handler) on an `async fn` or on an `impl` block;
+//! Write handlers with [`#[handler]`](macro@crate::handler) on an `async fn` or on an `impl` block;
 //! the attribute implements [`RequestHandler`] or [`EventHandler`] and registers the handler so
 //! `build()` finds it. The traits are public so the static application path
-//! ([`static_app!`](crate::static_app)) can name handlers; you never implement them by hand.
+//! ([`static_app!`](crate::static_app!)) can name handlers; you never implement them by hand.
 //!
 //! A handler's parameters are the message (by value; an event also by `&E`), optionally
 //! `&Context`, and `&T` references to state registered with the builder. It returns

@@ -43,7 +43,7 @@
 //! # }
 //! ```
 //!
-//! Start with [`message`] (declaring messages), [`handler`] (writing handlers),
+//! Start with [`message`] (declaring messages), [`handler`](mod@handler) (writing handlers),
 //! [`Catga`] (building and dispatching), [`pipeline`] and [`behavior`] (behaviours).
 
 #![warn(missing_docs)]

@@ -5,7 +5,7 @@
 //! below; nobody implements them by hand. The trait a type implements decides its role:
 //!
 //! * a [`Command`] or [`Query`] is a [`Request`]: it has exactly one handler and a reply of type
-//!   [`Request::Output`], and is dispatched with [`Catga::send`](crate::Catga::send);
+//!   [`Message::Output`], and is dispatched with [`Catga::send`](crate::Catga::send);
 //! * an [`Event`] has zero or more handlers, no reply, and is dispatched with
 //!   [`Catga::publish`](crate::Catga::publish).
 //!
