@@ -37,7 +37,11 @@ pub fn decode_json<M: Message>(bytes: &[u8]) -> Result<Box<dyn AnyMessage>, Code
     M::__decode(&Json, bytes).map(|m| Box::new(m) as Box<dyn AnyMessage>)
 }
 
-// ---- wire checks: a readable error instead of serde's bound failure ----
+// ---- wire capability: a readable error instead of serde's bound failure ----
+//
+// Generated `__encode`/`__decode` go through these traits rather than calling the codec with a
+// `Serialize` bound directly, so a message without serde derives fails with our message, at the
+// message's name.
 
 #[diagnostic::on_unimplemented(
     message = "`{Self}` travels over the wire but does not implement `Serialize`",
@@ -45,9 +49,16 @@ pub fn decode_json<M: Message>(bytes: &[u8]) -> Result<Box<dyn AnyMessage>, Code
     note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`",
     note = "if the message never leaves the process, declare it `local`, e.g. `#[command(local)]`"
 )]
-pub trait WireSerialize {}
+pub trait WireSerialize {
+    fn catga_encode<C: Codec>(&self, codec: &C) -> Result<Vec<u8>, CodecError>;
+}
 #[diagnostic::do_not_recommend]
-impl<T: serde::Serialize + ?Sized> WireSerialize for T {}
+impl<T: serde::Serialize> WireSerialize for T {
+    #[inline]
+    fn catga_encode<C: Codec>(&self, codec: &C) -> Result<Vec<u8>, CodecError> {
+        codec.encode(self)
+    }
+}
 
 #[diagnostic::on_unimplemented(
     message = "`{Self}` travels over the wire but does not implement `Deserialize`",
@@ -55,12 +66,77 @@ impl<T: serde::Serialize + ?Sized> WireSerialize for T {}
     note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`",
     note = "if the message never leaves the process, declare it `local`, e.g. `#[command(local)]`"
 )]
-pub trait WireDeserialize {}
+pub trait WireDeserialize: Sized {
+    fn catga_decode<C: Codec>(codec: &C, bytes: &[u8]) -> Result<Self, CodecError>;
+}
 #[diagnostic::do_not_recommend]
-impl<T: serde::de::DeserializeOwned> WireDeserialize for T {}
+impl<T: serde::de::DeserializeOwned> WireDeserialize for T {
+    #[inline]
+    fn catga_decode<C: Codec>(codec: &C, bytes: &[u8]) -> Result<Self, CodecError> {
+        codec.decode(bytes)
+    }
+}
 
-/// Compile-time check that a wire message (or its output) can be encoded and decoded.
-pub const fn assert_wire<T: WireSerialize + WireDeserialize + ?Sized>() {}
+// ---- static apps: a second route so rustc never infers a message from a lone impl ----
+
+/// A request no one can construct. Every static app routes it, so an app with a single route
+/// still has two `StaticRoute` impls and sending an unlisted message reports the missing
+/// route instead of a type mismatch against the one listed message.
+#[derive(Debug)]
+pub enum NoRoute {}
+
+impl Message for NoRoute {
+    type Output = ();
+    const NAME: &'static str = "catga.no_route";
+    const KIND: MessageKind = MessageKind::Command;
+    type __Role = RequestRole;
+    fn info() -> &'static MessageInfo {
+        static INFO: MessageInfo = MessageInfo::__new(
+            "catga.no_route",
+            MessageKind::Command,
+            "catga_core::__private::NoRoute",
+            file!(),
+            line!(),
+            false,
+            MessagePolicy {
+                timeout: None,
+                max_attempts: None,
+            },
+            decode_json::<NoRoute>,
+        );
+        &INFO
+    }
+    fn __bind_owned<H: OwnedHandler<Self>>(states: &States) -> Result<Binding, MissingState> {
+        bind_request::<Self, H>(states)
+    }
+    fn __try_clone(&self) -> Option<Self> {
+        match *self {}
+    }
+    fn __validate(&self) -> Result<(), ValidationErrors> {
+        match *self {}
+    }
+    fn __decode<C: Codec>(_: &C, _: &[u8]) -> Result<Self, CodecError> {
+        Err(CodecError::NotWire {
+            name: "catga.no_route",
+        })
+    }
+    fn __encode<C: Codec>(&self, _: &C) -> Result<Vec<u8>, CodecError> {
+        match *self {}
+    }
+}
+
+impl crate::message::Request for NoRoute {
+    fn __encode_output<C: Codec>(_: &C, _: &()) -> Result<Vec<u8>, CodecError> {
+        Err(CodecError::NotWire {
+            name: "catga.no_route",
+        })
+    }
+    fn __decode_output<C: Codec>(_: &C, _: &[u8]) -> Result<(), CodecError> {
+        Err(CodecError::NotWire {
+            name: "catga.no_route",
+        })
+    }
+}
 
 // ---- handler return values ----
 

@@ -215,8 +215,8 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     let wire = !args.local;
     let (decode, encode) = if wire {
         (
-            quote!(codec.decode::<Self>(bytes)),
-            quote!(codec.encode(self)),
+            quote_spanned!(ident.span()=> <#ident as #krate::__private::WireDeserialize>::catga_decode(codec, bytes)),
+            quote_spanned!(ident.span()=> <#ident as #krate::__private::WireSerialize>::catga_encode(self, codec)),
         )
     } else {
         let not_wire = quote!(::core::result::Result::Err(#krate::__private::CodecError::NotWire { name: #wire_name }));
@@ -226,9 +226,10 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
         quote!()
     } else {
         let (enc_out, dec_out) = if wire {
+            let span = args.output.as_ref().map_or(ident.span(), |ty| ty.span());
             (
-                quote!(codec.encode(output)),
-                quote!(codec.decode::<#output>(bytes)),
+                quote_spanned!(span=> <#output as #krate::__private::WireSerialize>::catga_encode(output, codec)),
+                quote_spanned!(span=> <#output as #krate::__private::WireDeserialize>::catga_decode(codec, bytes)),
             )
         } else {
             let not_wire = quote!(::core::result::Result::Err(#krate::__private::CodecError::NotWire { name: #wire_name }));
@@ -245,21 +246,6 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
                     -> ::core::result::Result<#output, #krate::__private::CodecError> { #dec_out }
             }
         }
-    };
-    let wire_checks = if wire {
-        let type_check = quote_spanned!(ident.span()=> #krate::__private::assert_wire::<#ident>());
-        let output_check = match &args.output {
-            Some(ty) => {
-                quote_spanned!(ty.span()=> const _: () = #krate::__private::assert_wire::<#ty>();)
-            }
-            None => quote!(),
-        };
-        quote! {
-            const _: () = #type_check;
-            #output_check
-        }
-    } else {
-        quote!()
     };
     let timeout = match args.timeout_ms {
         Some(ms) => quote!(::core::option::Option::Some(#krate::__private::millis(#ms))),
@@ -327,7 +313,6 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
 
             #request_impl
             #kind_traits
-            #wire_checks
 
             #krate::__private::inventory::submit! {
                 #krate::__private::MessageDescriptor { info: <#ident as #krate::Message>::info }

@@ -238,6 +238,18 @@ pub fn expand(input: TokenStream) -> TokenStream {
             }
         }
 
+        #[automatically_derived]
+        impl #p::StaticRoute<#p::NoRoute> for #name {
+            #[allow(clippy::manual_async_fn)]
+            fn call<'__a>(
+                &'__a self,
+                msg: #p::NoRoute,
+                _ctx: &'__a #krate::Context,
+            ) -> impl ::core::future::Future<Output = ::core::result::Result<(), #p::Error>> + ::core::marker::Send + '__a {
+                async move { match msg {} }
+            }
+        }
+
         #(#impls)*
         #errors
     }

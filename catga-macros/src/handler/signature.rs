@@ -43,6 +43,18 @@ enum Candidate {
 pub fn analyze(sig: &syn::Signature, in_impl: bool, errors: &mut Errors) -> Option<Signature> {
     let before = errors.count();
     let name = &sig.ident;
+    if in_impl && !sig.inputs.iter().any(|i| matches!(i, FnArg::Receiver(_))) {
+        // Almost always a constructor or helper placed in the wrong block: say that once,
+        // rather than also reporting it as a non-async handler without a message.
+        errors.at(
+            name.span(),
+            format!(
+                "`{name}` does not take `&self`, but every method of a `#[handler] impl` block is a handler\n  \
+                 help: move `{name}` into a separate `impl` block without `#[handler]`, or add `&self`"
+            ),
+        );
+        return None;
+    }
     if sig.asyncness.is_none() {
         let help = if in_impl {
             "help: write `async fn`; move helper methods into a separate `impl` block without `#[handler]`"
@@ -112,16 +124,6 @@ pub fn analyze(sig: &syn::Signature, in_impl: bool, errors: &mut Errors) -> Opti
             },
         }
     }
-    if in_impl && !receiver && !sig.inputs.iter().any(|i| matches!(i, FnArg::Receiver(_))) {
-        errors.at(
-            name.span(),
-            format!(
-                "`{name}` does not take `&self`, but every method of a `#[handler] impl` block is a handler\n  \
-                 help: add `&self`, or move `{name}` into a separate `impl` block without `#[handler]`"
-            ),
-        );
-    }
-
     let values: Vec<&Type> = candidates
         .iter()
         .filter_map(|(c, _)| {

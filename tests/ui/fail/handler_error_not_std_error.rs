@@ -1,0 +1,21 @@
+use catga_core::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+#[error("boom")]
+pub struct Boom;
+
+#[command(output = u64)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    pub qty: u32,
+}
+
+#[derive(Debug)]
+pub struct NotAnError;
+
+#[handler]
+async fn place(cmd: PlaceOrder) -> Result<u64, NotAnError> {
+    Ok(u64::from(cmd.qty))
+}
+
+fn main() {}

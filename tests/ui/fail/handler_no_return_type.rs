@@ -1,0 +1,18 @@
+use catga_core::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+#[error("boom")]
+pub struct Boom;
+
+#[event]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub id: u64,
+}
+
+#[handler]
+async fn on_placed(event: &OrderPlaced) {
+    let _ = event;
+}
+
+fn main() {}

@@ -1,0 +1,18 @@
+use catga_core::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+#[error("boom")]
+pub struct Boom;
+
+#[command(output = u64)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    pub qty: u32,
+}
+
+#[handler]
+fn place(cmd: PlaceOrder) -> Result<u64, Boom> {
+    Ok(u64::from(cmd.qty))
+}
+
+fn main() {}

@@ -1,0 +1,18 @@
+use catga_core::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+#[error("boom")]
+pub struct Boom;
+
+#[command(output = u64)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    pub qty: u32,
+}
+
+#[handler]
+async fn place(cmd: PlaceOrder) -> Result<String, Boom> {
+    Ok(cmd.qty.to_string())
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+use catga_core::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+#[error("boom")]
+pub struct Boom;
+
+#[command(timeout = "5 days")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    pub qty: u32,
+}
+
+fn main() {}

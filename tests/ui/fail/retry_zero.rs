@@ -1,0 +1,13 @@
+use catga_core::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+#[error("boom")]
+pub struct Boom;
+
+#[command(retry = 0)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    pub qty: u32,
+}
+
+fn main() {}
