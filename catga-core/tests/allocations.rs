@@ -1,0 +1,171 @@
+//! Heap allocations per dispatch, counted exactly with a counting global allocator.
+//!
+//! Counts are deterministic, so they are asserted; time is not (see `benches/dispatch.rs`).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+
+use catga_core::prelude::*;
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static COUNT: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: delegates every call to `System`; only counts, on the calling thread.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+fn note_allocation() {
+    // `try_with`: the allocator runs during thread-local teardown too.
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        }
+    });
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Allocations made on this thread while polling `f` to completion, per call of `make`.
+fn allocations_per_call<F: Future>(calls: u64, mut make: impl FnMut() -> F) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Warm up: slot assignment and lazy statics happen on first use.
+        for _ in 0..3 {
+            make().await;
+        }
+        COUNT.set(0);
+        COUNTING.set(true);
+        for _ in 0..calls {
+            make().await;
+        }
+        COUNTING.set(false);
+        COUNT.get() / calls
+    })
+}
+
+#[command(output = u64, local)]
+pub struct Add(pub u64, pub u64);
+
+#[handler]
+async fn add(cmd: Add) -> Result<u64, Infallible> {
+    Ok(cmd.0 + cmd.1)
+}
+
+#[event(local)]
+#[derive(Clone)]
+pub struct Ticked(pub u64);
+
+#[handler]
+async fn tick_a(event: &Ticked) -> Result<(), Infallible> {
+    std::hint::black_box(event.0);
+    Ok(())
+}
+#[handler]
+async fn tick_b(event: &Ticked) -> Result<(), Infallible> {
+    std::hint::black_box(event.0);
+    Ok(())
+}
+#[handler]
+async fn tick_c(event: Ticked) -> Result<(), Infallible> {
+    std::hint::black_box(event.0);
+    Ok(())
+}
+#[handler]
+async fn tick_d(event: &Ticked, ctx: &Context) -> Result<(), Infallible> {
+    std::hint::black_box((event.0, ctx.attempt()));
+    Ok(())
+}
+
+/// A handler whose future holds more than `INLINE_FUTURE_BYTES` across an await.
+#[command(output = u64, local)]
+pub struct Big(pub u64);
+
+#[handler]
+async fn big(cmd: Big) -> Result<u64, Infallible> {
+    let buffer = [cmd.0 as u8; 2 * catga_core::INLINE_FUTURE_BYTES];
+    tokio::task::yield_now().await;
+    Ok(u64::from(buffer[buffer.len() - 1]))
+}
+
+struct Noop;
+
+impl Behavior for Noop {
+    async fn handle<P: Payload, N: Next<P>>(
+        &self,
+        msg: P,
+        _ctx: &Context,
+        next: N,
+    ) -> Result<P::Output, Error> {
+        next.run(msg).await
+    }
+}
+
+catga_core::static_app! {
+    pub struct StaticAdd {
+        Add => add,
+    }
+}
+
+#[test]
+fn send_allocates_nothing() {
+    let app = Catga::builder().build().unwrap();
+    let per_call = allocations_per_call(1_000, || async { app.send(Add(1, 2)).await.unwrap() });
+    assert_eq!(per_call, 0);
+}
+
+#[test]
+fn send_through_three_noop_behaviours_allocates_nothing() {
+    let app = Catga::builder()
+        .layer(Noop)
+        .layer(Noop)
+        .layer(Noop)
+        .build()
+        .unwrap();
+    let per_call = allocations_per_call(1_000, || async { app.send(Add(1, 2)).await.unwrap() });
+    assert_eq!(per_call, 0);
+}
+
+#[test]
+fn publish_to_four_handlers_allocates_nothing() {
+    let app = Catga::builder().build().unwrap();
+    let per_call = allocations_per_call(1_000, || async { app.publish(Ticked(1)).await.unwrap() });
+    assert_eq!(per_call, 0);
+}
+
+#[test]
+fn static_send_allocates_nothing() {
+    let app = StaticAdd::builder().build().unwrap();
+    let per_call = allocations_per_call(1_000, || async { app.send(Add(1, 2)).await.unwrap() });
+    assert_eq!(per_call, 0);
+}
+
+#[test]
+fn a_future_over_the_inline_budget_costs_one_allocation() {
+    let app = Catga::builder().build().unwrap();
+    let per_call = allocations_per_call(1_000, || async { app.send(Big(7)).await.unwrap() });
+    assert_eq!(per_call, 1);
+}
