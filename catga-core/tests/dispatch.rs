@@ -182,3 +182,17 @@ async fn dispatch_futures_are_send_and_apps_are_shared_across_tasks() {
     // 16 sends × 2 follow-up deliveries + 16 publishes × 2 handlers.
     assert_eq!(ledger.seen.lock().unwrap().len(), 64);
 }
+
+/// Every dispatch future can be spawned on a multi-threaded runtime (checked at compile time:
+/// auto-trait leaks through `impl Future` are easy to lose in a refactor).
+#[test]
+fn every_dispatch_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let ledger = std::sync::Arc::new(Ledger::default());
+    let app = app_with(&ledger);
+    assert_send(&app.send(GetTotal { id: 1 }));
+    assert_send(&app.send_with(GetTotal { id: 1 }, Context::new()));
+    assert_send(&app.publish(OrderPlaced { id: 1, total: 1 }));
+    assert_send(&app.send_batch(vec![GetTotal { id: 1 }]));
+    assert_send(&app.dispatch_bytes("GetTotal", b"{}", Context::new()));
+}

@@ -55,7 +55,10 @@ impl<L: Layer> Catga<L> {
         })?;
         match self.inner.table.entry(info) {
             Some(Entry::Request(entry)) => {
-                let terminal = DynRequestTerminal(&**entry);
+                let terminal = DynRequestTerminal {
+                    entry: &**entry,
+                    ctx: &ctx,
+                };
                 let run = self.inner.layers.run(DynRequest(msg), &ctx, &terminal);
                 let output = guarded(&ctx, info.name(), run).await?;
                 if ctx.pending().len() > 0 {

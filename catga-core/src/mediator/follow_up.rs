@@ -54,6 +54,8 @@ impl<L: Layer> Catga<L> {
                 async move {
                     let terminal = DynEventTerminal {
                         entry: &**entry,
+                        event,
+                        ctx,
                         index,
                         scope,
                     };

@@ -21,7 +21,9 @@ where
     watch(ctx, message, work).await
 }
 
-async fn watch<T, F>(ctx: &Context, message: &'static str, work: F) -> Result<T, Error>
+/// The slow half of [`guarded`], for callers on the hot path that branch on
+/// `ctx.is_guarded()` themselves (so the unguarded path adds no `async` layer).
+pub(crate) async fn watch<T, F>(ctx: &Context, message: &'static str, work: F) -> Result<T, Error>
 where
     F: Future<Output = Result<T, Error>>,
 {

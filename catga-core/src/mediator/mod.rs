@@ -84,8 +84,13 @@ impl<L: Layer> Catga<L> {
         let Some(entry) = self.inner.table.request::<M>() else {
             return Err(Error::NoHandler { message: M::NAME });
         };
-        let terminal = RequestTerminal(entry);
-        let output = guarded(&ctx, M::NAME, self.inner.layers.run(msg, &ctx, &terminal)).await?;
+        let terminal = RequestTerminal { entry, ctx: &ctx };
+        let run = self.inner.layers.run(msg, &ctx, &terminal);
+        let output = if ctx.is_guarded() {
+            guard::watch(&ctx, M::NAME, run).await
+        } else {
+            run.await
+        }?;
         if ctx.pending().len() > 0 {
             self.publish_follow_ups(&ctx).await?;
         }
@@ -158,7 +163,12 @@ impl<L: Layer> Catga<L> {
         let one = |index: usize| {
             let handler = &handlers[index];
             let scope = u32::try_from(index + 1).unwrap_or(u32::MAX);
-            let terminal = EventTerminal { handler, scope };
+            let terminal = EventTerminal {
+                handler,
+                event,
+                ctx,
+                scope,
+            };
             async move {
                 let result = Scoped::new(
                     scope,

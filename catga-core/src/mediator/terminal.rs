@@ -1,78 +1,98 @@
 //! The ends of the pipeline: how each dispatch path calls its handler.
 //!
-//! Each terminal also keeps the events a handler queued with `ctx.publish` honest: when the
-//! handler fails, what it queued during that attempt is discarded.
+//! Terminals return the handler's (inline) future directly rather than wrapping it in another
+//! `async` block: every wrapper would move the inline buffer once more. The bookkeeping for
+//! events queued by a failed attempt lives inside the stored future (`registry::entry`).
+//!
+//! Each terminal holds the dispatch's context itself (the stack passes the same one down) so the
+//! future it returns borrows a single lifetime, the terminal's; an `impl Future` cannot name the
+//! intersection of two.
 
 use std::any::Any;
+use std::future::Future;
 
 use crate::context::Context;
 use crate::error::Error;
 use crate::message::{Event, Request};
 use crate::payload::{DynEventRef, DynRequest, EventRef};
 use crate::pipeline::Terminal;
-use crate::registry::{AnyEventEntry, AnyRequestEntry, RequestEntry};
-
-use crate::registry::{EventHandlerBox, call_event};
+use crate::registry::{AnyEventEntry, AnyRequestEntry, EventHandlerBox, RequestEntry, call_event};
 
 /// A typed request's handler.
-pub(crate) struct RequestTerminal<'e, M: Request>(pub(crate) &'e RequestEntry<M>);
+pub(crate) struct RequestTerminal<'e, M: Request> {
+    pub(crate) entry: &'e RequestEntry<M>,
+    pub(crate) ctx: &'e Context,
+}
 
-impl<M: Request> Terminal<M> for RequestTerminal<'_, M> {
+impl<'e, M: Request> Terminal<M> for RequestTerminal<'e, M> {
     #[inline]
-    async fn call(&self, msg: M, ctx: &Context) -> Result<M::Output, Error> {
-        let mark = ctx.pending().len();
-        let result = self.0.call(msg, ctx).await;
-        if result.is_err() {
-            ctx.pending().truncate(mark);
-        }
-        result
+    fn call(
+        &self,
+        msg: M,
+        _ctx: &Context,
+    ) -> impl Future<Output = Result<M::Output, Error>> + Send {
+        let (entry, ctx) = (self.entry, self.ctx);
+        entry.call(msg, ctx)
     }
 }
 
 /// One handler of a typed event, tagged with its scope in the publish.
+///
+/// It holds the event as well: the payload that reaches it through the stack is always this
+/// same reference (behaviours cannot construct an `EventRef`), and keeping the impl general
+/// over the payload's lifetime is what lets the publish future be `Send` for all lifetimes.
 pub(crate) struct EventTerminal<'e, E: Event> {
     pub(crate) handler: &'e EventHandlerBox<E>,
+    pub(crate) event: &'e E,
+    pub(crate) ctx: &'e Context,
     pub(crate) scope: u32,
 }
 
-impl<'a, E: Event> Terminal<EventRef<'a, E>> for EventTerminal<'_, E> {
+impl<'a, 'e, E: Event> Terminal<EventRef<'a, E>> for EventTerminal<'e, E> {
     #[inline]
-    async fn call(&self, event: EventRef<'a, E>, ctx: &Context) -> Result<(), Error> {
-        let result = call_event(self.handler, event.0, ctx).await;
-        if result.is_err() {
-            ctx.pending().discard_scope(self.scope);
-        }
-        result
+    fn call(
+        &self,
+        _event: EventRef<'a, E>,
+        _ctx: &Context,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let (handler, event, ctx, scope) = (self.handler, self.event, self.ctx, self.scope);
+        call_event(handler, event, ctx, scope)
     }
 }
 
 /// The handler of a request that arrived as bytes.
-pub(crate) struct DynRequestTerminal<'e>(pub(crate) &'e dyn AnyRequestEntry);
+pub(crate) struct DynRequestTerminal<'e> {
+    pub(crate) entry: &'e dyn AnyRequestEntry,
+    pub(crate) ctx: &'e Context,
+}
 
-impl Terminal<DynRequest> for DynRequestTerminal<'_> {
-    async fn call(&self, msg: DynRequest, ctx: &Context) -> Result<Box<dyn Any + Send>, Error> {
-        let mark = ctx.pending().len();
-        let result = self.0.call_dyn(msg.0, ctx).await;
-        if result.is_err() {
-            ctx.pending().truncate(mark);
-        }
-        result
+impl<'e> Terminal<DynRequest> for DynRequestTerminal<'e> {
+    fn call(
+        &self,
+        msg: DynRequest,
+        _ctx: &Context,
+    ) -> impl Future<Output = Result<Box<dyn Any + Send>, Error>> + Send {
+        let (entry, ctx) = (self.entry, self.ctx);
+        entry.call_dyn(msg.0, ctx)
     }
 }
 
-/// One handler of an event known only at run time.
+/// One handler of an event known only at run time (holds the event, as [`EventTerminal`]).
 pub(crate) struct DynEventTerminal<'e> {
     pub(crate) entry: &'e dyn AnyEventEntry,
+    pub(crate) event: &'e dyn crate::payload::AnyMessage,
+    pub(crate) ctx: &'e Context,
     pub(crate) index: usize,
     pub(crate) scope: u32,
 }
 
 impl<'a> Terminal<DynEventRef<'a>> for DynEventTerminal<'_> {
-    async fn call(&self, event: DynEventRef<'a>, ctx: &Context) -> Result<(), Error> {
-        let result = self.entry.call_dyn(self.index, event.0, ctx).await;
-        if result.is_err() {
-            ctx.pending().discard_scope(self.scope);
-        }
-        result
+    fn call(
+        &self,
+        _event: DynEventRef<'a>,
+        _ctx: &Context,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let (entry, event, ctx) = (self.entry, self.event, self.ctx);
+        entry.call_dyn(self.index, event, ctx, self.scope)
     }
 }

@@ -22,7 +22,12 @@ pub(crate) trait ErasedRequestHandler<M: Request>: Send + Sync {
 
 /// An event handler with its type erased but its event type known.
 pub(crate) trait ErasedEventHandler<E: Event>: Send + Sync {
-    fn call<'a>(&'a self, event: &'a E, ctx: &'a Context) -> InlineFuture<'a, Result<(), Error>>;
+    fn call<'a>(
+        &'a self,
+        event: &'a E,
+        ctx: &'a Context,
+        scope: u32,
+    ) -> InlineFuture<'a, Result<(), Error>>;
 }
 
 pub(crate) struct BoundRequest<M, H: RequestHandler<M>>
@@ -66,19 +71,56 @@ where
 impl<M: Request, H: RequestHandler<M>> ErasedRequestHandler<M> for BoundRequest<M, H> {
     #[inline]
     fn call<'a>(&'a self, msg: M, ctx: &'a Context) -> InlineFuture<'a, Result<M::Output, Error>> {
-        store(H::call(&self.state, msg, ctx), &self.spilled, H::META.name)
+        store(
+            attempt(ctx, H::call(&self.state, msg, ctx)),
+            &self.spilled,
+            H::META.name,
+        )
     }
 }
 
 impl<E: Event, H: EventHandler<E>> ErasedEventHandler<E> for BoundEvent<E, H> {
     #[inline]
-    fn call<'a>(&'a self, event: &'a E, ctx: &'a Context) -> InlineFuture<'a, Result<(), Error>> {
+    fn call<'a>(
+        &'a self,
+        event: &'a E,
+        ctx: &'a Context,
+        scope: u32,
+    ) -> InlineFuture<'a, Result<(), Error>> {
         store(
-            H::call(&self.state, event, ctx),
+            scoped_attempt(ctx, scope, H::call(&self.state, event, ctx)),
             &self.spilled,
             H::META.name,
         )
     }
+}
+
+/// One attempt of a request handler: what it queued with `ctx.publish` is dropped if it fails
+/// (a retry starts clean). Lives inside the inline future, so it adds no layer that would move
+/// the buffer.
+pub(crate) async fn attempt<T, F>(ctx: &Context, handler: F) -> Result<T, Error>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    let mark = ctx.pending().len();
+    let result = handler.await;
+    if result.is_err() {
+        ctx.pending().truncate(mark);
+    }
+    result
+}
+
+/// One attempt of one handler of a publish: on failure, only this handler's queued events are
+/// dropped (its siblings share the context).
+pub(crate) async fn scoped_attempt<F>(ctx: &Context, scope: u32, handler: F) -> Result<(), Error>
+where
+    F: Future<Output = Result<(), Error>>,
+{
+    let result = handler.await;
+    if result.is_err() {
+        ctx.pending().discard_scope(scope);
+    }
+    result
 }
 
 /// The entry of a request type: its one handler.
@@ -185,20 +227,23 @@ pub(crate) fn call_event<'a, E: Event>(
     handler: &'a EventHandlerBox<E>,
     event: &'a E,
     ctx: &'a Context,
+    scope: u32,
 ) -> InlineFuture<'a, Result<(), Error>> {
-    handler.1.call(event, ctx)
+    handler.1.call(event, ctx, scope)
 }
 
 /// An event entry seen without its event type.
 pub trait AnyEventEntry: Any + Send + Sync {
     /// The handlers, in registration order.
     fn metas(&self) -> &[HandlerMeta];
-    /// Calls handler `index` with an event that must be of the entry's type.
+    /// Calls handler `index` with an event that must be of the entry's type; `scope` tags the
+    /// events it queues (see `Context`).
     fn call_dyn<'a>(
         &'a self,
         index: usize,
         event: &'a dyn AnyMessage,
         ctx: &'a Context,
+        scope: u32,
     ) -> BoxFuture<'a, Result<(), Error>>;
     /// Adds a handler produced by `bind_event` for the same event type; `false` if it was
     /// for another type (and so was not added).
@@ -215,6 +260,7 @@ impl<E: Event> AnyEventEntry for EventEntry<E> {
         index: usize,
         event: &'a dyn AnyMessage,
         ctx: &'a Context,
+        scope: u32,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let event = event
@@ -222,7 +268,7 @@ impl<E: Event> AnyEventEntry for EventEntry<E> {
                 .downcast_ref::<E>()
                 .ok_or_else(|| mismatch(E::info()))?;
             match self.handlers.get(index) {
-                Some(handler) => call_event(handler, event, ctx).await,
+                Some(handler) => call_event(handler, event, ctx, scope).await,
                 None => Err(mismatch(E::info())),
             }
         })

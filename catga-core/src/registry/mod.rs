@@ -13,6 +13,6 @@ mod table;
 
 pub use descriptor::{Binding, HandlerDescriptor, MessageDescriptor, bind_event, bind_request};
 pub use entry::{AnyEventEntry, AnyRequestEntry};
-pub(crate) use entry::{EventHandlerBox, RequestEntry, call_event};
+pub(crate) use entry::{EventHandlerBox, RequestEntry, attempt, call_event, scoped_attempt};
 pub use problem::{BuildError, Problem};
 pub(crate) use table::{Entry, Table};
