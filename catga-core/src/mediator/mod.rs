@@ -13,6 +13,7 @@ pub(crate) mod guard;
 mod terminal;
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -22,6 +23,7 @@ pub(crate) use follow_up::absorb;
 
 use crate::context::{Context, Scoped};
 use crate::error::{Error, HandlerFailure};
+use crate::inline::InlineSlot;
 use crate::message::{Event, Request};
 use crate::payload::EventRef;
 use crate::pipeline::{Identity, Layer};
@@ -84,7 +86,12 @@ impl<L: Layer> Catga<L> {
         let Some(entry) = self.inner.table.request::<M>() else {
             return Err(Error::NoHandler { message: M::NAME });
         };
-        let terminal = RequestTerminal { entry, ctx: &ctx };
+        let slot = pin!(InlineSlot::new());
+        let terminal = RequestTerminal {
+            entry,
+            ctx: &ctx,
+            slot: slot.as_ref(),
+        };
         let run = self.inner.layers.run(msg, &ctx, &terminal);
         let output = if ctx.is_guarded() {
             guard::watch(&ctx, M::NAME, run).await
@@ -163,13 +170,15 @@ impl<L: Layer> Catga<L> {
         let one = |index: usize| {
             let handler = &handlers[index];
             let scope = u32::try_from(index + 1).unwrap_or(u32::MAX);
-            let terminal = EventTerminal {
-                handler,
-                event,
-                ctx,
-                scope,
-            };
             async move {
+                let slot = pin!(InlineSlot::new());
+                let terminal = EventTerminal {
+                    handler,
+                    event,
+                    ctx,
+                    scope,
+                    slot: slot.as_ref(),
+                };
                 let result = Scoped::new(
                     scope,
                     self.inner.layers.run(EventRef(event), ctx, &terminal),

@@ -10,9 +10,11 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::pin::Pin;
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::inline::InlineSlot;
 use crate::message::{Event, Request};
 use crate::payload::{DynEventRef, DynRequest, EventRef};
 use crate::pipeline::Terminal;
@@ -22,6 +24,7 @@ use crate::registry::{AnyEventEntry, AnyRequestEntry, EventHandlerBox, RequestEn
 pub(crate) struct RequestTerminal<'e, M: Request> {
     pub(crate) entry: &'e RequestEntry<M>,
     pub(crate) ctx: &'e Context,
+    pub(crate) slot: Pin<&'e InlineSlot>,
 }
 
 impl<'e, M: Request> Terminal<M> for RequestTerminal<'e, M> {
@@ -31,8 +34,8 @@ impl<'e, M: Request> Terminal<M> for RequestTerminal<'e, M> {
         msg: M,
         _ctx: &Context,
     ) -> impl Future<Output = Result<M::Output, Error>> + Send {
-        let (entry, ctx) = (self.entry, self.ctx);
-        entry.call(msg, ctx)
+        let (entry, ctx, slot) = (self.entry, self.ctx, self.slot);
+        entry.call(msg, ctx, slot)
     }
 }
 
@@ -46,6 +49,7 @@ pub(crate) struct EventTerminal<'e, E: Event> {
     pub(crate) event: &'e E,
     pub(crate) ctx: &'e Context,
     pub(crate) scope: u32,
+    pub(crate) slot: Pin<&'e InlineSlot>,
 }
 
 impl<'a, 'e, E: Event> Terminal<EventRef<'a, E>> for EventTerminal<'e, E> {
@@ -55,8 +59,8 @@ impl<'a, 'e, E: Event> Terminal<EventRef<'a, E>> for EventTerminal<'e, E> {
         _event: EventRef<'a, E>,
         _ctx: &Context,
     ) -> impl Future<Output = Result<(), Error>> + Send {
-        let (handler, event, ctx, scope) = (self.handler, self.event, self.ctx, self.scope);
-        call_event(handler, event, ctx, scope)
+        let (handler, event, ctx, slot) = (self.handler, self.event, self.ctx, self.slot);
+        call_event(handler, event, ctx, self.scope, slot)
     }
 }
 

@@ -11,13 +11,20 @@ use crate::codec::{CodecError, Json};
 use crate::context::Context;
 use crate::error::Error;
 use crate::handler::{EventHandler, HandlerMeta, RequestHandler};
-use crate::inline::{InlineFuture, fits};
+use std::pin::{Pin, pin};
+
+use crate::inline::{InlineSlot, SlotFuture, fits};
 use crate::message::{Event, MessageInfo, Request};
 use crate::payload::AnyMessage;
 
 /// A request handler with its type erased but its message type known.
 pub(crate) trait ErasedRequestHandler<M: Request>: Send + Sync {
-    fn call<'a>(&'a self, msg: M, ctx: &'a Context) -> InlineFuture<'a, Result<M::Output, Error>>;
+    fn call<'a>(
+        &'a self,
+        msg: M,
+        ctx: &'a Context,
+        slot: Pin<&'a InlineSlot>,
+    ) -> SlotFuture<'a, Result<M::Output, Error>>;
 }
 
 /// An event handler with its type erased but its event type known.
@@ -27,7 +34,8 @@ pub(crate) trait ErasedEventHandler<E: Event>: Send + Sync {
         event: &'a E,
         ctx: &'a Context,
         scope: u32,
-    ) -> InlineFuture<'a, Result<(), Error>>;
+        slot: Pin<&'a InlineSlot>,
+    ) -> SlotFuture<'a, Result<(), Error>>;
 }
 
 pub(crate) struct BoundRequest<M, H: RequestHandler<M>>
@@ -57,7 +65,12 @@ fn report_spill(spilled: &AtomicBool, handler: &'static str, size: usize) {
     }
 }
 
-fn store<'a, F, T>(future: F, spilled: &AtomicBool, handler: &'static str) -> InlineFuture<'a, T>
+fn store<'a, F, T>(
+    future: F,
+    slot: Pin<&'a InlineSlot>,
+    spilled: &AtomicBool,
+    handler: &'static str,
+) -> SlotFuture<'a, T>
 where
     F: Future<Output = T> + Send + 'a,
 {
@@ -65,17 +78,19 @@ where
     if !fits::<F>() {
         report_spill(spilled, handler, size_of::<F>());
     }
-    InlineFuture::from_or_box(future)
+    SlotFuture::new(slot, future)
 }
 
 impl<M: Request, H: RequestHandler<M>> ErasedRequestHandler<M> for BoundRequest<M, H> {
     #[inline]
-    fn call<'a>(&'a self, msg: M, ctx: &'a Context) -> InlineFuture<'a, Result<M::Output, Error>> {
-        store(
-            attempt(ctx, H::call(&self.state, msg, ctx)),
-            &self.spilled,
-            H::META.name,
-        )
+    fn call<'a>(
+        &'a self,
+        msg: M,
+        ctx: &'a Context,
+        slot: Pin<&'a InlineSlot>,
+    ) -> SlotFuture<'a, Result<M::Output, Error>> {
+        let future = attempt(ctx, H::call(&self.state, msg, ctx));
+        store(future, slot, &self.spilled, H::META.name)
     }
 }
 
@@ -86,12 +101,10 @@ impl<E: Event, H: EventHandler<E>> ErasedEventHandler<E> for BoundEvent<E, H> {
         event: &'a E,
         ctx: &'a Context,
         scope: u32,
-    ) -> InlineFuture<'a, Result<(), Error>> {
-        store(
-            scoped_attempt(ctx, scope, H::call(&self.state, event, ctx)),
-            &self.spilled,
-            H::META.name,
-        )
+        slot: Pin<&'a InlineSlot>,
+    ) -> SlotFuture<'a, Result<(), Error>> {
+        let future = scoped_attempt(ctx, scope, H::call(&self.state, event, ctx));
+        store(future, slot, &self.spilled, H::META.name)
     }
 }
 
@@ -139,8 +152,9 @@ impl<M: Request> RequestEntry<M> {
         &'a self,
         msg: M,
         ctx: &'a Context,
-    ) -> InlineFuture<'a, Result<M::Output, Error>> {
-        self.handler.call(msg, ctx)
+        slot: Pin<&'a InlineSlot>,
+    ) -> SlotFuture<'a, Result<M::Output, Error>> {
+        self.handler.call(msg, ctx, slot)
     }
 }
 
@@ -187,7 +201,8 @@ impl<M: Request> AnyRequestEntry for RequestEntry<M> {
                 .into_any()
                 .downcast::<M>()
                 .map_err(|_| mismatch(M::info()))?;
-            let output = self.handler.call(*msg, ctx).await?;
+            let slot = pin!(InlineSlot::new());
+            let output = self.handler.call(*msg, ctx, slot.as_ref()).await?;
             Ok(Box::new(output) as Box<dyn Any + Send>)
         })
     }
@@ -228,8 +243,9 @@ pub(crate) fn call_event<'a, E: Event>(
     event: &'a E,
     ctx: &'a Context,
     scope: u32,
-) -> InlineFuture<'a, Result<(), Error>> {
-    handler.1.call(event, ctx, scope)
+    slot: Pin<&'a InlineSlot>,
+) -> SlotFuture<'a, Result<(), Error>> {
+    handler.1.call(event, ctx, scope, slot)
 }
 
 /// An event entry seen without its event type.
@@ -268,7 +284,10 @@ impl<E: Event> AnyEventEntry for EventEntry<E> {
                 .downcast_ref::<E>()
                 .ok_or_else(|| mismatch(E::info()))?;
             match self.handlers.get(index) {
-                Some(handler) => call_event(handler, event, ctx, scope).await,
+                Some(handler) => {
+                    let slot = pin!(InlineSlot::new());
+                    call_event(handler, event, ctx, scope, slot.as_ref()).await
+                }
                 None => Err(mismatch(E::info())),
             }
         })
