@@ -56,7 +56,21 @@ catga_core::static_app! {
     }
 }
 
-/// A behaviour that only calls the rest of the pipeline.
+/// A no-op behaviour written as a pass-through: it returns the rest of the pipeline's future.
+struct PassThrough;
+
+impl Behavior for PassThrough {
+    fn handle<P: Payload, N: Next<P>>(
+        &self,
+        msg: P,
+        _ctx: &Context,
+        next: N,
+    ) -> impl std::future::Future<Output = Result<P::Output, Error>> + Send {
+        next.run(msg)
+    }
+}
+
+/// A no-op behaviour written as an `async fn` (its own state machine around the rest).
 struct Noop;
 
 impl Behavior for Noop {
@@ -86,6 +100,12 @@ fn dispatch(c: &mut Criterion) {
         .build()
         .unwrap();
     let app = Catga::builder().build().unwrap();
+    let passthrough = Catga::builder()
+        .layer(PassThrough)
+        .layer(PassThrough)
+        .layer(PassThrough)
+        .build()
+        .unwrap();
     let layered = Catga::builder()
         .layer(Noop)
         .layer(Noop)
@@ -134,7 +154,16 @@ fn dispatch(c: &mut Criterion) {
             })
         })
     });
-    group.bench_function("catga/send_3_noop_layers", |b| {
+    group.bench_function("catga/send_3_passthrough_layers", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for i in 0..OPS {
+                    black_box(passthrough.send(Add(black_box(i), 1)).await.unwrap());
+                }
+            })
+        })
+    });
+    group.bench_function("catga/send_3_async_noop_layers", |b| {
         b.iter(|| {
             rt.block_on(async {
                 for i in 0..OPS {

@@ -45,9 +45,31 @@ pub trait Behavior: Send + Sync + 'static {
 }
 
 /// The rest of the pipeline after a behaviour: the inner behaviours, then the handler.
-pub trait Next<P: Payload>: Send + Sync {
-    /// Runs the rest of the pipeline with `msg`. May be called again (e.g. by a retry).
-    fn run(&self, msg: P) -> impl Future<Output = Result<P::Output, Error>> + Send;
+///
+/// `Next` is a `Copy` handle: call `next.run(msg)` as often as needed (a retry runs it once per
+/// attempt). Because `run` takes `self`, a behaviour that only passes the message on can return
+/// `next.run(msg)` without an `async` block of its own, and then costs nothing:
+///
+/// ```
+/// use std::future::Future;
+/// use catga_core::{Behavior, Context, Error, Next, Payload};
+///
+/// struct PassThrough;
+///
+/// impl Behavior for PassThrough {
+///     fn handle<P: Payload, N: Next<P>>(
+///         &self,
+///         msg: P,
+///         _ctx: &Context,
+///         next: N,
+///     ) -> impl Future<Output = Result<P::Output, Error>> + Send {
+///         next.run(msg)
+///     }
+/// }
+/// ```
+pub trait Next<P: Payload>: Copy + Send + Sync {
+    /// Runs the rest of the pipeline with `msg`.
+    fn run(self, msg: P) -> impl Future<Output = Result<P::Output, Error>> + Send;
 }
 
 /// What a pipeline ends in: the handler call. Implemented by catga's dispatch paths.
@@ -121,9 +143,16 @@ struct NextLayer<'l, 'c, 't, L, T> {
     terminal: &'t T,
 }
 
+impl<L, T> Clone for NextLayer<'_, '_, '_, L, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<L, T> Copy for NextLayer<'_, '_, '_, L, T> {}
+
 impl<P: Payload, L: Layer, T: Terminal<P>> Next<P> for NextLayer<'_, '_, '_, L, T> {
     #[inline]
-    fn run(&self, msg: P) -> impl Future<Output = Result<P::Output, Error>> + Send {
+    fn run(self, msg: P) -> impl Future<Output = Result<P::Output, Error>> + Send {
         self.layer.run(msg, self.ctx, self.terminal)
     }
 }

@@ -43,7 +43,7 @@ use futures::future::BoxFuture;
 use crate::context::{Context, Scoped};
 use crate::error::{Error, HandlerFailure};
 use crate::handler::EventHandler;
-use crate::mediator::guard::guarded;
+use crate::mediator::guard::{guarded, watch};
 use crate::message::{Event, Request};
 use crate::payload::{AnyMessage, EventRef};
 use crate::pipeline::{Behavior, Identity, Layer, PushInner, Terminal};
@@ -131,12 +131,22 @@ impl<'a, E: Event, H: EventHandler<E>> Terminal<EventRef<'a, E>> for StaticEvent
     }
 }
 
-struct StaticRequestTerminal<'a, A>(&'a A);
+/// Holds the context itself so the returned future borrows one lifetime (see
+/// `mediator::terminal`), and returns the handler's future without another `async` layer.
+struct StaticRequestTerminal<'a, A> {
+    app: &'a A,
+    ctx: &'a Context,
+}
 
-impl<M: Request, A: StaticRoute<M>> Terminal<M> for StaticRequestTerminal<'_, A> {
+impl<'a, M: Request, A: StaticRoute<M>> Terminal<M> for StaticRequestTerminal<'a, A> {
     #[inline]
-    async fn call(&self, msg: M, ctx: &Context) -> Result<M::Output, Error> {
-        attempt(ctx, self.0.call(msg, ctx)).await
+    fn call(
+        &self,
+        msg: M,
+        _ctx: &Context,
+    ) -> impl Future<Output = Result<M::Output, Error>> + Send {
+        let (app, ctx): (&'a A, &'a Context) = (self.app, self.ctx);
+        attempt(ctx, app.call(msg, ctx))
     }
 }
 
@@ -249,8 +259,16 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
     where
         A: StaticRoute<M>,
     {
-        let terminal = StaticRequestTerminal(&self.app);
-        let output = guarded(&ctx, M::NAME, self.layers.run(msg, &ctx, &terminal)).await?;
+        let terminal = StaticRequestTerminal {
+            app: &self.app,
+            ctx: &ctx,
+        };
+        let run = self.layers.run(msg, &ctx, &terminal);
+        let output = if ctx.is_guarded() {
+            watch(&ctx, M::NAME, run).await
+        } else {
+            run.await
+        }?;
         if ctx.pending().len() > 0 {
             self.follow_ups(&ctx).await?;
         }
