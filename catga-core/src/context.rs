@@ -50,15 +50,17 @@ pub struct Context {
     /// can tighten it for the layers inside it while handlers hold `&Context`.
     deadline: AtomicU64,
     attempt: AtomicU32,
-    extras: Option<Box<Extras>>,
-    pending: PendingEvents,
+    /// The rarely used parts, created on first use: an ordinary dispatch never allocates them,
+    /// and dropping a context that never used them is one load.
+    extras: OnceLock<Box<Extras>>,
 }
 
-/// The rarely used parts, boxed so an ordinary context stays small and allocation-free.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Extras {
     headers: Vec<(String, String)>,
     cancellation: Option<CancellationToken>,
+    /// Events queued with [`Context::publish`]; never copied into a caused context.
+    pending: PendingEvents,
 }
 
 impl Default for Context {
@@ -77,8 +79,7 @@ impl Context {
             causation_id: None,
             deadline: AtomicU64::new(0),
             attempt: AtomicU32::new(1),
-            extras: None,
-            pending: PendingEvents::new(),
+            extras: OnceLock::new(),
         }
     }
 
@@ -100,14 +101,14 @@ impl Context {
         self
     }
 
-    /// The dispatch fails with [`Error::Timeout`] if it has not finished by `deadline`.
+    /// The dispatch fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) if it has not finished by `deadline`.
     pub fn with_deadline(self, deadline: Instant) -> Self {
         self.deadline
             .store(encode_instant(deadline), Ordering::Relaxed);
         self
     }
 
-    /// The dispatch fails with [`Error::Timeout`] if it has not finished within `timeout` from
+    /// The dispatch fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) if it has not finished within `timeout` from
     /// now.
     pub fn with_timeout(self, timeout: Duration) -> Self {
         let deadline = Instant::now() + timeout;
@@ -115,19 +116,22 @@ impl Context {
     }
 
     /// Adds a header (later transports carry headers across the wire).
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.extras_mut().headers.push((name.into(), value.into()));
-        self
+    pub fn with_header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let header = (name.into(), value.into());
+        self.with_extras(|extras| extras.headers.push(header))
     }
 
-    /// The dispatch fails with [`Error::Cancelled`] when `token` is cancelled.
-    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
-        self.extras_mut().cancellation = Some(token);
-        self
+    /// The dispatch fails with [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) when `token` is cancelled.
+    pub fn with_cancellation(self, token: CancellationToken) -> Self {
+        self.with_extras(|extras| extras.cancellation = Some(token))
     }
 
-    fn extras_mut(&mut self) -> &mut Extras {
-        self.extras.get_or_insert_with(Box::default)
+    /// Changes the extras of a context being built (owned, so no one else can see them).
+    fn with_extras(mut self, change: impl FnOnce(&mut Extras)) -> Self {
+        let mut extras = self.extras.take().unwrap_or_default();
+        change(&mut extras);
+        self.extras = OnceLock::from(extras);
+        self
     }
 
     /// This message's id (UUID v7), minted on first read.
@@ -164,13 +168,14 @@ impl Context {
     /// All headers in insertion order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.extras
-            .iter()
+            .get()
+            .into_iter()
             .flat_map(|e| e.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
     }
 
     /// The cancellation signal, if one was attached.
     pub fn cancellation(&self) -> Option<&CancellationToken> {
-        self.extras.as_ref().and_then(|e| e.cancellation.as_ref())
+        self.extras.get().and_then(|e| e.cancellation.as_ref())
     }
 
     /// Whether the cancellation signal has fired.
@@ -191,9 +196,12 @@ impl Context {
     /// correlation id and its message id as their causation id.
     ///
     /// # Errors
-    /// [`Error::TooManyEvents`] if the handler already queued [`MAX_PENDING_EVENTS`].
+    /// [`ErrorKind::TooManyEvents`](crate::ErrorKind::TooManyEvents) if the handler already queued [`MAX_PENDING_EVENTS`].
     pub fn publish<E: Event>(&self, event: E) -> Result<(), Error> {
-        self.pending.push(Box::new(event), E::NAME)
+        self.extras
+            .get_or_init(Box::default)
+            .pending
+            .push(Box::new(event), E::NAME)
     }
 
     // ---- crate-internal: used by the mediator and behaviours ----
@@ -224,12 +232,24 @@ impl Context {
     /// Whether the mediator must watch a deadline or a cancellation signal.
     #[inline]
     pub(crate) fn is_guarded(&self) -> bool {
-        self.deadline.load(Ordering::Relaxed) != 0 || self.extras.is_some()
+        self.deadline.load(Ordering::Relaxed) != 0 || self.cancellation().is_some()
     }
 
+    /// The events queued so far; `None` if nothing was ever queued (the common case).
     #[inline]
-    pub(crate) fn pending(&self) -> &PendingEvents {
-        &self.pending
+    pub(crate) fn pending(&self) -> Option<&PendingEvents> {
+        self.extras.get().map(|e| &e.pending)
+    }
+
+    /// How many events are queued.
+    #[inline]
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending().map_or(0, PendingEvents::len)
+    }
+
+    /// Takes every queued event, in the order queued.
+    pub(crate) fn take_pending(&self) -> Vec<Pending> {
+        self.pending().map(PendingEvents::take).unwrap_or_default()
     }
 
     /// The context of an event published by this message's handler.
@@ -240,8 +260,14 @@ impl Context {
             causation_id: Some(self.message_id()),
             deadline: AtomicU64::new(self.raw_deadline()),
             attempt: AtomicU32::new(1),
-            extras: self.extras.clone(),
-            pending: PendingEvents::new(),
+            extras: match self.extras.get() {
+                None => OnceLock::new(),
+                Some(e) => OnceLock::from(Box::new(Extras {
+                    headers: e.headers.clone(),
+                    cancellation: e.cancellation.clone(),
+                    pending: PendingEvents::default(),
+                })),
+            },
         }
     }
 }
@@ -251,7 +277,7 @@ impl Context {
 /// A publish runs several handlers concurrently against one context; the scope tag (set while a
 /// handler's future is polled, see [`Scoped`]) lets the mediator drop exactly the events of a
 /// handler that failed.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct PendingEvents {
     /// Mirrors `list.len()` so the common empty case is one relaxed load, no lock.
     len: AtomicUsize,
@@ -273,13 +299,6 @@ impl std::fmt::Debug for Pending {
 }
 
 impl PendingEvents {
-    const fn new() -> Self {
-        PendingEvents {
-            len: AtomicUsize::new(0),
-            list: Mutex::new(Vec::new()),
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
         // A panic while holding this lock cannot leave the Vec inconsistent.
         self.list
@@ -290,10 +309,11 @@ impl PendingEvents {
     fn push(&self, event: Box<dyn AnyMessage>, name: &'static str) -> Result<(), Error> {
         let mut list = self.lock();
         if list.len() >= MAX_PENDING_EVENTS {
-            return Err(Error::TooManyEvents {
+            return Err(crate::ErrorKind::TooManyEvents {
                 message: name,
                 limit: MAX_PENDING_EVENTS,
-            });
+            }
+            .into());
         }
         list.push(Pending {
             scope: SCOPE.get(),

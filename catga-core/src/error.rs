@@ -1,9 +1,10 @@
 //! Errors: what a dispatch can fail with.
 //!
-//! Every dispatch returns [`Error`]. Its kinds are stable: [`Error::code`] gives a string that
-//! will not change between releases (use it in logs, metrics and across the wire), and
-//! [`Error::is_retryable`] says whether trying again may help. A handler returns its own error
-//! type; it arrives as [`Error::Handler`] and [`Error::downcast_ref`] gives it back:
+//! Every dispatch returns [`Error`]. What went wrong is its [`ErrorKind`], and the kinds are
+//! stable: [`Error::code`] gives a string that will not change between releases (use it in
+//! logs, metrics and across the wire), and [`Error::is_retryable`] says whether trying again may
+//! help. A handler returns its own error type; it arrives as [`ErrorKind::Handler`] and
+//! [`Error::downcast_ref`] gives it back:
 //!
 //! ```
 //! # use catga_core::Error;
@@ -53,10 +54,20 @@ pub trait Retryable {
     fn is_retryable(&self) -> bool;
 }
 
-/// Why a dispatch failed.
+/// Why a dispatch failed. Match on [`Error::kind`]; use [`Error::code`] for a stable string.
+///
+/// An `Error` is one pointer wide (the kind is boxed): every dispatch returns
+/// `Result<Output, Error>` through each layer of the pipeline, and a small `Result` is returned
+/// in registers rather than copied through memory at every layer. Errors are the cold path, so
+/// the box costs nothing on success.
+pub struct Error {
+    kind: Box<ErrorKind>,
+}
+
+/// What went wrong, one variant per stable [`Error::code`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum ErrorKind {
     /// No handler is registered for this command or query.
     #[error("no handler for `{message}`")]
     NoHandler {
@@ -166,7 +177,44 @@ impl fmt::Display for DisplayFailures<'_> {
     }
 }
 
+impl From<ErrorKind> for Error {
+    #[cold]
+    fn from(kind: ErrorKind) -> Self {
+        Error {
+            kind: Box::new(kind),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.kind, f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.kind, f)
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.kind.source()
+    }
+}
+
 impl Error {
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// The kind, by value (to take the handler's boxed error out, say).
+    pub fn into_kind(self) -> ErrorKind {
+        *self.kind
+    }
+
     /// Wraps a handler's error. A `catga_core::Error` returned by a handler is passed through
     /// unchanged rather than nested.
     pub fn from_handler<E>(message: &'static str, handler: &'static str, error: E) -> Error
@@ -189,41 +237,43 @@ impl Error {
         let boxed: BoxError = Box::new(error);
         match boxed.downcast::<Error>() {
             Ok(own) => *own,
-            Err(source) => Error::Handler {
+            Err(source) => ErrorKind::Handler {
                 message,
                 handler,
                 retryable,
                 source,
-            },
+            }
+            .into(),
         }
     }
 
     /// A stable, machine-readable name for the kind of failure.
     ///
-    /// | code | variant |
+    /// | code | kind |
     /// |---|---|
-    /// | `no_handler` | [`Error::NoHandler`] |
-    /// | `unknown_message` | [`Error::UnknownMessage`] |
-    /// | `wrong_kind` | [`Error::WrongKind`] |
-    /// | `validation` | [`Error::Validation`] |
-    /// | `timeout` | [`Error::Timeout`] |
-    /// | `cancelled` | [`Error::Cancelled`] |
-    /// | `codec` | [`Error::Codec`] |
-    /// | `handler` | [`Error::Handler`] |
-    /// | `publish` | [`Error::Publish`] |
-    /// | `too_many_events` | [`Error::TooManyEvents`] |
+    /// | `no_handler` | [`ErrorKind::NoHandler`] |
+    /// | `unknown_message` | [`ErrorKind::UnknownMessage`] |
+    /// | `wrong_kind` | [`ErrorKind::WrongKind`] |
+    /// | `validation` | [`ErrorKind::Validation`] |
+    /// | `timeout` | [`ErrorKind::Timeout`] |
+    /// | `cancelled` | [`ErrorKind::Cancelled`] |
+    /// | `codec` | [`ErrorKind::Codec`] |
+    /// | `handler` | [`ErrorKind::Handler`] |
+    /// | `publish` | [`ErrorKind::Publish`] |
+    /// | `too_many_events` | [`ErrorKind::TooManyEvents`] |
     pub fn code(&self) -> &'static str {
-        match self {
-            Error::NoHandler { .. } => "no_handler",
-            Error::UnknownMessage { .. } => "unknown_message",
-            Error::WrongKind { .. } => "wrong_kind",
-            Error::Validation { .. } => "validation",
-            Error::Timeout { .. } => "timeout",
-            Error::Cancelled { .. } => "cancelled",
-            Error::Codec { .. } => "codec",
-            Error::Handler { .. } => "handler",
-            Error::Publish { .. } => "publish",
-            Error::TooManyEvents { .. } => "too_many_events",
+        use ErrorKind::*;
+        match &*self.kind {
+            NoHandler { .. } => "no_handler",
+            UnknownMessage { .. } => "unknown_message",
+            WrongKind { .. } => "wrong_kind",
+            Validation { .. } => "validation",
+            Timeout { .. } => "timeout",
+            Cancelled { .. } => "cancelled",
+            Codec { .. } => "codec",
+            Handler { .. } => "handler",
+            Publish { .. } => "publish",
+            TooManyEvents { .. } => "too_many_events",
         }
     }
 
@@ -231,10 +281,10 @@ impl Error {
     /// whose type implements [`Retryable`] and says so. A failed publish is retryable only if
     /// every failure is.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Timeout { .. } => true,
-            Error::Handler { retryable, .. } => *retryable,
-            Error::Publish { failures, .. } => {
+        match &*self.kind {
+            ErrorKind::Timeout { .. } => true,
+            ErrorKind::Handler { retryable, .. } => *retryable,
+            ErrorKind::Publish { failures, .. } => {
                 !failures.is_empty() && failures.iter().all(|f| f.error.is_retryable())
             }
             _ => false,
@@ -244,9 +294,9 @@ impl Error {
     /// The handler's own error, if this is (or, for a publish, contains) a handler error of
     /// type `E`.
     pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
-        match self {
-            Error::Handler { source, .. } => source.downcast_ref::<E>(),
-            Error::Publish { failures, .. } => {
+        match &*self.kind {
+            ErrorKind::Handler { source, .. } => source.downcast_ref::<E>(),
+            ErrorKind::Publish { failures, .. } => {
                 failures.iter().find_map(|f| f.error.downcast_ref::<E>())
             }
             _ => None,
@@ -255,8 +305,8 @@ impl Error {
 
     /// The field errors, if this is a validation failure.
     pub fn validation_errors(&self) -> Option<&ValidationErrors> {
-        match self {
-            Error::Validation { errors, .. } => Some(errors),
+        match &*self.kind {
+            ErrorKind::Validation { errors, .. } => Some(errors),
             _ => None,
         }
     }
@@ -272,10 +322,10 @@ mod tests {
 
     #[test]
     fn own_errors_are_not_nested() {
-        let inner = Error::Timeout {
+        let inner = Error::from(ErrorKind::Timeout {
             message: "X",
             after: None,
-        };
+        });
         let err = Error::from_handler("X", "h", inner);
         assert_eq!(err.code(), "timeout");
         assert!(err.is_retryable());
@@ -283,7 +333,7 @@ mod tests {
 
     #[test]
     fn publish_lists_every_failure() {
-        let err = Error::Publish {
+        let err = Error::from(ErrorKind::Publish {
             event: "Placed",
             failures: vec![
                 HandlerFailure {
@@ -292,16 +342,23 @@ mod tests {
                 },
                 HandlerFailure {
                     handler: "b",
-                    error: Error::Timeout {
+                    error: ErrorKind::Timeout {
                         message: "Placed",
                         after: None,
-                    },
+                    }
+                    .into(),
                 },
             ],
-        };
+        });
         let text = err.to_string();
         assert!(text.contains("[a]") && text.contains("[b]"), "{text}");
         assert!(!err.is_retryable());
         assert!(err.downcast_ref::<Boom>().is_some());
+    }
+
+    #[test]
+    fn an_error_is_one_pointer_so_results_stay_small() {
+        assert_eq!(size_of::<Error>(), size_of::<usize>());
+        assert_eq!(size_of::<Result<(), Error>>(), size_of::<usize>());
     }
 }

@@ -113,11 +113,12 @@ impl<E: Event, H: OwnedHandler<E>> EventHandler<E> for H {
         // `#[handler]` checked at compile time that a by-value event is `Clone`.
         match event.__try_clone() {
             Some(owned) => H::call(state, owned, ctx).await,
-            None => Err(Error::WrongKind {
+            None => Err(crate::ErrorKind::WrongKind {
                 message: E::NAME,
                 expected: "a `Clone` event for a by-value handler",
                 actual: "an event that is not `Clone`",
-            }),
+            }
+            .into()),
         }
     }
 }

@@ -78,7 +78,7 @@ mod quickstart_doctests {}
 pub use catga_macros::{command, event, handler, query, static_app};
 pub use codec::{Codec, CodecError, Json};
 pub use context::{Context, MAX_PENDING_EVENTS};
-pub use error::{BoxError, Error, HandlerFailure, Retryable};
+pub use error::{BoxError, Error, ErrorKind, HandlerFailure, Retryable};
 pub use handler::{EventHandler, HandlerMeta, RequestHandler};
 pub use inline::INLINE_FUTURE_BYTES;
 pub use mediator::{Catga, CatgaBuilder};
@@ -94,8 +94,8 @@ pub use validation::{FieldError, Validate, ValidationErrors};
 pub mod prelude {
     pub use crate::behavior::{Retry, Timeout, Tracing, Validation};
     pub use crate::{
-        Behavior, Catga, Command, Context, Error, Event, Message, Next, Payload, Query, Request,
-        Retryable, Validate, ValidationErrors, command, event, handler, query,
+        Behavior, Catga, Command, Context, Error, ErrorKind, Event, Message, Next, Payload, Query,
+        Request, Retryable, Validate, ValidationErrors, command, event, handler, query,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -269,7 +269,7 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
         } else {
             run.await
         }?;
-        if ctx.pending().len() > 0 {
+        if ctx.pending_len() > 0 {
             self.follow_ups(&ctx).await?;
         }
         Ok(output)
@@ -294,7 +294,7 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
     {
         let run = async { Ok(self.app.run(&self.layers, &event, &ctx).await) };
         let mut failures = guarded(&ctx, E::NAME, run).await?;
-        if ctx.pending().len() > 0
+        if ctx.pending_len() > 0
             && let Err(error) = self.follow_ups(&ctx).await
         {
             crate::mediator::absorb(&mut failures, error);
@@ -302,10 +302,11 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(Error::Publish {
+            Err(crate::ErrorKind::Publish {
                 event: E::NAME,
                 failures,
-            })
+            }
+            .into())
         }
     }
 
@@ -313,7 +314,7 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
         Box::pin(async move {
             let mut failures = Vec::new();
             let mut first_event = None;
-            for pending in ctx.pending().take() {
+            for pending in ctx.take_pending() {
                 first_event.get_or_insert(pending.event.info().name());
                 let child = ctx.caused();
                 let run = async {
@@ -326,14 +327,16 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
                     Ok(more) => failures.extend(more),
                     Err(error) => crate::mediator::absorb(&mut failures, error),
                 }
-                if child.pending().len() > 0
+                if child.pending_len() > 0
                     && let Err(error) = self.follow_ups(&child).await
                 {
                     crate::mediator::absorb(&mut failures, error);
                 }
             }
             match first_event {
-                Some(event) if !failures.is_empty() => Err(Error::Publish { event, failures }),
+                Some(event) if !failures.is_empty() => {
+                    Err(crate::ErrorKind::Publish { event, failures }.into())
+                }
                 _ => Ok(()),
             }
         })

@@ -1,7 +1,7 @@
 //! Validation: a message checks its own fields before its handler runs.
 //!
 //! Implement [`Validate`] for a message and add the [`Validation`](crate::behavior::Validation)
-//! behaviour; a message that fails is rejected with [`Error::Validation`](crate::Error) holding
+//! behaviour; a message that fails is rejected with [`ErrorKind::Validation`](crate::ErrorKind::Validation) holding
 //! *every* field error at once, so a client can show them all.
 //!
 //! ```

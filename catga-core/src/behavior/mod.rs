@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | [`Tracing`] | a span per dispatch with name, kind and ids; the outcome on the span | — |
 //! | [`Validation`] | rejects a message whose [`Validate`](crate::Validate) fails, with every field error | implement `Validate` |
-//! | [`Timeout`] | fails with `Error::Timeout` when the rest of the pipeline is too slow | `timeout = "2s"` |
+//! | [`Timeout`] | fails with `ErrorKind::Timeout` when the rest of the pipeline is too slow | `timeout = "2s"` |
 //! | [`Retry`] | retries retryable errors with exponential backoff and jitter | `retry = 5` |
 
 mod retry;

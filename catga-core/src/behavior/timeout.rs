@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::payload::Payload;
 use crate::pipeline::{Behavior, Next};
 
-/// Fails with [`Error::Timeout`] (retryable) when the rest of the pipeline takes longer than
+/// Fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) (retryable) when the rest of the pipeline takes longer than
 /// the limit; the handler's future is dropped. `#[command(timeout = "…")]` overrides the limit
 /// for one message. Inside the behaviour, [`Context::deadline`] reports the tighter of the
 /// caller's deadline and this limit, so handlers and transports can pass it on.
@@ -48,10 +48,11 @@ impl Behavior for Timeout {
         ctx.restore_deadline(saved);
         match result {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
+            Err(_) => Err(crate::ErrorKind::Timeout {
                 message: info.name(),
                 after: Some(limit),
-            }),
+            }
+            .into()),
         }
     }
 }

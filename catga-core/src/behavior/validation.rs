@@ -6,7 +6,7 @@ use crate::payload::Payload;
 use crate::pipeline::{Behavior, Next};
 
 /// Rejects a message whose [`Validate`](crate::Validate) implementation fails, with
-/// [`Error::Validation`] holding every field error; the handler does not run. Messages that do
+/// [`ErrorKind::Validation`](crate::ErrorKind::Validation) holding every field error; the handler does not run. Messages that do
 /// not implement `Validate` pass through.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Validation;
@@ -19,10 +19,11 @@ impl Behavior for Validation {
         next: N,
     ) -> Result<P::Output, Error> {
         if let Err(errors) = msg.validate() {
-            return Err(Error::Validation {
+            return Err(crate::ErrorKind::Validation {
                 message: msg.info().name(),
                 errors,
-            });
+            }
+            .into());
         }
         next.run(msg).await
     }

@@ -81,7 +81,7 @@ impl<L: Layer> CatgaBuilder<L> {
     }
 
     /// Declares that `M` is handled by another process, so its missing handler is not a
-    /// build error. Sending it locally fails with [`Error::NoHandler`](crate::Error).
+    /// build error. Sending it locally fails with [`ErrorKind::NoHandler`](crate::ErrorKind::NoHandler).
     pub fn allow_unhandled<M: Request>(mut self) -> Self {
         self.allow_unhandled.push(M::info());
         self

@@ -15,7 +15,7 @@ use super::Catga;
 use super::guard::guarded;
 use super::terminal::DynRequestTerminal;
 
-/// Longest wire name echoed back in [`Error::UnknownMessage`], so hostile input cannot make
+/// Longest wire name echoed back in [`ErrorKind::UnknownMessage`](crate::ErrorKind::UnknownMessage), so hostile input cannot make
 /// errors (and the logs they end up in) arbitrarily large.
 const MAX_ECHOED_NAME: usize = 256;
 
@@ -26,9 +26,9 @@ impl<L: Layer> Catga<L> {
     /// event once all its handlers ran.
     ///
     /// # Errors
-    /// [`Error::UnknownMessage`] for a name no message type has; [`Error::Codec`] for a payload
+    /// [`ErrorKind::UnknownMessage`](crate::ErrorKind::UnknownMessage) for a name no message type has; [`ErrorKind::Codec`](crate::ErrorKind::Codec) for a payload
     /// over the size limit (checked before decoding) or one that does not decode;
-    /// [`Error::NoHandler`] for a request handled nowhere; and every error a local dispatch can
+    /// [`ErrorKind::NoHandler`](crate::ErrorKind::NoHandler) for a request handled nowhere; and every error a local dispatch can
     /// return. Nothing panics on any input.
     pub async fn dispatch_bytes(
         &self,
@@ -38,20 +38,23 @@ impl<L: Layer> Catga<L> {
     ) -> Result<Option<Vec<u8>>, Error> {
         let limit = self.inner.max_payload_bytes;
         if payload.len() > limit {
-            return Err(Error::Codec {
+            return Err(crate::ErrorKind::Codec {
                 message: echo(name),
                 source: CodecError::TooLarge {
                     size: payload.len(),
                     limit,
                 },
-            });
+            }
+            .into());
         }
         let Some(info) = self.inner.table.by_name(name) else {
-            return Err(Error::UnknownMessage { name: echo(name) });
+            return Err(crate::ErrorKind::UnknownMessage { name: echo(name) }.into());
         };
-        let msg = info.decode_json(payload).map_err(|source| Error::Codec {
-            message: info.name().to_string(),
-            source,
+        let msg = info.decode_json(payload).map_err(|source| {
+            Error::from(crate::ErrorKind::Codec {
+                message: info.name().to_string(),
+                source,
+            })
         })?;
         match self.inner.table.entry(info) {
             Some(Entry::Request(entry)) => {
@@ -61,24 +64,25 @@ impl<L: Layer> Catga<L> {
                 };
                 let run = self.inner.layers.run(DynRequest(msg), &ctx, &terminal);
                 let output = guarded(&ctx, info.name(), run).await?;
-                if ctx.pending().len() > 0 {
+                if ctx.pending_len() > 0 {
                     self.publish_follow_ups(&ctx).await?;
                 }
-                let reply = entry
-                    .encode_output(&*output)
-                    .map_err(|source| Error::Codec {
+                let reply = entry.encode_output(&*output).map_err(|source| {
+                    Error::from(crate::ErrorKind::Codec {
                         message: info.name().to_string(),
                         source,
-                    })?;
+                    })
+                })?;
                 Ok(Some(reply))
             }
             Some(Entry::Event(_)) | None if !info.kind().is_request() => {
                 self.publish_dyn(&*msg, ctx).await?;
                 Ok(None)
             }
-            _ => Err(Error::NoHandler {
+            _ => Err(crate::ErrorKind::NoHandler {
                 message: info.name(),
-            }),
+            }
+            .into()),
         }
     }
 }

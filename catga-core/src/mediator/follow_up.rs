@@ -7,7 +7,7 @@
 use futures::future::BoxFuture;
 
 use crate::context::{Context, Scoped};
-use crate::error::{Error, HandlerFailure};
+use crate::error::{Error, ErrorKind, HandlerFailure};
 use crate::payload::{AnyMessage, DynEventRef};
 use crate::pipeline::Layer;
 use crate::registry::Entry;
@@ -24,14 +24,16 @@ impl<L: Layer> Catga<L> {
         Box::pin(async move {
             let mut failures = Vec::new();
             let mut first_event = None;
-            for pending in ctx.pending().take() {
+            for pending in ctx.take_pending() {
                 first_event.get_or_insert(pending.event.info().name());
                 if let Err(error) = self.publish_dyn(&*pending.event, ctx.caused()).await {
                     absorb(&mut failures, error);
                 }
             }
             match first_event {
-                Some(event) if !failures.is_empty() => Err(Error::Publish { event, failures }),
+                Some(event) if !failures.is_empty() => {
+                    Err(crate::ErrorKind::Publish { event, failures }.into())
+                }
                 _ => Ok(()),
             }
         })
@@ -74,7 +76,7 @@ impl<L: Layer> Catga<L> {
             .await?;
             let mut failures: Vec<HandlerFailure> =
                 results.into_iter().filter_map(Result::err).collect();
-            if ctx.pending().len() > 0
+            if ctx.pending_len() > 0
                 && let Err(error) = self.publish_follow_ups(ctx).await
             {
                 absorb(&mut failures, error);
@@ -82,10 +84,11 @@ impl<L: Layer> Catga<L> {
             if failures.is_empty() {
                 Ok(())
             } else {
-                Err(Error::Publish {
+                Err(crate::ErrorKind::Publish {
                     event: info.name(),
                     failures,
-                })
+                }
+                .into())
             }
         })
     }
@@ -94,13 +97,13 @@ impl<L: Layer> Catga<L> {
 /// Adds a follow-up publish's failures to an outer list, flattening nested publishes so the
 /// caller sees every failed handler directly.
 pub(crate) fn absorb(failures: &mut Vec<HandlerFailure>, error: Error) {
-    match error {
-        Error::Publish {
+    match error.into_kind() {
+        ErrorKind::Publish {
             failures: inner, ..
         } => failures.extend(inner),
         other => failures.push(HandlerFailure {
             handler: "catga::follow_up",
-            error: other,
+            error: other.into(),
         }),
     }
 }

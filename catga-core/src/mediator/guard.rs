@@ -8,8 +8,8 @@ use futures::future::{Either, select};
 use crate::context::Context;
 use crate::error::Error;
 
-/// Runs `work`, failing with [`Error::Timeout`] at the context's deadline or
-/// [`Error::Cancelled`] when its token fires. A context with neither costs one load.
+/// Runs `work`, failing with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) at the context's deadline or
+/// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) when its token fires. A context with neither costs one load.
 #[inline]
 pub(crate) async fn guarded<T, F>(ctx: &Context, message: &'static str, work: F) -> Result<T, Error>
 where
@@ -44,10 +44,11 @@ where
     // `select` polls `work` first, so a handler that finishes as the deadline passes wins.
     match select(pin!(work), select(expire, cancel)).await {
         Either::Left((result, _)) => result,
-        Either::Right((Either::Left(_), _)) => Err(Error::Timeout {
+        Either::Right((Either::Left(_), _)) => Err(crate::ErrorKind::Timeout {
             message,
             after: deadline.map(|at| at.saturating_duration_since(started)),
-        }),
-        Either::Right((Either::Right(_), _)) => Err(Error::Cancelled { message }),
+        }
+        .into()),
+        Either::Right((Either::Right(_), _)) => Err(crate::ErrorKind::Cancelled { message }.into()),
     }
 }

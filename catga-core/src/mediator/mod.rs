@@ -13,10 +13,10 @@ pub(crate) mod guard;
 mod terminal;
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 pub use builder::{CatgaBuilder, DEFAULT_BATCH_CONCURRENCY, DEFAULT_MAX_PAYLOAD_BYTES};
 pub(crate) use follow_up::absorb;
@@ -28,7 +28,6 @@ use crate::message::{Event, Request};
 use crate::payload::EventRef;
 use crate::pipeline::{Identity, Layer};
 use crate::registry::{EventHandlerBox, Table};
-use guard::guarded;
 use terminal::{EventTerminal, RequestTerminal};
 
 /// The application: handlers, state and behaviours, ready to dispatch. See the
@@ -72,9 +71,9 @@ impl<L: Layer> Catga<L> {
     /// Sends a command or query to its handler and returns the handler's reply.
     ///
     /// # Errors
-    /// [`Error::NoHandler`] if no handler is registered (only possible for messages allowed
-    /// with `allow_unhandled`), the handler's own error as [`Error::Handler`], or whatever a
-    /// behaviour decides ([`Error::Validation`], [`Error::Timeout`], …).
+    /// [`ErrorKind::NoHandler`](crate::ErrorKind::NoHandler) if no handler is registered (only possible for messages allowed
+    /// with `allow_unhandled`), the handler's own error as [`ErrorKind::Handler`](crate::ErrorKind::Handler), or whatever a
+    /// behaviour decides ([`ErrorKind::Validation`](crate::ErrorKind::Validation), [`ErrorKind::Timeout`](crate::ErrorKind::Timeout), …).
     #[inline]
     pub fn send<M: Request>(&self, msg: M) -> impl Future<Output = Result<M::Output, Error>> + '_ {
         self.send_with(msg, Context::new())
@@ -84,7 +83,7 @@ impl<L: Layer> Catga<L> {
     /// headers, cancellation).
     pub async fn send_with<M: Request>(&self, msg: M, ctx: Context) -> Result<M::Output, Error> {
         let Some(entry) = self.inner.table.request::<M>() else {
-            return Err(Error::NoHandler { message: M::NAME });
+            return Err(crate::ErrorKind::NoHandler { message: M::NAME }.into());
         };
         let slot = pin!(InlineSlot::new());
         let terminal = RequestTerminal {
@@ -98,7 +97,7 @@ impl<L: Layer> Catga<L> {
         } else {
             run.await
         }?;
-        if ctx.pending().len() > 0 {
+        if ctx.pending_len() > 0 {
             self.publish_follow_ups(&ctx).await?;
         }
         Ok(output)
@@ -122,7 +121,7 @@ impl<L: Layer> Catga<L> {
     /// handlers is not an error.
     ///
     /// # Errors
-    /// [`Error::Publish`] listing every handler that failed (handlers that succeeded are not
+    /// [`ErrorKind::Publish`](crate::ErrorKind::Publish) listing every handler that failed (handlers that succeeded are not
     /// undone, and the events they queued are still published).
     #[inline]
     pub fn publish<E: Event>(&self, event: E) -> impl Future<Output = Result<(), Error>> + '_ {
@@ -134,17 +133,21 @@ impl<L: Layer> Catga<L> {
         let Some(entry) = self.inner.table.event::<E>() else {
             return Ok(());
         };
+        // The slots live here, in the outermost future, which is built in place: a slot inside
+        // an inner future would be copied whenever that future moves into its awaiting state.
+        let (s0, s1) = (pin!(InlineSlot::new()), pin!(InlineSlot::new()));
+        let (s2, s3) = (pin!(InlineSlot::new()), pin!(InlineSlot::new()));
+        let slots = [s0.as_ref(), s1.as_ref(), s2.as_ref(), s3.as_ref()];
         let handlers = entry.handlers();
-        let run = guarded(
-            &ctx,
-            E::NAME,
-            self.run_event_handlers(handlers, &event, &ctx),
-        );
-        let mut failures = match run.await {
-            Ok(failures) => failures,
-            Err(stopped) => return Err(stopped),
+        // Each branch builds the future where it is awaited: a `let run = …` shared by both
+        // would be copied into the awaiting state.
+        let mut failures = if ctx.is_guarded() {
+            let run = async { Ok(self.run_event_handlers(handlers, &event, &ctx, slots).await) };
+            guard::watch(&ctx, E::NAME, run).await?
+        } else {
+            self.run_event_handlers(handlers, &event, &ctx, slots).await
         };
-        if ctx.pending().len() > 0
+        if ctx.pending_len() > 0
             && let Err(error) = self.publish_follow_ups(&ctx).await
         {
             follow_up::absorb(&mut failures, error);
@@ -152,43 +155,32 @@ impl<L: Layer> Catga<L> {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(Error::Publish {
+            Err(crate::ErrorKind::Publish {
                 event: E::NAME,
                 failures,
-            })
+            }
+            .into())
         }
     }
 
-    /// Runs every handler of one event concurrently; returns the failures. Up to four handlers
-    /// are joined in place without allocating.
-    async fn run_event_handlers<E: Event>(
-        &self,
-        handlers: &[EventHandlerBox<E>],
-        event: &E,
-        ctx: &Context,
-    ) -> Result<Vec<HandlerFailure>, Error> {
-        let one = |index: usize| {
-            let handler = &handlers[index];
-            let scope = u32::try_from(index + 1).unwrap_or(u32::MAX);
-            async move {
-                let slot = pin!(InlineSlot::new());
-                let terminal = EventTerminal {
-                    handler,
-                    event,
-                    ctx,
-                    scope,
-                    slot: slot.as_ref(),
-                };
-                let result = Scoped::new(
-                    scope,
-                    self.inner.layers.run(EventRef(event), ctx, &terminal),
-                )
-                .await;
-                result.map_err(|error| HandlerFailure {
-                    handler: handler.0.name,
-                    error,
-                })
-            }
+    /// Runs every handler of one event concurrently; returns the failures.
+    ///
+    /// Up to four handlers run without allocating, in the caller's `slots`; the per-handler
+    /// futures that `join!` moves around are then a few words each. More handlers are joined
+    /// with `join_all`, which allocates.
+    async fn run_event_handlers<'a, E: Event>(
+        &'a self,
+        handlers: &'a [EventHandlerBox<E>],
+        event: &'a E,
+        ctx: &'a Context,
+        slots: [Pin<&'a InlineSlot>; 4],
+    ) -> Vec<HandlerFailure> {
+        let terminal = |index: usize| EventTerminal {
+            handler: &handlers[index],
+            event,
+            ctx,
+            scope: scope_of(index),
+            slot: slots[index],
         };
         let mut failures = Vec::new();
         let mut note = |r: Result<(), HandlerFailure>| {
@@ -198,31 +190,90 @@ impl<L: Layer> Catga<L> {
         };
         match handlers.len() {
             0 => {}
-            1 => note(one(0).await),
+            1 => note(self.run_event_handler(&terminal(0)).await),
             2 => {
-                let (a, b) = futures::join!(one(0), one(1));
-                note(a);
-                note(b);
+                let (t0, t1) = (terminal(0), terminal(1));
+                let f0 = pin!(self.run_event_handler(&t0));
+                let f1 = pin!(self.run_event_handler(&t1));
+                join_in_place(&mut [f0, f1], note).await;
             }
             3 => {
-                let (a, b, c) = futures::join!(one(0), one(1), one(2));
-                note(a);
-                note(b);
-                note(c);
+                let (t0, t1, t2) = (terminal(0), terminal(1), terminal(2));
+                let f0 = pin!(self.run_event_handler(&t0));
+                let f1 = pin!(self.run_event_handler(&t1));
+                let f2 = pin!(self.run_event_handler(&t2));
+                join_in_place(&mut [f0, f1, f2], note).await;
             }
             4 => {
-                let (a, b, c, d) = futures::join!(one(0), one(1), one(2), one(3));
-                note(a);
-                note(b);
-                note(c);
-                note(d);
+                let (t0, t1) = (terminal(0), terminal(1));
+                let (t2, t3) = (terminal(2), terminal(3));
+                let f0 = pin!(self.run_event_handler(&t0));
+                let f1 = pin!(self.run_event_handler(&t1));
+                let f2 = pin!(self.run_event_handler(&t2));
+                let f3 = pin!(self.run_event_handler(&t3));
+                join_in_place(&mut [f0, f1, f2, f3], note).await;
             }
             n => {
+                let one = |index: usize| async move {
+                    let slot = pin!(InlineSlot::new());
+                    let terminal = EventTerminal {
+                        handler: &handlers[index],
+                        event,
+                        ctx,
+                        scope: scope_of(index),
+                        slot: slot.as_ref(),
+                    };
+                    self.run_event_handler(&terminal).await
+                };
                 for r in futures::future::join_all((0..n).map(one)).await {
                     note(r);
                 }
             }
         }
-        Ok(failures)
+        failures
     }
+
+    /// One handler of a publish through the behaviour stack, with its scope set while polled.
+    fn run_event_handler<'a, E: Event>(
+        &'a self,
+        terminal: &'a EventTerminal<'a, E>,
+    ) -> impl Future<Output = Result<(), HandlerFailure>> + Send + 'a {
+        let handler = terminal.handler.0.name;
+        let run = self
+            .inner
+            .layers
+            .run(EventRef(terminal.event), terminal.ctx, terminal);
+        Scoped::new(terminal.scope, run)
+            .map(move |result| result.map_err(|error| HandlerFailure { handler, error }))
+    }
+}
+
+/// Polls every future where it is pinned until all are done, handing each output to `done` as
+/// it arrives. Unlike `futures::join!`, nothing is moved: `join!` keeps each future in a
+/// `MaybeDone` and moves the whole value out to take its output.
+async fn join_in_place<F: Future>(futures: &mut [Pin<&mut F>], mut done: impl FnMut(F::Output)) {
+    // Callers pass at most four futures; the set of pending ones is a bitmask.
+    debug_assert!(futures.len() < 64);
+    let mut pending: u64 = (1u64 << futures.len()) - 1;
+    std::future::poll_fn(|cx| {
+        for (i, future) in futures.iter_mut().enumerate() {
+            if pending & (1 << i) != 0
+                && let std::task::Poll::Ready(output) = future.as_mut().poll(cx)
+            {
+                pending &= !(1 << i);
+                done(output);
+            }
+        }
+        if pending == 0 {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The scope tag of a publish's `index`-th handler (0 means "no handler").
+fn scope_of(index: usize) -> u32 {
+    u32::try_from(index + 1).unwrap_or(u32::MAX)
 }

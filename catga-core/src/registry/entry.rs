@@ -115,10 +115,12 @@ pub(crate) async fn attempt<T, F>(ctx: &Context, handler: F) -> Result<T, Error>
 where
     F: Future<Output = Result<T, Error>>,
 {
-    let mark = ctx.pending().len();
+    let mark = ctx.pending_len();
     let result = handler.await;
-    if result.is_err() {
-        ctx.pending().truncate(mark);
+    if result.is_err()
+        && let Some(pending) = ctx.pending()
+    {
+        pending.truncate(mark);
     }
     result
 }
@@ -130,8 +132,10 @@ where
     F: Future<Output = Result<(), Error>>,
 {
     let result = handler.await;
-    if result.is_err() {
-        ctx.pending().discard_scope(scope);
+    if result.is_err()
+        && let Some(pending) = ctx.pending()
+    {
+        pending.discard_scope(scope);
     }
     result
 }
@@ -177,11 +181,12 @@ pub trait AnyRequestEntry: Any + Send + Sync {
 /// A message of the wrong type reached a type-erased entry: a bug in catga, reported rather
 /// than panicking.
 fn mismatch(info: &'static MessageInfo) -> Error {
-    Error::WrongKind {
+    crate::ErrorKind::WrongKind {
         message: info.name(),
         expected: info.type_name(),
         actual: "another type",
     }
+    .into()
 }
 
 impl<M: Request> AnyRequestEntry for RequestEntry<M> {
