@@ -28,6 +28,7 @@ use std::sync::{Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
+use once_cell::race::OnceBox;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -50,17 +51,18 @@ pub struct Context {
     /// can tighten it for the layers inside it while handlers hold `&Context`.
     deadline: AtomicU64,
     attempt: AtomicU32,
-    /// The rarely used parts, created on first use: an ordinary dispatch never allocates them,
-    /// and dropping a context that never used them is one load.
-    extras: OnceLock<Box<Extras>>,
+    /// Headers and cancellation, set while building the context; boxed so an ordinary
+    /// context stays small and allocation-free.
+    extras: Option<Box<Extras>>,
+    /// Events queued with [`Context::publish`], created by the first one. A `OnceBox` is one
+    /// atomic pointer: dropping a context that queued nothing is a load and a null check.
+    pending: OnceBox<PendingEvents>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Extras {
     headers: Vec<(String, String)>,
     cancellation: Option<CancellationToken>,
-    /// Events queued with [`Context::publish`]; never copied into a caused context.
-    pending: PendingEvents,
 }
 
 impl Default for Context {
@@ -79,7 +81,8 @@ impl Context {
             causation_id: None,
             deadline: AtomicU64::new(0),
             attempt: AtomicU32::new(1),
-            extras: OnceLock::new(),
+            extras: None,
+            pending: OnceBox::new(),
         }
     }
 
@@ -126,11 +129,8 @@ impl Context {
         self.with_extras(|extras| extras.cancellation = Some(token))
     }
 
-    /// Changes the extras of a context being built (owned, so no one else can see them).
     fn with_extras(mut self, change: impl FnOnce(&mut Extras)) -> Self {
-        let mut extras = self.extras.take().unwrap_or_default();
-        change(&mut extras);
-        self.extras = OnceLock::from(extras);
+        change(self.extras.get_or_insert_with(Box::default));
         self
     }
 
@@ -168,14 +168,13 @@ impl Context {
     /// All headers in insertion order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.extras
-            .get()
-            .into_iter()
+            .iter()
             .flat_map(|e| e.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
     }
 
     /// The cancellation signal, if one was attached.
     pub fn cancellation(&self) -> Option<&CancellationToken> {
-        self.extras.get().and_then(|e| e.cancellation.as_ref())
+        self.extras.as_ref().and_then(|e| e.cancellation.as_ref())
     }
 
     /// Whether the cancellation signal has fired.
@@ -198,9 +197,8 @@ impl Context {
     /// # Errors
     /// [`ErrorKind::TooManyEvents`](crate::ErrorKind::TooManyEvents) if the handler already queued [`MAX_PENDING_EVENTS`].
     pub fn publish<E: Event>(&self, event: E) -> Result<(), Error> {
-        self.extras
+        self.pending
             .get_or_init(Box::default)
-            .pending
             .push(Box::new(event), E::NAME)
     }
 
@@ -238,7 +236,7 @@ impl Context {
     /// The events queued so far; `None` if nothing was ever queued (the common case).
     #[inline]
     pub(crate) fn pending(&self) -> Option<&PendingEvents> {
-        self.extras.get().map(|e| &e.pending)
+        self.pending.get()
     }
 
     /// How many events are queued.
@@ -260,14 +258,8 @@ impl Context {
             causation_id: Some(self.message_id()),
             deadline: AtomicU64::new(self.raw_deadline()),
             attempt: AtomicU32::new(1),
-            extras: match self.extras.get() {
-                None => OnceLock::new(),
-                Some(e) => OnceLock::from(Box::new(Extras {
-                    headers: e.headers.clone(),
-                    cancellation: e.cancellation.clone(),
-                    pending: PendingEvents::default(),
-                })),
-            },
+            extras: self.extras.clone(),
+            pending: OnceBox::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::handler::{EventHandler, HandlerMeta, RequestHandler};
 use std::pin::{Pin, pin};
+use std::task::Poll;
 
 use crate::inline::{InlineSlot, SlotFuture, fits};
 use crate::message::{Event, MessageInfo, Request};
@@ -108,36 +109,70 @@ impl<E: Event, H: EventHandler<E>> ErasedEventHandler<E> for BoundEvent<E, H> {
     }
 }
 
-/// One attempt of a request handler: what it queued with `ctx.publish` is dropped if it fails
-/// (a retry starts clean). Lives inside the inline future, so it adds no layer that would move
-/// the buffer.
-pub(crate) async fn attempt<T, F>(ctx: &Context, handler: F) -> Result<T, Error>
+pin_project_lite::pin_project! {
+    /// One attempt of a handler: if it fails, the events it queued with `ctx.publish` are
+    /// dropped, so a failed attempt never announces what it did not do and a retry starts
+    /// clean. A request's attempt drops what was queued after it started; an event handler's
+    /// attempt drops what its `scope` queued (its siblings in the publish share the context).
+    ///
+    /// A hand-written future rather than an `async fn`: it sits on every dispatch, and a plain
+    /// struct has no state machine to enter and no drop glue to run.
+    pub(crate) struct Attempt<'c, F> {
+        ctx: &'c Context,
+        discard: Discard,
+        #[pin]
+        handler: F,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Discard {
+    /// Everything queued after this many events.
+    After(usize),
+    /// Everything queued by this handler scope.
+    Scope(u32),
+}
+
+/// A request handler's attempt.
+#[inline]
+pub(crate) fn attempt<F>(ctx: &Context, handler: F) -> Attempt<'_, F> {
+    Attempt {
+        ctx,
+        discard: Discard::After(ctx.pending_len()),
+        handler,
+    }
+}
+
+/// An event handler's attempt, tagged with its scope in the publish.
+#[inline]
+pub(crate) fn scoped_attempt<F>(ctx: &Context, scope: u32, handler: F) -> Attempt<'_, F> {
+    Attempt {
+        ctx,
+        discard: Discard::Scope(scope),
+        handler,
+    }
+}
+
+impl<T, F> Future for Attempt<'_, F>
 where
     F: Future<Output = Result<T, Error>>,
 {
-    let mark = ctx.pending_len();
-    let result = handler.await;
-    if result.is_err()
-        && let Some(pending) = ctx.pending()
-    {
-        pending.truncate(mark);
-    }
-    result
-}
+    type Output = Result<T, Error>;
 
-/// One attempt of one handler of a publish: on failure, only this handler's queued events are
-/// dropped (its siblings share the context).
-pub(crate) async fn scoped_attempt<F>(ctx: &Context, scope: u32, handler: F) -> Result<(), Error>
-where
-    F: Future<Output = Result<(), Error>>,
-{
-    let result = handler.await;
-    if result.is_err()
-        && let Some(pending) = ctx.pending()
-    {
-        pending.discard_scope(scope);
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.handler.poll(cx));
+        if result.is_err()
+            && let Some(pending) = this.ctx.pending()
+        {
+            match *this.discard {
+                Discard::After(mark) => pending.truncate(mark),
+                Discard::Scope(scope) => pending.discard_scope(scope),
+            }
+        }
+        Poll::Ready(result)
     }
-    result
 }
 
 /// The entry of a request type: its one handler.
