@@ -21,11 +21,8 @@
 //! ```
 
 use std::cell::Cell;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::task::Poll;
 use std::time::Duration;
 
 use once_cell::race::OnceBox;
@@ -267,7 +264,7 @@ impl Context {
 /// Events queued by handlers, each tagged with the handler scope that queued it.
 ///
 /// A publish runs several handlers concurrently against one context; the scope tag (set while a
-/// handler's future is polled, see [`Scoped`]) lets the mediator drop exactly the events of a
+/// handler's future is polled, see `in_scope`) lets the mediator drop exactly the events of a
 /// handler that failed.
 #[derive(Debug, Default)]
 pub(crate) struct PendingEvents {
@@ -353,19 +350,13 @@ thread_local! {
     static SCOPE: Cell<u32> = const { Cell::new(0) };
 }
 
-pin_project_lite::pin_project! {
-    /// Polls `inner` with the thread's handler scope set to `scope`.
-    pub(crate) struct Scoped<F> {
-        scope: u32,
-        #[pin]
-        inner: F,
-    }
-}
-
-impl<F> Scoped<F> {
-    pub(crate) fn new(scope: u32, inner: F) -> Self {
-        Scoped { scope, inner }
-    }
+/// Runs `f` (a handler's poll) with the thread's handler scope set to `scope`, so the events
+/// the handler queues during that poll are tagged with it.
+#[inline]
+pub(crate) fn in_scope<R>(scope: u32, f: impl FnOnce() -> R) -> R {
+    // Restored on unwind too, so a panicking handler cannot mislabel later events.
+    let _restore = RestoreScope(SCOPE.replace(scope));
+    f()
 }
 
 struct RestoreScope(u32);
@@ -373,17 +364,6 @@ struct RestoreScope(u32);
 impl Drop for RestoreScope {
     fn drop(&mut self) {
         SCOPE.set(self.0);
-    }
-}
-
-impl<F: Future> Future for Scoped<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        // Restored on unwind too, so a panicking handler cannot mislabel later events.
-        let _restore = RestoreScope(SCOPE.replace(*this.scope));
-        this.inner.poll(cx)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use futures::future::BoxFuture;
 
-use crate::context::{Context, Scoped};
+use crate::context::Context;
 use crate::error::{Error, ErrorKind, HandlerFailure};
 use crate::payload::{AnyMessage, DynEventRef};
 use crate::pipeline::Layer;
@@ -61,8 +61,9 @@ impl<L: Layer> Catga<L> {
                         index,
                         scope,
                     };
-                    let run = self.inner.layers.run(DynEventRef(event), ctx, &terminal);
-                    Scoped::new(scope, run)
+                    self.inner
+                        .layers
+                        .run(DynEventRef(event), ctx, &terminal)
                         .await
                         .map_err(|error| HandlerFailure {
                             handler: meta.name,

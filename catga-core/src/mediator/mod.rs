@@ -16,12 +16,12 @@ use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 
 pub use builder::{CatgaBuilder, DEFAULT_BATCH_CONCURRENCY, DEFAULT_MAX_PAYLOAD_BYTES};
 pub(crate) use follow_up::absorb;
 
-use crate::context::{Context, Scoped};
+use crate::context::Context;
 use crate::error::{Error, HandlerFailure};
 use crate::inline::InlineSlot;
 use crate::message::{Event, Request};
@@ -91,11 +91,12 @@ impl<L: Layer> Catga<L> {
             ctx: &ctx,
             slot: slot.as_ref(),
         };
-        let run = self.inner.layers.run(msg, &ctx, &terminal);
+        // Each branch builds the pipeline's future where it is awaited: one built before the
+        // branch would be copied into the awaiting state (measured: a `memcpy` per dispatch).
         let output = if ctx.is_guarded() {
-            guard::watch(&ctx, M::NAME, run).await
+            guard::watch(&ctx, M::NAME, self.inner.layers.run(msg, &ctx, &terminal)).await
         } else {
-            run.await
+            self.inner.layers.run(msg, &ctx, &terminal).await
         }?;
         if ctx.pending_len() > 0 {
             self.publish_follow_ups(&ctx).await?;
@@ -183,14 +184,17 @@ impl<L: Layer> Catga<L> {
             slot: slots[index],
         };
         let mut failures = Vec::new();
-        let mut note = |r: Result<(), HandlerFailure>| {
-            if let Err(f) = r {
-                failures.push(f);
+        let mut note = |index: usize, result: Result<(), Error>| {
+            if let Err(error) = result {
+                failures.push(HandlerFailure {
+                    handler: handlers[index].0.name,
+                    error,
+                });
             }
         };
         match handlers.len() {
             0 => {}
-            1 => note(self.run_event_handler(&terminal(0)).await),
+            1 => note(0, self.run_event_handler(&terminal(0)).await),
             2 => {
                 let (t0, t1) = (terminal(0), terminal(1));
                 let f0 = pin!(self.run_event_handler(&t0));
@@ -225,33 +229,34 @@ impl<L: Layer> Catga<L> {
                     };
                     self.run_event_handler(&terminal).await
                 };
-                for r in futures::future::join_all((0..n).map(one)).await {
-                    note(r);
+                let results = futures::future::join_all((0..n).map(one)).await;
+                for (index, result) in results.into_iter().enumerate() {
+                    note(index, result);
                 }
             }
         }
         failures
     }
 
-    /// One handler of a publish through the behaviour stack, with its scope set while polled.
+    /// One handler of a publish through the behaviour stack.
+    #[inline]
     fn run_event_handler<'a, E: Event>(
         &'a self,
         terminal: &'a EventTerminal<'a, E>,
-    ) -> impl Future<Output = Result<(), HandlerFailure>> + Send + 'a {
-        let handler = terminal.handler.0.name;
-        let run = self
-            .inner
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        self.inner
             .layers
-            .run(EventRef(terminal.event), terminal.ctx, terminal);
-        Scoped::new(terminal.scope, run)
-            .map(move |result| result.map_err(|error| HandlerFailure { handler, error }))
+            .run(EventRef(terminal.event), terminal.ctx, terminal)
     }
 }
 
-/// Polls every future where it is pinned until all are done, handing each output to `done` as
-/// it arrives. Unlike `futures::join!`, nothing is moved: `join!` keeps each future in a
+/// Polls every future where it is pinned until all are done, handing each output to `done`
+/// (with the future's index) as it arrives. Unlike `futures::join!`, nothing is moved: `join!` keeps each future in a
 /// `MaybeDone` and moves the whole value out to take its output.
-async fn join_in_place<F: Future>(futures: &mut [Pin<&mut F>], mut done: impl FnMut(F::Output)) {
+async fn join_in_place<F: Future>(
+    futures: &mut [Pin<&mut F>],
+    mut done: impl FnMut(usize, F::Output),
+) {
     // Callers pass at most four futures; the set of pending ones is a bitmask.
     debug_assert!(futures.len() < 64);
     let mut pending: u64 = (1u64 << futures.len()) - 1;
@@ -261,7 +266,7 @@ async fn join_in_place<F: Future>(futures: &mut [Pin<&mut F>], mut done: impl Fn
                 && let std::task::Poll::Ready(output) = future.as_mut().poll(cx)
             {
                 pending &= !(1 << i);
-                done(output);
+                done(i, output);
             }
         }
         if pending == 0 {

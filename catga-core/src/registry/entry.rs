@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::future::BoxFuture;
 
 use crate::codec::{CodecError, Json};
-use crate::context::Context;
+use crate::context::{Context, in_scope};
 use crate::error::Error;
 use crate::handler::{EventHandler, HandlerMeta, RequestHandler};
 use std::pin::{Pin, pin};
@@ -113,7 +113,8 @@ pin_project_lite::pin_project! {
     /// One attempt of a handler: if it fails, the events it queued with `ctx.publish` are
     /// dropped, so a failed attempt never announces what it did not do and a retry starts
     /// clean. A request's attempt drops what was queued after it started; an event handler's
-    /// attempt drops what its `scope` queued (its siblings in the publish share the context).
+    /// attempt drops what its `scope` queued (its siblings in the publish share the context),
+    /// and is polled with that scope set so what it queues is tagged with it.
     ///
     /// A hand-written future rather than an `async fn`: it sits on every dispatch, and a plain
     /// struct has no state machine to enter and no drop glue to run.
@@ -162,7 +163,11 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = std::task::ready!(this.handler.poll(cx));
+        let polled = match *this.discard {
+            Discard::After(_) => this.handler.poll(cx),
+            Discard::Scope(scope) => in_scope(scope, || this.handler.poll(cx)),
+        };
+        let result = std::task::ready!(polled);
         if result.is_err()
             && let Some(pending) = this.ctx.pending()
         {
