@@ -18,6 +18,7 @@ use mediator::{AsyncMediator, DefaultAsyncMediator};
 const OPS: u64 = 1_000;
 
 #[command(output = u64, local)]
+#[derive(Clone)]
 pub struct Add(pub u64, pub u64);
 
 #[handler]
@@ -112,6 +113,15 @@ fn dispatch(c: &mut Criterion) {
         .layer(Noop)
         .build()
         .unwrap();
+    // No subscriber is installed in this process: the cost of instrumentation nobody reads.
+    let traced = Catga::builder().layer(Tracing).build().unwrap();
+    let builtin = Catga::builder()
+        .layer(Tracing)
+        .layer(Timeout::new(std::time::Duration::from_secs(5)))
+        .layer(Retry::exponential(3))
+        .layer(Validation)
+        .build()
+        .unwrap();
     let static_app = StaticAdd::builder().build().unwrap();
     // `mediator`'s builder blocks in place, which needs a multi-threaded runtime.
     let builder_rt = tokio::runtime::Builder::new_multi_thread()
@@ -168,6 +178,24 @@ fn dispatch(c: &mut Criterion) {
             rt.block_on(async {
                 for i in 0..OPS {
                     black_box(layered.send(Add(black_box(i), 1)).await.unwrap());
+                }
+            })
+        })
+    });
+    group.bench_function("catga/send_tracing_no_subscriber", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for i in 0..OPS {
+                    black_box(traced.send(Add(black_box(i), 1)).await.unwrap());
+                }
+            })
+        })
+    });
+    group.bench_function("catga/send_tracing_timeout_retry_validation", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for i in 0..OPS {
+                    black_box(builtin.send(Add(black_box(i), 1)).await.unwrap());
                 }
             })
         })
