@@ -47,7 +47,8 @@ pub fn decode_json<M: Message>(bytes: &[u8]) -> Result<Box<dyn AnyMessage>, Code
     message = "`{Self}` travels over the wire but does not implement `Serialize`",
     label = "not serializable",
     note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`",
-    note = "if the message never leaves the process, declare it `local`, e.g. `#[command(local)]`"
+    note = "if the message never leaves the process, declare it `local`, e.g. `#[command(local)]`",
+    note = "CATGA016 (wire_message_not_serde), see docs/lints.md#catga016"
 )]
 pub trait WireSerialize {
     fn catga_encode<C: Codec>(&self, codec: &C) -> Result<Vec<u8>, CodecError>;
@@ -64,7 +65,8 @@ impl<T: serde::Serialize> WireSerialize for T {
     message = "`{Self}` travels over the wire but does not implement `Deserialize`",
     label = "not deserializable",
     note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`",
-    note = "if the message never leaves the process, declare it `local`, e.g. `#[command(local)]`"
+    note = "if the message never leaves the process, declare it `local`, e.g. `#[command(local)]`",
+    note = "CATGA016 (wire_message_not_serde), see docs/lints.md#catga016"
 )]
 pub trait WireDeserialize: Sized {
     fn catga_decode<C: Codec>(codec: &C, bytes: &[u8]) -> Result<Self, CodecError>;
@@ -101,6 +103,7 @@ impl Message for NoRoute {
             MessagePolicy {
                 timeout: None,
                 max_attempts: None,
+                idempotent: false,
             },
             decode_json::<NoRoute>,
         );
@@ -144,7 +147,8 @@ impl crate::message::Request for NoRoute {
     message = "a handler of `{M}` must return `Result<{M}::Output, E>`, not `{Self}`",
     label = "wrong return type for a handler of `{M}`",
     note = "the `Ok` type must be the output the message declares (`#[command(output = …)]`, `#[query(output = …)]`; `()` for a bare `#[command]` or an event)",
-    note = "the error type must implement `std::error::Error + Send + Sync + 'static`"
+    note = "the error type must implement `std::error::Error + Send + Sync + 'static`",
+    note = "CATGA010 (handler_output_mismatch), see docs/lints.md#catga010"
 )]
 pub trait HandlerReturn<M> {
     type Ok;
@@ -165,7 +169,8 @@ impl<M: Message, E: StdError + Send + Sync + 'static> HandlerReturn<M> for Resul
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is an event taken by value, but it is not `Clone`",
     label = "an event handler that takes the event by value needs `Clone`",
-    note = "every handler of an event sees the same event: take it as `&{Self}`, or derive `Clone`"
+    note = "every handler of an event sees the same event: take it as `&{Self}`, or derive `Clone`",
+    note = "CATGA005 (event_by_value_not_clone), see docs/lints.md#catga005"
 )]
 pub trait ByValue<Role> {}
 #[diagnostic::do_not_recommend]
@@ -189,6 +194,20 @@ impl<T: Event> EventByRef for T {}
 
 /// Compile-time check for a handler that borrows its message.
 pub const fn assert_by_ref<E: EventByRef>() {}
+
+// ---- CQRS discipline ----
+
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is a query, but its handler publishes events",
+    label = "a query handler cannot publish",
+    note = "queries are safe to repeat, cache and run anywhere; make `{Self}` a `#[command]` if handling it changes something",
+    note = "CATGA050 (query_side_effects), see docs/lints.md#catga050"
+)]
+pub trait SideEffectsAllowed {}
+
+/// Compile-time check emitted at each `ctx.publish(…)` of a handler: its message is a command
+/// or an event (the message attributes implement the trait), not a query.
+pub const fn assert_side_effects_allowed<M: SideEffectsAllowed>() {}
 
 // ---- autoref specialisation probes, used with concrete types in generated code ----
 

@@ -112,7 +112,7 @@ pub struct Big(pub u64);
 async fn big(cmd: Big) -> Result<u64, Infallible> {
     let buffer = [cmd.0 as u8; 2 * catga_core::INLINE_FUTURE_BYTES];
     tokio::task::yield_now().await;
-    Ok(u64::from(buffer[buffer.len() - 1]))
+    Ok(u64::from(buffer.last().copied().unwrap_or_default()))
 }
 
 struct Noop;

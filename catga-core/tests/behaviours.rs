@@ -111,7 +111,7 @@ impl Journal {
     }
 }
 
-#[handler]
+#[handler(allow(unwrap_in_handler))]
 impl Journal {
     async fn flaky(&self, cmd: Flaky, ctx: &Context) -> Result<u32, StoreError> {
         self.attempts.lock().unwrap().push(ctx.attempt());

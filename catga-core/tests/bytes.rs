@@ -48,7 +48,7 @@ pub struct Shop {
     announced: Mutex<Vec<u64>>,
 }
 
-#[handler]
+#[handler(allow(unwrap_in_handler))]
 impl Shop {
     async fn place(&self, cmd: PlaceOrder, ctx: &Context) -> Result<Receipt, Rejected> {
         if cmd.quantity == 0 {

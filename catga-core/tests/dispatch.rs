@@ -37,7 +37,7 @@ pub struct Orders {
     totals: Mutex<Vec<(u64, u64)>>,
 }
 
-#[handler]
+#[handler(allow(unwrap_in_handler, expect_in_handler))]
 impl Orders {
     async fn place(&self, cmd: PlaceOrder, ctx: &Context) -> Result<u64, OrderError> {
         if cmd.customer == 666 {
@@ -70,13 +70,13 @@ pub struct Ledger {
     seen: Mutex<Vec<u64>>,
 }
 
-#[handler]
+#[handler(allow(unwrap_in_handler, expect_in_handler))]
 async fn record(event: &OrderPlaced, ledger: &Ledger) -> Result<(), std::io::Error> {
     ledger.seen.lock().unwrap().push(event.id);
     Ok(())
 }
 
-#[handler]
+#[handler(allow(unwrap_in_handler, expect_in_handler))]
 async fn by_value(
     event: OrderPlaced,
     ledger: &Ledger,

@@ -91,7 +91,7 @@ async fn ship_c(event: Shipped, ctx: &Context) -> Result<(), Failed> {
     ship("c", &event, ctx).await
 }
 
-#[handler]
+#[handler(allow(unwrap_in_handler))]
 impl Log {
     async fn noted(&self, event: &Noted) -> Result<(), Failed> {
         self.noted.lock().unwrap().push(event.by.clone());
@@ -137,7 +137,7 @@ impl Log {
 
 macro_rules! crowd_handlers {
     ($($name:ident = $n:expr),*) => {$(
-        #[handler]
+        #[handler(allow(unwrap_in_handler))]
         async fn $name(_event: &Crowded, log: &Log) -> Result<(), Failed> {
             tokio::task::yield_now().await;
             log.crowd.lock().unwrap().push($n);

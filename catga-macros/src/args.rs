@@ -1,6 +1,6 @@
 //! Attribute arguments shared by the macros, and error collection.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::quote;
 use syn::LitStr;
 
@@ -20,21 +20,13 @@ impl Errors {
         }
     }
 
-    /// How many errors so far (to tell whether a step added any).
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
-    pub fn at(&mut self, span: Span, message: impl std::fmt::Display) {
-        self.push(syn::Error::new(span, message));
+    /// A `catga-lints` finding of error level, worded with its rule's id and help.
+    pub fn finding(&mut self, finding: &catga_lints::Finding) {
+        self.push(syn::Error::new(finding.span, finding.text()));
     }
 
     pub fn spanned(&mut self, tokens: impl quote::ToTokens, message: impl std::fmt::Display) {
         self.push(syn::Error::new_spanned(tokens, message));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.all.is_none()
     }
 
     /// The errors as `compile_error!`s, emitted instead of (or beside) the generated code.

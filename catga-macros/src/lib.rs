@@ -7,8 +7,8 @@
 //! `crate = "…"`), so it works with a renamed dependency.
 
 mod args;
-mod duration;
 mod handler;
+mod lint;
 mod message;
 mod static_app;
 
@@ -22,21 +22,21 @@ use proc_macro::TokenStream;
 /// `catga_core` dependency).
 #[proc_macro_attribute]
 pub fn command(args: TokenStream, item: TokenStream) -> TokenStream {
-    message::expand(message::Kind::Command, args.into(), item.into()).into()
+    message::expand(catga_lints::Kind::Command, args.into(), item.into()).into()
 }
 
 /// Declares a query: a request that only reads, with exactly one handler. `output = T` is
 /// required; other arguments as for `#[command]`.
 #[proc_macro_attribute]
 pub fn query(args: TokenStream, item: TokenStream) -> TokenStream {
-    message::expand(message::Kind::Query, args.into(), item.into()).into()
+    message::expand(catga_lints::Kind::Query, args.into(), item.into()).into()
 }
 
 /// Declares an event: a fact with zero or more handlers and no reply. Arguments as for
 /// `#[command]` except `output`.
 #[proc_macro_attribute]
 pub fn event(args: TokenStream, item: TokenStream) -> TokenStream {
-    message::expand(message::Kind::Event, args.into(), item.into()).into()
+    message::expand(catga_lints::Kind::Event, args.into(), item.into()).into()
 }
 
 /// Registers a handler: on an `async fn`, or on an `impl` block whose every method is one.

@@ -1,136 +1,15 @@
 //! `#[command]`, `#[query]`, `#[event]`: parse the arguments and the type, check them, then
 //! implement the message traits and submit a descriptor.
 
-use proc_macro2::{Span, TokenStream};
+use catga_lints::Kind;
+use catga_lints::rules::message::{self as rules, MessageArgs};
+use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Item, LitInt, LitStr, Type};
+use syn::{Item, LitStr};
 
-use crate::args::{Errors, crate_path};
-use crate::duration::parse_millis;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Command,
-    Query,
-    Event,
-}
-
-impl Kind {
-    fn attr(self) -> &'static str {
-        match self {
-            Kind::Command => "command",
-            Kind::Query => "query",
-            Kind::Event => "event",
-        }
-    }
-}
-
-#[derive(Default)]
-struct Args {
-    output: Option<Type>,
-    name: Option<LitStr>,
-    krate: Option<LitStr>,
-    local: bool,
-    timeout_ms: Option<u64>,
-    retry: Option<u32>,
-}
-
-fn parse_args(kind: Kind, tokens: TokenStream, errors: &mut Errors) -> Args {
-    let mut args = Args::default();
-    let attr = kind.attr();
-    let parser = syn::meta::parser(|meta| {
-        let key = meta
-            .path
-            .get_ident()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        match key.as_str() {
-            "output" if kind == Kind::Event => {
-                let _: Type = meta.value()?.parse()?;
-                errors.spanned(
-                    &meta.path,
-                    "events have no reply, so `output` is not allowed here\n  \
-                     help: remove `output = …`, or make the message a `#[command(output = …)]`",
-                );
-            }
-            "output" => args.output = Some(meta.value()?.parse()?),
-            "name" => {
-                let lit: LitStr = meta.value()?.parse()?;
-                if let Some(problem) = wire_name_problem(&lit.value()) {
-                    errors.spanned(&lit, format!("{problem}\n  help: use letters, digits and `.` `_` `-` `:` `/`, e.g. `name = \"orders.place\"`"));
-                }
-                args.name = Some(lit);
-            }
-            "crate" => args.krate = Some(meta.value()?.parse()?),
-            "local" => args.local = true,
-            "timeout" => {
-                let lit: LitStr = meta.value()?.parse()?;
-                match parse_millis(&lit.value()) {
-                    Ok(ms) => args.timeout_ms = Some(ms),
-                    Err(why) => errors.spanned(
-                        &lit,
-                        format!("invalid timeout: {why}\n  help: write e.g. `timeout = \"250ms\"`, `\"5s\"`, `\"2m\"`"),
-                    ),
-                }
-            }
-            "retry" => {
-                let lit: LitInt = meta.value()?.parse()?;
-                match lit.base10_parse::<u32>() {
-                    Ok(0) | Err(_) => errors.spanned(
-                        &lit,
-                        "`retry` is the number of attempts in all and must be at least 1\n  \
-                         help: write `retry = 1` to never retry this message",
-                    ),
-                    Ok(n) => args.retry = Some(n),
-                }
-            }
-            _ => {
-                let valid = if kind == Kind::Event {
-                    "`name`, `local`, `timeout`, `retry`, `crate`"
-                } else {
-                    "`output`, `name`, `local`, `timeout`, `retry`, `crate`"
-                };
-                errors.spanned(
-                    &meta.path,
-                    format!(
-                        "unknown `#[{attr}]` argument `{}`\n  help: valid arguments are {valid}",
-                        path_text(&meta.path)
-                    ),
-                );
-                // Skip the value, if any, so parsing can go on and report later errors too.
-                if meta.input.peek(syn::Token![=]) {
-                    let _: syn::Expr = meta.value()?.parse()?;
-                }
-            }
-        }
-        Ok(())
-    });
-    if let Err(e) = syn::parse::Parser::parse2(parser, tokens) {
-        errors.push(e);
-    }
-    if kind == Kind::Query && args.output.is_none() {
-        errors.at(
-            Span::call_site(),
-            "a query must declare what it returns\n  help: write `#[query(output = T)]`",
-        );
-    }
-    args
-}
-
-fn wire_name_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        return Some("a wire name cannot be empty");
-    }
-    if name.len() > 200 {
-        return Some("a wire name must be at most 200 bytes");
-    }
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/');
-    if !name.chars().all(ok) {
-        return Some("a wire name may not contain spaces or other special characters");
-    }
-    None
-}
+use crate::args::Errors;
+use crate::lint;
 
 pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
@@ -138,42 +17,27 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
         Ok(item) => item,
         Err(e) => return e.to_compile_error(),
     };
-    let args = parse_args(kind, args, &mut errors);
-    let krate = crate_path(args.krate.as_ref(), &mut errors);
-
-    let (ident, generics) = match &item {
-        Item::Struct(s) => (&s.ident, &s.generics),
-        Item::Enum(e) => (&e.ident, &e.generics),
-        other => {
-            errors.spanned(
-                other,
-                format!("`#[{}]` goes on a struct or an enum", kind.attr()),
-            );
-            return quote!(#item)
-                .into_iter()
-                .chain(errors.into_compile_errors())
-                .collect();
-        }
+    let mut findings = Vec::new();
+    let args = MessageArgs::parse(kind, args, &mut findings);
+    let krate = match args.krate.as_ref().map(|lit| lit.parse::<syn::Path>()) {
+        Some(Ok(path)) => quote!(#path),
+        _ => quote!(::catga_core),
     };
-    if let Some(lt) = generics.lifetimes().next() {
-        errors.spanned(
-            lt,
-            "a message cannot borrow: it may cross tasks, threads and processes\n  \
-             help: own the data instead (`String` rather than `&str`, `Vec<T>` rather than `&[T]`)",
-        );
-    } else if !generics.params.is_empty() {
-        errors.spanned(
-            &generics.params,
-            "a message cannot be generic: each message type needs one wire name and one dispatch slot\n  \
-             help: declare one concrete type per message",
-        );
+    let ident = rules::check_shape(kind, &item, &mut findings);
+    if ident.is_some() {
+        rules::check_size(&item, &args, &mut findings);
     }
-    if !errors.is_empty() {
+    let warnings = lint::emit(&findings, |rule| args.allows(rule), &mut errors);
+    let Some(ident) = ident else {
         return quote!(#item)
             .into_iter()
             .chain(errors.into_compile_errors())
             .collect();
-    }
+    };
+
+    // Argument errors are reported, but the message is still implemented (with defaults for
+    // what was wrong), so its uses do not add a cascade of "not a message" errors.
+    let errors = errors.into_compile_errors();
 
     let type_name = ident.to_string();
     let wire_name = args.name.as_ref().map_or(type_name.clone(), LitStr::value);
@@ -251,14 +115,26 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
         Some(ms) => quote!(::core::option::Option::Some(#krate::__private::millis(#ms))),
         None => quote!(::core::option::Option::None),
     };
+    let idempotent = args.idempotent;
     let retry = match args.retry {
         Some(n) => quote!(::core::option::Option::Some(#n)),
         None => quote!(::core::option::Option::None),
     };
     let location_line = quote_spanned!(ident.span()=> ::core::line!());
+    // Commands and events may be published from a handler's context; queries may not (CATGA050).
+    let side_effects = if kind == Kind::Query {
+        quote!()
+    } else {
+        quote! {
+            #[automatically_derived]
+            impl #krate::__private::SideEffectsAllowed for #ident {}
+        }
+    };
 
     quote! {
         #item
+        #warnings
+        #errors
 
         const _: () = {
             #[automatically_derived]
@@ -276,7 +152,7 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
                         ::core::file!(),
                         #location_line,
                         #wire,
-                        #krate::__private::MessagePolicy { timeout: #timeout, max_attempts: #retry },
+                        #krate::__private::MessagePolicy { timeout: #timeout, max_attempts: #retry, idempotent: #idempotent },
                         #krate::__private::decode_json::<#ident>,
                     );
                     &INFO
@@ -313,14 +189,11 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
 
             #request_impl
             #kind_traits
+            #side_effects
 
             #krate::__private::inventory::submit! {
                 #krate::__private::MessageDescriptor { info: <#ident as #krate::Message>::info }
             }
         };
     }
-}
-
-fn path_text(path: &syn::Path) -> String {
-    quote!(#path).to_string().replace(' ', "")
 }

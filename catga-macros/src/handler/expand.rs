@@ -5,7 +5,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::Type;
 use syn::spanned::Spanned;
 
-use super::signature::{Param, Signature, Taking};
+use catga_lints::rules::handler::{Param, Signature, Taking};
 
 pub struct Target<'a> {
     /// The type the handler traits are implemented for.

@@ -6,79 +6,85 @@
 //! `inventory` descriptor so `build()` finds the handler. A free function also gets a hidden,
 //! same-named marker type (a braced struct lives only in the type namespace, so it does not
 //! clash with the function) through which `static_app!` can name it.
+//!
+//! The signature and body rules come from `catga-lints` (the same code `cargo catga lint`
+//! runs): errors stop generation, warnings are reported unless `allow(…)`ed.
 
 mod expand;
-mod signature;
 
-use std::collections::HashMap;
-
+use catga_lints::Finding;
+use catga_lints::rules::body::{self, Verb};
+use catga_lints::rules::handler::{self as rules, HandlerArgs, Signature};
 use proc_macro2::TokenStream;
-use quote::{ToTokens, quote};
-use syn::{ImplItem, Item, LitStr};
+use quote::{quote, quote_spanned};
+use syn::Item;
 
 use crate::args::{Errors, crate_path};
-
-struct Args {
-    krate: Option<LitStr>,
-}
-
-fn parse_args(tokens: TokenStream, errors: &mut Errors) -> Args {
-    let mut args = Args { krate: None };
-    let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("crate") {
-            args.krate = Some(meta.value()?.parse()?);
-        } else {
-            let path = &meta.path;
-            errors.spanned(
-                path,
-                format!(
-                    "unknown `#[handler]` argument `{}`\n  help: the only argument is `crate = \"…\"`",
-                    quote!(#path).to_string().replace(' ', "")
-                ),
-            );
-            if meta.input.peek(syn::Token![=]) {
-                let _: syn::Expr = meta.value()?.parse()?;
-            }
-        }
-        Ok(())
-    });
-    if let Err(e) = syn::parse::Parser::parse2(parser, tokens) {
-        errors.push(e);
-    }
-    args
-}
+use crate::lint;
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut findings = Vec::new();
+    let args = HandlerArgs::parse(args, &mut findings);
     let mut errors = Errors::default();
-    let args = parse_args(args, &mut errors);
     let krate = crate_path(args.krate.as_ref(), &mut errors);
     let item: Item = match syn::parse2(item) {
         Ok(item) => item,
         Err(e) => return e.to_compile_error(),
     };
     let generated = match &item {
-        Item::Fn(f) => expand_fn(&krate, f, &mut errors),
-        Item::Impl(i) => expand_impl(&krate, i, &mut errors),
+        Item::Fn(f) => expand_fn(&krate, f, &mut findings),
+        Item::Impl(i) => expand_impl(&krate, i, &mut findings),
         other => {
-            errors.spanned(
-                other,
-                "`#[handler]` goes on an `async fn` or on an `impl` block of handler methods",
-            );
+            findings.push(rules::misplaced(other));
             TokenStream::new()
         }
     };
+    let reported = lint::emit(&findings, |rule| args.allows(rule), &mut errors);
     let errors = errors.into_compile_errors();
     quote! {
         #item
         #generated
         #errors
+        #reported
     }
 }
 
-fn expand_fn(krate: &TokenStream, f: &syn::ItemFn, errors: &mut Errors) -> TokenStream {
-    let Some(sig) = signature::analyze(&f.sig, false, errors) else {
+/// Scans a handler's body: warnings go to `findings`; an event published through the context
+/// becomes a compile-time check that the message is not a query (CATGA050).
+fn scan_body(
+    krate: &TokenStream,
+    sig: &Signature,
+    block: &syn::Block,
+    findings: &mut Vec<Finding>,
+) -> TokenStream {
+    let facts = body::scan(block, sig.context.as_ref());
+    findings.extend(facts.findings);
+    let msg = &sig.message;
+    let checks = facts
+        .dispatches
+        .iter()
+        .filter(|d| d.through_context && d.verb == Verb::Publish)
+        .map(|d| {
+            // The alias carries the call's span, so an unsatisfied bound is reported there.
+            let alias = quote_spanned!(d.span=> __CatgaMessage);
+            quote_spanned! {d.span=>
+                const _: () = #krate::__private::assert_side_effects_allowed::<#alias>();
+            }
+        });
+    quote! {
+        const _: () = {
+            #[allow(dead_code)]
+            type __CatgaMessage = #msg;
+            #(#checks)*
+        };
+    }
+}
+
+fn expand_fn(krate: &TokenStream, f: &syn::ItemFn, findings: &mut Vec<Finding>) -> TokenStream {
+    let Some(sig) = rules::analyze(&f.sig, false, findings) else {
         return TokenStream::new();
     };
+    let checks = scan_body(krate, &sig, &f.block, findings);
     let ident = &f.sig.ident;
     let vis = &f.vis;
     let marker = quote!(#ident);
@@ -97,58 +103,28 @@ fn expand_fn(krate: &TokenStream, f: &syn::ItemFn, errors: &mut Errors) -> Token
         #[allow(non_camel_case_types, dead_code, missing_docs, unreachable_pub)]
         #vis struct #ident {}
 
-        const _: () = { #body };
+        const _: () = { #body #checks };
     }
 }
 
-fn expand_impl(krate: &TokenStream, block: &syn::ItemImpl, errors: &mut Errors) -> TokenStream {
-    if let Some((_, path, _)) = &block.trait_ {
-        errors.spanned(
-            path,
-            "`#[handler]` goes on an inherent `impl` block, not a trait impl\n  \
-             help: write `#[handler] impl MyService { async fn …(&self, cmd: MyCommand) … }`",
-        );
-        return TokenStream::new();
-    }
-    if !block.generics.params.is_empty() {
-        errors.spanned(
-            &block.generics.params,
-            "a `#[handler] impl` block cannot be generic: its handlers are registered for concrete types\n  \
-             help: implement the handlers on a concrete type",
-        );
+fn expand_impl(
+    krate: &TokenStream,
+    block: &syn::ItemImpl,
+    findings: &mut Vec<Finding>,
+) -> TokenStream {
+    let errors_before = count_errors(findings);
+    let methods = rules::analyze_impl(block, findings);
+    if count_errors(findings) != errors_before {
         return TokenStream::new();
     }
     let self_ty = &*block.self_ty;
-    let type_name = self_ty.to_token_stream().to_string().replace(' ', "");
+    let type_name = quote!(#self_ty).to_string().replace(' ', "");
     let marker = quote!(#self_ty);
     let mut bodies = Vec::new();
-    let mut seen: HashMap<String, syn::Ident> = HashMap::new();
-    for item in &block.items {
-        let ImplItem::Fn(method) = item else {
-            errors.spanned(
-                item,
-                "only handler methods may appear in a `#[handler] impl` block\n  \
-                 help: move constants, types and helper functions into a separate `impl` block",
-            );
-            continue;
-        };
-        let Some(sig) = signature::analyze(&method.sig, true, errors) else {
-            continue;
-        };
-        let key = sig.message.to_token_stream().to_string();
-        if let Some(first) = seen.get(&key) {
-            errors.spanned(
-                &sig.message,
-                format!(
-                    "`{}` already has a handler in this block (`{first}`)\n  help: keep one handler per message type",
-                    key.replace(' ', "")
-                ),
-            );
-            continue;
-        }
-        seen.insert(key, sig.ident.clone());
+    for (method, sig) in methods {
+        let checks = scan_body(krate, &sig, &method.block, findings);
         let method_ident = &sig.ident;
-        bodies.push(expand::handler(
+        let generated = expand::handler(
             krate,
             &expand::Target {
                 marker: &marker,
@@ -157,10 +133,15 @@ fn expand_impl(krate: &TokenStream, block: &syn::ItemImpl, errors: &mut Errors) 
                 self_ty: Some(self_ty),
                 sig: &sig,
             },
-        ));
-    }
-    if !errors.is_empty() {
-        return TokenStream::new();
+        );
+        bodies.push(quote!(#generated #checks));
     }
     quote! { const _: () = { #(#bodies)* }; }
+}
+
+fn count_errors(findings: &[Finding]) -> usize {
+    findings
+        .iter()
+        .filter(|f| f.level() == catga_lints::Level::Error)
+        .count()
 }

@@ -4,7 +4,7 @@ use catga_core::prelude::*;
 #[error("boom")]
 pub struct Boom;
 
-#[command(outptu = u64, idempotent)]
+#[command(outptu = u64, retries = 3)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlaceOrder {
     pub qty: u32,

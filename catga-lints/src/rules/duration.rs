@@ -1,4 +1,4 @@
-//! `"250ms"`, `"5s"`, `"2m"`, `"1h"` → milliseconds, checked at expansion time.
+//! `"250ms"`, `"5s"`, `"2m"`, `"1h"` → milliseconds: the `timeout = "…"` of a message attribute.
 
 /// Parses a duration literal into milliseconds, or says what is wrong.
 pub fn parse_millis(text: &str) -> Result<u64, String> {

@@ -1,0 +1,236 @@
+//! Which files to lint: the given files and directories, or every module of every target of
+//! the workspace in the current directory (from `cargo metadata`, following `mod` items the way
+//! rustc does, so stray `.rs` files such as compile-fail fixtures are not linted).
+//!
+//! It also says which files form one linked program (a *unit*): a target's modules, its own
+//! package's library, and the libraries of the workspace packages it depends on. Duplicate
+//! handlers and wire names only matter within one program; given paths are one program.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The files to lint and the linked programs they form.
+pub struct Discovered {
+    /// Every file, sorted, without duplicates.
+    pub files: Vec<PathBuf>,
+    /// Each linked program, as indices into `files`.
+    pub units: Vec<Vec<usize>>,
+}
+
+/// Finds the files to lint.
+pub fn files(paths: &[PathBuf]) -> Result<Discovered, String> {
+    let units: Vec<BTreeSet<PathBuf>> = if paths.is_empty() {
+        workspace_units()?
+    } else {
+        let mut found = BTreeSet::new();
+        for path in paths {
+            if path.is_dir() {
+                walk(path, &mut found)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            } else if path.is_file() {
+                found.insert(path.clone());
+            } else {
+                return Err(format!("no such file or directory: {}", path.display()));
+            }
+        }
+        vec![found]
+    };
+    let files: Vec<PathBuf> = units
+        .iter()
+        .flatten()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let index = |f: &PathBuf| files.binary_search(f).ok();
+    let units = units
+        .iter()
+        .map(|u| u.iter().filter_map(index).collect())
+        .collect();
+    Ok(Discovered { files, units })
+}
+
+/// A path as diagnostics show it: relative to the current directory when inside it.
+pub fn display(path: &Path) -> String {
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_path_buf));
+    relative
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Every `.rs` file under `dir`, skipping `target` directories.
+fn walk(dir: &Path, found: &mut BTreeSet<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                walk(&path, found)?;
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.insert(path);
+        }
+    }
+    Ok(())
+}
+
+/// Every target of every workspace member, as the set of files of the program it links.
+fn workspace_units() -> Result<Vec<BTreeSet<PathBuf>>, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let output = Command::new(&cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .map_err(|e| format!("cannot run `{cargo} metadata`: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`cargo metadata` failed (is this a Cargo workspace?):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("`cargo metadata` printed something that is not JSON: {e}"))?;
+    let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
+
+    // Each package's library files, and the workspace packages it depends on (by name).
+    let mut libraries: BTreeMap<String, BTreeSet<PathBuf>> = BTreeMap::new();
+    let mut depends: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for package in &packages {
+        let name = package["name"].as_str().unwrap_or_default().to_string();
+        for target in package["targets"].as_array().into_iter().flatten() {
+            if kinds(target)
+                .iter()
+                .any(|k| k == "lib" || k == "rlib" || k == "proc-macro")
+                && let Some(src) = target["src_path"].as_str()
+            {
+                let mut files = BTreeSet::new();
+                module_tree(Path::new(src), true, &mut files);
+                libraries.insert(name.clone(), files);
+            }
+        }
+        let (mut normal, mut dev) = (Vec::new(), Vec::new());
+        for dep in package["dependencies"].as_array().into_iter().flatten() {
+            if dep["path"].is_null() {
+                continue;
+            }
+            let dep_name = dep["name"].as_str().unwrap_or_default().to_string();
+            match dep["kind"].as_str() {
+                Some("dev") => dev.push(dep_name),
+                Some("build") => {}
+                _ => normal.push(dep_name),
+            }
+        }
+        depends.insert(name, (normal, dev));
+    }
+    let linked = |roots: Vec<String>| {
+        let mut seen = BTreeSet::new();
+        let mut stack = roots;
+        let mut files = BTreeSet::new();
+        while let Some(name) = stack.pop() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            if let Some(lib) = libraries.get(&name) {
+                files.extend(lib.iter().cloned());
+            }
+            if let Some((normal, _)) = depends.get(&name) {
+                stack.extend(normal.iter().cloned());
+            }
+        }
+        files
+    };
+
+    let mut units = Vec::new();
+    for package in &packages {
+        let name = package["name"].as_str().unwrap_or_default().to_string();
+        let (normal, dev) = depends.get(&name).cloned().unwrap_or_default();
+        for target in package["targets"].as_array().into_iter().flatten() {
+            let kinds = kinds(target);
+            let Some(src) = target["src_path"].as_str() else {
+                continue;
+            };
+            if kinds.iter().any(|k| k == "custom-build") {
+                continue;
+            }
+            let mut files = BTreeSet::new();
+            module_tree(Path::new(src), true, &mut files);
+            let is_lib = kinds
+                .iter()
+                .any(|k| k == "lib" || k == "rlib" || k == "proc-macro");
+            let mut roots = normal.clone();
+            if !is_lib {
+                // Tests, examples, benches and binaries link their own library and dev-dependencies.
+                roots.push(name.clone());
+                if !kinds.iter().any(|k| k == "bin") {
+                    roots.extend(dev.iter().cloned());
+                }
+            }
+            files.extend(linked(roots));
+            units.push(files);
+        }
+    }
+    Ok(units)
+}
+
+fn kinds(target: &serde_json::Value) -> Vec<String> {
+    target["kind"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k.as_str().map(String::from))
+        .collect()
+}
+
+/// Adds `file` and every file its `mod` items load. `owns_dir` says whether its submodules
+/// live next to it (a crate root or `mod.rs`) or in a directory named after it.
+fn module_tree(file: &Path, owns_dir: bool, found: &mut BTreeSet<PathBuf>) {
+    if !found.insert(file.to_path_buf()) {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return;
+    };
+    // A file that does not parse is still linted (and reported); its modules cannot be found.
+    let Ok(ast) = syn::parse_file(&text) else {
+        return;
+    };
+    let parent = file.parent().unwrap_or(Path::new("."));
+    let dir = if owns_dir {
+        parent.to_path_buf()
+    } else {
+        parent.join(file.file_stem().unwrap_or_default())
+    };
+    modules(&ast.items, &dir, found);
+}
+
+fn modules(items: &[syn::Item], dir: &Path, found: &mut BTreeSet<PathBuf>) {
+    for item in items {
+        let syn::Item::Mod(m) = item else { continue };
+        let name = m.ident.to_string();
+        let path_attr = m.attrs.iter().find_map(|a| match &a.meta {
+            syn::Meta::NameValue(nv) if nv.path.is_ident("path") => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value()),
+                _ => None,
+            },
+            _ => None,
+        });
+        match (&m.content, path_attr) {
+            (Some((_, items)), _) => modules(items, &dir.join(&name), found),
+            (None, Some(path)) => module_tree(&dir.join(path), true, found),
+            (None, None) => {
+                let flat = dir.join(format!("{name}.rs"));
+                let nested = dir.join(&name).join("mod.rs");
+                if flat.is_file() {
+                    module_tree(&flat, false, found);
+                } else if nested.is_file() {
+                    module_tree(&nested, true, found);
+                }
+            }
+        }
+    }
+}

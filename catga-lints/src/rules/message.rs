@@ -1,0 +1,359 @@
+//! Message declarations (CATGA011–CATGA015, CATGA062): the arguments of `#[command]`,
+//! `#[query]` and `#[event]`, the declared type's shape, and its size budget.
+
+use proc_macro2::{Span, TokenStream};
+use syn::spanned::Spanned;
+use syn::{Expr, Fields, Item, Lit, LitInt, LitStr, Type};
+
+use crate::catalog::{self, Allow, Rule};
+use crate::finding::Finding;
+use crate::kind::Kind;
+use crate::rules::duration::parse_millis;
+use crate::rules::handler::{parse_allow, skip_value, tokens_text};
+
+/// Fields above which a message is over budget (CATGA062).
+pub const MAX_FIELDS: usize = 64;
+/// Bytes of inline arrays above which a message is over budget (CATGA062).
+pub const MAX_INLINE_ARRAY_BYTES: u64 = 4096;
+
+/// The arguments of a message attribute.
+#[derive(Clone, Debug, Default)]
+pub struct MessageArgs {
+    /// `output = T`.
+    pub output: Option<Type>,
+    /// `name = "…"`: the wire name.
+    pub name: Option<LitStr>,
+    /// `crate = "…"`.
+    pub krate: Option<LitStr>,
+    /// `local`: never crosses a process.
+    pub local: bool,
+    /// `idempotent`: safe to handle twice (read by the idempotency behaviour and CATGA061).
+    pub idempotent: bool,
+    /// `timeout = "…"`, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// `retry = n`.
+    pub retry: Option<u32>,
+    /// `allow(rule, …)`.
+    pub allow: Vec<&'static Rule>,
+}
+
+impl MessageArgs {
+    /// Parses a message attribute's arguments, reporting every problem.
+    pub fn parse(kind: Kind, tokens: TokenStream, findings: &mut Vec<Finding>) -> MessageArgs {
+        let mut args = MessageArgs::default();
+        let attr = kind.attr();
+        let parser = syn::meta::parser(|meta| {
+            let key = meta
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            match key.as_str() {
+                "output" if kind == Kind::Event => {
+                    let _: Type = meta.value()?.parse()?;
+                    findings.push(
+                        Finding::new(
+                            &catalog::MESSAGE_OUTPUT_KIND,
+                            meta.path.span(),
+                            "events have no reply, so `output` is not allowed here",
+                        )
+                        .with_help(
+                            "remove `output = …`, or make the message a `#[command(output = …)]`",
+                        ),
+                    );
+                }
+                "output" => args.output = Some(meta.value()?.parse()?),
+                "name" => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    if let Some(problem) = wire_name_problem(&lit.value()) {
+                        findings.push(Finding::new(
+                            &catalog::INVALID_WIRE_NAME,
+                            lit.span(),
+                            problem,
+                        ));
+                    }
+                    args.name = Some(lit);
+                }
+                "crate" => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    if lit.parse::<syn::Path>().is_err() {
+                        findings.push(
+                            Finding::new(
+                                &catalog::UNKNOWN_ARGUMENT,
+                                lit.span(),
+                                "`crate` must be a path",
+                            )
+                            .with_help("write e.g. `crate = \"::my_catga\"`"),
+                        );
+                    }
+                    args.krate = Some(lit);
+                }
+                "local" => args.local = true,
+                "idempotent" if kind == Kind::Command => args.idempotent = true,
+                "timeout" => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    match parse_millis(&lit.value()) {
+                        Ok(ms) => args.timeout_ms = Some(ms),
+                        Err(why) => findings.push(
+                            Finding::new(
+                                &catalog::INVALID_POLICY,
+                                lit.span(),
+                                format!("invalid timeout: {why}"),
+                            )
+                            .with_help("write e.g. `timeout = \"250ms\"`, `\"5s\"`, `\"2m\"`"),
+                        ),
+                    }
+                }
+                "retry" => {
+                    let lit: LitInt = meta.value()?.parse()?;
+                    match lit.base10_parse::<u32>() {
+                        Ok(0) | Err(_) => findings.push(
+                            Finding::new(
+                                &catalog::INVALID_POLICY,
+                                lit.span(),
+                                "`retry` is the number of attempts in all and must be at least 1",
+                            )
+                            .with_help("write `retry = 1` to never retry this message"),
+                        ),
+                        Ok(n) => args.retry = Some(n),
+                    }
+                }
+                "allow" => parse_allow(&meta, Allow::Message, attr, &mut args.allow, findings)?,
+                _ => {
+                    let valid = match kind {
+                        Kind::Command => {
+                            "`output`, `name`, `local`, `idempotent`, `timeout`, `retry`, `allow`, `crate`"
+                        }
+                        Kind::Query => {
+                            "`output`, `name`, `local`, `timeout`, `retry`, `allow`, `crate`"
+                        }
+                        Kind::Event => "`name`, `local`, `timeout`, `retry`, `allow`, `crate`",
+                    };
+                    findings.push(
+                        Finding::new(
+                            &catalog::UNKNOWN_ARGUMENT,
+                            meta.path.span(),
+                            format!("unknown `#[{attr}]` argument `{}`", tokens_text(&meta.path)),
+                        )
+                        .with_help(format!("valid arguments are {valid}")),
+                    );
+                    skip_value(&meta)?;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = syn::parse::Parser::parse2(parser, tokens) {
+            findings.push(Finding::new(
+                &catalog::UNKNOWN_ARGUMENT,
+                e.span(),
+                e.to_string(),
+            ));
+        }
+        if kind == Kind::Query && args.output.is_none() {
+            findings.push(
+                Finding::new(
+                    &catalog::MESSAGE_OUTPUT_KIND,
+                    Span::call_site(),
+                    "a query must declare what it returns",
+                )
+                .with_help("write `#[query(output = T)]`"),
+            );
+        }
+        args
+    }
+
+    /// Whether findings of `rule` are silenced on this message.
+    pub fn allows(&self, rule: &Rule) -> bool {
+        self.allow.iter().any(|r| r.id == rule.id)
+    }
+}
+
+/// Why a wire name is invalid, if it is.
+pub fn wire_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("a wire name cannot be empty");
+    }
+    if name.len() > 200 {
+        return Some("a wire name must be at most 200 bytes");
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/');
+    if !name.chars().all(ok) {
+        return Some("a wire name may not contain spaces or other special characters");
+    }
+    None
+}
+
+/// Checks the item a message attribute is on: a concrete, owned struct or enum (CATGA011).
+/// Returns its name when it is one.
+pub fn check_shape<'a>(
+    kind: Kind,
+    item: &'a Item,
+    findings: &mut Vec<Finding>,
+) -> Option<&'a syn::Ident> {
+    let (ident, generics) = match item {
+        Item::Struct(s) => (&s.ident, &s.generics),
+        Item::Enum(e) => (&e.ident, &e.generics),
+        other => {
+            findings.push(Finding::new(
+                &catalog::MESSAGE_SHAPE,
+                other.span(),
+                format!("`#[{}]` goes on a struct or an enum", kind.attr()),
+            ));
+            return None;
+        }
+    };
+    if let Some(lt) = generics.lifetimes().next() {
+        findings.push(
+            Finding::new(
+                &catalog::MESSAGE_SHAPE,
+                lt.span(),
+                "a message cannot borrow: it may cross tasks, threads and processes",
+            )
+            .with_help(
+                "own the data instead (`String` rather than `&str`, `Vec<T>` rather than `&[T]`)",
+            ),
+        );
+        return None;
+    }
+    if !generics.params.is_empty() {
+        findings.push(
+            Finding::new(
+                &catalog::MESSAGE_SHAPE,
+                generics.params.span(),
+                "a message cannot be generic: each message type needs one wire name and one dispatch slot",
+            )
+            .with_help("declare one concrete type per message"),
+        );
+        return None;
+    }
+    Some(ident)
+}
+
+/// Checks the size budget (CATGA062): field count and inline arrays.
+pub fn check_size(item: &Item, args: &MessageArgs, findings: &mut Vec<Finding>) {
+    if args.allows(&catalog::MESSAGE_TOO_LARGE) {
+        return;
+    }
+    let all_fields: Vec<&Fields> = match item {
+        Item::Struct(s) => vec![&s.fields],
+        Item::Enum(e) => e.variants.iter().map(|v| &v.fields).collect(),
+        _ => return,
+    };
+    for fields in all_fields {
+        if fields.len() > MAX_FIELDS {
+            findings.push(Finding::new(
+                &catalog::MESSAGE_TOO_LARGE,
+                fields.span(),
+                format!(
+                    "the message has {} fields, over the budget of {MAX_FIELDS}",
+                    fields.len()
+                ),
+            ));
+        }
+        for field in fields {
+            if let Some(bytes) = inline_array_bytes(&field.ty)
+                && bytes > MAX_INLINE_ARRAY_BYTES
+            {
+                findings.push(Finding::new(
+                    &catalog::MESSAGE_TOO_LARGE,
+                    field.ty.span(),
+                    format!(
+                        "this field holds an inline array of at least {bytes} bytes, over the budget of {MAX_INLINE_ARRAY_BYTES}"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// The bytes a type holds in inline arrays, when it holds any (a lower bound: an element
+/// type that is not a primitive counts as one byte).
+fn inline_array_bytes(ty: &Type) -> Option<u64> {
+    match ty {
+        Type::Array(array) => {
+            let len = const_len(&array.len)?;
+            let element =
+                inline_array_bytes(&array.elem).unwrap_or_else(|| primitive_size(&array.elem));
+            Some(len.saturating_mul(element))
+        }
+        Type::Tuple(tuple) => {
+            let sizes: Vec<u64> = tuple.elems.iter().filter_map(inline_array_bytes).collect();
+            (!sizes.is_empty()).then(|| sizes.iter().sum())
+        }
+        Type::Paren(inner) => inline_array_bytes(&inner.elem),
+        Type::Group(inner) => inline_array_bytes(&inner.elem),
+        _ => None,
+    }
+}
+
+/// An array length written as an integer literal or a product/sum of them.
+fn const_len(expr: &Expr) -> Option<u64> {
+    match expr {
+        Expr::Lit(lit) => match &lit.lit {
+            Lit::Int(int) => int.base10_parse().ok(),
+            _ => None,
+        },
+        Expr::Binary(bin) => {
+            let (l, r) = (const_len(&bin.left)?, const_len(&bin.right)?);
+            match bin.op {
+                syn::BinOp::Mul(_) => l.checked_mul(r),
+                syn::BinOp::Add(_) => l.checked_add(r),
+                syn::BinOp::Shl(_) => u32::try_from(r).ok().and_then(|r| l.checked_shl(r)),
+                _ => None,
+            }
+        }
+        Expr::Paren(p) => const_len(&p.expr),
+        Expr::Group(g) => const_len(&g.expr),
+        _ => None,
+    }
+}
+
+fn primitive_size(ty: &Type) -> u64 {
+    let Type::Path(path) = ty else { return 1 };
+    let Some(ident) = path.path.get_ident() else {
+        return 1;
+    };
+    match ident.to_string().as_str() {
+        "u16" | "i16" => 2,
+        "u32" | "i32" | "f32" | "char" => 4,
+        "u64" | "i64" | "f64" | "usize" | "isize" => 8,
+        "u128" | "i128" => 16,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size_findings(src: &str) -> usize {
+        let item: Item = syn::parse_str(src).unwrap();
+        let mut findings = Vec::new();
+        check_size(&item, &MessageArgs::default(), &mut findings);
+        findings.len()
+    }
+
+    #[test]
+    fn arrays_are_measured() {
+        assert_eq!(size_findings("struct A { b: [u8; 4096] }"), 0);
+        assert_eq!(size_findings("struct A { b: [u8; 4097] }"), 1);
+        assert_eq!(size_findings("struct A { b: [u64; 1024] }"), 1);
+        assert_eq!(size_findings("struct A { b: [[u8; 64]; 128] }"), 1);
+        assert_eq!(size_findings("struct A { b: [u8; 4 * 1024 + 1] }"), 1);
+        assert_eq!(size_findings("struct A { b: Vec<u8> }"), 0);
+        assert_eq!(size_findings("struct A([u32; 2048]);"), 1);
+    }
+
+    #[test]
+    fn fields_are_counted() {
+        let fields: Vec<String> = (0..65).map(|i| format!("f{i}: u8")).collect();
+        assert_eq!(
+            size_findings(&format!("struct A {{ {} }}", fields.join(", "))),
+            1
+        );
+        assert_eq!(
+            size_findings(&format!("struct A {{ {} }}", fields[..64].join(", "))),
+            0
+        );
+    }
+}
