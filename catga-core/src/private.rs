@@ -148,7 +148,7 @@ impl crate::message::Request for NoRoute {
     label = "wrong return type for a handler of `{M}`",
     note = "the `Ok` type must be the output the message declares (`#[command(output = …)]`, `#[query(output = …)]`; `()` for a bare `#[command]` or an event)",
     note = "the error type must implement `std::error::Error + Send + Sync + 'static`",
-    note = "CATGA010 (handler_output_mismatch), see docs/lints.md#catga010"
+    note = "CATGA004 (handler_return_not_result) / CATGA010 (handler_output_mismatch), see docs/lints.md#catga004"
 )]
 pub trait HandlerReturn<M> {
     type Ok;

@@ -285,7 +285,8 @@ impl<'p> View<'p> {
                     .map(|h| format!("`{}`", h.name))
                     .collect::<Vec<_>>()
                     .join(", ");
-                for h in &handlers[1..] {
+                // Each is reported: none of them is the "real" one.
+                for h in &handlers {
                     out.push((
                         h.source,
                         Finding::new(
@@ -354,6 +355,7 @@ impl<'p> View<'p> {
     }
 
     fn handler_rules(&self, out: &mut Vec<(usize, Finding)>) {
+        let mut reported_state = std::collections::HashSet::new();
         for h in &self.handlers {
             let Some(message_name) = last_ident(&h.sig.message) else {
                 continue;
@@ -447,7 +449,10 @@ impl<'p> View<'p> {
                         continue;
                     };
                     for (field, field_ty) in &decl.fields {
-                        if let Some(culprit) = unsync(field_ty) {
+                        // One report per field, naming the first handler that borrows it.
+                        if let Some(culprit) = unsync(field_ty)
+                            && reported_state.insert((state.clone(), field.clone()))
+                        {
                             out.push((
                                 decl.source,
                                 Finding::new(
@@ -592,13 +597,7 @@ impl Collect<'_> {
 
     fn message(&mut self, kind: Kind, attr: &Attribute, item: &Item) {
         let mut findings = Vec::new();
-        let args = MessageArgs::parse(kind, attr_args(attr), &mut findings);
-        // `Span::call_site()` findings (a query without output) belong at the attribute.
-        for f in &mut findings {
-            if f.span.start().line == 0 {
-                f.span = attr.span();
-            }
-        }
+        let args = MessageArgs::parse(kind, attr_args(attr), attr.span(), &mut findings);
         if let Some(ident) = message::check_shape(kind, item, &mut findings) {
             message::check_size(item, &args, &mut findings);
             let derives = item_derives(item);

@@ -18,7 +18,7 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
         Err(e) => return e.to_compile_error(),
     };
     let mut findings = Vec::new();
-    let args = MessageArgs::parse(kind, args, &mut findings);
+    let args = MessageArgs::parse(kind, args, proc_macro2::Span::call_site(), &mut findings);
     let krate = match args.krate.as_ref().map(|lit| lit.parse::<syn::Path>()) {
         Some(Ok(path)) => quote!(#path),
         _ => quote!(::catga_core),

@@ -38,8 +38,14 @@ pub struct MessageArgs {
 }
 
 impl MessageArgs {
-    /// Parses a message attribute's arguments, reporting every problem.
-    pub fn parse(kind: Kind, tokens: TokenStream, findings: &mut Vec<Finding>) -> MessageArgs {
+    /// Parses a message attribute's arguments, reporting every problem. `attr` is the span a
+    /// missing argument is reported at: the attribute (`Span::call_site()` in a macro).
+    pub fn parse(
+        kind: Kind,
+        tokens: TokenStream,
+        attr_span: Span,
+        findings: &mut Vec<Finding>,
+    ) -> MessageArgs {
         let mut args = MessageArgs::default();
         let attr = kind.attr();
         let parser = syn::meta::parser(|meta| {
@@ -153,7 +159,7 @@ impl MessageArgs {
             findings.push(
                 Finding::new(
                     &catalog::MESSAGE_OUTPUT_KIND,
-                    Span::call_site(),
+                    attr_span,
                     "a query must declare what it returns",
                 )
                 .with_help("write `#[query(output = T)]`"),

@@ -113,10 +113,13 @@ fn words(name: &str) -> Vec<&str> {
 /// Whether an event's type name reads as something that happened.
 pub fn reads_as_past(name: &str) -> bool {
     let words = words(name);
+    // `OrderPlacedV2`: a version suffix is not the verb.
+    let is_version =
+        |w: &str| w.len() > 1 && w.starts_with('V') && w[1..].bytes().all(|b| b.is_ascii_digit());
     let verb = words
         .iter()
         .rev()
-        .find(|w| !PARTICLES.contains(w))
+        .find(|w| !PARTICLES.contains(w) && !is_version(w))
         .copied()
         .unwrap_or(name);
     verb.ends_with("ed") || IRREGULAR.contains(&verb)
