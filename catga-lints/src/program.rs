@@ -82,6 +82,8 @@ pub struct Program {
     other_dispatches: Vec<(usize, Dispatch)>,
     /// Where the sources use a catga transport adapter (for CATGA061).
     transport_uses: Vec<(usize, Span)>,
+    /// Requests the application declares handled by another process (`allow_unhandled`).
+    handled_elsewhere: Vec<String>,
     /// Linked programs: source indices of a target and the libraries it links.
     units: Vec<Vec<usize>>,
     findings: Vec<Located>,
@@ -99,11 +101,12 @@ impl Program {
                 source: index,
             };
             collect.items(&source.ast.items);
-            let mut transports = TransportUse(None);
-            transports.visit_file(&source.ast);
-            if let Some(span) = transports.0 {
+            let mut wiring = Wiring::default();
+            wiring.visit_file(&source.ast);
+            if let Some(span) = wiring.transport {
                 program.transport_uses.push((index, span));
             }
+            program.handled_elsewhere.extend(wiring.handled_elsewhere);
         }
         program.sources = sources;
         program.units = units;
@@ -160,6 +163,7 @@ struct View<'p> {
     mutable_statics: Vec<&'p (usize, Span, String)>,
     other_dispatches: Vec<&'p (usize, Dispatch)>,
     uses_transport: bool,
+    handled_elsewhere: &'p [String],
 }
 
 impl<'p> View<'p> {
@@ -192,6 +196,7 @@ impl<'p> View<'p> {
                 .iter()
                 .filter(|d| inside(&d.0))
                 .collect(),
+            handled_elsewhere: &program.handled_elsewhere,
             uses_transport: program
                 .transport_uses
                 .iter()
@@ -217,7 +222,12 @@ impl<'p> View<'p> {
         for m in &self.messages {
             let allowed = |rule: &Rule| m.args.allows(rule);
             let handled = !self.handlers_of(m).is_empty();
-            if !handled && m.kind.is_request() && !allowed(&catalog::REQUEST_WITHOUT_HANDLER) {
+            let elsewhere = self.handled_elsewhere.contains(&m.name);
+            if !handled
+                && !elsewhere
+                && m.kind.is_request()
+                && !allowed(&catalog::REQUEST_WITHOUT_HANDLER)
+            {
                 out.push((
                     m.source,
                     Finding::new(
@@ -700,36 +710,52 @@ impl Collect<'_> {
     }
 }
 
-/// Finds the first use of a catga transport adapter (`catga_nats`, `catga_redis`, …) or a
-/// `.transport(…)` call on a builder.
-struct TransportUse(Option<Span>);
+/// What a file says about how the application is wired: the first use of a catga transport
+/// adapter (`catga_nats`, `catga_redis`, …, or a `.transport(…)` call on a builder), and the
+/// requests declared handled by another process (`.allow_unhandled::<M>()`).
+#[derive(Default)]
+struct Wiring {
+    transport: Option<Span>,
+    handled_elsewhere: Vec<String>,
+}
 
-impl<'ast> Visit<'ast> for TransportUse {
+const ADAPTERS: &[&str] = &["catga_nats", "catga_redis", "catga_postgres"];
+
+impl<'ast> Visit<'ast> for Wiring {
     fn visit_path(&mut self, path: &'ast syn::Path) {
-        if self.0.is_none()
+        if self.transport.is_none()
             && let Some(first) = path.segments.first()
-            && ["catga_nats", "catga_redis", "catga_postgres"]
-                .contains(&first.ident.to_string().as_str())
+            && ADAPTERS.contains(&first.ident.to_string().as_str())
         {
-            self.0 = Some(first.ident.span());
+            self.transport = Some(first.ident.span());
         }
         visit::visit_path(self, path);
     }
 
     fn visit_use_tree(&mut self, tree: &'ast syn::UseTree) {
-        if self.0.is_none()
+        if self.transport.is_none()
             && let syn::UseTree::Path(p) = tree
-            && ["catga_nats", "catga_redis", "catga_postgres"]
-                .contains(&p.ident.to_string().as_str())
+            && ADAPTERS.contains(&p.ident.to_string().as_str())
         {
-            self.0 = Some(p.ident.span());
+            self.transport = Some(p.ident.span());
         }
         visit::visit_use_tree(self, tree);
     }
 
     fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
-        if self.0.is_none() && call.method == "transport" {
-            self.0 = Some(call.method.span());
+        if self.transport.is_none() && call.method == "transport" {
+            self.transport = Some(call.method.span());
+        }
+        if call.method == "allow_unhandled"
+            && let Some(turbofish) = &call.turbofish
+        {
+            for arg in &turbofish.args {
+                if let syn::GenericArgument::Type(ty) = arg
+                    && let Some(name) = last_ident(ty)
+                {
+                    self.handled_elsewhere.push(name);
+                }
+            }
         }
         visit::visit_expr_method_call(self, call);
     }
