@@ -95,6 +95,6 @@ pub static SYNC_LOCK_ACROSS_AWAIT: Rule = Rule {
                 blocks its thread, and the handler's future is not `Send`.",
     surfaces: HERE_AND_CLI,
     allow: Allow::Handler,
-    bad: "let mut orders = self.orders.lock().unwrap();\nself.audit.record(id).await;\norders.insert(id, order);",
-    good: "self.audit.record(id).await;\nself.orders.lock().unwrap().insert(id, order);",
+    bad: "let mut orders = self.orders.lock()?;\nself.audit.record(id).await;\norders.insert(id, order);",
+    good: "self.audit.record(id).await;\nself.orders.lock()?.insert(id, order);",
 };

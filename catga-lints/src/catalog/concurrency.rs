@@ -46,6 +46,6 @@ pub static NESTED_LOCKS: Rule = Rule {
                 one lock while taking another is where that starts.",
     surfaces: &[Surface::Expansion, Surface::Cli],
     allow: Allow::Handler,
-    bad: "let orders = self.orders.lock().unwrap();\nlet stock = self.stock.lock().unwrap();",
-    good: "let order = self.orders.lock().unwrap().get(&id).cloned();\nlet stock = self.stock.lock().unwrap();",
+    bad: "let orders = self.orders.lock()?;\nlet stock = self.stock.lock()?;",
+    good: "let order = self.orders.lock()?.get(&id).cloned();\nlet stock = self.stock.lock()?;",
 };
