@@ -521,7 +521,10 @@ mod tests {
         assert_eq!(rules("x.unwrap();"), ["CATGA030"]);
         assert!(rules("x.unwrap_or(0); x.unwrap_or_default();").is_empty());
         assert_eq!(rules("x.expect(\"y\");"), ["CATGA031"]);
-        assert_eq!(rules("panic!(\"no\"); unreachable!();"), ["CATGA032", "CATGA032"]);
+        assert_eq!(
+            rules("panic!(\"no\"); unreachable!();"),
+            ["CATGA032", "CATGA032"]
+        );
         assert_eq!(rules("let a = v[0];"), ["CATGA033"]);
         assert!(rules("let a = &v[..]; let b = v.get(0);").is_empty());
         assert_eq!(rules("println!(\"{}\", x.unwrap());"), ["CATGA030"]);
