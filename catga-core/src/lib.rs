@@ -49,6 +49,7 @@
 #![warn(missing_docs)]
 
 pub mod behavior;
+pub mod aggregate;
 pub mod codec;
 pub mod context;
 pub mod error;
@@ -60,6 +61,7 @@ pub mod payload;
 pub mod pipeline;
 pub mod registry;
 pub mod state;
+pub mod store;
 pub mod static_app;
 pub mod validation;
 
