@@ -54,6 +54,7 @@ pub mod codec;
 pub mod context;
 pub mod error;
 pub mod handler;
+pub mod id;
 mod inline;
 pub mod mediator;
 pub mod message;
