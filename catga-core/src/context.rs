@@ -41,6 +41,9 @@ pub const MAX_PENDING_EVENTS: usize = 4096;
 /// [module docs](self).
 #[derive(Debug)]
 pub struct Context {
+    /// The message id the caller gave (a message received from another process keeps its id).
+    given_id: Option<Uuid>,
+    /// Otherwise the id minted on first read.
     message_id: OnceLock<Uuid>,
     correlation_id: Option<Uuid>,
     causation_id: Option<Uuid>,
@@ -73,6 +76,7 @@ impl Context {
     #[inline]
     pub const fn new() -> Self {
         Context {
+            given_id: None,
             message_id: OnceLock::new(),
             correlation_id: None,
             causation_id: None,
@@ -84,8 +88,8 @@ impl Context {
     }
 
     /// Uses `id` as the message id (e.g. one received from another process).
-    pub fn with_message_id(self, id: Uuid) -> Self {
-        let _ = self.message_id.set(id);
+    pub fn with_message_id(mut self, id: Uuid) -> Self {
+        self.given_id = Some(id);
         self
     }
 
@@ -133,7 +137,10 @@ impl Context {
 
     /// This message's id (UUID v7), minted on first read.
     pub fn message_id(&self) -> Uuid {
-        *self.message_id.get_or_init(Uuid::now_v7)
+        match self.given_id {
+            Some(id) => id,
+            None => *self.message_id.get_or_init(Uuid::now_v7),
+        }
     }
 
     /// The conversation's id: the one given, or this message's id if it starts a conversation.
@@ -250,6 +257,7 @@ impl Context {
     /// The context of an event published by this message's handler.
     pub(crate) fn caused(&self) -> Context {
         Context {
+            given_id: None,
             message_id: OnceLock::new(),
             correlation_id: Some(self.correlation_id()),
             causation_id: Some(self.message_id()),
@@ -367,29 +375,13 @@ impl Drop for RestoreScope {
     }
 }
 
-/// Deadlines are stored as nanoseconds since a process-wide base so they fit an atomic.
-fn clock_base() -> std::time::Instant {
-    static BASE: OnceLock<std::time::Instant> = OnceLock::new();
-    *BASE.get_or_init(std::time::Instant::now)
-}
-
+/// Deadlines are stored as encoded nanoseconds so they fit an atomic (0: none).
 fn encode_instant(at: Instant) -> u64 {
-    let nanos = at
-        .into_std()
-        .saturating_duration_since(clock_base())
-        .as_nanos();
-    u64::try_from(nanos)
-        .unwrap_or(u64::MAX - 1)
-        .saturating_add(1)
+    crate::clock::nanos(at)
 }
 
 fn decode_instant(raw: u64) -> Option<Instant> {
-    match raw {
-        0 => None,
-        n => Some(Instant::from_std(
-            clock_base() + Duration::from_nanos(n - 1),
-        )),
-    }
+    crate::clock::instant(raw)
 }
 
 #[cfg(test)]

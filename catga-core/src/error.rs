@@ -144,6 +144,44 @@ pub enum ErrorKind {
         /// One entry per failed handler.
         failures: Vec<HandlerFailure>,
     },
+    /// The circuit breaker for this message is open: recent dispatches failed, so this one was
+    /// refused without running. Not retryable: retrying would defeat the breaker.
+    #[error("the circuit for `{message}` is open; it will let a probe through in {retry_after:?}")]
+    CircuitOpen {
+        /// The message's wire name.
+        message: &'static str,
+        /// How long until the breaker lets a probe through.
+        retry_after: Duration,
+    },
+    /// The rate limit for this message was reached, and waiting for a permit would have
+    /// passed the deadline (or the limiter fails fast).
+    #[error("`{message}` is rate limited; the next permit is free in {retry_after:?}")]
+    RateLimited {
+        /// The message's wire name.
+        message: &'static str,
+        /// How long until a permit is free.
+        retry_after: Duration,
+    },
+    /// Too many dispatches of this message (or its group) are in flight and its queue is full,
+    /// so this one was shed.
+    #[error("`{message}` was shed: {in_flight} in flight and the queue of {queue} is full")]
+    Overloaded {
+        /// The message's wire name.
+        message: &'static str,
+        /// The in-flight limit that was reached.
+        in_flight: usize,
+        /// The queue capacity that was reached.
+        queue: usize,
+    },
+    /// A store behind a behaviour (idempotency, dead letters, …) failed.
+    #[error("{operation} failed: {source}")]
+    Store {
+        /// What was being done, e.g. `idempotency store: begin`.
+        operation: &'static str,
+        /// The store's own error.
+        #[source]
+        source: BoxError,
+    },
     /// A handler queued more events with `ctx.publish` than the limit allows.
     #[error("`{message}` queued more than {limit} events in one dispatch")]
     TooManyEvents {
@@ -261,6 +299,10 @@ impl Error {
     /// | `handler` | [`ErrorKind::Handler`] |
     /// | `publish` | [`ErrorKind::Publish`] |
     /// | `too_many_events` | [`ErrorKind::TooManyEvents`] |
+    /// | `circuit_open` | [`ErrorKind::CircuitOpen`] |
+    /// | `rate_limited` | [`ErrorKind::RateLimited`] |
+    /// | `overloaded` | [`ErrorKind::Overloaded`] |
+    /// | `store` | [`ErrorKind::Store`] |
     pub fn code(&self) -> &'static str {
         use ErrorKind::*;
         match &*self.kind {
@@ -274,15 +316,20 @@ impl Error {
             Handler { .. } => "handler",
             Publish { .. } => "publish",
             TooManyEvents { .. } => "too_many_events",
+            CircuitOpen { .. } => "circuit_open",
+            RateLimited { .. } => "rate_limited",
+            Overloaded { .. } => "overloaded",
+            Store { .. } => "store",
         }
     }
 
-    /// Whether the same message may succeed if dispatched again: timeouts, and handler errors
-    /// whose type implements [`Retryable`] and says so. A failed publish is retryable only if
-    /// every failure is.
+    /// Whether the same message may succeed if dispatched again: timeouts, store failures, and
+    /// handler errors whose type implements [`Retryable`] and says so. A failed publish is
+    /// retryable only if every failure is. Refusals by a protective behaviour (an open circuit,
+    /// a rate limit, shed load) are not: retrying them at once defeats their purpose.
     pub fn is_retryable(&self) -> bool {
         match &*self.kind {
-            ErrorKind::Timeout { .. } => true,
+            ErrorKind::Timeout { .. } | ErrorKind::Store { .. } => true,
             ErrorKind::Handler { retryable, .. } => *retryable,
             ErrorKind::Publish { failures, .. } => {
                 !failures.is_empty() && failures.iter().all(|f| f.error.is_retryable())

@@ -48,8 +48,9 @@
 
 #![warn(missing_docs)]
 
-pub mod behavior;
 pub mod aggregate;
+pub mod behavior;
+mod clock;
 pub mod codec;
 pub mod context;
 pub mod error;
@@ -60,10 +61,12 @@ pub mod mediator;
 pub mod message;
 pub mod payload;
 pub mod pipeline;
+pub mod policy;
 pub mod registry;
+pub mod saga;
 pub mod state;
-pub mod store;
 pub mod static_app;
+pub mod store;
 pub mod validation;
 
 #[doc(hidden)]

@@ -8,6 +8,7 @@
 
 use std::any::Any;
 
+use crate::codec::{CodecError, Json};
 use crate::message::{Message, MessageInfo, Request};
 use crate::validation::ValidationErrors;
 
@@ -23,6 +24,12 @@ pub trait AnyMessage: Any + Send + Sync {
     fn as_any(&self) -> &dyn Any;
     /// For downcasting an owned message to its concrete type.
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+    /// The message as JSON (an error for a `local` message).
+    fn encode_json(&self) -> Result<Vec<u8>, CodecError>;
+    /// The key it declares with [`IdempotencyKey`](crate::behavior::IdempotencyKey), if any.
+    fn idempotency_key(&self) -> Option<String>;
+    /// The key it declares with [`CacheKey`](crate::behavior::CacheKey), if any.
+    fn cache_key(&self) -> Option<String>;
 }
 
 impl<M: Message> AnyMessage for M {
@@ -41,6 +48,15 @@ impl<M: Message> AnyMessage for M {
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
         self
+    }
+    fn encode_json(&self) -> Result<Vec<u8>, CodecError> {
+        self.__encode(&Json)
+    }
+    fn idempotency_key(&self) -> Option<String> {
+        self.__idempotency_key()
+    }
+    fn cache_key(&self) -> Option<String> {
+        self.__cache_key()
     }
 }
 
@@ -70,6 +86,22 @@ pub trait Payload: sealed::Sealed + Send + Sync + Sized {
 
     /// The message itself, type-erased; downcast with `as_any()`.
     fn message(&self) -> &dyn AnyMessage;
+
+    /// For one handler of an event, that handler's path; `None` for a request (its handler is
+    /// the message's only one).
+    fn handler(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Encodes a reply of `info`'s message as JSON (to store it: idempotency, caching). An
+    /// associated function, so it can run after the message was moved into the handler.
+    fn encode_output(
+        info: &'static MessageInfo,
+        output: &Self::Output,
+    ) -> Result<Vec<u8>, CodecError>;
+
+    /// Decodes a reply stored by [`encode_output`](Payload::encode_output).
+    fn decode_output(info: &'static MessageInfo, bytes: &[u8]) -> Result<Self::Output, CodecError>;
 }
 
 impl<M: Request> sealed::Sealed for M {}
@@ -90,11 +122,26 @@ impl<M: Request> Payload for M {
     fn message(&self) -> &dyn AnyMessage {
         self
     }
+    fn encode_output(_: &'static MessageInfo, output: &M::Output) -> Result<Vec<u8>, CodecError> {
+        M::__encode_output(&Json, output)
+    }
+    fn decode_output(_: &'static MessageInfo, bytes: &[u8]) -> Result<M::Output, CodecError> {
+        M::__decode_output(&Json, bytes)
+    }
 }
 
 /// An event, borrowed by one of its handlers.
 #[derive(Debug)]
-pub struct EventRef<'a, E>(pub(crate) &'a E);
+pub struct EventRef<'a, E> {
+    pub(crate) event: &'a E,
+    pub(crate) handler: &'static str,
+}
+
+impl<'a, E> EventRef<'a, E> {
+    pub(crate) fn new(event: &'a E, handler: &'static str) -> Self {
+        EventRef { event, handler }
+    }
+}
 
 impl<E> Clone for EventRef<'_, E> {
     fn clone(&self) -> Self {
@@ -116,10 +163,19 @@ impl<E: Message> Payload for EventRef<'_, E> {
         Some(*self)
     }
     fn validate(&self) -> Result<(), ValidationErrors> {
-        self.0.__validate()
+        self.event.__validate()
     }
     fn message(&self) -> &dyn AnyMessage {
-        self.0
+        self.event
+    }
+    fn handler(&self) -> Option<&'static str> {
+        Some(self.handler)
+    }
+    fn encode_output(_: &'static MessageInfo, _: &()) -> Result<Vec<u8>, CodecError> {
+        Ok(b"null".to_vec())
+    }
+    fn decode_output(_: &'static MessageInfo, _: &[u8]) -> Result<(), CodecError> {
+        Ok(())
     }
 }
 
@@ -144,11 +200,26 @@ impl Payload for DynRequest {
     fn message(&self) -> &dyn AnyMessage {
         &*self.0
     }
+    fn encode_output(
+        info: &'static MessageInfo,
+        output: &Box<dyn Any + Send>,
+    ) -> Result<Vec<u8>, CodecError> {
+        (info.output_json().encode)(&**output)
+    }
+    fn decode_output(
+        info: &'static MessageInfo,
+        bytes: &[u8],
+    ) -> Result<Box<dyn Any + Send>, CodecError> {
+        (info.output_json().decode)(bytes)
+    }
 }
 
 /// An event of a type known only at run time, borrowed by one of its handlers.
 #[derive(Clone, Copy, Debug)]
-pub struct DynEventRef<'a>(pub(crate) &'a dyn AnyMessage);
+pub struct DynEventRef<'a> {
+    pub(crate) event: &'a dyn AnyMessage,
+    pub(crate) handler: &'static str,
+}
 
 impl sealed::Sealed for DynEventRef<'_> {}
 
@@ -156,15 +227,24 @@ impl Payload for DynEventRef<'_> {
     type Output = ();
 
     fn info(&self) -> &'static MessageInfo {
-        self.0.info()
+        self.event.info()
     }
     fn try_clone(&self) -> Option<Self> {
         Some(*self)
     }
     fn validate(&self) -> Result<(), ValidationErrors> {
-        self.0.validate()
+        self.event.validate()
     }
     fn message(&self) -> &dyn AnyMessage {
-        self.0
+        self.event
+    }
+    fn handler(&self) -> Option<&'static str> {
+        Some(self.handler)
+    }
+    fn encode_output(_: &'static MessageInfo, _: &()) -> Result<Vec<u8>, CodecError> {
+        Ok(b"null".to_vec())
+    }
+    fn decode_output(_: &'static MessageInfo, _: &[u8]) -> Result<(), CodecError> {
+        Ok(())
     }
 }

@@ -31,7 +31,7 @@ use std::future::Future;
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::payload::Payload;
+use crate::payload::{AnyMessage, Payload};
 
 /// Middleware around a dispatch. See the [module docs](self).
 pub trait Behavior: Send + Sync + 'static {
@@ -42,6 +42,14 @@ pub trait Behavior: Send + Sync + 'static {
         ctx: &Context,
         next: N,
     ) -> impl Future<Output = Result<P::Output, Error>> + Send;
+
+    /// Sees every event published through the application, once per publish and before its
+    /// handlers run, even when it has no handler (`handle` runs once per handler, so an event
+    /// nobody handles never reaches it). Caching invalidates on it. Does nothing by default.
+    #[inline]
+    fn observe_publish(&self, event: &dyn AnyMessage, ctx: &Context) {
+        let _ = (event, ctx);
+    }
 }
 
 /// The rest of the pipeline after a behaviour: the inner behaviours, then the handler.
@@ -88,6 +96,10 @@ pub trait Layer: Send + Sync + 'static {
         ctx: &Context,
         terminal: &T,
     ) -> impl Future<Output = Result<P::Output, Error>> + Send;
+
+    /// Shows a published event to every behaviour ([`Behavior::observe_publish`]).
+    #[doc(hidden)]
+    fn observe_publish(&self, event: &dyn AnyMessage, ctx: &Context);
 }
 
 /// The empty stack.
@@ -104,6 +116,9 @@ impl Layer for Identity {
     ) -> impl Future<Output = Result<P::Output, Error>> + Send {
         terminal.call(msg, ctx)
     }
+
+    #[inline]
+    fn observe_publish(&self, _: &dyn AnyMessage, _: &Context) {}
 }
 
 /// A behaviour `outer` around the stack `inner`.
@@ -130,6 +145,12 @@ impl<B: Behavior, L: Layer> Layer for Stack<B, L> {
                 terminal,
             },
         )
+    }
+
+    #[inline]
+    fn observe_publish(&self, event: &dyn AnyMessage, ctx: &Context) {
+        self.outer.observe_publish(event, ctx);
+        self.inner.observe_publish(event, ctx);
     }
 }
 

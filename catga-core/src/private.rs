@@ -8,9 +8,10 @@ pub use crate::error::{Error, HandlerFailure};
 pub use crate::handler::{
     EventHandler, EventRole, HandlerMeta, MissingState, OwnedHandler, RequestHandler, RequestRole,
 };
-pub use crate::message::{Location, MessageInfo, MessageKind, MessagePolicy};
+pub use crate::message::{Location, MessageInfo, MessageKind, MessagePolicy, OutputCodec};
 pub use crate::payload::AnyMessage;
 pub use crate::pipeline::Layer;
+pub use crate::policy::{Rate, Skip};
 pub use crate::registry::{
     Binding, HandlerDescriptor, MessageDescriptor, bind_event, bind_request,
 };
@@ -30,6 +31,44 @@ use crate::message::{Event, Message};
 /// `Duration::from_millis` for generated statics.
 pub const fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms)
+}
+
+/// The type-erased JSON codec of a request's output (stored in `MessageInfo`).
+pub const fn request_output_json<M: crate::message::Request>() -> OutputCodec {
+    OutputCodec {
+        encode: encode_output_json::<M>,
+        decode: decode_output_json::<M>,
+    }
+}
+
+fn encode_output_json<M: crate::message::Request>(
+    output: &(dyn std::any::Any + Send),
+) -> Result<Vec<u8>, CodecError> {
+    match output.downcast_ref::<M::Output>() {
+        Some(output) => M::__encode_output(&Json, output),
+        None => Err(CodecError::Encode {
+            codec: "json",
+            type_name: std::any::type_name::<M::Output>(),
+            source: "an output of another type reached this message's codec".into(),
+        }),
+    }
+}
+
+fn decode_output_json<M: crate::message::Request>(
+    bytes: &[u8],
+) -> Result<Box<dyn std::any::Any + Send>, CodecError> {
+    M::__decode_output(&Json, bytes).map(|o| Box::new(o) as Box<dyn std::any::Any + Send>)
+}
+
+/// The output codec of an event: its handlers return `()`, encoded as `null`.
+pub const EVENT_OUTPUT_JSON: OutputCodec = OutputCodec {
+    encode: |_| Ok(b"null".to_vec()),
+    decode: |_| Ok(Box::new(())),
+};
+
+/// `Duration::from_millis` for a rate's period in generated statics.
+pub const fn rate(count: u32, period_ms: u64) -> Rate {
+    Rate::new(count, Duration::from_millis(period_ms))
 }
 
 /// Decodes a JSON payload into `M`, type-erased (stored in `MessageInfo`).
@@ -104,8 +143,14 @@ impl Message for NoRoute {
                 timeout: None,
                 max_attempts: None,
                 idempotent: false,
+                skip: Skip::NONE,
+                rate_limit: None,
+                max_in_flight: None,
+                cache_ttl: None,
+                invalidated_by: &[],
             },
             decode_json::<NoRoute>,
+            request_output_json::<NoRoute>(),
         );
         &INFO
     }
@@ -116,6 +161,12 @@ impl Message for NoRoute {
         match *self {}
     }
     fn __validate(&self) -> Result<(), ValidationErrors> {
+        match *self {}
+    }
+    fn __idempotency_key(&self) -> Option<String> {
+        match *self {}
+    }
+    fn __cache_key(&self) -> Option<String> {
         match *self {}
     }
     fn __decode<C: Codec>(_: &C, _: &[u8]) -> Result<Self, CodecError> {
@@ -269,5 +320,43 @@ impl<T> NoRetryable for Probe<'_, T> {
     #[inline]
     fn catga_retryable(&self) -> bool {
         false
+    }
+}
+
+pub trait ViaIdempotencyKey {
+    fn catga_idempotency_key(&self) -> Option<String>;
+}
+impl<T: crate::behavior::IdempotencyKey> ViaIdempotencyKey for &Probe<'_, T> {
+    #[inline]
+    fn catga_idempotency_key(&self) -> Option<String> {
+        Some(self.0.idempotency_key())
+    }
+}
+pub trait NoIdempotencyKey {
+    fn catga_idempotency_key(&self) -> Option<String>;
+}
+impl<T> NoIdempotencyKey for Probe<'_, T> {
+    #[inline]
+    fn catga_idempotency_key(&self) -> Option<String> {
+        None
+    }
+}
+
+pub trait ViaCacheKey {
+    fn catga_cache_key(&self) -> Option<String>;
+}
+impl<T: crate::behavior::CacheKey> ViaCacheKey for &Probe<'_, T> {
+    #[inline]
+    fn catga_cache_key(&self) -> Option<String> {
+        Some(self.0.cache_key())
+    }
+}
+pub trait NoCacheKey {
+    fn catga_cache_key(&self) -> Option<String>;
+}
+impl<T> NoCacheKey for Probe<'_, T> {
+    #[inline]
+    fn catga_cache_key(&self) -> Option<String> {
+        None
     }
 }

@@ -111,7 +111,7 @@ pub async fn run_static_event<E: Event, H: EventHandler<E>, L: Layer>(
         _handler: PhantomData,
     };
     layers
-        .run(EventRef(event), ctx, &terminal)
+        .run(EventRef::new(event, H::META.name), ctx, &terminal)
         .await
         .map_err(|error| HandlerFailure {
             handler: H::META.name,
@@ -128,7 +128,7 @@ struct StaticEventTerminal<'s, E: Event, H: EventHandler<E>> {
 impl<'a, E: Event, H: EventHandler<E>> Terminal<EventRef<'a, E>> for StaticEventTerminal<'_, E, H> {
     #[inline]
     async fn call(&self, event: EventRef<'a, E>, ctx: &Context) -> Result<(), Error> {
-        scoped_attempt(ctx, self.scope, H::call(self.state, event.0, ctx)).await
+        scoped_attempt(ctx, self.scope, H::call(self.state, event.event, ctx)).await
     }
 }
 
@@ -294,6 +294,7 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
     where
         A: StaticSubscribers<E>,
     {
+        self.layers.observe_publish(&event, &ctx);
         let run = async { Ok(self.app.run(&self.layers, &event, &ctx).await) };
         let mut failures = guarded(&ctx, E::NAME, run).await?;
         if ctx.pending_len() > 0
@@ -319,6 +320,7 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
             for pending in ctx.take_pending() {
                 first_event.get_or_insert(pending.event.info().name());
                 let child = ctx.caused();
+                self.layers.observe_publish(&*pending.event, &child);
                 let run = async {
                     Ok(self
                         .app

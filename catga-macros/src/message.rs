@@ -120,6 +120,31 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
         Some(n) => quote!(::core::option::Option::Some(#n)),
         None => quote!(::core::option::Option::None),
     };
+    let skip = args.skip;
+    let rate_limit = match args.rate_limit {
+        Some((count, ms)) => {
+            quote!(::core::option::Option::Some(#krate::__private::rate(#count, #ms)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let max_in_flight = match args.concurrency {
+        Some(n) => quote!(::core::option::Option::Some(#n)),
+        None => quote!(::core::option::Option::None),
+    };
+    let cache_ttl = match args.cache_ttl_ms {
+        Some(ms) => quote!(::core::option::Option::Some(#krate::__private::millis(#ms))),
+        None => quote!(::core::option::Option::None),
+    };
+    // Each event is named by type, so a typo is a compile error at the name.
+    let invalidated_by = args
+        .invalidated_by
+        .iter()
+        .map(|ty| quote_spanned!(ty.span()=> <#ty as #krate::Message>::info));
+    let output_codec = if kind == Kind::Event {
+        quote!(#krate::__private::EVENT_OUTPUT_JSON)
+    } else {
+        quote!(#krate::__private::request_output_json::<#ident>())
+    };
     let location_line = quote_spanned!(ident.span()=> ::core::line!());
     // Commands and events may be published from a handler's context; queries may not (CATGA050).
     let side_effects = if kind == Kind::Query {
@@ -152,8 +177,18 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
                         ::core::file!(),
                         #location_line,
                         #wire,
-                        #krate::__private::MessagePolicy { timeout: #timeout, max_attempts: #retry, idempotent: #idempotent },
+                        #krate::__private::MessagePolicy {
+                            timeout: #timeout,
+                            max_attempts: #retry,
+                            idempotent: #idempotent,
+                            skip: #krate::__private::Skip::from_bits(#skip),
+                            rate_limit: #rate_limit,
+                            max_in_flight: #max_in_flight,
+                            cache_ttl: #cache_ttl,
+                            invalidated_by: &[#(#invalidated_by),*],
+                        },
                         #krate::__private::decode_json::<#ident>,
+                        #output_codec,
                     );
                     &INFO
                 }
@@ -169,6 +204,20 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
                     #[allow(unused_imports)]
                     use #krate::__private::{NoClone as _, ViaClone as _};
                     (&&#krate::__private::Probe(self)).catga_clone()
+                }
+
+                #[inline]
+                fn __idempotency_key(&self) -> ::core::option::Option<::std::string::String> {
+                    #[allow(unused_imports)]
+                    use #krate::__private::{NoIdempotencyKey as _, ViaIdempotencyKey as _};
+                    (&&#krate::__private::Probe(self)).catga_idempotency_key()
+                }
+
+                #[inline]
+                fn __cache_key(&self) -> ::core::option::Option<::std::string::String> {
+                    #[allow(unused_imports)]
+                    use #krate::__private::{NoCacheKey as _, ViaCacheKey as _};
+                    (&&#krate::__private::Probe(self)).catga_cache_key()
                 }
 
                 #[inline]

@@ -95,6 +95,14 @@ impl Behavior for Retry {
         ctx: &Context,
         next: N,
     ) -> Result<P::Output, Error> {
+        if msg
+            .info()
+            .policy()
+            .skip
+            .contains(crate::policy::Skip::RETRY)
+        {
+            return next.run(msg).await;
+        }
         let max = msg
             .info()
             .policy()

@@ -39,6 +39,14 @@ impl Behavior for Timeout {
         ctx: &Context,
         next: N,
     ) -> Result<P::Output, Error> {
+        if msg
+            .info()
+            .policy()
+            .skip
+            .contains(crate::policy::Skip::TIMEOUT)
+        {
+            return next.run(msg).await;
+        }
         let info = msg.info();
         let limit = info.policy().timeout.unwrap_or(self.limit);
         let at = Instant::now() + limit;

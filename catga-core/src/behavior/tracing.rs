@@ -25,6 +25,14 @@ impl Behavior for Tracing {
         ctx: &Context,
         next: N,
     ) -> Result<P::Output, Error> {
+        if msg
+            .info()
+            .policy()
+            .skip
+            .contains(crate::policy::Skip::TRACING)
+        {
+            return next.run(msg).await;
+        }
         let info = msg.info();
         let span = tracing::info_span!(
             target: "catga",

@@ -18,6 +18,14 @@ impl Behavior for Validation {
         _ctx: &Context,
         next: N,
     ) -> Result<P::Output, Error> {
+        if msg
+            .info()
+            .policy()
+            .skip
+            .contains(crate::policy::Skip::VALIDATION)
+        {
+            return next.run(msg).await;
+        }
         if let Err(errors) = msg.validate() {
             return Err(crate::ErrorKind::Validation {
                 message: msg.info().name(),

@@ -47,6 +47,7 @@ impl<L: Layer> Catga<L> {
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let info = event.info();
+            self.inner.layers.observe_publish(event, &ctx);
             let Some(Entry::Event(entry)) = self.inner.table.entry(info) else {
                 return Ok(());
             };
@@ -63,7 +64,14 @@ impl<L: Layer> Catga<L> {
                     };
                     self.inner
                         .layers
-                        .run(DynEventRef(event), ctx, &terminal)
+                        .run(
+                            DynEventRef {
+                                event,
+                                handler: meta.name,
+                            },
+                            ctx,
+                            &terminal,
+                        )
                         .await
                         .map_err(|error| HandlerFailure {
                             handler: meta.name,

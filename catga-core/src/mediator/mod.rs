@@ -131,6 +131,7 @@ impl<L: Layer> Catga<L> {
 
     /// [`publish`](Self::publish) with a context the caller prepared.
     pub async fn publish_with<E: Event>(&self, event: E, ctx: Context) -> Result<(), Error> {
+        self.inner.layers.observe_publish(&event, &ctx);
         let Some(entry) = self.inner.table.event::<E>() else {
             return Ok(());
         };
@@ -244,9 +245,11 @@ impl<L: Layer> Catga<L> {
         &'a self,
         terminal: &'a EventTerminal<'a, E>,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
-        self.inner
-            .layers
-            .run(EventRef(terminal.event), terminal.ctx, terminal)
+        self.inner.layers.run(
+            EventRef::new(terminal.event, terminal.handler.0.name),
+            terminal.ctx,
+            terminal,
+        )
     }
 }
 

@@ -16,6 +16,21 @@ pub const MAX_FIELDS: usize = 64;
 /// Bytes of inline arrays above which a message is over budget (CATGA062).
 pub const MAX_INLINE_ARRAY_BYTES: u64 = 4096;
 
+/// The behaviours `skip(…)` names, in the order of `catga_core::policy::Skip`'s bits (a test
+/// in catga-core keeps the two in step).
+pub const SKIP_NAMES: &[&str] = &[
+    "tracing",
+    "validation",
+    "timeout",
+    "retry",
+    "circuit_breaker",
+    "rate_limit",
+    "concurrency_limit",
+    "idempotency",
+    "caching",
+    "dead_letter",
+];
+
 /// The arguments of a message attribute.
 #[derive(Clone, Debug, Default)]
 pub struct MessageArgs {
@@ -35,6 +50,16 @@ pub struct MessageArgs {
     pub retry: Option<u32>,
     /// `allow(rule, …)`.
     pub allow: Vec<&'static Rule>,
+    /// `skip(behaviour, …)`, as a bit set in [`SKIP_NAMES`] order.
+    pub skip: u16,
+    /// `rate_limit = "100/s"`: (permits, period in milliseconds).
+    pub rate_limit: Option<(u32, u64)>,
+    /// `concurrency = n`.
+    pub concurrency: Option<u32>,
+    /// `cache_ttl = "30s"` (queries), in milliseconds.
+    pub cache_ttl_ms: Option<u64>,
+    /// `invalidated_by(EventA, EventB)` (queries).
+    pub invalidated_by: Vec<Type>,
 }
 
 impl MessageArgs {
@@ -125,6 +150,77 @@ impl MessageArgs {
                     }
                 }
                 "allow" => parse_allow(&meta, Allow::Message, attr, &mut args.allow, findings)?,
+                "skip" => meta.parse_nested_meta(|inner| {
+                    let name = tokens_text(&inner.path);
+                    match SKIP_NAMES.iter().position(|n| *n == name) {
+                        Some(bit) => args.skip |= 1 << bit,
+                        None => findings.push(
+                            Finding::new(
+                                &catalog::UNKNOWN_ARGUMENT,
+                                inner.path.span(),
+                                format!("`{name}` is not a behaviour `skip(…)` knows"),
+                            )
+                            .with_help(format!("name one of {}", SKIP_NAMES.join(", "))),
+                        ),
+                    }
+                    Ok(())
+                })?,
+                "rate_limit" => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    match parse_rate(&lit.value()) {
+                        Ok(rate) => args.rate_limit = Some(rate),
+                        Err(why) => findings.push(
+                            Finding::new(&catalog::INVALID_POLICY, lit.span(), format!("invalid rate limit: {why}"))
+                                .with_help("write permits per period, e.g. `rate_limit = \"100/s\"`, `\"5/m\"`, `\"20/250ms\"`"),
+                        ),
+                    }
+                }
+                "concurrency" => {
+                    let lit: LitInt = meta.value()?.parse()?;
+                    match lit.base10_parse::<u32>() {
+                        Ok(0) | Err(_) => findings.push(
+                            Finding::new(
+                                &catalog::INVALID_POLICY,
+                                lit.span(),
+                                "`concurrency` is the most dispatches of this message in flight at once and must be at least 1",
+                            )
+                            .with_help("write e.g. `concurrency = 8`"),
+                        ),
+                        Ok(n) => args.concurrency = Some(n),
+                    }
+                }
+                "cache_ttl" | "invalidated_by" if kind != Kind::Query => {
+                    findings.push(
+                        Finding::new(
+                            &catalog::INVALID_POLICY,
+                            meta.path.span(),
+                            format!("`{key}` is for queries: only their replies can be cached"),
+                        )
+                        .with_help("remove it, or make the message a `#[query(output = …)]`"),
+                    );
+                    skip_value(&meta)?;
+                }
+                "cache_ttl" => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    match parse_millis(&lit.value()) {
+                        Ok(ms) => args.cache_ttl_ms = Some(ms),
+                        Err(why) => findings.push(
+                            Finding::new(
+                                &catalog::INVALID_POLICY,
+                                lit.span(),
+                                format!("invalid cache ttl: {why}"),
+                            )
+                            .with_help("write e.g. `cache_ttl = \"30s\"`"),
+                        ),
+                    }
+                }
+                "invalidated_by" => meta.parse_nested_meta(|inner| {
+                    args.invalidated_by.push(Type::Path(syn::TypePath {
+                        qself: None,
+                        path: inner.path.clone(),
+                    }));
+                    Ok(())
+                })?,
                 _ => {
                     let valid = match kind {
                         Kind::Command => {
@@ -172,6 +268,28 @@ impl MessageArgs {
     pub fn allows(&self, rule: &Rule) -> bool {
         self.allow.iter().any(|r| r.id == rule.id)
     }
+}
+
+/// Parses `"100/s"`, `"5/m"`, `"1/h"`, `"20/250ms"` into (permits, period in milliseconds).
+pub fn parse_rate(text: &str) -> Result<(u32, u64), String> {
+    let (count, period) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not `permits/period`"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{}` is not a whole number of permits", count.trim()))?;
+    if count == 0 {
+        return Err("a rate of zero permits would refuse everything".to_string());
+    }
+    let period = period.trim();
+    // `s`, `m`, `h` alone mean one of that unit.
+    let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
+        period.to_string()
+    } else {
+        format!("1{period}")
+    };
+    Ok((count, parse_millis(&period)?))
 }
 
 /// Why a wire name is invalid, if it is.

@@ -1,0 +1,188 @@
+//! Dead-lettering: a message that fails for good is kept with its error, not dropped.
+
+use std::time::SystemTime;
+
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::error::{Error, ErrorKind};
+use crate::mediator::Catga;
+use crate::payload::Payload;
+use crate::pipeline::{Behavior, Layer, Next};
+use crate::policy::Skip;
+use crate::store::dead_letter::{DeadLetterRecord, DeadLetterStore, MemoryDeadLetterStore};
+
+/// Keeps every message that fails for good in a [`DeadLetterStore`], with its error, attempt
+/// count and ids, so it can be inspected and replayed with [`Catga::replay_dead_letter`].
+///
+/// Add it *outside* [`Retry`](super::Retry) so it sees the last attempt's error. By default a
+/// failure is final unless a protective behaviour refused the message (an open circuit, a rate
+/// limit, shed load) or the caller cancelled it: those were never attempted and the caller
+/// already knows. Validation failures, non-retryable handler errors and retryable errors left
+/// after the last retry are dead-lettered. The error is still returned to the caller.
+/// `skip(dead_letter)` exempts a message.
+///
+/// ```
+/// use catga_core::behavior::{DeadLetter, Retry};
+/// use catga_core::store::dead_letter::MemoryDeadLetterStore;
+/// use catga_core::Catga;
+///
+/// # fn main() -> Result<(), catga_core::BuildError> {
+/// let letters = MemoryDeadLetterStore::new();
+/// let app = Catga::builder()
+///     .layer(DeadLetter::new(letters.clone())) // outside the retries
+///     .layer(Retry::exponential(3))
+///     .build()?;
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct DeadLetter<S = MemoryDeadLetterStore> {
+    store: S,
+    is_final: fn(&Error) -> bool,
+}
+
+/// Whether a failure should be dead-lettered by default (see [`DeadLetter`]).
+pub fn is_final_failure(error: &Error) -> bool {
+    !matches!(
+        error.kind(),
+        ErrorKind::CircuitOpen { .. }
+            | ErrorKind::RateLimited { .. }
+            | ErrorKind::Overloaded { .. }
+            | ErrorKind::Cancelled { .. }
+    )
+}
+
+impl<S: DeadLetterStore> DeadLetter<S> {
+    /// Dead-letters into `store`.
+    pub fn new(store: S) -> Self {
+        DeadLetter {
+            store,
+            is_final: is_final_failure,
+        }
+    }
+
+    /// Which failures are dead-lettered (default: [`is_final_failure`]).
+    pub fn when(mut self, is_final: fn(&Error) -> bool) -> Self {
+        self.is_final = is_final;
+        self
+    }
+}
+
+/// The record of `msg`'s failure.
+pub(crate) fn record(
+    message: &str,
+    handler: Option<&str>,
+    payload: Option<Vec<u8>>,
+    error: &Error,
+    ctx: &Context,
+) -> DeadLetterRecord {
+    DeadLetterRecord {
+        id: Uuid::now_v7(),
+        message: message.to_string(),
+        handler: handler.map(str::to_string),
+        payload,
+        code: error.code().to_string(),
+        error: error.to_string(),
+        attempts: ctx.attempt(),
+        message_id: ctx.message_id(),
+        correlation_id: ctx.correlation_id(),
+        causation_id: ctx.causation_id(),
+        headers: ctx
+            .headers()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        failed_at: SystemTime::now(),
+    }
+}
+
+impl<S: DeadLetterStore> Behavior for DeadLetter<S> {
+    async fn handle<P: Payload, N: Next<P>>(
+        &self,
+        msg: P,
+        ctx: &Context,
+        next: N,
+    ) -> Result<P::Output, Error> {
+        let info = msg.info();
+        if info.policy().skip.contains(Skip::DEAD_LETTER) {
+            return next.run(msg).await;
+        }
+        let handler = msg.handler();
+        // The handler consumes the message: keep a copy to encode if it fails (or, for a
+        // message that cannot be copied, its encoding now).
+        let (copy, encoded) = match msg.try_clone() {
+            Some(copy) => (Some(copy), None),
+            None => (None, msg.message().encode_json().ok()),
+        };
+        let result = next.run(msg).await;
+        if let Err(error) = &result
+            && (self.is_final)(error)
+        {
+            let payload = encoded.or_else(|| copy.and_then(|m| m.message().encode_json().ok()));
+            let letter = record(info.name(), handler, payload, error, ctx);
+            let id = letter.id;
+            match self.store.put(letter).await {
+                Ok(()) => {
+                    metrics::counter!("catga_dead_letters_total", "message" => info.name())
+                        .increment(1);
+                    tracing::warn!(target: "catga", message = info.name(), dead_letter = %id, code = error.code(),
+                        "message dead-lettered");
+                }
+                Err(e) => tracing::error!(target: "catga", message = info.name(), error = %e,
+                    "could not store a dead letter; the failure is only in this log"),
+            }
+        }
+        result
+    }
+}
+
+impl<L: Layer> Catga<L> {
+    /// Takes the dead letter `id` out of `store` and dispatches its message again, as it
+    /// arrived (same message id, correlation and headers), through the whole pipeline. Returns
+    /// the reply of a command or query (JSON), `None` for an event (which reaches all its
+    /// handlers again: keep them idempotent).
+    ///
+    /// If the replay fails too, a [`DeadLetter`] layer in this application records it anew.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Store`] if the store fails, [`ErrorKind::UnknownMessage`] for an id that is
+    /// not in the store (or a letter without payload: a `local` message cannot be replayed),
+    /// and any error of the dispatch.
+    pub async fn replay_dead_letter<S: DeadLetterStore>(
+        &self,
+        store: &S,
+        id: Uuid,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let letter = store.take(id).await.map_err(|source| ErrorKind::Store {
+            operation: "dead-letter store: take",
+            source,
+        })?;
+        let Some(letter) = letter else {
+            return Err(ErrorKind::UnknownMessage {
+                name: format!("dead letter {id}"),
+            }
+            .into());
+        };
+        let Some(payload) = &letter.payload else {
+            // Put it back: it is still the only record of the failure.
+            let name = letter.message.clone();
+            let _ = store.put(letter).await;
+            return Err(ErrorKind::UnknownMessage {
+                name: format!("{name} (a local message has no payload to replay)"),
+            }
+            .into());
+        };
+        let mut ctx = Context::new()
+            .with_message_id(letter.message_id)
+            .with_correlation_id(letter.correlation_id);
+        if let Some(causation) = letter.causation_id {
+            ctx = ctx.with_causation_id(causation);
+        }
+        for (name, value) in &letter.headers {
+            ctx = ctx.with_header(name.clone(), value.clone());
+        }
+        metrics::counter!("catga_dead_letter_replays_total").increment(1);
+        self.dispatch_bytes(&letter.message, payload, ctx).await
+    }
+}
