@@ -149,3 +149,17 @@ impl fmt::Display for Rate {
         write!(f, "{}/{:?}", self.count, self.per)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Skip;
+
+    #[test]
+    fn skip_names_match_the_bits_the_macros_generate() {
+        let names: Vec<&str> = Skip::NAMES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, catga_lints::rules::message::SKIP_NAMES);
+        for (bit, (_, flag)) in Skip::NAMES.iter().enumerate() {
+            assert_eq!(*flag, Skip::from_bits(1 << bit));
+        }
+    }
+}

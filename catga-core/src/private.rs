@@ -66,6 +66,20 @@ pub const EVENT_OUTPUT_JSON: OutputCodec = OutputCodec {
     decode: |_| Ok(Box::new(())),
 };
 
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event, so it cannot invalidate cached replies",
+    label = "`invalidated_by(…)` names events",
+    note = "a cached query is made stale by something that happened: name the `#[event]` that announces it"
+)]
+pub trait Invalidates: crate::message::Event {}
+#[diagnostic::do_not_recommend]
+impl<E: crate::message::Event> Invalidates for E {}
+
+/// The info of an event named in `invalidated_by(…)`: only events can invalidate a cache.
+pub fn event_info<E: Invalidates>() -> &'static MessageInfo {
+    E::info()
+}
+
 /// `Duration::from_millis` for a rate's period in generated statics.
 pub const fn rate(count: u32, period_ms: u64) -> Rate {
     Rate::new(count, Duration::from_millis(period_ms))

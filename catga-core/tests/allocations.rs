@@ -211,3 +211,40 @@ pub struct Announce;
 async fn announce(_cmd: Announce, ctx: &Context) -> Result<(), Error> {
     ctx.publish(Ticked(9))
 }
+
+#[test]
+fn protective_behaviours_allocate_nothing_on_their_happy_path() {
+    use catga_core::behavior::{CircuitBreaker, ConcurrencyLimit, RateLimit, Trip};
+    use catga_core::policy::Rate;
+    let app = Catga::builder()
+        .layer(CircuitBreaker::new(Trip::ConsecutiveFailures(5)))
+        .layer(RateLimit::global(Rate::per_second(u32::MAX)).burst(u32::MAX))
+        .layer(ConcurrencyLimit::per_message(64))
+        .build()
+        .unwrap();
+    let total = allocations(|| async { app.send(Add(1, 2)).await.unwrap() });
+    assert_eq!(total, 0);
+}
+
+#[test]
+fn an_idempotency_hit_allocates_nothing() {
+    use catga_core::behavior::Idempotency;
+    #[command(output = u64)]
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub struct Pay(pub u64);
+    #[handler]
+    async fn pay(cmd: Pay) -> Result<u64, Infallible> {
+        Ok(cmd.0)
+    }
+    let app = Catga::builder()
+        .layer(Idempotency::default())
+        .build()
+        .unwrap();
+    let id = uuid::Uuid::now_v7();
+    let total = allocations(|| async {
+        app.send_with(Pay(5), Context::new().with_message_id(id))
+            .await
+            .unwrap()
+    });
+    assert_eq!(total, 0, "the first call (a miss) is in the warm-up");
+}

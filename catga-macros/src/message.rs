@@ -139,7 +139,7 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     let invalidated_by = args
         .invalidated_by
         .iter()
-        .map(|ty| quote_spanned!(ty.span()=> <#ty as #krate::Message>::info));
+        .map(|ty| quote_spanned!(ty.span()=> #krate::__private::event_info::<#ty>));
     let output_codec = if kind == Kind::Event {
         quote!(#krate::__private::EVENT_OUTPUT_JSON)
     } else {

@@ -469,6 +469,17 @@ mod tests {
     }
 
     #[test]
+    fn rates_parse_with_or_without_a_period_count() {
+        assert_eq!(parse_rate("100/s"), Ok((100, 1_000)));
+        assert_eq!(parse_rate("5/m"), Ok((5, 60_000)));
+        assert_eq!(parse_rate(" 20 / 250ms "), Ok((20, 250)));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("100").is_err());
+        assert!(parse_rate("x/s").is_err());
+        assert!(parse_rate("10/fortnight").is_err());
+    }
+
+    #[test]
     fn fields_are_counted() {
         let fields: Vec<String> = (0..65).map(|i| format!("f{i}: u8")).collect();
         assert_eq!(
