@@ -80,6 +80,9 @@ mod readme_doctests {}
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/quickstart.md")]
 mod quickstart_doctests {}
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/behaviours.md")]
+mod behaviours_doctests {}
 
 pub use catga_macros::{command, event, handler, query, static_app};
 pub use codec::{Codec, CodecError, Json};
@@ -98,7 +101,10 @@ pub use validation::{FieldError, Validate, ValidationErrors};
 
 /// Everything a typical application module needs: `use catga_core::prelude::*;`.
 pub mod prelude {
-    pub use crate::behavior::{Retry, Timeout, Tracing, Validation};
+    pub use crate::behavior::{
+        Caching, CircuitBreaker, ConcurrencyLimit, DeadLetter, Idempotency, RateLimit, Retry,
+        Timeout, Tracing, Validation,
+    };
     pub use crate::{
         Behavior, Catga, Command, Context, Error, ErrorKind, Event, Message, Next, Payload, Query,
         Request, Retryable, Validate, ValidationErrors, command, event, handler, query,

@@ -543,3 +543,86 @@ async fn a_failing_event_handler_is_dead_lettered_with_its_name() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].handler.as_deref(), Some("reliability::audit"));
 }
+
+#[test]
+fn the_behaviours_report_their_counters() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let bank = Arc::new(Bank::default());
+            let letters = MemoryDeadLetterStore::new();
+            let app = Catga::builder()
+                .state_arc(bank)
+                .layer(DeadLetter::new(letters))
+                .layer(catga_core::behavior::RateLimit::declared())
+                .layer(catga_core::behavior::ConcurrencyLimit::per_message(1))
+                .layer(Idempotency::default())
+                .layer(Caching::new())
+                .build()
+                .unwrap();
+            let id = Uuid::now_v7();
+            for _ in 0..2 {
+                app.send_with(
+                    Refund {
+                        refund_id: "x".into(),
+                    },
+                    with_id(id),
+                )
+                .await
+                .unwrap();
+                app.send(GetPrice {
+                    sku: 1,
+                    trace: String::new(),
+                })
+                .await
+                .unwrap();
+            }
+            // Shed: two at once with a limit of one and no queue.
+            let (a, b) = tokio::join!(
+                app.send(Charge {
+                    cents: 1,
+                    fail: false
+                }),
+                app.send(Charge {
+                    cents: 2,
+                    fail: false
+                })
+            );
+            assert!(a.is_err() != b.is_err());
+            app.send(Charge {
+                cents: 1,
+                fail: true,
+            })
+            .await
+            .unwrap_err();
+        });
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let counter = |name: &str| -> u64 {
+        snapshot
+            .iter()
+            .filter(|(key, ..)| key.key().name() == name)
+            .map(|(.., value)| match value {
+                DebugValue::Counter(n) => *n,
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(counter("catga_idempotency_hits_total"), 1);
+    assert_eq!(counter("catga_cache_hits_total"), 1);
+    assert_eq!(counter("catga_cache_misses_total"), 1);
+    assert_eq!(counter("catga_concurrency_limit_shed_total"), 1);
+    assert_eq!(
+        counter("catga_dead_letters_total"),
+        1,
+        "the shed one is not a dead letter"
+    );
+}
