@@ -39,6 +39,9 @@ pub struct MessagePolicy {
     /// `concurrency = 8`: this message's own in-flight limit, for
     /// [`ConcurrencyLimit`](crate::behavior::ConcurrencyLimit).
     pub max_in_flight: Option<u32>,
+    /// `bulkhead = "database"`: the named concurrency group this message shares with others,
+    /// for [`ConcurrencyLimit::group`](crate::behavior::ConcurrencyLimit::group).
+    pub bulkhead: Option<&'static str>,
     /// `cache_ttl = "30s"` (queries): cache replies this long, for
     /// [`Caching`](crate::behavior::Caching).
     pub cache_ttl: Option<Duration>,

@@ -160,6 +160,7 @@ impl Message for NoRoute {
                 skip: Skip::NONE,
                 rate_limit: None,
                 max_in_flight: None,
+                bulkhead: None,
                 cache_ttl: None,
                 invalidated_by: &[],
             },

@@ -562,3 +562,42 @@ async fn a_cancelled_probe_gives_its_slot_back() {
     assert_eq!(code(&app.send(SlowCall { fail: false }).await), "ok");
     assert_eq!(breaker.state::<SlowCall>(), CircuitState::Closed);
 }
+
+/// Two messages sharing the `database` group.
+#[command(bulkhead = "database")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SaveOrder;
+
+#[command(bulkhead = "database")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SaveCustomer;
+
+#[handler]
+async fn save_order(_cmd: SaveOrder) -> Result<(), Failure> {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}
+
+#[handler]
+async fn save_customer(_cmd: SaveCustomer) -> Result<(), Failure> {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_of_one_bulkhead_group_share_its_slots() {
+    let service = Arc::new(Service::default());
+    let app = Catga::builder()
+        .state_arc(service)
+        .layer(ConcurrencyLimit::per_message(10).group("database", 1))
+        .build()
+        .unwrap();
+    // Different messages, one group of one slot: the second is shed.
+    let (a, b) = tokio::join!(app.send(SaveOrder), app.send(SaveCustomer));
+    let mut codes = [code(&a), code(&b)];
+    codes.sort_unstable();
+    assert_eq!(codes, ["ok", "overloaded"]);
+    // Messages outside the group keep their own per-message limit of 10.
+    let (c, d) = tokio::join!(app.send(Slow { millis: 10 }), app.send(Slow { millis: 10 }));
+    assert_eq!((code(&c), code(&d)), ("ok", "ok"));
+}

@@ -131,6 +131,10 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
         Some(n) => quote!(::core::option::Option::Some(#n)),
         None => quote!(::core::option::Option::None),
     };
+    let bulkhead = match &args.bulkhead {
+        Some(name) => quote!(::core::option::Option::Some(#name)),
+        None => quote!(::core::option::Option::None),
+    };
     let cache_ttl = match args.cache_ttl_ms {
         Some(ms) => quote!(::core::option::Option::Some(#krate::__private::millis(#ms))),
         None => quote!(::core::option::Option::None),
@@ -184,6 +188,7 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
                             skip: #krate::__private::Skip::from_bits(#skip),
                             rate_limit: #rate_limit,
                             max_in_flight: #max_in_flight,
+                            bulkhead: #bulkhead,
                             cache_ttl: #cache_ttl,
                             invalidated_by: &[#(#invalidated_by),*],
                         },

@@ -20,8 +20,9 @@ use crate::policy::Skip;
 /// Up to `max_in_flight` dispatches run; up to `queue` more wait for a slot (in arrival
 /// order, and never past their deadline: the mediator enforces it); any further dispatch is
 /// shed at once with [`ErrorKind::Overloaded`]. A message's `concurrency = n` attribute gives
-/// it its own limit of `n`; `skip(concurrency_limit)` exempts it. Taking a free slot is one
-/// atomic operation.
+/// it its own limit of `n`; `bulkhead = "name"` puts it in a named group declared with
+/// [`group`](Self::group), shared by every message that names it; `skip(concurrency_limit)`
+/// exempts it. Taking a free slot is one atomic operation.
 ///
 /// ```
 /// use catga_core::behavior::ConcurrencyLimit;
@@ -30,7 +31,9 @@ use crate::policy::Skip;
 /// let bulkhead = ConcurrencyLimit::per_message(16).queue(64);
 /// // All messages together share 100 slots.
 /// let shared = ConcurrencyLimit::shared(100);
-/// # let _ = (bulkhead, shared);
+/// // Messages declared `bulkhead = "database"` share 8 slots.
+/// let grouped = ConcurrencyLimit::per_message(16).group("database", 8);
+/// # let _ = (bulkhead, shared, grouped);
 /// ```
 #[derive(Debug)]
 pub struct ConcurrencyLimit {
@@ -39,6 +42,7 @@ pub struct ConcurrencyLimit {
     shared: bool,
     pools: PerMessage<Pool>,
     global: OnceLock<Pool>,
+    groups: Vec<(&'static str, Pool)>,
 }
 
 impl ConcurrencyLimit {
@@ -49,6 +53,7 @@ impl ConcurrencyLimit {
             shared,
             pools: PerMessage::default(),
             global: OnceLock::new(),
+            groups: Vec::new(),
         }
     }
 
@@ -64,12 +69,30 @@ impl ConcurrencyLimit {
     }
 
     /// How many dispatches may wait for a slot before more are shed (default 0: shed at once).
+    /// Applies to the groups declared after it too.
     pub fn queue(mut self, queue: usize) -> Self {
         self.queue = queue;
         self
     }
 
+    /// Declares the group `name`: at most `max_in_flight` dispatches at once of all the
+    /// messages declared `bulkhead = "name"` together. A message that names a group nobody
+    /// declared falls back to this behaviour's other limits.
+    pub fn group(mut self, name: &'static str, max_in_flight: usize) -> Self {
+        let pool = Pool::new(max_in_flight, self.queue);
+        match self.groups.iter_mut().find(|(n, _)| *n == name) {
+            Some(existing) => existing.1 = pool,
+            None => self.groups.push((name, pool)),
+        }
+        self
+    }
+
     fn pool(&self, info: &MessageInfo) -> &Pool {
+        if let Some(group) = info.policy().bulkhead
+            && let Some((_, pool)) = self.groups.iter().find(|(n, _)| *n == group)
+        {
+            return pool;
+        }
         if let Some(own) = info.policy().max_in_flight {
             let own = usize::try_from(own).unwrap_or(usize::MAX);
             return self.pools.get_or_init(info, || Pool::new(own, self.queue));

@@ -11,7 +11,7 @@
 //! | [`Retry`] | retries retryable errors with exponential backoff and jitter | `retry = 5` |
 //! | [`CircuitBreaker`] | refuses a message whose recent dispatches failed; probes; recovers | `skip(circuit_breaker)` |
 //! | [`RateLimit`] | GCRA rate limit, global or per message; fail fast or wait to the deadline | `rate_limit = "100/s"` |
-//! | [`ConcurrencyLimit`] | at most N in flight, a bounded queue, then shed | `concurrency = 8` |
+//! | [`ConcurrencyLimit`] | at most N in flight, a bounded queue, then shed | `concurrency = 8`, `bulkhead = "db"` |
 //! | [`Idempotency`] | a repeated command gets the first reply without running again | [`IdempotencyKey`] |
 //! | [`Caching`] | caches query replies; TTL, invalidation by events, single flight | `cache_ttl = "30s"`, `invalidated_by(E)` |
 //! | [`DeadLetter`] | keeps messages that failed for good, for inspection and replay | `skip(dead_letter)` |

@@ -56,6 +56,8 @@ pub struct MessageArgs {
     pub rate_limit: Option<(u32, u64)>,
     /// `concurrency = n`.
     pub concurrency: Option<u32>,
+    /// `bulkhead = "name"`: the concurrency group this message shares.
+    pub bulkhead: Option<LitStr>,
     /// `cache_ttl = "30s"` (queries), in milliseconds.
     pub cache_ttl_ms: Option<u64>,
     /// `invalidated_by(EventA, EventB)` (queries).
@@ -189,6 +191,20 @@ impl MessageArgs {
                         Ok(n) => args.concurrency = Some(n),
                     }
                 }
+                "bulkhead" => {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    if let Some(problem) = wire_name_problem(&lit.value()) {
+                        findings.push(
+                            Finding::new(
+                                &catalog::INVALID_POLICY,
+                                lit.span(),
+                                format!("invalid bulkhead name: {problem}"),
+                            )
+                            .with_help("name the group, e.g. `bulkhead = \"database\"`"),
+                        );
+                    }
+                    args.bulkhead = Some(lit);
+                }
                 "cache_ttl" | "invalidated_by" if kind != Kind::Query => {
                     findings.push(
                         Finding::new(
@@ -224,12 +240,14 @@ impl MessageArgs {
                 _ => {
                     let valid = match kind {
                         Kind::Command => {
-                            "`output`, `name`, `local`, `idempotent`, `timeout`, `retry`, `allow`, `crate`"
+                            "`output`, `name`, `local`, `idempotent`, `timeout`, `retry`, `rate_limit`, `concurrency`, `bulkhead`, `skip`, `allow`, `crate`"
                         }
                         Kind::Query => {
-                            "`output`, `name`, `local`, `timeout`, `retry`, `allow`, `crate`"
+                            "`output`, `name`, `local`, `timeout`, `retry`, `rate_limit`, `concurrency`, `bulkhead`, `cache_ttl`, `invalidated_by`, `skip`, `allow`, `crate`"
                         }
-                        Kind::Event => "`name`, `local`, `timeout`, `retry`, `allow`, `crate`",
+                        Kind::Event => {
+                            "`name`, `local`, `timeout`, `retry`, `rate_limit`, `concurrency`, `bulkhead`, `skip`, `allow`, `crate`"
+                        }
                     };
                     findings.push(
                         Finding::new(

@@ -11,7 +11,7 @@ pub struct PriceChanged;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CatalogReloaded;
 
-#[command(idempotent, rate_limit = "100/s", concurrency = 8, skip(retry, circuit_breaker))]
+#[command(idempotent, rate_limit = "100/s", concurrency = 8, bulkhead = "payments", skip(retry, circuit_breaker))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChargeCard {
     pub cents: u64,
@@ -32,6 +32,7 @@ fn main() {
     assert!(charge.idempotent);
     assert_eq!(charge.rate_limit, Some(Rate::per_second(100)));
     assert_eq!(charge.max_in_flight, Some(8));
+    assert_eq!(charge.bulkhead, Some("payments"));
     assert!(charge.skip.contains(Skip::RETRY.union(Skip::CIRCUIT_BREAKER)));
     assert!(!charge.skip.contains(Skip::TIMEOUT));
 
