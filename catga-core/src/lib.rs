@@ -84,17 +84,20 @@ mod quickstart_doctests {}
 #[doc = include_str!("../../docs/behaviours.md")]
 mod behaviours_doctests {}
 
+pub use aggregate::{Aggregate, Loaded, Repository};
 pub use catga_macros::{command, event, handler, query, static_app};
 pub use codec::{Codec, CodecError, Json};
 pub use context::{Context, MAX_PENDING_EVENTS};
 pub use error::{BoxError, Error, ErrorKind, HandlerFailure, Retryable};
 pub use handler::{EventHandler, HandlerMeta, RequestHandler};
+pub use id::{SnowflakeGenerator, SnowflakeId};
 pub use inline::INLINE_FUTURE_BYTES;
 pub use mediator::{Catga, CatgaBuilder};
 pub use message::{Command, Event, Location, Message, MessageInfo, MessageKind, Query, Request};
 pub use payload::{AnyMessage, Payload};
 pub use pipeline::{Behavior, Identity, Layer, Next, Stack};
 pub use registry::{BuildError, Problem};
+pub use saga::{Saga, SagaError, SagaState, SagaStatus};
 pub use static_app::{StaticBuilder, StaticCatga};
 pub use tokio_util::sync::CancellationToken;
 pub use validation::{FieldError, Validate, ValidationErrors};
