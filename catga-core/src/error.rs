@@ -173,6 +173,30 @@ pub enum ErrorKind {
         /// The queue capacity that was reached.
         queue: usize,
     },
+    /// The transport failed: the broker is unreachable, nobody serves the message, the reply
+    /// did not arrive before the deadline, …
+    #[error("transport `{transport}` failed for `{message}`: {source}")]
+    Transport {
+        /// The message's wire name.
+        message: String,
+        /// Which transport (`nats`, `redis`, `memory`).
+        transport: &'static str,
+        /// What went wrong.
+        #[source]
+        source: crate::transport::TransportError,
+    },
+    /// The message was handled in another process and failed there.
+    #[error("`{message}` failed in another process ({remote_code}): {detail}")]
+    Remote {
+        /// The message's wire name.
+        message: String,
+        /// The error's code over there ([`Error::code`] of the remote error).
+        remote_code: String,
+        /// The remote error, as displayed there.
+        detail: String,
+        /// Whether the remote side said retrying may help.
+        retryable: bool,
+    },
     /// A store behind a behaviour (idempotency, dead letters, …) failed.
     #[error("{operation} failed: {source}")]
     Store {
@@ -303,6 +327,8 @@ impl Error {
     /// | `rate_limited` | [`ErrorKind::RateLimited`] |
     /// | `overloaded` | [`ErrorKind::Overloaded`] |
     /// | `store` | [`ErrorKind::Store`] |
+    /// | `transport` | [`ErrorKind::Transport`] |
+    /// | `remote` | [`ErrorKind::Remote`] (the remote code is in the kind) |
     pub fn code(&self) -> &'static str {
         use ErrorKind::*;
         match &*self.kind {
@@ -320,6 +346,8 @@ impl Error {
             RateLimited { .. } => "rate_limited",
             Overloaded { .. } => "overloaded",
             Store { .. } => "store",
+            Transport { .. } => "transport",
+            Remote { .. } => "remote",
         }
     }
 
@@ -330,6 +358,8 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match &*self.kind {
             ErrorKind::Timeout { .. } | ErrorKind::Store { .. } => true,
+            ErrorKind::Transport { source, .. } => source.is_retryable(),
+            ErrorKind::Remote { retryable, .. } => *retryable,
             ErrorKind::Handler { retryable, .. } => *retryable,
             ErrorKind::Publish { failures, .. } => {
                 !failures.is_empty() && failures.iter().all(|f| f.error.is_retryable())

@@ -53,6 +53,7 @@ pub mod behavior;
 mod clock;
 pub mod codec;
 pub mod context;
+pub mod envelope;
 pub mod error;
 pub mod handler;
 pub mod id;
@@ -67,6 +68,7 @@ pub mod saga;
 pub mod state;
 pub mod static_app;
 pub mod store;
+pub mod transport;
 pub mod validation;
 
 #[doc(hidden)]
@@ -86,7 +88,7 @@ mod behaviours_doctests {}
 
 pub use aggregate::{Aggregate, Loaded, Repository};
 pub use catga_macros::{command, event, handler, query, static_app};
-pub use codec::{Codec, CodecError, Json};
+pub use codec::{Codec, CodecError, Json, MessagePack, WireFormat};
 pub use context::{Context, MAX_PENDING_EVENTS};
 pub use error::{BoxError, Error, ErrorKind, HandlerFailure, Retryable};
 pub use handler::{EventHandler, HandlerMeta, RequestHandler};

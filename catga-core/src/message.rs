@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::any::Any;
 
-use crate::codec::{Codec, CodecError};
+use crate::codec::{Codec, CodecError, WireFormat};
 use crate::payload::AnyMessage;
 pub use crate::policy::MessagePolicy;
 use crate::validation::ValidationErrors;
@@ -69,13 +69,13 @@ pub struct MessageInfo {
     line: u32,
     wire: bool,
     policy: MessagePolicy,
-    decode_json: DecodeFn,
-    output_json: OutputCodec,
+    decode: DecodeFn,
+    output: OutputCodec,
     slot: Slot,
 }
 
 /// Decodes a message of a type known only through its [`MessageInfo`].
-type DecodeFn = fn(&[u8]) -> Result<Box<dyn AnyMessage>, CodecError>;
+type DecodeFn = fn(WireFormat, &[u8]) -> Result<Box<dyn AnyMessage>, CodecError>;
 
 /// An output of a type known only at run time.
 type AnyOutput = Box<dyn Any + Send>;
@@ -86,9 +86,9 @@ type AnyOutput = Box<dyn Any + Send>;
 #[derive(Debug, Clone, Copy)]
 pub struct OutputCodec {
     /// Encodes an output, which must be of the message's output type.
-    pub encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, CodecError>,
+    pub encode: fn(WireFormat, &(dyn Any + Send)) -> Result<Vec<u8>, CodecError>,
     /// Decodes an output.
-    pub decode: fn(&[u8]) -> Result<AnyOutput, CodecError>,
+    pub decode: fn(WireFormat, &[u8]) -> Result<AnyOutput, CodecError>,
 }
 
 impl MessageInfo {
@@ -102,8 +102,8 @@ impl MessageInfo {
         line: u32,
         wire: bool,
         policy: MessagePolicy,
-        decode_json: DecodeFn,
-        output_json: OutputCodec,
+        decode: DecodeFn,
+        output: OutputCodec,
     ) -> Self {
         MessageInfo {
             name,
@@ -113,20 +113,24 @@ impl MessageInfo {
             line,
             wire,
             policy,
-            decode_json,
-            output_json,
+            decode,
+            output,
             slot: Slot::new(),
         }
     }
 
-    /// Encodes and decodes this message's output as JSON, type-erased.
-    pub(crate) fn output_json(&self) -> &OutputCodec {
-        &self.output_json
+    /// Encodes and decodes this message's output, type-erased.
+    pub(crate) fn output_codec(&self) -> &OutputCodec {
+        &self.output
     }
 
-    /// Decodes a JSON payload into this message type (the bytes path).
-    pub(crate) fn decode_json(&self, bytes: &[u8]) -> Result<Box<dyn AnyMessage>, CodecError> {
-        (self.decode_json)(bytes)
+    /// Decodes a payload into this message type (the bytes path).
+    pub(crate) fn decode(
+        &self,
+        format: WireFormat,
+        bytes: &[u8],
+    ) -> Result<Box<dyn AnyMessage>, CodecError> {
+        (self.decode)(format, bytes)
     }
 
     /// The stable wire name.

@@ -8,7 +8,7 @@
 
 use std::any::Any;
 
-use crate::codec::{CodecError, Json};
+use crate::codec::{CodecError, Json, MessagePack, WireFormat};
 use crate::message::{Message, MessageInfo, Request};
 use crate::validation::ValidationErrors;
 
@@ -25,7 +25,11 @@ pub trait AnyMessage: Any + Send + Sync {
     /// For downcasting an owned message to its concrete type.
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
     /// The message as JSON (an error for a `local` message).
-    fn encode_json(&self) -> Result<Vec<u8>, CodecError>;
+    fn encode_json(&self) -> Result<Vec<u8>, CodecError> {
+        self.encode(WireFormat::Json)
+    }
+    /// The message in `format` (an error for a `local` message).
+    fn encode(&self, format: WireFormat) -> Result<Vec<u8>, CodecError>;
     /// The key it declares with [`IdempotencyKey`](crate::behavior::IdempotencyKey), if any.
     fn idempotency_key(&self) -> Option<String>;
     /// The key it declares with [`CacheKey`](crate::behavior::CacheKey), if any.
@@ -49,8 +53,11 @@ impl<M: Message> AnyMessage for M {
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
         self
     }
-    fn encode_json(&self) -> Result<Vec<u8>, CodecError> {
-        self.__encode(&Json)
+    fn encode(&self, format: WireFormat) -> Result<Vec<u8>, CodecError> {
+        match format {
+            WireFormat::Json => self.__encode(&Json),
+            WireFormat::MessagePack => self.__encode(&MessagePack),
+        }
     }
     fn idempotency_key(&self) -> Option<String> {
         self.__idempotency_key()
@@ -204,13 +211,13 @@ impl Payload for DynRequest {
         info: &'static MessageInfo,
         output: &Box<dyn Any + Send>,
     ) -> Result<Vec<u8>, CodecError> {
-        (info.output_json().encode)(&**output)
+        (info.output_codec().encode)(WireFormat::Json, &**output)
     }
     fn decode_output(
         info: &'static MessageInfo,
         bytes: &[u8],
     ) -> Result<Box<dyn Any + Send>, CodecError> {
-        (info.output_json().decode)(bytes)
+        (info.output_codec().decode)(WireFormat::Json, bytes)
     }
 }
 

@@ -3,7 +3,7 @@
 pub use inventory;
 pub use serde;
 
-pub use crate::codec::{Codec, CodecError, Json};
+pub use crate::codec::{Codec, CodecError, Json, MessagePack, WireFormat};
 pub use crate::error::{Error, HandlerFailure};
 pub use crate::handler::{
     EventHandler, EventRole, HandlerMeta, MissingState, OwnedHandler, RequestHandler, RequestRole,
@@ -42,10 +42,14 @@ pub const fn request_output_json<M: crate::message::Request>() -> OutputCodec {
 }
 
 fn encode_output_json<M: crate::message::Request>(
+    format: WireFormat,
     output: &(dyn std::any::Any + Send),
 ) -> Result<Vec<u8>, CodecError> {
     match output.downcast_ref::<M::Output>() {
-        Some(output) => M::__encode_output(&Json, output),
+        Some(output) => match format {
+            WireFormat::Json => M::__encode_output(&Json, output),
+            WireFormat::MessagePack => M::__encode_output(&MessagePack, output),
+        },
         None => Err(CodecError::Encode {
             codec: "json",
             type_name: std::any::type_name::<M::Output>(),
@@ -55,15 +59,23 @@ fn encode_output_json<M: crate::message::Request>(
 }
 
 fn decode_output_json<M: crate::message::Request>(
+    format: WireFormat,
     bytes: &[u8],
 ) -> Result<Box<dyn std::any::Any + Send>, CodecError> {
-    M::__decode_output(&Json, bytes).map(|o| Box::new(o) as Box<dyn std::any::Any + Send>)
+    let output = match format {
+        WireFormat::Json => M::__decode_output(&Json, bytes),
+        WireFormat::MessagePack => M::__decode_output(&MessagePack, bytes),
+    };
+    output.map(|o| Box::new(o) as Box<dyn std::any::Any + Send>)
 }
 
 /// The output codec of an event: its handlers return `()`, encoded as `null`.
 pub const EVENT_OUTPUT_JSON: OutputCodec = OutputCodec {
-    encode: |_| Ok(b"null".to_vec()),
-    decode: |_| Ok(Box::new(())),
+    encode: |format, _| match format {
+        WireFormat::Json => Ok(b"null".to_vec()),
+        WireFormat::MessagePack => MessagePack.encode(&()),
+    },
+    decode: |_, _| Ok(Box::new(())),
 };
 
 #[diagnostic::on_unimplemented(
@@ -85,9 +97,16 @@ pub const fn rate(count: u32, period_ms: u64) -> Rate {
     Rate::new(count, Duration::from_millis(period_ms))
 }
 
-/// Decodes a JSON payload into `M`, type-erased (stored in `MessageInfo`).
-pub fn decode_json<M: Message>(bytes: &[u8]) -> Result<Box<dyn AnyMessage>, CodecError> {
-    M::__decode(&Json, bytes).map(|m| Box::new(m) as Box<dyn AnyMessage>)
+/// Decodes a payload into `M`, type-erased (stored in `MessageInfo`).
+pub fn decode_wire<M: Message>(
+    format: WireFormat,
+    bytes: &[u8],
+) -> Result<Box<dyn AnyMessage>, CodecError> {
+    let msg = match format {
+        WireFormat::Json => M::__decode(&Json, bytes),
+        WireFormat::MessagePack => M::__decode(&MessagePack, bytes),
+    };
+    msg.map(|m| Box::new(m) as Box<dyn AnyMessage>)
 }
 
 // ---- wire capability: a readable error instead of serde's bound failure ----
@@ -164,7 +183,7 @@ impl Message for NoRoute {
                 cache_ttl: None,
                 invalidated_by: &[],
             },
-            decode_json::<NoRoute>,
+            decode_wire::<NoRoute>,
             request_output_json::<NoRoute>(),
         );
         &INFO

@@ -192,7 +192,7 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
                             cache_ttl: #cache_ttl,
                             invalidated_by: &[#(#invalidated_by),*],
                         },
-                        #krate::__private::decode_json::<#ident>,
+                        #krate::__private::decode_wire::<#ident>,
                         #output_codec,
                     );
                     &INFO

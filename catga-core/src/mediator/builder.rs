@@ -1,11 +1,18 @@
 //! Building an application: state, behaviours, limits, then one check of the whole program.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::future::BoxFuture;
+
+use crate::codec::WireFormat;
+use crate::handler::HandlerMeta;
 use crate::message::{MessageInfo, Request};
 use crate::pipeline::{Behavior, Identity, Layer, PushInner};
 use crate::registry::{BuildError, Table};
 use crate::state::States;
+use crate::store::dead_letter::{DeadLetterRecord, DeadLetterStore};
+use crate::transport::Transport;
 
 use super::{Catga, Inner};
 
@@ -36,19 +43,43 @@ pub const DEFAULT_BATCH_CONCURRENCY: usize = 32;
 pub struct CatgaBuilder<L = Identity> {
     states: States,
     layers: L,
-    allow_unhandled: Vec<&'static MessageInfo>,
-    max_payload_bytes: usize,
-    batch_concurrency: usize,
+    settings: Settings,
 }
+
+/// Everything but the layers, moved as one when `.layer(…)` changes the builder's type.
+pub(super) struct Settings {
+    pub(super) allow_unhandled: Vec<&'static MessageInfo>,
+    pub(super) max_payload_bytes: usize,
+    pub(super) batch_concurrency: usize,
+    pub(super) transport: Option<Arc<dyn Transport>>,
+    pub(super) service: String,
+    pub(super) wire_format: WireFormat,
+    pub(super) request_timeout: Duration,
+    pub(super) serve_max_in_flight: usize,
+    pub(super) rejects: Option<RejectSink>,
+    pub(super) handler_filter: Option<fn(&HandlerMeta) -> bool>,
+}
+
+/// Where messages a transport could not even read are kept.
+pub(super) type RejectSink = Arc<dyn Fn(DeadLetterRecord) -> BoxFuture<'static, ()> + Send + Sync>;
 
 impl CatgaBuilder<Identity> {
     pub(crate) fn new() -> Self {
         CatgaBuilder {
             states: States::new(),
             layers: Identity,
-            allow_unhandled: Vec::new(),
-            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
-            batch_concurrency: DEFAULT_BATCH_CONCURRENCY,
+            settings: Settings {
+                allow_unhandled: Vec::new(),
+                max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+                batch_concurrency: DEFAULT_BATCH_CONCURRENCY,
+                transport: None,
+                service: "catga".to_string(),
+                wire_format: WireFormat::Json,
+                request_timeout: Duration::from_secs(30),
+                serve_max_in_flight: 64,
+                rejects: None,
+                handler_filter: None,
+            },
         }
     }
 }
@@ -74,45 +105,108 @@ impl<L: Layer> CatgaBuilder<L> {
         CatgaBuilder {
             states: self.states,
             layers: self.layers.push_inner(behavior),
-            allow_unhandled: self.allow_unhandled,
-            max_payload_bytes: self.max_payload_bytes,
-            batch_concurrency: self.batch_concurrency,
+            settings: self.settings,
         }
     }
 
     /// Declares that `M` is handled by another process, so its missing handler is not a
-    /// build error. Sending it locally fails with [`ErrorKind::NoHandler`](crate::ErrorKind::NoHandler).
+    /// build error. Sending it without a transport fails with
+    /// [`ErrorKind::NoHandler`](crate::ErrorKind::NoHandler).
     pub fn allow_unhandled<M: Request>(mut self) -> Self {
-        self.allow_unhandled.push(M::info());
+        self.settings.allow_unhandled.push(M::info());
         self
     }
 
     /// The largest payload [`Catga::dispatch_bytes`] decodes.
     pub fn max_payload_bytes(mut self, limit: usize) -> Self {
-        self.max_payload_bytes = limit;
+        self.settings.max_payload_bytes = limit;
         self
     }
 
     /// How many requests [`Catga::send_batch`] runs at once (at least 1).
     pub fn batch_concurrency(mut self, n: usize) -> Self {
-        self.batch_concurrency = n.max(1);
+        self.settings.batch_concurrency = n.max(1);
+        self
+    }
+
+    /// Sends events, and requests without a handler in this process, through `transport`
+    /// (see [`transport`](crate::transport)). Requests without a local handler are then not a
+    /// build error: they are routed.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.settings.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// This application's service name: its instances share the load of what it serves
+    /// (the queue group, consumer group or durable consumer). Default `catga`.
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        self.settings.service = name.into();
+        self
+    }
+
+    /// The codec of outgoing envelopes (default JSON; replies use the request's).
+    pub fn wire_format(mut self, format: WireFormat) -> Self {
+        self.settings.wire_format = format;
+        self
+    }
+
+    /// How long a remote request waits for its reply when its context has no deadline
+    /// (default 30 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.request_timeout = timeout;
+        self
+    }
+
+    /// The most messages [`Catga::serve`] handles at once (default 64): back-pressure on the
+    /// transport.
+    pub fn serve_max_in_flight(mut self, n: usize) -> Self {
+        self.settings.serve_max_in_flight = n.max(1);
+        self
+    }
+
+    /// Keeps messages that arrive over the transport but cannot be read (bad envelope, unknown
+    /// name, a payload that does not decode) in `store`, with why; the consumer moves on.
+    pub fn reject_into<S: DeadLetterStore>(mut self, store: S) -> Self {
+        let store = Arc::new(store);
+        self.settings.rejects = Some(Arc::new(move |record| {
+            let store = store.clone();
+            Box::pin(async move {
+                if let Err(e) = store.put(record).await {
+                    tracing::error!(target: "catga", error = %e, "could not keep a rejected message");
+                }
+            })
+        }));
+        self
+    }
+
+    /// Uses only the handlers `keep` accepts (by path, e.g. `|h| h.name.starts_with("shipping::")`):
+    /// for a process that links handlers it should not run, such as a gateway linking a domain
+    /// crate, or several services tested in one process. Requests whose handlers are left out
+    /// are then unhandled here (routed, with a transport).
+    pub fn handlers(mut self, keep: fn(&HandlerMeta) -> bool) -> Self {
+        self.settings.handler_filter = Some(keep);
         self
     }
 
     /// Checks the whole program and builds the application.
     ///
     /// # Errors
-    /// A [`BuildError`] listing every problem: requests without a handler, requests with more
-    /// than one, handlers whose state was not registered, wire names used by two types, state
-    /// registered twice. Each names the `file:line` involved.
+    /// A [`BuildError`] listing every problem: requests without a handler (unless a transport
+    /// routes them), requests with more than one, handlers whose state was not registered,
+    /// wire names used by two types, state registered twice. Each names the `file:line`.
     pub fn build(self) -> Result<Catga<L>, BuildError> {
-        let table = Table::build(&self.states, &self.allow_unhandled)?;
+        let routed = self.settings.transport.is_some();
+        let table = Table::build(
+            &self.states,
+            &self.settings.allow_unhandled,
+            routed,
+            self.settings.handler_filter,
+        )?;
         Ok(Catga {
             inner: Arc::new(Inner {
                 layers: self.layers,
                 table,
-                max_payload_bytes: self.max_payload_bytes,
-                batch_concurrency: self.batch_concurrency,
+                settings: self.settings,
             }),
         })
     }

@@ -4,7 +4,7 @@
 //! the payload is decoded (never trusting its size or shape), the message runs through the same
 //! behaviours and handler as a local one, and a request's reply is encoded back.
 
-use crate::codec::CodecError;
+use crate::codec::{CodecError, WireFormat};
 use crate::context::Context;
 use crate::error::Error;
 use crate::payload::DynRequest;
@@ -36,7 +36,23 @@ impl<L: Layer> Catga<L> {
         payload: &[u8],
         ctx: Context,
     ) -> Result<Option<Vec<u8>>, Error> {
-        let limit = self.inner.max_payload_bytes;
+        self.dispatch_wire(WireFormat::Json, name, payload, ctx)
+            .await
+    }
+
+    /// [`dispatch_bytes`](Self::dispatch_bytes) for a payload in `format`; the reply is in
+    /// the same format.
+    ///
+    /// # Errors
+    /// As [`dispatch_bytes`](Self::dispatch_bytes).
+    pub async fn dispatch_wire(
+        &self,
+        format: WireFormat,
+        name: &str,
+        payload: &[u8],
+        ctx: Context,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let limit = self.inner.settings.max_payload_bytes;
         if payload.len() > limit {
             return Err(crate::ErrorKind::Codec {
                 message: echo(name),
@@ -50,7 +66,7 @@ impl<L: Layer> Catga<L> {
         let Some(info) = self.inner.table.by_name(name) else {
             return Err(crate::ErrorKind::UnknownMessage { name: echo(name) }.into());
         };
-        let msg = info.decode_json(payload).map_err(|source| {
+        let msg = info.decode(format, payload).map_err(|source| {
             Error::from(crate::ErrorKind::Codec {
                 message: info.name().to_string(),
                 source,
@@ -67,7 +83,7 @@ impl<L: Layer> Catga<L> {
                 if ctx.pending_len() > 0 {
                     self.publish_follow_ups(&ctx).await?;
                 }
-                let reply = entry.encode_output(&*output).map_err(|source| {
+                let reply = (info.output_codec().encode)(format, &*output).map_err(|source| {
                     Error::from(crate::ErrorKind::Codec {
                         message: info.name().to_string(),
                         source,

@@ -26,7 +26,7 @@ impl<L: Layer> Catga<L> {
             let mut first_event = None;
             for pending in ctx.take_pending() {
                 first_event.get_or_insert(pending.event.info().name());
-                if let Err(error) = self.publish_dyn(&*pending.event, ctx.caused()).await {
+                if let Err(error) = self.publish_out(&*pending.event, ctx.caused()).await {
                     absorb(&mut failures, error);
                 }
             }

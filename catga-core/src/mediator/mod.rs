@@ -10,6 +10,8 @@ mod builder;
 mod bytes;
 mod follow_up;
 pub(crate) mod guard;
+mod remote;
+mod serve;
 mod terminal;
 
 use std::future::Future;
@@ -39,8 +41,7 @@ pub struct Catga<L = Identity> {
 struct Inner<L> {
     layers: L,
     table: Table,
-    max_payload_bytes: usize,
-    batch_concurrency: usize,
+    settings: builder::Settings,
 }
 
 impl<L> Clone for Catga<L> {
@@ -55,7 +56,11 @@ impl<L> std::fmt::Debug for Catga<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Catga")
             .field("layers", &std::any::type_name::<L>())
-            .field("max_payload_bytes", &self.inner.max_payload_bytes)
+            .field("service", &self.inner.settings.service)
+            .field(
+                "transport",
+                &self.inner.settings.transport.as_ref().map(|t| t.name()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -83,7 +88,7 @@ impl<L: Layer> Catga<L> {
     /// headers, cancellation).
     pub async fn send_with<M: Request>(&self, msg: M, ctx: Context) -> Result<M::Output, Error> {
         let Some(entry) = self.inner.table.request::<M>() else {
-            return Err(crate::ErrorKind::NoHandler { message: M::NAME }.into());
+            return self.send_remote(msg, ctx).await;
         };
         let slot = pin!(InlineSlot::new());
         let terminal = RequestTerminal {
@@ -113,7 +118,7 @@ impl<L: Layer> Catga<L> {
     {
         futures::stream::iter(msgs)
             .map(|msg| self.send(msg))
-            .buffered(self.inner.batch_concurrency)
+            .buffered(self.inner.settings.batch_concurrency)
             .collect()
             .await
     }
@@ -132,6 +137,9 @@ impl<L: Layer> Catga<L> {
     /// [`publish`](Self::publish) with a context the caller prepared.
     pub async fn publish_with<E: Event>(&self, event: E, ctx: Context) -> Result<(), Error> {
         self.inner.layers.observe_publish(&event, &ctx);
+        if self.inner.settings.transport.is_some() {
+            return self.publish_remote(&event, &ctx).await;
+        }
         let Some(entry) = self.inner.table.event::<E>() else {
             return Ok(());
         };

@@ -49,19 +49,39 @@ impl Table {
         self.by_name.get(name).copied()
     }
 
+    /// The wire names this table has handlers for: (events, requests), sorted.
+    pub(crate) fn served(&self) -> (Vec<String>, Vec<String>) {
+        let (mut events, mut requests) = (Vec::new(), Vec::new());
+        for info in self.by_name.values() {
+            match self.entry(info) {
+                Some(Entry::Event(_)) => events.push(info.name().to_string()),
+                Some(Entry::Request(_)) => requests.push(info.name().to_string()),
+                None => {}
+            }
+        }
+        events.sort();
+        requests.sort();
+        (events, requests)
+    }
+
     /// Reads every descriptor linked into the program and builds the table, or reports every
     /// problem found.
     pub(crate) fn build(
         states: &States,
         allow_unhandled: &[&'static MessageInfo],
+        routed: bool,
+        keep: Option<fn(&HandlerMeta) -> bool>,
     ) -> Result<Table, BuildError> {
         Self::build_from(
             inventory::iter::<MessageDescriptor>
                 .into_iter()
                 .map(|d| (d.info)()),
-            inventory::iter::<HandlerDescriptor>.into_iter(),
+            inventory::iter::<HandlerDescriptor>
+                .into_iter()
+                .filter(|h| keep.is_none_or(|keep| keep(&h.meta))),
             states,
             allow_unhandled,
+            routed,
         )
     }
 
@@ -70,6 +90,7 @@ impl Table {
         handlers: impl Iterator<Item = &'d HandlerDescriptor>,
         states: &States,
         allow_unhandled: &[&'static MessageInfo],
+        routed: bool,
     ) -> Result<Table, BuildError> {
         let mut problems = Vec::new();
         for type_name in states.duplicates() {
@@ -161,7 +182,7 @@ impl Table {
         // Every request needs a handler, unless the application says it is handled elsewhere.
         for &info in &infos {
             let handled = handlers.iter().any(|h| (h.message)().same_type(info));
-            let allowed = allow_unhandled.iter().any(|a| a.same_type(info));
+            let allowed = routed || allow_unhandled.iter().any(|a| a.same_type(info));
             if info.kind().is_request() && !handled && !allowed {
                 problems.push(Problem::NoHandler {
                     message: info.name(),

@@ -1,0 +1,433 @@
+//! The envelope: a message as it crosses processes, with everything its context carries.
+//!
+//! Transports put the envelope's fields in their own headers (NATS headers, Redis stream
+//! fields) under the names in [`header`], and the payload as the body, so a message on the
+//! wire can be read with the broker's own tools. [`Envelope::context`] rebuilds the receiving
+//! side's [`Context`]: same message id (so idempotency recognises a redelivery), correlation
+//! and causation, the remaining deadline, the headers and the W3C trace context, so one trace
+//! spans sender and receiver.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+use crate::codec::CodecError;
+use crate::codec::WireFormat;
+use crate::context::Context;
+use crate::message::{Message, MessageKind};
+
+/// The header names an envelope travels under. User headers travel under their own names;
+/// names starting with `catga-` are reserved.
+pub mod header {
+    /// The message id (UUID).
+    pub const ID: &str = "catga-id";
+    /// The wire name.
+    pub const NAME: &str = "catga-name";
+    /// `command`, `query` or `event`.
+    pub const KIND: &str = "catga-kind";
+    /// The correlation id (UUID).
+    pub const CORRELATION: &str = "catga-correlation-id";
+    /// The causation id (UUID), if any.
+    pub const CAUSATION: &str = "catga-causation-id";
+    /// When it was sent, in Unix milliseconds.
+    pub const TIMESTAMP: &str = "catga-timestamp";
+    /// When the sender stops waiting, in Unix milliseconds, if it set a deadline.
+    pub const DEADLINE: &str = "catga-deadline";
+    /// The payload's codec, as a MIME type.
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// W3C trace state.
+    pub const TRACESTATE: &str = "tracestate";
+    /// The prefix reserved for catga's own headers.
+    pub const RESERVED: &str = "catga-";
+}
+
+/// Why an envelope could not be read from a transport's headers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// A required header is absent.
+    #[error("the envelope has no `{0}` header")]
+    Missing(&'static str),
+    /// A header's value does not parse.
+    #[error("the envelope's `{header}` header is invalid: `{value}`")]
+    Invalid {
+        /// The header.
+        header: &'static str,
+        /// Its value, truncated to 128 bytes.
+        value: String,
+    },
+}
+
+/// A message with its metadata, ready for a transport. See the [module docs](self).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The message id.
+    pub id: Uuid,
+    /// The wire name.
+    pub name: String,
+    /// Command, query or event.
+    pub kind: MessageKind,
+    /// The conversation.
+    pub correlation_id: Uuid,
+    /// The message that caused this one.
+    pub causation_id: Option<Uuid>,
+    /// When it was sent, Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// When the sender stops waiting, Unix milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// W3C `traceparent`.
+    pub traceparent: Option<String>,
+    /// W3C `tracestate`.
+    pub tracestate: Option<String>,
+    /// User headers.
+    pub headers: Vec<(String, String)>,
+    /// The payload's codec.
+    pub format: WireFormat,
+    /// The encoded message.
+    pub payload: Vec<u8>,
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn truncate(value: &str) -> String {
+    let mut end = value.len().min(128);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_string()
+}
+
+/// The W3C trace context of a conversation: the correlation id is the trace id, the message id
+/// (first 8 bytes) the parent span, so every message of one conversation is one trace.
+fn traceparent_for(correlation: Uuid, message: Uuid) -> String {
+    let trace = correlation.simple().to_string();
+    let span: String = message.simple().to_string().chars().take(16).collect();
+    format!("00-{trace}-{span}-01")
+}
+
+impl Envelope {
+    /// Wraps `msg`, encoded in `format`, with the metadata of `ctx`.
+    ///
+    /// # Errors
+    /// The codec's error (a `local` message has no wire form).
+    pub fn wrap<M: Message>(
+        msg: &M,
+        ctx: &Context,
+        format: WireFormat,
+    ) -> Result<Envelope, CodecError> {
+        let payload = match format {
+            WireFormat::Json => msg.__encode(&crate::codec::Json)?,
+            WireFormat::MessagePack => msg.__encode(&crate::codec::MessagePack)?,
+        };
+        Ok(Self::with_payload(M::NAME, M::KIND, ctx, format, payload))
+    }
+
+    /// An envelope around an already encoded payload.
+    pub fn with_payload(
+        name: &str,
+        kind: MessageKind,
+        ctx: &Context,
+        format: WireFormat,
+        payload: Vec<u8>,
+    ) -> Envelope {
+        let now = SystemTime::now();
+        let id = ctx.message_id();
+        let correlation_id = ctx.correlation_id();
+        let traceparent = ctx
+            .header(header::TRACEPARENT)
+            .map_or_else(|| traceparent_for(correlation_id, id), str::to_string);
+        Envelope {
+            id,
+            name: name.to_string(),
+            kind,
+            correlation_id,
+            causation_id: ctx.causation_id(),
+            timestamp_ms: unix_ms(now),
+            deadline_ms: ctx.remaining().map(|left| unix_ms(now + left)),
+            traceparent: Some(traceparent),
+            tracestate: ctx.header(header::TRACESTATE).map(str::to_string),
+            headers: ctx
+                .headers()
+                .filter(|(n, _)| *n != header::TRACEPARENT && *n != header::TRACESTATE)
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            format,
+            payload,
+        }
+    }
+
+    /// The receiving side's context: the same ids, the time left before the sender's deadline
+    /// (measured against this machine's clock), the headers and the trace context.
+    pub fn context(&self) -> Context {
+        let mut ctx = Context::new()
+            .with_message_id(self.id)
+            .with_correlation_id(self.correlation_id);
+        if let Some(causation) = self.causation_id {
+            ctx = ctx.with_causation_id(causation);
+        }
+        if let Some(deadline) = self.deadline_ms {
+            let left = deadline.saturating_sub(unix_ms(SystemTime::now()));
+            ctx = ctx.with_timeout(Duration::from_millis(left));
+        }
+        for (name, value) in &self.headers {
+            ctx = ctx.with_header(name.clone(), value.clone());
+        }
+        if let Some(traceparent) = &self.traceparent {
+            ctx = ctx.with_header(header::TRACEPARENT, traceparent.clone());
+        }
+        if let Some(tracestate) = &self.tracestate {
+            ctx = ctx.with_header(header::TRACESTATE, tracestate.clone());
+        }
+        ctx
+    }
+
+    /// Whether the sender's deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.deadline_ms
+            .is_some_and(|d| d <= unix_ms(SystemTime::now()))
+    }
+
+    /// The envelope as transport headers (name, value), payload excluded.
+    pub fn to_headers(&self) -> Vec<(&str, String)> {
+        let mut out = vec![
+            (header::ID, self.id.to_string()),
+            (header::NAME, self.name.clone()),
+            (header::KIND, self.kind.as_str().to_string()),
+            (header::CORRELATION, self.correlation_id.to_string()),
+            (header::TIMESTAMP, self.timestamp_ms.to_string()),
+            (header::CONTENT_TYPE, self.format.content_type().to_string()),
+        ];
+        if let Some(causation) = self.causation_id {
+            out.push((header::CAUSATION, causation.to_string()));
+        }
+        if let Some(deadline) = self.deadline_ms {
+            out.push((header::DEADLINE, deadline.to_string()));
+        }
+        if let Some(traceparent) = &self.traceparent {
+            out.push((header::TRACEPARENT, traceparent.clone()));
+        }
+        if let Some(tracestate) = &self.tracestate {
+            out.push((header::TRACESTATE, tracestate.clone()));
+        }
+        for (name, value) in &self.headers {
+            if !name.to_ascii_lowercase().starts_with(header::RESERVED) {
+                out.push((name.as_str(), value.clone()));
+            }
+        }
+        out
+    }
+
+    /// Reads an envelope from transport headers and a payload. Header names are matched
+    /// without regard to case; unknown `catga-` headers are ignored (a newer sender may add
+    /// some).
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] for a missing or invalid required header. Nothing panics on any input.
+    pub fn from_headers<'a>(
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+        payload: Vec<u8>,
+    ) -> Result<Envelope, EnvelopeError> {
+        let (mut id, mut name, mut kind, mut correlation, mut causation) =
+            (None, None, None, None, None);
+        let (mut timestamp, mut deadline, mut format) = (None, None, WireFormat::Json);
+        let (mut traceparent, mut tracestate, mut user) = (None, None, Vec::new());
+        let uuid = |h: &'static str, v: &str| {
+            Uuid::parse_str(v).map_err(|_| EnvelopeError::Invalid {
+                header: h,
+                value: truncate(v),
+            })
+        };
+        let number = |h: &'static str, v: &str| {
+            v.parse::<u64>().map_err(|_| EnvelopeError::Invalid {
+                header: h,
+                value: truncate(v),
+            })
+        };
+        for (key, value) in headers {
+            match key.to_ascii_lowercase().as_str() {
+                header::ID => id = Some(uuid(header::ID, value)?),
+                header::NAME => name = Some(value.to_string()),
+                header::KIND => {
+                    kind = Some(match value {
+                        "command" => MessageKind::Command,
+                        "query" => MessageKind::Query,
+                        "event" => MessageKind::Event,
+                        other => {
+                            return Err(EnvelopeError::Invalid {
+                                header: header::KIND,
+                                value: truncate(other),
+                            });
+                        }
+                    });
+                }
+                header::CORRELATION => correlation = Some(uuid(header::CORRELATION, value)?),
+                header::CAUSATION => causation = Some(uuid(header::CAUSATION, value)?),
+                header::TIMESTAMP => timestamp = Some(number(header::TIMESTAMP, value)?),
+                header::DEADLINE => deadline = Some(number(header::DEADLINE, value)?),
+                header::CONTENT_TYPE => {
+                    format = WireFormat::from_content_type(value).ok_or_else(|| {
+                        EnvelopeError::Invalid {
+                            header: header::CONTENT_TYPE,
+                            value: truncate(value),
+                        }
+                    })?;
+                }
+                header::TRACEPARENT => traceparent = Some(value.to_string()),
+                header::TRACESTATE => tracestate = Some(value.to_string()),
+                k if k.starts_with(header::RESERVED) => {}
+                _ => user.push((key.to_string(), value.to_string())),
+            }
+        }
+        let id = id.ok_or(EnvelopeError::Missing(header::ID))?;
+        Ok(Envelope {
+            id,
+            name: name.ok_or(EnvelopeError::Missing(header::NAME))?,
+            kind: kind.ok_or(EnvelopeError::Missing(header::KIND))?,
+            correlation_id: correlation.unwrap_or(id),
+            causation_id: causation,
+            timestamp_ms: timestamp.unwrap_or(0),
+            deadline_ms: deadline,
+            traceparent,
+            tracestate,
+            headers: user,
+            format,
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample(ctx: &Context) -> Envelope {
+        Envelope::with_payload(
+            "orders.place",
+            MessageKind::Command,
+            ctx,
+            WireFormat::Json,
+            b"{}".to_vec(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_context_survives_the_trip() {
+        let parent = Context::new();
+        let ctx = parent
+            .caused()
+            .with_header("tenant", "acme")
+            .with_timeout(Duration::from_secs(30));
+        let env = sample(&ctx);
+        let wire: Vec<(String, String)> = env
+            .to_headers()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let back = Envelope::from_headers(
+            wire.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            env.payload.clone(),
+        )
+        .unwrap();
+        assert_eq!(back, env);
+        let received = back.context();
+        assert_eq!(received.message_id(), ctx.message_id());
+        assert_eq!(received.correlation_id(), parent.correlation_id());
+        assert_eq!(received.causation_id(), Some(parent.message_id()));
+        assert_eq!(received.header("tenant"), Some("acme"));
+        let left = received.remaining().unwrap();
+        assert!(
+            left > Duration::from_secs(28) && left <= Duration::from_secs(30),
+            "{left:?}"
+        );
+        let traceparent = received.header("traceparent").unwrap();
+        assert!(
+            traceparent.contains(&parent.correlation_id().simple().to_string()),
+            "{traceparent}"
+        );
+    }
+
+    #[test]
+    fn a_given_trace_context_is_kept() {
+        let ctx = Context::new().with_header("traceparent", "00-abc-def-01");
+        assert_eq!(sample(&ctx).traceparent.as_deref(), Some("00-abc-def-01"));
+    }
+
+    #[test]
+    fn bad_headers_are_typed_errors() {
+        let id = Uuid::now_v7().to_string();
+        let cases: Vec<Vec<(&str, &str)>> = vec![
+            vec![],
+            vec![
+                ("catga-id", "not-a-uuid"),
+                ("catga-name", "x"),
+                ("catga-kind", "event"),
+            ],
+            vec![("catga-id", &id), ("catga-kind", "event")],
+            vec![
+                ("catga-id", &id),
+                ("catga-name", "x"),
+                ("catga-kind", "gossip"),
+            ],
+            vec![
+                ("catga-id", &id),
+                ("catga-name", "x"),
+                ("catga-kind", "event"),
+                ("content-type", "text/xml"),
+            ],
+            vec![
+                ("catga-id", &id),
+                ("catga-name", "x"),
+                ("catga-kind", "event"),
+                ("catga-deadline", "soon"),
+            ],
+        ];
+        for headers in cases {
+            assert!(
+                Envelope::from_headers(headers.clone(), Vec::new()).is_err(),
+                "{headers:?}"
+            );
+        }
+        let ok = vec![
+            ("Catga-Id", id.as_str()),
+            ("CATGA-NAME", "x"),
+            ("catga-kind", "event"),
+            ("catga-future-field", "1"),
+        ];
+        assert!(
+            Envelope::from_headers(ok, Vec::new()).is_ok(),
+            "case-insensitive, unknown catga- headers ignored"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_headers_never_panic(
+            headers in proptest::collection::vec(("[a-zA-Z-]{0,20}", ".{0,40}"), 0..12),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let _ = Envelope::from_headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())), payload);
+        }
+
+        #[test]
+        fn envelopes_round_trip_through_headers(
+            name in "[a-z.]{1,20}",
+            headers in proptest::collection::vec(("[a-z]{1,10}", "[ -~]{0,20}"), 0..5),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut ctx = Context::new();
+            for (k, v) in &headers {
+                ctx = ctx.with_header(k.clone(), v.clone());
+            }
+            let env = Envelope::with_payload(&name, MessageKind::Event, &ctx, WireFormat::MessagePack, payload);
+            let wire: Vec<(String, String)> = env.to_headers().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let back = Envelope::from_headers(wire.iter().map(|(k, v)| (k.as_str(), v.as_str())), env.payload.clone());
+            prop_assert_eq!(back.ok(), Some(env));
+        }
+    }
+}

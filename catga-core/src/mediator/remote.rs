@@ -1,0 +1,142 @@
+//! Dispatch through the transport: requests with no handler here, and events (which every
+//! service, this one included, receives from the transport).
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::Catga;
+use super::guard;
+use crate::codec::{Json, MessagePack, WireFormat};
+use crate::context::Context;
+use crate::envelope::Envelope;
+use crate::error::{Error, ErrorKind};
+use crate::message::{Event, Request};
+use crate::payload::AnyMessage;
+use crate::pipeline::{Layer, Terminal};
+use crate::transport::{Reply, Transport, TransportError};
+
+/// The end of the pipeline for a request handled in another process.
+struct RemoteTerminal<'a> {
+    transport: &'a dyn Transport,
+    ctx: &'a Context,
+    format: WireFormat,
+    default_timeout: Duration,
+}
+
+fn transport_error(message: &str, transport: &dyn Transport, source: TransportError) -> Error {
+    ErrorKind::Transport {
+        message: message.to_string(),
+        transport: transport.name(),
+        source,
+    }
+    .into()
+}
+
+fn codec_error(message: &str, source: crate::codec::CodecError) -> Error {
+    ErrorKind::Codec {
+        message: message.to_string(),
+        source,
+    }
+    .into()
+}
+
+impl<M: Request> Terminal<M> for RemoteTerminal<'_> {
+    fn call(
+        &self,
+        msg: M,
+        _ctx: &Context,
+    ) -> impl Future<Output = Result<M::Output, Error>> + Send {
+        let (transport, ctx, format) = (self.transport, self.ctx, self.format);
+        let timeout = ctx.remaining().unwrap_or(self.default_timeout);
+        async move {
+            let envelope =
+                Envelope::wrap(&msg, ctx, format).map_err(|e| codec_error(M::NAME, e))?;
+            match transport.request(envelope, timeout).await {
+                Ok(Reply::Ok(bytes)) => match format {
+                    WireFormat::Json => M::__decode_output(&Json, &bytes),
+                    WireFormat::MessagePack => M::__decode_output(&MessagePack, &bytes),
+                }
+                .map_err(|e| codec_error(M::NAME, e)),
+                Ok(Reply::Err(failure)) => Err(ErrorKind::Remote {
+                    message: M::NAME.to_string(),
+                    remote_code: failure.code,
+                    detail: failure.message,
+                    retryable: failure.retryable,
+                }
+                .into()),
+                Err(TransportError::Timeout(after)) => Err(ErrorKind::Timeout {
+                    message: M::NAME,
+                    after: Some(after),
+                }
+                .into()),
+                Err(source) => Err(transport_error(M::NAME, transport, source)),
+            }
+        }
+    }
+}
+
+impl<L: Layer> Catga<L> {
+    /// A request with no handler here: through the behaviours, then the transport.
+    pub(super) async fn send_remote<M: Request>(
+        &self,
+        msg: M,
+        ctx: Context,
+    ) -> Result<M::Output, Error> {
+        let settings = &self.inner.settings;
+        let Some(transport) = settings.transport.as_deref() else {
+            return Err(ErrorKind::NoHandler { message: M::NAME }.into());
+        };
+        let terminal = RemoteTerminal {
+            transport,
+            ctx: &ctx,
+            format: settings.wire_format,
+            default_timeout: settings.request_timeout,
+        };
+        if ctx.is_guarded() {
+            guard::watch(&ctx, M::NAME, self.inner.layers.run(msg, &ctx, &terminal)).await
+        } else {
+            self.inner.layers.run(msg, &ctx, &terminal).await
+        }
+    }
+
+    /// An event, to the transport.
+    pub(super) async fn publish_remote<E: Event>(
+        &self,
+        event: &E,
+        ctx: &Context,
+    ) -> Result<(), Error> {
+        let envelope = Envelope::wrap(event, ctx, self.inner.settings.wire_format)
+            .map_err(|e| codec_error(E::NAME, e))?;
+        self.send_envelope(envelope).await
+    }
+
+    /// A queued follow-up event: to the transport if there is one, else to the handlers here.
+    pub(super) async fn publish_out(
+        &self,
+        event: &dyn AnyMessage,
+        ctx: Context,
+    ) -> Result<(), Error> {
+        if self.inner.settings.transport.is_none() {
+            return self.publish_dyn(event, ctx).await;
+        }
+        self.inner.layers.observe_publish(event, &ctx);
+        let info = event.info();
+        let format = self.inner.settings.wire_format;
+        let payload = event
+            .encode(format)
+            .map_err(|e| codec_error(info.name(), e))?;
+        let envelope = Envelope::with_payload(info.name(), info.kind(), &ctx, format, payload);
+        self.send_envelope(envelope).await
+    }
+
+    async fn send_envelope(&self, envelope: Envelope) -> Result<(), Error> {
+        let Some(transport) = self.inner.settings.transport.as_deref() else {
+            return Ok(());
+        };
+        let name = envelope.name.clone();
+        transport
+            .publish(envelope)
+            .await
+            .map_err(|source| transport_error(&name, transport, source))
+    }
+}

@@ -1,0 +1,54 @@
+//! What can go wrong on a transport.
+
+use std::time::Duration;
+
+use crate::error::BoxError;
+
+/// Why a transport could not deliver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The broker cannot be reached (or the connection dropped).
+    #[error("the broker is unreachable: {0}")]
+    Unreachable(#[source] BoxError),
+    /// No service handles the request.
+    #[error("no service handles `{0}`")]
+    NoResponders(String),
+    /// The reply did not arrive in time.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The message is larger than the transport accepts.
+    #[error("the message is {size} bytes; the transport accepts at most {limit}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The broker answered something unexpected.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The transport was shut down.
+    #[error("the transport is shut down")]
+    Closed,
+    /// The application has no transport (`Catga::builder().transport(…)`).
+    #[error("the application has no transport; add one with `Catga::builder().transport(…)`")]
+    NotConfigured,
+    /// Any other broker error.
+    #[error(transparent)]
+    Broker(BoxError),
+}
+
+impl TransportError {
+    /// Whether trying again may help (an unreachable broker or a timeout may recover; a message
+    /// that is too large will not).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Unreachable(_)
+                | TransportError::Timeout(_)
+                | TransportError::NoResponders(_)
+                | TransportError::Broker(_)
+        )
+    }
+}

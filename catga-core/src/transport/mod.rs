@@ -1,0 +1,135 @@
+//! Transports: how messages reach handlers in other processes.
+//!
+//! A [`Transport`] carries [`Envelope`]s: events are published to every service that handles
+//! them (each service's instances share the load), requests go to one instance of a service
+//! that handles them and its reply comes back. An application chooses its transport when it is
+//! built (`Catga::builder().transport(…)`); [`MemoryTransport`] has the same semantics inside
+//! one process and is what tests use. The NATS and Redis transports live in `catga-nats` and
+//! `catga-redis`.
+//!
+//! With a transport, `publish` sends the event to the transport and every service, this one
+//! included, handles it when it arrives ([`Catga::serve`](crate::Catga::serve) consumes);
+//! `send` of a request with a handler in this process dispatches it here, and one without goes
+//! to the transport.
+
+mod error;
+mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+pub use error::TransportError;
+pub use memory::MemoryTransport;
+
+use crate::envelope::Envelope;
+use crate::error::Error;
+
+/// The other side's answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The handler succeeded; its reply, encoded in the request's format.
+    Ok(Vec<u8>),
+    /// The handler (or the pipeline around it) failed.
+    Err(RemoteFailure),
+}
+
+/// A failure as it crosses a transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteFailure {
+    /// The error's stable code ([`Error::code`]).
+    pub code: String,
+    /// The error, as displayed.
+    pub message: String,
+    /// Whether retrying may help ([`Error::is_retryable`]).
+    pub retryable: bool,
+}
+
+impl RemoteFailure {
+    /// The failure of a local error, to send back.
+    pub fn of(error: &Error) -> Self {
+        RemoteFailure {
+            code: error.code().to_string(),
+            message: error.to_string(),
+            retryable: error.is_retryable(),
+        }
+    }
+}
+
+/// What a service consumes: its name (instances with the same name share the load) and the
+/// wire names it handles.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServePlan {
+    /// The service: the queue group, consumer group or durable consumer its instances share.
+    pub service: String,
+    /// Events it has handlers for.
+    pub events: Vec<String>,
+    /// Commands and queries it has handlers for.
+    pub requests: Vec<String>,
+    /// The most messages handled at once by this instance (back-pressure).
+    pub max_in_flight: usize,
+}
+
+/// What a transport hands arriving messages to: the application's dispatch.
+pub trait Inbound: Send + Sync + 'static {
+    /// Dispatches an arriving envelope; a request's reply comes back encoded.
+    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'static, Result<Option<Vec<u8>>, Error>>;
+
+    /// Keeps a message that could not even be read as an envelope (bad headers): it is
+    /// dead-lettered, and the consumer moves on.
+    fn reject(&self, subject: String, payload: Vec<u8>, why: String) -> BoxFuture<'static, ()>;
+}
+
+/// A running consumer: stop it with [`Serving::shutdown`], which stops taking messages and
+/// waits for the ones in flight.
+pub struct Serving {
+    stop: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Serving")
+    }
+}
+
+impl Serving {
+    /// A consumer stopped by `stop`.
+    pub fn new(stop: impl FnOnce() -> BoxFuture<'static, ()> + Send + 'static) -> Self {
+        Serving {
+            stop: Box::new(stop),
+        }
+    }
+
+    /// Stops taking new messages and waits for those in flight to finish (and be
+    /// acknowledged).
+    pub async fn shutdown(self) {
+        (self.stop)().await;
+    }
+}
+
+/// Carries envelopes between processes. Implementations must deliver each event to every
+/// subscribed service at least once, and each request to one instance.
+pub trait Transport: Send + Sync + 'static {
+    /// A short name for errors and metrics: `memory`, `nats`, `redis`.
+    fn name(&self) -> &'static str;
+
+    /// Publishes an event to every service that handles it; resolves once the transport has
+    /// accepted it (for a durable transport: stored).
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>>;
+
+    /// Sends a request to one instance of a service that handles it and waits up to `timeout`
+    /// for the reply.
+    fn request(
+        &self,
+        envelope: Envelope,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Reply, TransportError>>;
+
+    /// Starts consuming what `plan` lists, handing each message to `inbound`.
+    fn serve(
+        &self,
+        plan: ServePlan,
+        inbound: Arc<dyn Inbound>,
+    ) -> BoxFuture<'_, Result<Serving, TransportError>>;
+}
