@@ -1,0 +1,1 @@
+//! NATS transport for catga (in progress).

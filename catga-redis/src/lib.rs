@@ -1,0 +1,1 @@
+//! Redis transport for catga (in progress).
