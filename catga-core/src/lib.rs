@@ -85,6 +85,9 @@ mod quickstart_doctests {}
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/behaviours.md")]
 mod behaviours_doctests {}
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/transports.md")]
+mod transports_doctests {}
 
 pub use aggregate::{Aggregate, Loaded, Repository};
 pub use catga_macros::{command, event, handler, query, static_app};
