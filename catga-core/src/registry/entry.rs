@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 
-use crate::codec::{CodecError, Json};
 use crate::context::{Context, in_scope};
 use crate::error::Error;
 use crate::handler::{EventHandler, HandlerMeta, RequestHandler};
@@ -214,8 +213,6 @@ pub trait AnyRequestEntry: Any + Send + Sync {
         msg: Box<dyn AnyMessage>,
         ctx: &'a Context,
     ) -> BoxFuture<'a, Result<Box<dyn Any + Send>, Error>>;
-    /// Encodes an output produced by `call_dyn` as JSON.
-    fn encode_output(&self, output: &(dyn Any + Send)) -> Result<Vec<u8>, CodecError>;
 }
 
 /// A message of the wrong type reached a type-erased entry: a bug in catga, reported rather
@@ -250,12 +247,6 @@ impl<M: Request> AnyRequestEntry for RequestEntry<M> {
             let output = self.handler.call(*msg, ctx, slot.as_ref()).await?;
             Ok(Box::new(output) as Box<dyn Any + Send>)
         })
-    }
-    fn encode_output(&self, output: &(dyn Any + Send)) -> Result<Vec<u8>, CodecError> {
-        match output.downcast_ref::<M::Output>() {
-            Some(output) => M::__encode_output(&Json, output),
-            None => Err(CodecError::NotWire { name: M::NAME }),
-        }
     }
 }
 
