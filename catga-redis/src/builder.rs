@@ -1,0 +1,181 @@
+//! Configuring and connecting a [`RedisTransport`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::blocking::BlockingPool;
+use crate::config::{Config, StartFrom};
+use crate::error::{ConnectError, redact};
+use crate::keys::Keys;
+use crate::request::RequestScript;
+use crate::transport::{RedisTransport, Shared};
+
+/// How many idle connections for reply waits are kept (more are opened under load, and
+/// closed when they come back).
+const MAX_IDLE_BLOCKING: usize = 32;
+
+/// Settings for a [`RedisTransport`], from [`RedisTransport::connect`]; finish with
+/// [`build`](RedisTransportBuilder::build).
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `build().await`"]
+pub struct RedisTransportBuilder {
+    url: String,
+    config: Config,
+}
+
+impl RedisTransportBuilder {
+    pub(crate) fn new(url: String) -> Self {
+        RedisTransportBuilder {
+            url,
+            config: Config::default(),
+        }
+    }
+
+    /// The prefix of every key (default `catga`): streams are `{prefix}:events:{name}` and
+    /// `{prefix}:requests:{name}`, replies `{prefix}:replies:{id}`. Applications that must not
+    /// see each other's messages use different prefixes.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.key_prefix = prefix.into();
+        self
+    }
+
+    /// Trims each stream to about `n` entries on every add (`XADD … MAXLEN ~ n`; default
+    /// 100,000). Trimming does not wait for consumers: an entry a service has not read yet is
+    /// dropped if `n` newer ones arrive first. Size it for the longest backlog you expect.
+    pub fn max_len(mut self, n: usize) -> Self {
+        self.config.max_len = Some(n);
+        self
+    }
+
+    /// Never trims streams: nothing is lost to trimming, and the streams grow until trimmed
+    /// by hand (`XTRIM`).
+    pub fn untrimmed(mut self) -> Self {
+        self.config.max_len = None;
+        self
+    }
+
+    /// How long one read waits for new entries before asking again (default 2 s). It bounds
+    /// nothing a user sees: shutdown interrupts the wait.
+    pub fn block(mut self, wait: Duration) -> Self {
+        self.config.block = wait.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many entries one read takes from each stream (default 64, at least 1).
+    pub fn batch(mut self, n: usize) -> Self {
+        self.config.batch = n.max(1);
+        self
+    }
+
+    /// How long an entry stays unacknowledged before another instance of the service claims it
+    /// (`XAUTOCLAIM`; default 30 s): the time to recover the work of an instance that died.
+    /// Keep it above the longest a handler runs; entries being handled are kept from going idle
+    /// while their handler runs.
+    pub fn claim_idle(mut self, idle: Duration) -> Self {
+        self.config.claim_idle = idle.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The most times an event is delivered (default 5): after a retryable failure on the last
+    /// delivery, or when an entry was delivered this often without being acknowledged (it
+    /// keeps killing its consumer), it is acknowledged and logged; an entry that never got to
+    /// its handler is also handed to the application's reject store.
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.config.max_deliveries = n.max(1);
+        self
+    }
+
+    /// How long after a retryable failure an event is delivered again (default 500 ms; keep it
+    /// below [`claim_idle`](Self::claim_idle)).
+    pub fn redelivery_delay(mut self, delay: Duration) -> Self {
+        self.config.redelivery_delay = delay;
+        self
+    }
+
+    /// The largest payload sent (default 1 MiB); a larger message fails with
+    /// `TransportError::TooLarge` before anything is sent.
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.config.max_payload = bytes;
+        self
+    }
+
+    /// Where a service's new consumer group starts (default [`StartFrom::New`]).
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.config.start = start;
+        self
+    }
+
+    /// How long an unread reply is kept (default 60 s): a reply whose caller gave up expires.
+    pub fn reply_ttl(mut self, ttl: Duration) -> Self {
+        self.config.reply_ttl = ttl.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a non-blocking command may take before it fails, and how long connecting may
+    /// take (default 5 s).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.config.response_timeout = timeout;
+        self
+    }
+
+    /// Connects (checking the server answers) and returns the transport.
+    ///
+    /// # Errors
+    /// [`ConnectError::InvalidUrl`] for a URL that does not parse, and
+    /// [`ConnectError::Unreachable`] when the server cannot be reached.
+    pub async fn build(self) -> Result<RedisTransport, ConnectError> {
+        let url = redact(&self.url);
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|source| ConnectError::InvalidUrl {
+                url: url.clone(),
+                source,
+            })?;
+        let timeout = self.config.response_timeout;
+        // Few, short reconnection attempts per command: a command fails within about a
+        // second while the server is down, and the next command tries again, so callers (and
+        // the consumers' own backoff) decide how long to keep trying.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(timeout))
+            .set_connection_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_with_config(client.clone(), manager_config)
+            .await
+            .map_err(|source| ConnectError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let blocking = BlockingPool::new(client.clone(), MAX_IDLE_BLOCKING, timeout);
+        Ok(RedisTransport::from_shared(Arc::new(Shared {
+            keys: Keys::new(&self.config.key_prefix),
+            client,
+            manager,
+            blocking,
+            request_script: RequestScript::new(),
+            config: self.config,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_url_is_a_typed_error_that_hides_the_password() {
+        let err = RedisTransportBuilder::new("http://user:secret@host".into())
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::InvalidUrl { .. }), "{err:?}");
+        let shown = err.to_string();
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            shown.starts_with("`http://***@host` is not a redis url"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! The transport's settings, with their defaults, as the builder fills them in.
+
+use std::time::Duration;
+
+/// Where a service's consumer group starts reading a stream when the group is created (the
+/// first time any instance of the service serves it). Later starts resume where the group
+/// left off, whatever this says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartFrom {
+    /// Only entries added after the group was created (`$`): a new service does not replay
+    /// history. The default.
+    #[default]
+    New,
+    /// Every entry the stream still holds (`0`): a new service catches up on what was
+    /// published before it existed, as far as trimming kept it.
+    Beginning,
+}
+
+impl StartFrom {
+    /// The id `XGROUP CREATE` takes.
+    pub(crate) fn id(self) -> &'static str {
+        match self {
+            StartFrom::New => "$",
+            StartFrom::Beginning => "0",
+        }
+    }
+}
+
+/// Every setting of a [`RedisTransport`](crate::RedisTransport); see the builder's methods for
+/// what each means.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub key_prefix: String,
+    pub max_len: Option<usize>,
+    pub block: Duration,
+    pub batch: usize,
+    pub claim_idle: Duration,
+    pub max_deliveries: u32,
+    pub redelivery_delay: Duration,
+    pub max_payload: usize,
+    pub start: StartFrom,
+    pub reply_ttl: Duration,
+    pub response_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            key_prefix: "catga".to_string(),
+            max_len: Some(100_000),
+            block: Duration::from_secs(2),
+            batch: 64,
+            claim_idle: Duration::from_secs(30),
+            max_deliveries: 5,
+            redelivery_delay: Duration::from_millis(500),
+            max_payload: 1 << 20,
+            start: StartFrom::New,
+            reply_ttl: Duration::from_secs(60),
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// How often the claimer looks for stuck entries: often enough that an entry waits at most
+    /// about one and a half idle times, seldom enough to cost nothing.
+    pub fn claim_interval(&self) -> Duration {
+        (self.claim_idle / 2).max(Duration::from_millis(20))
+    }
+}

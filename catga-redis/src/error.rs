@@ -1,0 +1,138 @@
+//! What can go wrong talking to Redis, with what the transport was doing at the time.
+
+use catga_core::transport::TransportError;
+use redis::RedisError;
+
+/// Why [`RedisTransportBuilder::build`](crate::RedisTransportBuilder::build) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL does not parse as a Redis URL.
+    #[error("`{url}` is not a redis url\nhelp: write `redis://host:port/db`")]
+    InvalidUrl {
+        /// The URL, with any password hidden.
+        url: String,
+        /// What the client said.
+        #[source]
+        source: RedisError,
+    },
+    /// The server did not answer.
+    #[error("the redis server at `{url}` is unreachable")]
+    Unreachable {
+        /// The URL, with any password hidden.
+        url: String,
+        /// What the client said.
+        #[source]
+        source: RedisError,
+    },
+}
+
+/// A Redis command that failed: which one, on which key. It is the source of the
+/// [`TransportError`] the transport returns, so the context survives up to the application.
+#[derive(Debug, thiserror::Error)]
+#[error("redis `{command}` on `{key}` failed")]
+pub struct CommandError {
+    command: &'static str,
+    key: String,
+    #[source]
+    source: RedisError,
+}
+
+impl CommandError {
+    /// Wraps `source`, the failure of `command` on `key`.
+    pub(crate) fn new(command: &'static str, key: impl Into<String>, source: RedisError) -> Self {
+        CommandError {
+            command,
+            key: key.into(),
+            source,
+        }
+    }
+
+    /// The command, e.g. `XADD`.
+    pub fn command(&self) -> &'static str {
+        self.command
+    }
+
+    /// The key it was sent for.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whether the connection, not the command, failed (so trying again later may work).
+    pub fn is_connection(&self) -> bool {
+        is_connection(&self.source)
+    }
+
+    /// Whether the server said `NOGROUP`: the stream or its consumer group is gone (deleted,
+    /// or lost by a server restarted without persistence).
+    pub(crate) fn is_no_group(&self) -> bool {
+        self.source.code() == Some("NOGROUP")
+    }
+
+    /// As the core's error: unreachable for a connection failure, a broker error otherwise.
+    pub(crate) fn into_transport(self) -> TransportError {
+        if self.is_connection() {
+            TransportError::Unreachable(Box::new(self))
+        } else {
+            TransportError::Broker(Box::new(self))
+        }
+    }
+}
+
+/// Whether `error` is about the connection rather than the command.
+pub(crate) fn is_connection(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || error.is_unrecoverable_error()
+}
+
+/// `url` with the password (anything between `://` and `@`) hidden, fit for an error message.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_an_error_message() {
+        assert_eq!(
+            redact("redis://user:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("redis://:p@ss@host/1"), "redis://***@host/1");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn a_connection_failure_is_unreachable_and_a_server_error_is_not() {
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let err = CommandError::new("XADD", "k", io).into_transport();
+        assert!(matches!(err, TransportError::Unreachable(_)), "{err:?}");
+        assert!(err.is_retryable());
+
+        let client = RedisError::from((redis::ErrorKind::UnexpectedReturnType, "not a stream"));
+        let err = CommandError::new("XADD", "k", client).into_transport();
+        let TransportError::Broker(inner) = &err else {
+            panic!("{err:?}");
+        };
+        let context = inner.downcast_ref::<CommandError>().map(CommandError::key);
+        assert_eq!(
+            context,
+            Some("k"),
+            "the command and key travel with the error"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! Requests: the caller's side. The request goes onto the request stream of its wire name,
+//! carrying the key of a fresh reply list; the caller then waits on that list (`BLPOP`) for
+//! as long as it is willing to wait. The serving side pushes the reply there (see
+//! `serve::worker`).
+
+use std::time::Duration;
+
+use catga_core::envelope::Envelope;
+use catga_core::transport::{Reply, TransportError};
+use redis::{Script, Value};
+
+use crate::entry::each_field;
+use crate::error::CommandError;
+use crate::keys::REPLY_TO_FIELD;
+use crate::reply;
+use crate::transport::Shared;
+
+/// Adds the request only if some consumer group on its stream has a consumer, in one step,
+/// so a request nobody serves fails at once instead of waiting out its timeout, and leaves no
+/// entry behind. Returns false (nil) when nobody serves it.
+const ADD_IF_SERVED: &str = r"
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return false end
+local consumers = 0
+for _, group in ipairs(groups) do
+  for i = 1, #group, 2 do
+    if group[i] == 'consumers' then consumers = consumers + group[i + 1] end
+  end
+end
+if consumers == 0 then return false end
+if ARGV[1] == '' then
+  return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 2))
+";
+
+/// The script, loaded once per server (the client reloads it after a restart).
+#[derive(Debug)]
+pub(crate) struct RequestScript(Script);
+
+impl RequestScript {
+    pub fn new() -> Self {
+        RequestScript(Script::new(ADD_IF_SERVED))
+    }
+}
+
+/// Extra time the caller's own timer allows beyond the server-side `BLPOP` timeout, so the
+/// server's answer (nil on timeout) normally arrives first and the connection can be reused.
+const GRACE: Duration = Duration::from_secs(1);
+
+impl Shared {
+    pub(crate) async fn request(
+        &self,
+        envelope: Envelope,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
+        self.check_size(&envelope)?;
+        let stream = self.keys.requests(&envelope.name);
+        let reply_key = self.keys.reply();
+
+        let mut invocation = self.request_script.0.key(&stream);
+        invocation.arg(self.config.max_len.map_or(String::new(), |n| n.to_string()));
+        each_field(&envelope, |name, value| {
+            invocation.arg(name).arg(value);
+        });
+        invocation.arg(REPLY_TO_FIELD).arg(&reply_key);
+        let added: Value = invocation
+            .invoke_async(&mut self.manager.clone())
+            .await
+            .map_err(|e| CommandError::new("EVALSHA", stream.clone(), e).into_transport())?;
+        if matches!(added, Value::Nil | Value::Boolean(false)) {
+            return Err(TransportError::NoResponders(envelope.name));
+        }
+        self.await_reply(&reply_key, timeout).await
+    }
+
+    async fn await_reply(&self, key: &str, timeout: Duration) -> Result<Reply, TransportError> {
+        let mut conn = self
+            .blocking
+            .get()
+            .await
+            .map_err(|e| CommandError::new("BLPOP", key, e).into_transport())?;
+        // BLPOP takes seconds with decimals; 0 would mean forever, so never round to it.
+        let seconds = format!("{:.3}", timeout.as_secs_f64().max(0.001));
+        let mut blpop = redis::cmd("BLPOP");
+        blpop.arg(key).arg(seconds);
+        let popped = tokio::time::timeout(
+            timeout.saturating_add(GRACE),
+            blpop.query_async::<Option<(Vec<u8>, Vec<u8>)>>(&mut conn),
+        )
+        .await;
+        match popped {
+            // Abandoned mid-command: the connection is dropped, not reused.
+            Err(_) => Err(TransportError::Timeout(timeout)),
+            Ok(Err(e)) => {
+                self.blocking.clear();
+                Err(CommandError::new("BLPOP", key, e).into_transport())
+            }
+            Ok(Ok(None)) => {
+                self.blocking.put(conn);
+                Err(TransportError::Timeout(timeout))
+            }
+            Ok(Ok(Some((_, frame)))) => {
+                self.blocking.put(conn);
+                reply::decode(&frame).ok_or_else(|| {
+                    TransportError::Protocol(format!("the reply in `{key}` is not a catga reply"))
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The claimer: takes over entries left unacknowledged for longer than the claim idle time,
+//! typically read by an instance that died before acknowledging them (`XAUTOCLAIM`), and
+//! keeps the entries this instance is still handling from looking abandoned.
+
+use std::sync::Arc;
+
+use super::worker::Worker;
+use crate::entry;
+use crate::error::CommandError;
+
+/// The most `XAUTOCLAIM` rounds per stream per tick, so one huge pending list cannot keep
+/// the claimer from the other streams.
+const MAX_ROUNDS: usize = 16;
+
+/// Claims every claim interval until the worker is stopped.
+pub(crate) async fn run(worker: Arc<Worker>) {
+    let config = &worker.shared.config;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(config.claim_interval()) => {}
+            () = worker.stop.cancelled() => return,
+        }
+        touch(&worker).await;
+        for stream in &worker.streams {
+            if worker.stop.is_cancelled() {
+                return;
+            }
+            if let Err(error) = claim(&worker, stream).await {
+                tracing::debug!(target: "catga::redis", stream = %stream,
+                    error = &error as &dyn std::error::Error, "claiming failed; trying next time");
+            }
+        }
+    }
+}
+
+/// Resets the idle time of entries whose handlers have run for half the claim time, so
+/// another instance does not take them over while they are handled (`XCLAIM … JUSTID` to
+/// this consumer, which does not count as a delivery).
+async fn touch(worker: &Worker) {
+    let old = worker
+        .inflight
+        .older_than(worker.shared.config.claim_idle / 2);
+    for (stream, ids) in old {
+        let touched = redis::cmd("XCLAIM")
+            .arg(&*stream)
+            .arg(&worker.group)
+            .arg(&worker.consumer)
+            .arg(0)
+            .arg(&ids)
+            .arg("JUSTID")
+            .query_async::<()>(&mut worker.shared.manager.clone())
+            .await;
+        if let Err(e) = touched {
+            let error = CommandError::new("XCLAIM", &*stream, e);
+            tracing::debug!(target: "catga::redis", error = &error as &dyn std::error::Error,
+                "could not reset the idle time of entries in flight");
+        }
+    }
+}
+
+/// Claims the idle entries of one stream and hands them to handlers.
+async fn claim(worker: &Arc<Worker>, stream: &str) -> Result<(), CommandError> {
+    let config = &worker.shared.config;
+    let min_idle = u64::try_from(config.claim_idle.as_millis()).unwrap_or(u64::MAX);
+    let mut cursor = "0-0".to_string();
+    for _ in 0..MAX_ROUNDS {
+        let reply = redis::cmd("XAUTOCLAIM")
+            .arg(stream)
+            .arg(&worker.group)
+            .arg(&worker.consumer)
+            .arg(min_idle)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(config.batch)
+            .query_async::<redis::Value>(&mut worker.shared.manager.clone())
+            .await
+            .map_err(|e| CommandError::new("XAUTOCLAIM", stream, e))?;
+        let (next, claimed) = match entry::autoclaim_reply(stream, reply) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                tracing::warn!(target: "catga::redis", error = &error as &dyn std::error::Error,
+                    "unreadable XAUTOCLAIM reply");
+                return Ok(());
+            }
+        };
+        if !claimed.is_empty() {
+            tracing::info!(target: "catga::redis", stream, entries = claimed.len(),
+                consumer = %worker.consumer, "claimed idle entries");
+            let counts = worker.deliveries(stream, &claimed).await;
+            for entry in claimed {
+                let deliveries = counts.get(&entry.id).copied().unwrap_or(2);
+                worker.start(entry, deliveries).await;
+            }
+        }
+        if next == "0-0" || worker.stop.is_cancelled() {
+            break;
+        }
+        cursor = next;
+    }
+    Ok(())
+}

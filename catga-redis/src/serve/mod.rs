@@ -1,0 +1,140 @@
+//! Serving: consuming a service's streams.
+//!
+//! Every stream the service serves (one per event it handles, one per command or query) has a
+//! consumer group named after the service, and this instance is a consumer in it under a
+//! unique name, so the service's instances share each stream's entries. Three kinds of task
+//! run per instance:
+//! - the [reader] reads new entries (and, after a reconnect, its own unacknowledged ones);
+//! - the [claimer] takes over entries another instance read and never acknowledged;
+//! - one handler task per entry, at most `max_in_flight` at a time ([worker]), which
+//!   acknowledges through the [acker].
+//!
+//! [`Serving::shutdown`] stops the reader and the claimer, waits for every handler task and then
+//! for their acknowledgements to be sent, and then removes this consumer from the groups where it has
+//! nothing pending.
+
+mod acker;
+mod backoff;
+mod claimer;
+mod groups;
+mod inflight;
+mod reader;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use catga_core::transport::{Inbound, ServePlan, Serving, TransportError};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use self::acker::Acker;
+use self::inflight::InFlight;
+use self::worker::Worker;
+use crate::transport::Shared;
+
+/// How often shutdown repeats its request to interrupt a blocked read, in case the first
+/// arrived just before the read did.
+const UNBLOCK_EVERY: Duration = Duration::from_millis(20);
+
+/// Starts serving `plan`; see the [module docs](self).
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    plan: ServePlan,
+    inbound: Arc<dyn Inbound>,
+) -> Result<Serving, TransportError> {
+    let streams: Vec<String> = plan
+        .events
+        .iter()
+        .map(|name| shared.keys.events(name))
+        .chain(plan.requests.iter().map(|name| shared.keys.requests(name)))
+        .collect();
+    if streams.is_empty() {
+        return Ok(Serving::new(|| Box::pin(async {})));
+    }
+    let group = plan.service;
+    let consumer = format!("{}-{}", std::process::id(), Uuid::now_v7().simple());
+    groups::join(
+        &mut shared.manager.clone(),
+        &streams,
+        &group,
+        &consumer,
+        shared.config.start,
+    )
+    .await
+    .map_err(crate::error::CommandError::into_transport)?;
+    tracing::info!(target: "catga::redis", service = %group, consumer = %consumer,
+        streams = streams.len(), "serving");
+
+    let max_in_flight = plan.max_in_flight.max(1);
+    let worker = Arc::new(Worker {
+        acker: Acker::spawn(shared.manager.clone(), group.clone()),
+        shared,
+        group,
+        consumer,
+        streams,
+        inbound,
+        slots: Arc::new(Semaphore::new(max_in_flight)),
+        max_in_flight,
+        tasks: TaskTracker::new(),
+        inflight: InFlight::default(),
+        stop: CancellationToken::new(),
+    });
+    let client_id = Arc::new(AtomicI64::new(0));
+    let reader = tokio::spawn(reader::run(worker.clone(), client_id.clone()));
+    let claimer = tokio::spawn(claimer::run(worker.clone()));
+    Ok(Serving::new(move || {
+        Box::pin(shutdown(worker, reader, claimer, client_id))
+    }))
+}
+
+async fn shutdown(
+    worker: Arc<Worker>,
+    mut reader: JoinHandle<()>,
+    claimer: JoinHandle<()>,
+    client_id: Arc<AtomicI64>,
+) {
+    worker.stop.cancel();
+    // A read blocked on the server returns at the end of its block time, or at once when
+    // another connection unblocks it; what it returns is still handled.
+    let mut manager = worker.shared.manager.clone();
+    loop {
+        let id = client_id.load(Ordering::Acquire);
+        if id != 0 {
+            let unblocked = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(id)
+                .query_async::<()>(&mut manager)
+                .await;
+            if let Err(e) = unblocked {
+                tracing::debug!(target: "catga::redis", error = &e as &dyn std::error::Error,
+                    "could not interrupt the blocked read; waiting for its block time");
+            }
+        }
+        tokio::select! {
+            _ = &mut reader => break,
+            () = tokio::time::sleep(UNBLOCK_EVERY) => {}
+        }
+    }
+    let _ = claimer.await;
+    worker.tasks.close();
+    worker.tasks.wait().await;
+    worker.acker.flush().await;
+    if let Err(error) = groups::leave(
+        &mut manager,
+        &worker.streams,
+        &worker.group,
+        &worker.consumer,
+    )
+    .await
+    {
+        tracing::debug!(target: "catga::redis", error = &error as &dyn std::error::Error,
+            "could not remove the consumer from its groups");
+    }
+    tracing::info!(target: "catga::redis", service = %worker.group, consumer = %worker.consumer,
+        "stopped serving");
+}

@@ -1,0 +1,172 @@
+//! The read loop: `XREADGROUP` on a connection of its own, surviving the server going away.
+//!
+//! Each (re)connection starts with this consumer's own pending entries (id `0`): what it
+//! read before the connection broke and has not acknowledged, such as entries whose
+//! acknowledgement failed while the server was down. Then it reads new entries (`>`),
+//! blocking until some arrive. Any error drops the connection and starts over after a backoff;
+//! a group that has vanished (a server restarted without persistence) is created again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+
+use super::backoff::Backoff;
+use super::groups;
+use super::worker::Worker;
+use crate::blocking;
+use crate::entry::{self, Entry, ShapeError};
+use crate::error::CommandError;
+
+/// Why a read session ended.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    #[error("no answer to `XREADGROUP` long after its block time; the connection is presumed dead")]
+    Stalled,
+}
+
+/// Reads until the worker is stopped. `client_id` holds the reading connection's id while it
+/// is connected (0 otherwise), for shutdown to interrupt a blocked read.
+pub(crate) async fn run(worker: Arc<Worker>, client_id: Arc<AtomicI64>) {
+    let mut backoff = Backoff::default();
+    while !worker.stop.is_cancelled() {
+        let ended = session(&worker, &client_id, &mut backoff).await;
+        client_id.store(0, Ordering::Release);
+        let Err(error) = ended else {
+            return;
+        };
+        if let ReadError::Command(command) = &error
+            && command.is_no_group()
+        {
+            tracing::warn!(target: "catga::redis", group = %worker.group,
+                "consumer group vanished; creating it again");
+            let mut manager = worker.shared.manager.clone();
+            let start = worker.shared.config.start;
+            if let Err(e) = groups::join(
+                &mut manager,
+                &worker.streams,
+                &worker.group,
+                &worker.consumer,
+                start,
+            )
+            .await
+            {
+                tracing::warn!(target: "catga::redis", error = &e as &dyn std::error::Error,
+                    "could not create the consumer group");
+            }
+        } else {
+            tracing::warn!(target: "catga::redis", group = %worker.group, consumer = %worker.consumer,
+                error = &error as &dyn std::error::Error, "reading failed; reconnecting");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = worker.stop.cancelled() => return,
+        }
+    }
+}
+
+async fn session(
+    worker: &Arc<Worker>,
+    client_id: &AtomicI64,
+    backoff: &mut Backoff,
+) -> Result<(), ReadError> {
+    let config = &worker.shared.config;
+    let first = worker.streams.first().cloned().unwrap_or_default();
+    let mut conn = blocking::connect(&worker.shared.client, config.response_timeout)
+        .await
+        .map_err(|e| CommandError::new("CONNECT", &first, e))?;
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| CommandError::new("CLIENT ID", &first, e))?;
+    client_id.store(id, Ordering::Release);
+
+    // This consumer's pending entries first, one cursor per stream until each is drained.
+    let mut backlog: Vec<(String, String)> = worker
+        .streams
+        .iter()
+        .map(|s| (s.clone(), "0".to_string()))
+        .collect();
+    while !backlog.is_empty() {
+        if worker.stop.is_cancelled() {
+            return Ok(());
+        }
+        let (streams, ids): (Vec<&String>, Vec<&String>) =
+            backlog.iter().map(|(s, id)| (s, id)).unzip();
+        let reply = read(worker, &mut conn, None, &streams, &ids).await?;
+        backoff.reset();
+        let mut drained: Vec<String> = backlog.iter().map(|(s, _)| s.clone()).collect();
+        for (stream, entries) in reply {
+            let Some(last) = entries.last() else {
+                continue;
+            };
+            if let Some(cursor) = backlog.iter_mut().find(|(s, _)| *s == stream) {
+                cursor.1 = last.id.clone();
+                drained.retain(|s| *s != stream);
+            }
+            let counts = worker.deliveries(&stream, &entries).await;
+            for entry in entries {
+                let deliveries = counts.get(&entry.id).copied().unwrap_or(2);
+                worker.start(entry, deliveries).await;
+            }
+        }
+        backlog.retain(|(s, _)| !drained.contains(s));
+    }
+
+    // Then new entries, as they arrive.
+    let streams: Vec<&String> = worker.streams.iter().collect();
+    let new = ">".to_string();
+    let ids: Vec<&String> = worker.streams.iter().map(|_| &new).collect();
+    loop {
+        if worker.stop.is_cancelled() {
+            return Ok(());
+        }
+        let reply = read(worker, &mut conn, Some(config.block), &streams, &ids).await?;
+        backoff.reset();
+        for (_, entries) in reply {
+            for entry in entries {
+                // Read with `>`: its first delivery.
+                worker.start(entry, 1).await;
+            }
+        }
+    }
+}
+
+/// One `XREADGROUP`, blocking for `block` if given.
+async fn read(
+    worker: &Worker,
+    conn: &mut MultiplexedConnection,
+    block: Option<std::time::Duration>,
+    streams: &[&String],
+    ids: &[&String],
+) -> Result<Vec<(String, Vec<Entry>)>, ReadError> {
+    let config = &worker.shared.config;
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(&worker.group)
+        .arg(&worker.consumer)
+        .arg("COUNT")
+        .arg(config.batch);
+    if let Some(block) = block {
+        cmd.arg("BLOCK")
+            .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX));
+    }
+    cmd.arg("STREAMS").arg(streams).arg(ids);
+    // The server answers within the block time; far beyond it, the connection is dead
+    // without having said so (no reset ever arrived).
+    let limit = block
+        .unwrap_or_default()
+        .saturating_add(config.response_timeout);
+    let first = streams.first().map_or("", |s| s.as_str());
+    let value = tokio::time::timeout(limit, cmd.query_async::<Value>(conn))
+        .await
+        .map_err(|_| ReadError::Stalled)?
+        .map_err(|e| CommandError::new("XREADGROUP", first, e))?;
+    Ok(entry::read_reply(value)?)
+}
