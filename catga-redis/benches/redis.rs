@@ -166,70 +166,112 @@ async fn raw_consume(conn: &mut MultiplexedConnection, stream: &str) {
     }
 }
 
+/// One raw run over fresh entries: the time to consume and acknowledge them all.
+async fn raw_once(conn: &mut MultiplexedConnection) -> Duration {
+    let prefix = prefix("raw");
+    let stream = format!("{prefix}:events:Tick");
+    prefill(conn, &stream).await;
+    let start = Instant::now();
+    raw_consume(conn, &stream).await;
+    let took = start.elapsed();
+    delete_prefix(conn, &prefix).await;
+    took
+}
+
+/// One catga run over fresh entries: from `serve()` to a shutdown that returns once every
+/// entry is acknowledged.
+async fn catga_once(conn: &mut MultiplexedConnection, url: &str) -> Duration {
+    let prefix = prefix("catga");
+    let redis = RedisTransport::connect(url)
+        .key_prefix(prefix.clone())
+        .start_from(StartFrom::Beginning)
+        .batch(BATCH)
+        .build()
+        .await
+        .unwrap();
+    prefill(conn, &redis.event_stream("Tick")).await;
+    let counter = Arc::new(Counter::default());
+    counter.target.store(ENTRIES, Ordering::Release);
+    let app = Catga::builder()
+        .state_arc(counter.clone())
+        .transport(redis)
+        .service("catga")
+        .handlers(|h| h.name.ends_with("::tick"))
+        .build()
+        .unwrap();
+    let done = counter.done.notified();
+    let start = Instant::now();
+    let serving = app.serve().await.unwrap();
+    done.await;
+    serving.shutdown().await;
+    let took = start.elapsed();
+    delete_prefix(conn, &prefix).await;
+    took
+}
+
 fn consume(c: &mut Criterion, rt: &Runtime, url: &str) {
     let mut group = c.benchmark_group("streams_consume_ack");
     group.throughput(Throughput::Elements(ENTRIES));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(8));
     group.warm_up_time(Duration::from_secs(1));
-
     group.bench_function("raw_xreadgroup_xack", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut conn = raw(url).await.unwrap();
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let prefix = prefix("raw");
-                    let stream = format!("{prefix}:events:Tick");
-                    prefill(&mut conn, &stream).await;
-                    let start = Instant::now();
-                    raw_consume(&mut conn, &stream).await;
-                    total += start.elapsed();
-                    delete_prefix(&mut conn, &prefix).await;
+                    total += raw_once(&mut conn).await;
                 }
                 total
             })
         });
     });
-
     group.bench_function("catga_serve", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut conn = raw(url).await.unwrap();
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let prefix = prefix("catga");
-                    let redis = RedisTransport::connect(url)
-                        .key_prefix(prefix.clone())
-                        .start_from(StartFrom::Beginning)
-                        .batch(BATCH)
-                        .build()
-                        .await
-                        .unwrap();
-                    prefill(&mut conn, &redis.event_stream("Tick")).await;
-                    let counter = Arc::new(Counter::default());
-                    counter.target.store(ENTRIES, Ordering::Release);
-                    let app = Catga::builder()
-                        .state_arc(counter.clone())
-                        .transport(redis)
-                        .service("catga")
-                        .handlers(|h| h.name.ends_with("::tick"))
-                        .build()
-                        .unwrap();
-                    let done = counter.done.notified();
-                    let start = Instant::now();
-                    let serving = app.serve().await.unwrap();
-                    done.await;
-                    // Shutdown returns once every entry is acknowledged.
-                    serving.shutdown().await;
-                    total += start.elapsed();
-                    delete_prefix(&mut conn, &prefix).await;
+                    total += catga_once(&mut conn, url).await;
                 }
                 total
             })
         });
     });
     group.finish();
+    alternating_ratio(rt, url);
+}
+
+/// Criterion measures the two one after the other; on a shared machine, load that comes and
+/// goes can favour either. Alternating single runs exposes both to the same load, so the
+/// ratio of their medians is the steadier figure.
+fn alternating_ratio(rt: &Runtime, url: &str) {
+    const ROUNDS: usize = 21;
+    let (mut raw_runs, mut catga_runs) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        let mut conn = raw(url).await.unwrap();
+        for _ in 0..ROUNDS {
+            raw_runs.push(raw_once(&mut conn).await);
+            catga_runs.push(catga_once(&mut conn, url).await);
+        }
+    });
+    let median = |runs: &mut Vec<Duration>| {
+        runs.sort_unstable();
+        runs[runs.len() / 2]
+    };
+    let (raw, catga) = (median(&mut raw_runs), median(&mut catga_runs));
+    let per_second = |d: Duration| ENTRIES as f64 / d.as_secs_f64();
+    println!(
+        "streams_consume_ack alternating medians over {ROUNDS} rounds of {ENTRIES} entries: \
+         raw {:.1} ms ({:.0} entries/s), catga {:.1} ms ({:.0} entries/s); \
+         catga/raw throughput ratio {:.2}",
+        raw.as_secs_f64() * 1e3,
+        per_second(raw),
+        catga.as_secs_f64() * 1e3,
+        per_second(catga),
+        raw.as_secs_f64() / catga.as_secs_f64(),
+    );
 }
 
 /// Answers raw requests: `XREADGROUP` → `RPUSH` to the entry's `reply-to` + `XACK`.

@@ -34,6 +34,13 @@ impl Keys {
         format!("{}:requests:{name}", self.prefix)
     }
 
+    /// Whether `key` is a reply list of this prefix: a server answers only there, so an entry
+    /// written by someone else cannot make it push to an arbitrary key.
+    pub fn is_reply(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with(":replies:"))
+    }
+
     /// A fresh list for one request's reply. A new id per call, so a late reply to an earlier
     /// attempt can never be taken for this one's.
     pub fn reply(&self) -> String {
@@ -53,5 +60,9 @@ mod tests {
         let (a, b) = (keys.reply(), keys.reply());
         assert!(a.starts_with("shop:replies:"), "{a}");
         assert_ne!(a, b);
+        assert!(keys.is_reply(&a));
+        assert!(!keys.is_reply("shop:events:OrderPlaced"));
+        assert!(!keys.is_reply("other:replies:1"));
+        assert!(!keys.is_reply("shopping:replies:1"));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! A catga [`Transport`](catga_core::transport::Transport) over Redis Streams: services in
 //! different processes publish events to each other and send each other commands and queries
-//! through one Redis server (5.0 or later; 6.2 or later for claiming, 7.0 recommended).
+//! through one Redis server (6.2 or later, for `XAUTOCLAIM`; 7.0 recommended).
 //!
 //! ```no_run
 //! use catga_core::prelude::*;

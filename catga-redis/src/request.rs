@@ -64,8 +64,9 @@ impl Shared {
             invocation.arg(name).arg(value);
         });
         invocation.arg(REPLY_TO_FIELD).arg(&reply_key);
-        let added: Value = invocation
-            .invoke_async(&mut self.manager.clone())
+        let mut manager = self.manager.clone();
+        let added: Value = self
+            .bounded(invocation.invoke_async(&mut manager))
             .await
             .map_err(|e| CommandError::new("EVALSHA", stream.clone(), e).into_transport())?;
         if matches!(added, Value::Nil | Value::Boolean(false)) {
@@ -75,36 +76,53 @@ impl Shared {
     }
 
     async fn await_reply(&self, key: &str, timeout: Duration) -> Result<Reply, TransportError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // A pooled connection may have died with a server restart; the reply list outlives
+        // it, so waiting again on a fresh connection loses nothing.
+        let mut retried = false;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.pop(key, left).await {
+                Err(error) if error.is_connection() && !retried => {
+                    self.blocking.clear();
+                    retried = true;
+                }
+                Err(error) => return Err(error.into_transport()),
+                Ok(None) => return Err(TransportError::Timeout(timeout)),
+                Ok(Some(frame)) => {
+                    return reply::decode(&frame).ok_or_else(|| {
+                        TransportError::Protocol(format!(
+                            "the reply in `{key}` is not a catga reply"
+                        ))
+                    });
+                }
+            }
+        }
+    }
+
+    /// One `BLPOP` of the reply list for up to `wait`: the reply, or `None` when none came.
+    async fn pop(&self, key: &str, wait: Duration) -> Result<Option<Vec<u8>>, CommandError> {
         let mut conn = self
             .blocking
             .get()
             .await
-            .map_err(|e| CommandError::new("BLPOP", key, e).into_transport())?;
+            .map_err(|e| CommandError::new("BLPOP", key, e))?;
         // BLPOP takes seconds with decimals; 0 would mean forever, so never round to it.
-        let seconds = format!("{:.3}", timeout.as_secs_f64().max(0.001));
+        let seconds = format!("{:.3}", wait.as_secs_f64().max(0.001));
         let mut blpop = redis::cmd("BLPOP");
         blpop.arg(key).arg(seconds);
         let popped = tokio::time::timeout(
-            timeout.saturating_add(GRACE),
+            wait.saturating_add(GRACE),
             blpop.query_async::<Option<(Vec<u8>, Vec<u8>)>>(&mut conn),
         )
         .await;
         match popped {
             // Abandoned mid-command: the connection is dropped, not reused.
-            Err(_) => Err(TransportError::Timeout(timeout)),
-            Ok(Err(e)) => {
-                self.blocking.clear();
-                Err(CommandError::new("BLPOP", key, e).into_transport())
-            }
-            Ok(Ok(None)) => {
+            Err(_) => Ok(None),
+            Ok(Err(e)) => Err(CommandError::new("BLPOP", key, e)),
+            Ok(Ok(popped)) => {
                 self.blocking.put(conn);
-                Err(TransportError::Timeout(timeout))
-            }
-            Ok(Ok(Some((_, frame)))) => {
-                self.blocking.put(conn);
-                reply::decode(&frame).ok_or_else(|| {
-                    TransportError::Protocol(format!("the reply in `{key}` is not a catga reply"))
-                })
+                Ok(popped.map(|(_, frame)| frame))
             }
         }
     }

@@ -111,10 +111,29 @@ impl Shared {
         each_field(&envelope, |name, value| {
             cmd.arg(name).arg(value);
         });
-        cmd.query_async::<redis::Value>(&mut self.manager.clone())
+        let mut manager = self.manager.clone();
+        self.bounded(cmd.query_async::<redis::Value>(&mut manager))
             .await
             .map_err(|e| CommandError::new("XADD", key, e).into_transport())?;
         Ok(())
+    }
+
+    /// Runs a command that must not keep its caller waiting: the response timeout covers an
+    /// answer, not a reconnection in progress, so a caller is also bounded here, to twice
+    /// that, and gets an I/O timeout.
+    pub(crate) async fn bounded<T>(
+        &self,
+        command: impl Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        let bound = self.config.response_timeout.saturating_mul(2);
+        match tokio::time::timeout(bound, command).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {bound:?}"),
+            )
+            .into()),
+        }
     }
 }
 

@@ -34,6 +34,13 @@ pub struct Tick {
     pub n: u64,
 }
 
+/// A request, to check the request path recovers from the restart too.
+#[command(output = u64)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ping {
+    pub n: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("the test's bookkeeping is poisoned")]
 pub struct Poisoned;
@@ -95,6 +102,10 @@ pub mod plain {
     impl Plain {
         async fn tick(&self, event: &Tick) -> Result<(), Poisoned> {
             record(&self.0, event.n).await
+        }
+
+        async fn ping(&self, cmd: Ping) -> Result<u64, Poisoned> {
+            Ok(cmd.n + 1)
         }
     }
 }
@@ -223,12 +234,27 @@ async fn within<T>(secs: u64, what: &str, phase: impl Future<Output = T>) -> T {
 }
 
 async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    within(secs, what, async {
+    until_or(what, secs, &mut done, String::new).await;
+}
+
+/// As [`until`], and on timeout says how far it got (`state`).
+async fn until_or(
+    what: &str,
+    secs: u64,
+    mut done: impl FnMut() -> bool,
+    state: impl Fn() -> String,
+) {
+    let waited = tokio::time::timeout(Duration::from_secs(secs), async {
         while !done() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
+    assert!(
+        waited.is_ok(),
+        "timed out after {secs} s waiting for: {what} {}",
+        state()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,11 +305,15 @@ async fn a_server_restart_mid_stream_loses_nothing_acknowledged() {
         .build()
         .unwrap();
     let serving = [plain.serve().await.unwrap(), dedup.serve().await.unwrap()];
+    // A request before the restart leaves a pooled connection that the restart kills.
+    assert_eq!(publisher.send(Ping { n: 1 }).await.unwrap(), 2);
+    let publisher = Arc::new(publisher);
 
     let failed_publishes = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
     let publishing = {
         let (failed, acked) = (failed_publishes.clone(), acked.clone());
+        let publisher = publisher.clone();
         tokio::spawn(async move {
             for n in 0..EVENTS {
                 // The same message id on every attempt: a retry whose first attempt did reach
@@ -324,14 +354,43 @@ async fn a_server_restart_mid_stream_loses_nothing_acknowledged() {
     server.spawn().expect("redis-server restarts");
     server.wait_ready().await;
 
-    within(120, "every event to be published", publishing)
-        .await
-        .unwrap();
+    until_or(
+        "every event to be published",
+        120,
+        || publishing.is_finished(),
+        || format!("({} acknowledged)", acked.load(Ordering::SeqCst)),
+    )
+    .await;
+    publishing.await.unwrap();
+    let reply = within(
+        60,
+        "a request after the restart",
+        publisher.send(Ping { n: 41 }),
+    )
+    .await;
+    assert_eq!(reply.unwrap(), 42, "requests work again after the restart");
     let distinct = |runs: &HashMap<u64, u32>| (0..EVENTS).filter(|n| runs.contains_key(n)).count();
-    until("both services to handle every event", 120, || {
-        distinct(&plain_state.0.snapshot()) == 10_000
-            && distinct(&dedup_state.0.snapshot()) == 10_000
-    })
+    until_or(
+        "both services to handle every event",
+        120,
+        || {
+            distinct(&plain_state.0.snapshot()) == 10_000
+                && distinct(&dedup_state.0.snapshot()) == 10_000
+        },
+        || {
+            let missing = |runs: &HashMap<u64, u32>| {
+                (0..EVENTS)
+                    .filter(|n| !runs.contains_key(n))
+                    .take(10)
+                    .collect::<Vec<_>>()
+            };
+            format!(
+                "(plain misses {:?}…, dedup misses {:?}…)",
+                missing(&plain_state.0.snapshot()),
+                missing(&dedup_state.0.snapshot())
+            )
+        },
+    )
     .await;
     // And to acknowledge everything, so no redelivery can still change the counts.
     let mut raw = redis::Client::open(url.as_str())

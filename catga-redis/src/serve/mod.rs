@@ -29,7 +29,6 @@ use catga_core::transport::{Inbound, ServePlan, Serving, TransportError};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use self::acker::Acker;
@@ -80,7 +79,6 @@ pub(crate) async fn serve(
         inbound,
         slots: Arc::new(Semaphore::new(max_in_flight)),
         max_in_flight,
-        tasks: TaskTracker::new(),
         inflight: InFlight::default(),
         stop: CancellationToken::new(),
     });
@@ -121,8 +119,9 @@ async fn shutdown(
         }
     }
     let _ = claimer.await;
-    worker.tasks.close();
-    worker.tasks.wait().await;
+    // Every slot back means no handler task is left.
+    let all = u32::try_from(worker.max_in_flight).unwrap_or(u32::MAX);
+    let _ = worker.slots.acquire_many(all).await;
     worker.acker.flush().await;
     if let Err(error) = groups::leave(
         &mut manager,

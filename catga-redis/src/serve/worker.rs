@@ -8,7 +8,6 @@ use catga_core::envelope::Envelope;
 use catga_core::transport::{Inbound, RemoteFailure, Reply};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::acker::Acker;
@@ -28,6 +27,21 @@ enum Settled {
     Done,
 }
 
+/// Takes an entry out of the in-flight set when its task ends, also when a handler panics:
+/// the entry then stays pending and is claimed again after the claim idle time (and, if it
+/// keeps panicking, rejected after `max_deliveries`), instead of being skipped for ever.
+struct Flight<'a> {
+    inflight: &'a InFlight,
+    stream: &'a str,
+    id: &'a str,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.inflight.remove(self.stream, self.id);
+    }
+}
+
 /// One serving instance: what its reader, claimer and handler tasks share.
 pub(crate) struct Worker {
     pub shared: Arc<Shared>,
@@ -38,10 +52,10 @@ pub(crate) struct Worker {
     /// The streams served, events' and requests'.
     pub streams: Vec<String>,
     pub inbound: Arc<dyn Inbound>,
-    /// One permit per message being handled (`ServePlan::max_in_flight`).
+    /// One permit per message being handled (`ServePlan::max_in_flight`), held by its task
+    /// until the end: all permits free means no task is left.
     pub slots: Arc<Semaphore>,
     pub max_in_flight: usize,
-    pub tasks: TaskTracker,
     pub inflight: InFlight,
     pub acker: Acker,
     pub stop: CancellationToken,
@@ -61,10 +75,15 @@ impl Worker {
         let worker = self.clone();
         let span = tracing::debug_span!(target: "catga::redis", "deliver",
             stream = %entry.stream, entry = %entry.id, deliveries);
-        self.tasks.spawn(
+        tokio::spawn(
             async move {
+                let flight = Flight {
+                    inflight: &worker.inflight,
+                    stream: &entry.stream,
+                    id: &entry.id,
+                };
                 let settled = worker.handle(&entry, deliveries).await;
-                worker.inflight.remove(&entry.stream, &entry.id);
+                drop(flight);
                 if settled == Settled::Ack {
                     worker.acker.ack(entry.stream, entry.id);
                 }
@@ -225,6 +244,10 @@ impl Worker {
         match &reply_to {
             // A caller past its deadline is not waiting any more.
             Some(_) if expired => {}
+            Some(key) if !self.shared.keys.is_reply(key) => {
+                tracing::warn!(target: "catga::redis", message = %name, reply_to = %key,
+                    "request names a reply key outside this transport's prefix; not answered");
+            }
             Some(key) => {
                 let ttl =
                     u64::try_from(self.shared.config.reply_ttl.as_millis()).unwrap_or(u64::MAX);
