@@ -1,0 +1,357 @@
+//! Envelopes and failures as NATS headers.
+//!
+//! An envelope travels as NATS headers ([`Envelope::to_headers`]) with the payload as the
+//! body, so `nats sub` shows a message as it is. Headers equal to the value
+//! [`Envelope::from_headers`] assumes when they are absent are left out, since every byte of
+//! header is parsed, and for events stored, by the server: `content-type` when it is JSON,
+//! `catga-correlation-id` when the message starts its conversation (the correlation id is the
+//! message id). An event says less still: its message id travels once, as JetStream's
+//! `Nats-Msg-Id` (the header the server deduplicates by), and its wire name and kind are those
+//! of the event subject it is stored under (each consumer reads one event's subject), so
+//! `catga-id`, `catga-name` and `catga-kind` are left out. A message that carries them anyway
+//! is read by them.
+//!
+//! A request's reply is the handler's encoded output as the body; a failed request's reply
+//! carries the [`RemoteFailure`] in the `catga-error-code` and `catga-error-retryable` headers
+//! with the error's text as the body (a body, unlike a header value, may hold any text, line
+//! breaks included).
+
+use async_nats::{HeaderMap, HeaderName, HeaderValue};
+use catga_core::envelope::{Envelope, EnvelopeError, header};
+use catga_core::transport::{RemoteFailure, Reply};
+use catga_core::{MessageKind, WireFormat};
+
+/// The reply header that marks a failure, holding the error's stable code.
+pub const ERROR_CODE: &str = "catga-error-code";
+/// The reply header saying whether retrying the failed request may help (`true`/`false`).
+pub const ERROR_RETRYABLE: &str = "catga-error-retryable";
+/// JetStream's message id header, which the server deduplicates by.
+pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
+
+/// A header the envelope holds but NATS cannot carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the header `{name}` cannot travel in NATS headers: {reason}")]
+pub struct InvalidHeader {
+    /// The header's name.
+    pub name: String,
+    /// Why.
+    pub reason: &'static str,
+}
+
+const BAD_NAME: &str = "a name must be printable ASCII without `:`";
+const BAD_VALUE: &str = "a value must not contain line breaks";
+const RESERVED: &str = "names starting with `Nats-` are reserved by the server, which acts on them";
+/// The prefix of the headers the NATS server reads (`Nats-Msg-Id`, `Nats-Expected-Stream`,
+/// `Nats-Rollup`, …).
+const NATS_RESERVED: &str = "nats-";
+
+/// catga's own header names, known valid: no need to check them on every message.
+fn known(name: &str) -> Option<HeaderName> {
+    const KNOWN: [&str; 10] = [
+        header::ID,
+        header::NAME,
+        header::KIND,
+        header::CORRELATION,
+        header::CAUSATION,
+        header::TIMESTAMP,
+        header::DEADLINE,
+        header::CONTENT_TYPE,
+        header::TRACEPARENT,
+        header::TRACESTATE,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| **known == name)
+        .map(|known| HeaderName::from_static(known))
+}
+
+fn is_reserved(name: &str) -> bool {
+    name.get(..NATS_RESERVED.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(NATS_RESERVED))
+}
+
+/// What a message's subject already says, so its headers need not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Implied<'a> {
+    /// A request: nothing (one subscription serves commands and queries alike).
+    Nothing,
+    /// An event on the subject of this wire name, stored by JetStream under its message id.
+    Event(&'a str),
+}
+
+/// The envelope's metadata as NATS headers, what is implied left out (see the
+/// [module docs](self)).
+///
+/// # Errors
+/// [`InvalidHeader`] when a user header's name or value cannot be a NATS header.
+pub(crate) fn from_envelope(
+    envelope: &Envelope,
+    implied: Implied<'_>,
+) -> Result<HeaderMap, InvalidHeader> {
+    let json = WireFormat::Json.content_type();
+    let own_correlation = envelope.correlation_id == envelope.id;
+    let event = matches!(implied, Implied::Event(_));
+    let mut map = HeaderMap::new();
+    for (name, value) in envelope.to_headers() {
+        let skip = match name {
+            header::CONTENT_TYPE => value == json,
+            header::CORRELATION => own_correlation,
+            header::ID | header::NAME | header::KIND => event,
+            _ => false,
+        };
+        if skip {
+            continue;
+        }
+        let invalid = |reason| InvalidHeader {
+            name: name.to_string(),
+            reason,
+        };
+        let header_name = match known(name) {
+            Some(known) => known,
+            None if is_reserved(name) => return Err(invalid(RESERVED)),
+            None => name.parse::<HeaderName>().map_err(|_| invalid(BAD_NAME))?,
+        };
+        if value.contains(['\r', '\n']) {
+            return Err(invalid(BAD_VALUE));
+        }
+        // Checked just above; taking the `String` saves the copy `parse` would make.
+        let header_value = HeaderValue::from(value);
+        map.append(header_name, header_value);
+    }
+    if event {
+        map.insert(
+            HeaderName::from_static(MSG_ID),
+            HeaderValue::from(envelope.id.to_string()),
+        );
+    }
+    Ok(map)
+}
+
+/// Reads an envelope from a message's headers, leaving its payload empty: the caller moves
+/// the body in once the headers proved good, and keeps the body whole for the reject store
+/// when they did not. What the headers leave out is taken from what is `implied`; the
+/// server's own `Nats-` headers are not the application's, and are left out.
+///
+/// # Errors
+/// [`EnvelopeError`] when a required header is missing or invalid (a message without headers
+/// misses them all).
+pub(crate) fn to_envelope(
+    headers: Option<&HeaderMap>,
+    implied: Implied<'_>,
+) -> Result<Envelope, EnvelopeError> {
+    let pairs = || {
+        headers
+            .into_iter()
+            .flat_map(|map| {
+                map.iter().flat_map(|(name, values)| {
+                    let name: &str = name.as_ref();
+                    values.iter().map(move |value| (name, value.as_str()))
+                })
+            })
+            .filter(|(name, _)| !is_reserved(name))
+    };
+    let mut implied_pairs: [Option<(&str, &str)>; 3] = [None; 3];
+    if let Implied::Event(event) = implied {
+        let has = |wanted: &str| pairs().any(|(name, _)| name.eq_ignore_ascii_case(wanted));
+        if !has(header::ID) {
+            let msg_id = headers.and_then(|map| map.get(MSG_ID));
+            implied_pairs[0] = msg_id.map(|value| (header::ID, value.as_str()));
+        }
+        if !has(header::NAME) {
+            implied_pairs[1] = Some((header::NAME, event));
+        }
+        if !has(header::KIND) {
+            implied_pairs[2] = Some((header::KIND, MessageKind::Event.as_str()));
+        }
+    }
+    Envelope::from_headers(
+        pairs().chain(implied_pairs.into_iter().flatten()),
+        Vec::new(),
+    )
+}
+
+/// How many bytes a message with these headers and body takes against the server's
+/// `max_payload` (the header block counts, as the server counts it).
+pub(crate) fn wire_size(headers: &HeaderMap, payload: usize) -> usize {
+    const FRAMING: usize = "NATS/1.0\r\n".len() + "\r\n".len();
+    let lines: usize = headers
+        .iter()
+        .map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values
+                .iter()
+                .map(|value| name.len() + ": ".len() + value.as_str().len() + "\r\n".len())
+                .sum::<usize>()
+        })
+        .sum();
+    FRAMING + lines + payload
+}
+
+/// A header value made safe: line breaks would end the header block early.
+fn single_line(text: &str) -> HeaderValue {
+    let flat: String = text
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    flat.parse().unwrap_or_default()
+}
+
+/// A failed request's reply headers; the error's text goes in the body.
+pub(crate) fn from_failure(failure: &RemoteFailure) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    map.insert(
+        HeaderName::from_static(ERROR_CODE),
+        single_line(&failure.code),
+    );
+    map.insert(
+        HeaderName::from_static(ERROR_RETRYABLE),
+        single_line(if failure.retryable { "true" } else { "false" }),
+    );
+    map
+}
+
+/// Reads a reply: a failure when it carries `catga-error-code`, else the handler's output.
+pub(crate) fn to_reply(headers: Option<&HeaderMap>, body: Vec<u8>) -> Reply {
+    let code = headers.and_then(|map| map.get(ERROR_CODE));
+    match code {
+        Some(code) => Reply::Err(RemoteFailure {
+            code: code.as_str().to_string(),
+            message: String::from_utf8_lossy(&body).into_owned(),
+            retryable: headers
+                .and_then(|map| map.get(ERROR_RETRYABLE))
+                .is_some_and(|value| value.as_str() == "true"),
+        }),
+        None => Reply::Ok(body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use catga_core::context::Context;
+    use catga_core::{MessageKind, WireFormat};
+
+    fn envelope(ctx: &Context) -> Envelope {
+        Envelope::with_payload(
+            "orders.placed",
+            MessageKind::Event,
+            ctx,
+            WireFormat::Json,
+            b"{\"id\":1}".to_vec(),
+        )
+    }
+
+    #[test]
+    fn an_envelope_round_trips_through_nats_headers() {
+        let ctx = Context::new()
+            .with_header("tenant", "acme")
+            .with_header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .with_header("tracestate", "vendor=1");
+        let sent = envelope(&ctx);
+        let map = from_envelope(&sent, Implied::Nothing).unwrap();
+        let mut back = to_envelope(Some(&map), Implied::Nothing).unwrap();
+        assert!(back.payload.is_empty());
+        back.payload = sent.payload.clone();
+        assert_eq!(back, sent);
+        assert_eq!(
+            back.traceparent.as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+    }
+
+    #[test]
+    fn defaults_are_left_out_and_an_events_id_travels_as_nats_msg_id() {
+        let sent = envelope(&Context::new());
+        let map = from_envelope(&sent, Implied::Event("orders.placed")).unwrap();
+        for implied in [
+            "content-type",
+            "catga-correlation-id",
+            "catga-id",
+            "catga-name",
+            "catga-kind",
+        ] {
+            assert!(map.get(implied).is_none(), "{implied} is implied");
+        }
+        assert_eq!(
+            map.get(MSG_ID).map(HeaderValue::as_str),
+            Some(sent.id.to_string().as_str())
+        );
+        let mut back = to_envelope(Some(&map), Implied::Event("orders.placed")).unwrap();
+        back.payload = sent.payload.clone();
+        assert_eq!(back, sent, "nothing lost");
+
+        let caused = Envelope::with_payload(
+            "x",
+            MessageKind::Command,
+            &Context::new().with_correlation_id(uuid::Uuid::now_v7()),
+            WireFormat::MessagePack,
+            Vec::new(),
+        );
+        let map = from_envelope(&caused, Implied::Nothing).unwrap();
+        assert!(
+            map.get("catga-correlation-id").is_some(),
+            "not the default here"
+        );
+        assert!(map.get("content-type").is_some(), "nor here");
+        assert!(map.get(MSG_ID).is_none());
+        assert_eq!(to_envelope(Some(&map), Implied::Nothing).unwrap(), caused);
+    }
+
+    #[test]
+    fn headers_nats_cannot_carry_are_refused_not_panicked_on() {
+        let bad_value = envelope(&Context::new().with_header("note", "two\nlines"));
+        assert_eq!(
+            from_envelope(&bad_value, Implied::Nothing)
+                .unwrap_err()
+                .name,
+            "note",
+            "a line break would end the header block"
+        );
+        let bad_name = envelope(&Context::new().with_header("a:b", "x"));
+        assert_eq!(
+            from_envelope(&bad_name, Implied::Nothing).unwrap_err().name,
+            "a:b"
+        );
+        let reserved = envelope(&Context::new().with_header("Nats-Rollup", "all"));
+        assert_eq!(
+            from_envelope(&reserved, Implied::Nothing)
+                .unwrap_err()
+                .reason,
+            RESERVED,
+            "the server would act on it"
+        );
+    }
+
+    #[test]
+    fn a_message_without_headers_is_a_typed_error() {
+        assert!(matches!(
+            to_envelope(None, Implied::Event("x")),
+            Err(EnvelopeError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn the_wire_size_counts_headers_like_the_server() {
+        let mut map = HeaderMap::new();
+        map.insert("a", "bc");
+        map.append("a", "d");
+        // "NATS/1.0\r\n" + "a: bc\r\n" + "a: d\r\n" + "\r\n" + body
+        assert_eq!(wire_size(&map, 5), 10 + 7 + 6 + 2 + 5);
+    }
+
+    #[test]
+    fn failures_round_trip_with_their_text_in_the_body() {
+        let failure = RemoteFailure {
+            code: "handler".into(),
+            message: "no courier\nfor order 9".into(),
+            retryable: true,
+        };
+        let map = from_failure(&failure);
+        let reply = to_reply(Some(&map), failure.message.clone().into_bytes());
+        assert_eq!(reply, Reply::Err(failure));
+        assert_eq!(to_reply(None, b"40".to_vec()), Reply::Ok(b"40".to_vec()));
+    }
+}

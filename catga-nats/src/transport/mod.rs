@@ -1,0 +1,97 @@
+//! [`NatsTransport`]: catga's [`Transport`] over NATS.
+//!
+//! Events are JetStream messages, consumed through one durable pull consumer per service and
+//! event ([`consumer`]); requests are core NATS requests answered by a queue group per service
+//! ([`responder`]).
+
+mod consumer;
+mod publish;
+mod request;
+mod responder;
+mod serve;
+mod settle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use catga_core::envelope::Envelope;
+use catga_core::transport::{Inbound, Reply, ServePlan, Serving, Transport, TransportError};
+use futures::future::BoxFuture;
+
+use crate::reconnect::Reconnects;
+use crate::settings::Settings;
+use crate::subject::Subjects;
+
+/// catga's transport over NATS: JetStream for events, request/reply with queue groups for
+/// commands and queries. Cheap to clone (clones share one connection). See the
+/// [crate docs](crate) for the subjects, the delivery guarantees and the failure behaviour.
+#[derive(Clone, Debug)]
+pub struct NatsTransport {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// What the clones of a transport share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub client: async_nats::Client,
+    pub jetstream: jetstream::Context,
+    pub subjects: Subjects,
+    pub stream: String,
+    pub settings: Settings,
+    pub reconnects: Reconnects,
+}
+
+impl NatsTransport {
+    /// The NATS client, for what catga does not wrap (monitoring, raw publishing in tests).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.shared.client
+    }
+
+    /// The JetStream stream holding the events.
+    pub fn stream_name(&self) -> &str {
+        &self.shared.stream
+    }
+
+    /// The subject events with this wire name are published on (see the [crate docs](crate)
+    /// for how wire names map to subjects).
+    pub fn event_subject(&self, wire_name: &str) -> String {
+        self.shared.subjects.event(wire_name)
+    }
+
+    /// The subject requests with this wire name are sent to.
+    pub fn request_subject(&self, wire_name: &str) -> String {
+        self.shared.subjects.request(wire_name)
+    }
+
+    /// The durable consumer the instances of `service` share for the event `wire_name`.
+    pub fn durable_name(&self, service: &str, wire_name: &str) -> String {
+        crate::subject::durable_name(service, wire_name)
+    }
+}
+
+impl Transport for NatsTransport {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(self.shared.publish(envelope))
+    }
+
+    fn request(
+        &self,
+        envelope: Envelope,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
+        Box::pin(self.shared.request(envelope, timeout))
+    }
+
+    fn serve(
+        &self,
+        plan: ServePlan,
+        inbound: Arc<dyn Inbound>,
+    ) -> BoxFuture<'_, Result<Serving, TransportError>> {
+        Box::pin(serve::serve(self.shared.clone(), plan, inbound))
+    }
+}

@@ -1,0 +1,159 @@
+//! Answering one request for one service: a queue subscription, so each request reaches one
+//! instance of the service.
+//!
+//! Each request is handled in its own task within the instance's in-flight slots, and always
+//! answered: with the handler's output, or with its error in the reply headers (never by
+//! silence, which the caller could only read as a timeout). On shutdown the subscription is
+//! drained: the server sends this instance nothing new, and the requests it already sent are
+//! still answered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Subscriber;
+use catga_core::transport::{Inbound, RemoteFailure, Reply, TransportError};
+use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::headers::{self, Implied};
+
+/// How long a stopping instance waits for the server to confirm it left the queue group (with
+/// the server down, it would wait forever).
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// One instance answering one request for its service.
+pub(crate) struct Responder {
+    pub shared: Arc<Shared>,
+    pub subscriber: Subscriber,
+    pub subject: String,
+    pub inbound: Arc<dyn Inbound>,
+    pub slots: Arc<Semaphore>,
+}
+
+impl Responder {
+    /// Answers requests until `stop`, then those already received.
+    pub async fn run(mut self, stop: CancellationToken) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                next = self.subscriber.next() => next,
+            };
+            // The client was closed: nothing more will come.
+            let Some(message) = next else { return };
+            self.start(message).await;
+        }
+        if let Err(e) = self.subscriber.drain().await {
+            tracing::warn!(target: "catga::nats", subject = %self.subject, error = %e,
+                "could not leave the queue group; requests may still arrive until the connection closes");
+            return;
+        }
+        let rest = async {
+            while let Some(message) = self.subscriber.next().await {
+                self.start(message).await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_LIMIT, rest).await.is_err() {
+            tracing::warn!(target: "catga::nats", subject = %self.subject,
+                "the server did not confirm the unsubscription; stopped waiting for it");
+        }
+    }
+
+    /// Starts handling `message` once a slot is free (back-pressure: requests wait in the
+    /// subscription meanwhile).
+    async fn start(&self, message: async_nats::Message) {
+        // The slots are never closed; without one, nothing may run.
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return;
+        };
+        tokio::spawn(respond(
+            message,
+            self.inbound.clone(),
+            self.shared.clone(),
+            slot,
+        ));
+    }
+}
+
+/// Handles one request and sends its reply; `slot` is released once the reply is sent.
+async fn respond(
+    message: async_nats::Message,
+    inbound: Arc<dyn Inbound>,
+    shared: Arc<Shared>,
+    slot: OwnedSemaphorePermit,
+) {
+    let payload = Vec::from(message.payload);
+    let reply = match headers::to_envelope(message.headers.as_ref(), Implied::Nothing) {
+        Err(why) => {
+            let subject = message.subject.to_string();
+            tracing::warn!(target: "catga::nats", subject = %subject, error = %why,
+                "a request with an unreadable envelope was rejected");
+            let failure = RemoteFailure {
+                code: "envelope".to_string(),
+                message: why.to_string(),
+                retryable: false,
+            };
+            inbound.reject(subject, payload, why.to_string()).await;
+            Reply::Err(failure)
+        }
+        Ok(mut envelope) => {
+            envelope.payload = payload;
+            match inbound.dispatch(envelope).await {
+                Ok(output) => Reply::Ok(output.unwrap_or_default()),
+                Err(error) => Reply::Err(RemoteFailure::of(&error)),
+            }
+        }
+    };
+    match message.reply {
+        Some(to) => send_reply(&shared, to, reply).await,
+        None => {
+            tracing::debug!(target: "catga::nats", subject = %message.subject,
+                "a request without a reply subject was handled; nobody waits for its reply");
+        }
+    }
+    drop(slot);
+}
+
+async fn send_reply(shared: &Shared, to: async_nats::Subject, reply: Reply) {
+    let (map, body) = match reply {
+        Reply::Ok(output) => {
+            let limit = shared.client.max_payload();
+            if output.len() > limit {
+                // Too large to send: say so, rather than leave the caller to time out.
+                let failure = RemoteFailure {
+                    code: "transport".to_string(),
+                    message: TransportError::TooLarge {
+                        size: output.len(),
+                        limit,
+                    }
+                    .to_string(),
+                    retryable: false,
+                };
+                (
+                    Some(headers::from_failure(&failure)),
+                    failure.message.into_bytes(),
+                )
+            } else {
+                (None, output)
+            }
+        }
+        Reply::Err(failure) => (
+            Some(headers::from_failure(&failure)),
+            failure.message.into_bytes(),
+        ),
+    };
+    let sent = match map {
+        Some(map) => {
+            shared
+                .client
+                .publish_with_headers(to, map, body.into())
+                .await
+        }
+        None => shared.client.publish(to, body.into()).await,
+    };
+    if let Err(e) = sent {
+        tracing::warn!(target: "catga::nats", error = %e, "could not send a reply; the caller will time out");
+    }
+}
