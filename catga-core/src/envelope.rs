@@ -7,6 +7,7 @@
 //! and causation, the remaining deadline, the headers and the W3C trace context, so one trace
 //! spans sender and receiver.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
@@ -77,7 +78,10 @@ pub struct Envelope {
     pub timestamp_ms: u64,
     /// When the sender stops waiting, Unix milliseconds.
     pub deadline_ms: Option<u64>,
-    /// W3C `traceparent`.
+    /// W3C `traceparent` as the sender's context gave it (an OpenTelemetry propagator, or the
+    /// previous hop). `None` means the conversation's own trace context, derived from the ids
+    /// ([`Envelope::trace_parent`]): a transport may leave it off the wire, since the receiver
+    /// derives the same value.
     pub traceparent: Option<String>,
     /// W3C `tracestate`.
     pub tracestate: Option<String>,
@@ -105,9 +109,16 @@ fn truncate(value: &str) -> String {
 /// The W3C trace context of a conversation: the correlation id is the trace id, the message id
 /// (first 8 bytes) the parent span, so every message of one conversation is one trace.
 fn traceparent_for(correlation: Uuid, message: Uuid) -> String {
-    let trace = correlation.simple().to_string();
-    let span: String = message.simple().to_string().chars().take(16).collect();
-    format!("00-{trace}-{span}-01")
+    // Written into one buffer: this runs for every message sent, and `format!` of two
+    // formatted ids cost three allocations and most of the envelope's build time.
+    let mut hex = [0u8; uuid::fmt::Simple::LENGTH];
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    out.push_str(correlation.simple().encode_lower(&mut hex));
+    out.push('-');
+    out.push_str(&message.simple().encode_lower(&mut hex)[..16]);
+    out.push_str("-01");
+    out
 }
 
 impl Envelope {
@@ -138,9 +149,6 @@ impl Envelope {
         let now = SystemTime::now();
         let id = ctx.message_id();
         let correlation_id = ctx.correlation_id();
-        let traceparent = ctx
-            .header(header::TRACEPARENT)
-            .map_or_else(|| traceparent_for(correlation_id, id), str::to_string);
         Envelope {
             id,
             name: name.to_string(),
@@ -149,7 +157,7 @@ impl Envelope {
             causation_id: ctx.causation_id(),
             timestamp_ms: unix_ms(now),
             deadline_ms: ctx.remaining().map(|left| unix_ms(now + left)),
-            traceparent: Some(traceparent),
+            traceparent: ctx.header(header::TRACEPARENT).map(str::to_string),
             tracestate: ctx.header(header::TRACESTATE).map(str::to_string),
             headers: ctx
                 .headers()
@@ -177,13 +185,21 @@ impl Envelope {
         for (name, value) in &self.headers {
             ctx = ctx.with_header(name.clone(), value.clone());
         }
-        if let Some(traceparent) = &self.traceparent {
-            ctx = ctx.with_header(header::TRACEPARENT, traceparent.clone());
-        }
+        ctx = ctx.with_header(header::TRACEPARENT, self.trace_parent().into_owned());
         if let Some(tracestate) = &self.tracestate {
             ctx = ctx.with_header(header::TRACESTATE, tracestate.clone());
         }
         ctx
+    }
+
+    /// The W3C `traceparent` this message travels under: the one the sender's context gave,
+    /// else the conversation's own (the correlation id as the trace id, the message id's first
+    /// 8 bytes as the parent span), so every message of one conversation is one trace.
+    pub fn trace_parent(&self) -> Cow<'_, str> {
+        match &self.traceparent {
+            Some(given) => Cow::Borrowed(given),
+            None => Cow::Owned(traceparent_for(self.correlation_id, self.id)),
+        }
     }
 
     /// Whether the sender's deadline has passed.
@@ -208,9 +224,7 @@ impl Envelope {
         if let Some(deadline) = self.deadline_ms {
             out.push((header::DEADLINE, deadline.to_string()));
         }
-        if let Some(traceparent) = &self.traceparent {
-            out.push((header::TRACEPARENT, traceparent.clone()));
-        }
+        out.push((header::TRACEPARENT, self.trace_parent().into_owned()));
         if let Some(tracestate) = &self.tracestate {
             out.push((header::TRACESTATE, tracestate.clone()));
         }
@@ -249,7 +263,25 @@ impl Envelope {
             })
         };
         for (key, value) in headers {
-            match key.to_ascii_lowercase().as_str() {
+            // Matched without regard to case, and without a lowercased copy per header.
+            let known = [
+                header::ID,
+                header::NAME,
+                header::KIND,
+                header::CORRELATION,
+                header::CAUSATION,
+                header::TIMESTAMP,
+                header::DEADLINE,
+                header::CONTENT_TYPE,
+                header::TRACEPARENT,
+                header::TRACESTATE,
+            ]
+            .into_iter()
+            .find(|known| key.eq_ignore_ascii_case(known));
+            let reserved = key
+                .get(..header::RESERVED.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(header::RESERVED));
+            match known.unwrap_or(if reserved { header::RESERVED } else { "" }) {
                 header::ID => id = Some(uuid(header::ID, value)?),
                 header::NAME => name = Some(value.to_string()),
                 header::KIND => {
@@ -279,16 +311,20 @@ impl Envelope {
                 }
                 header::TRACEPARENT => traceparent = Some(value.to_string()),
                 header::TRACESTATE => tracestate = Some(value.to_string()),
-                k if k.starts_with(header::RESERVED) => {}
+                header::RESERVED => {}
                 _ => user.push((key.to_string(), value.to_string())),
             }
         }
         let id = id.ok_or(EnvelopeError::Missing(header::ID))?;
+        let correlation = correlation.unwrap_or(id);
+        // The conversation's own trace context is `None` (see the field): the same envelope
+        // whether or not a transport sent the derived value.
+        let traceparent = traceparent.filter(|given| *given != traceparent_for(correlation, id));
         Ok(Envelope {
             id,
             name: name.ok_or(EnvelopeError::Missing(header::NAME))?,
             kind: kind.ok_or(EnvelopeError::Missing(header::KIND))?,
-            correlation_id: correlation.unwrap_or(id),
+            correlation_id: correlation,
             causation_id: causation,
             timestamp_ms: timestamp.unwrap_or(0),
             deadline_ms: deadline,

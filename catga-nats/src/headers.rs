@@ -5,11 +5,15 @@
 //! [`Envelope::from_headers`] assumes when they are absent are left out, since every byte of
 //! header is parsed, and for events stored, by the server: `content-type` when it is JSON,
 //! `catga-correlation-id` when the message starts its conversation (the correlation id is the
-//! message id). An event says less still: its message id travels once, as JetStream's
-//! `Nats-Msg-Id` (the header the server deduplicates by), and its wire name and kind are those
-//! of the event subject it is stored under (each consumer reads one event's subject), so
-//! `catga-id`, `catga-name` and `catga-kind` are left out. A message that carries them anyway
-//! is read by them.
+//! message id), and `traceparent` when it is the conversation's own, derived from the ids
+//! ([`Envelope::trace_parent`]): the receiver derives the same value, so the trace still spans
+//! both sides. An event says less still: its message id travels once, as JetStream's
+//! `Nats-Msg-Id` (the header the server deduplicates by), its wire name and kind are those of
+//! the event subject it is stored under (each consumer reads one event's subject), and its
+//! time is the one the stream stored it with, so `catga-id`, `catga-name`, `catga-kind` and
+//! `catga-timestamp` are left out. A message that carries them anyway is read by them. With
+//! nothing set on the context, an event's only header is `Nats-Msg-Id`: the same as a raw
+//! JetStream publish with deduplication.
 //!
 //! A request's reply is the handler's encoded output as the body; a failed request's reply
 //! carries the [`RemoteFailure`] in the `catga-error-code` and `catga-error-retryable` headers
@@ -73,8 +77,10 @@ fn is_reserved(name: &str) -> bool {
 /// What a message's subject already says, so its headers need not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Implied<'a> {
-    /// A request: nothing (one subscription serves commands and queries alike).
-    Nothing,
+    /// A request on the subject of this wire name: each responder subscribes to one request's
+    /// subject, so the name is known; the kind (command or query) is the receiver's registry's
+    /// to say, so a request travels as `command` unless it says otherwise.
+    Request(&'a str),
     /// An event on the subject of this wire name, stored by JetStream under its message id.
     Event(&'a str),
 }
@@ -88,20 +94,68 @@ pub(crate) fn from_envelope(
     envelope: &Envelope,
     implied: Implied<'_>,
 ) -> Result<HeaderMap, InvalidHeader> {
-    let json = WireFormat::Json.content_type();
-    let own_correlation = envelope.correlation_id == envelope.id;
+    // Built field by field rather than through `Envelope::to_headers`: on the publish path
+    // every string formatted and then skipped costs throughput (see docs/performance.md).
+    // Header names are built at compile time: `HeaderName::from_static` at run time compares
+    // the name with every standard header first.
+    const MSG_ID_NAME: HeaderName = HeaderName::from_static(MSG_ID);
+    const ID_NAME: HeaderName = HeaderName::from_static(header::ID);
+    const CORRELATION_NAME: HeaderName = HeaderName::from_static(header::CORRELATION);
+    const CAUSATION_NAME: HeaderName = HeaderName::from_static(header::CAUSATION);
+    const CONTENT_TYPE_NAME: HeaderName = HeaderName::from_static(header::CONTENT_TYPE);
+    const DEADLINE_NAME: HeaderName = HeaderName::from_static(header::DEADLINE);
     let event = matches!(implied, Implied::Event(_));
     let mut map = HeaderMap::new();
-    for (name, value) in envelope.to_headers() {
-        let skip = match name {
-            header::CONTENT_TYPE => value == json,
-            header::CORRELATION => own_correlation,
-            header::ID | header::NAME | header::KIND => event,
-            _ => false,
-        };
-        if skip {
-            continue;
-        }
+    // A UUID written into a buffer, not through `Display` and the formatting machinery.
+    let mut uuid_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let mut put_id = |map: &mut HeaderMap, name: HeaderName, id: uuid::Uuid| {
+        let text: &str = id.hyphenated().encode_lower(&mut uuid_text);
+        map.append(name, HeaderValue::from(text));
+    };
+    // The name and kind are implied (see `Implied`). The time is not sent: an event's is the
+    // one JetStream stores it with, a request's the one it arrives at (a request lives
+    // milliseconds; its deadline, which matters, travels).
+    put_id(
+        &mut map,
+        if event { MSG_ID_NAME } else { ID_NAME },
+        envelope.id,
+    );
+    if envelope.correlation_id != envelope.id {
+        put_id(&mut map, CORRELATION_NAME, envelope.correlation_id);
+    }
+    if let Some(causation) = envelope.causation_id {
+        put_id(&mut map, CAUSATION_NAME, causation);
+    }
+    let mut put = |name: HeaderName, value: String| {
+        map.append(name, HeaderValue::from(value));
+    };
+    if envelope.format != WireFormat::Json {
+        put(
+            CONTENT_TYPE_NAME,
+            envelope.format.content_type().to_string(),
+        );
+    }
+    if let Some(deadline) = envelope.deadline_ms {
+        put(DEADLINE_NAME, deadline.to_string());
+    }
+    // The trace context and user headers come from elsewhere: checked before they travel.
+    let trace = [
+        (header::TRACEPARENT, envelope.traceparent.as_deref()),
+        (header::TRACESTATE, envelope.tracestate.as_deref()),
+    ];
+    let trace = trace
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)));
+    let user = envelope
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            !name
+                .get(..header::RESERVED.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(header::RESERVED))
+        })
+        .map(|(name, value)| (name.as_str(), value.as_str()));
+    for (name, value) in trace.chain(user) {
         let invalid = |reason| InvalidHeader {
             name: name.to_string(),
             reason,
@@ -114,15 +168,7 @@ pub(crate) fn from_envelope(
         if value.contains(['\r', '\n']) {
             return Err(invalid(BAD_VALUE));
         }
-        // Checked just above; taking the `String` saves the copy `parse` would make.
-        let header_value = HeaderValue::from(value);
-        map.append(header_name, header_value);
-    }
-    if event {
-        map.insert(
-            HeaderName::from_static(MSG_ID),
-            HeaderValue::from(envelope.id.to_string()),
-        );
+        map.append(header_name, HeaderValue::from(value.to_string()));
     }
     Ok(map)
 }
@@ -150,19 +196,21 @@ pub(crate) fn to_envelope(
             })
             .filter(|(name, _)| !is_reserved(name))
     };
+    let has = |wanted: &str| pairs().any(|(name, _)| name.eq_ignore_ascii_case(wanted));
+    let (name, kind) = match implied {
+        Implied::Event(name) => (name, MessageKind::Event),
+        Implied::Request(name) => (name, MessageKind::Command),
+    };
     let mut implied_pairs: [Option<(&str, &str)>; 3] = [None; 3];
-    if let Implied::Event(event) = implied {
-        let has = |wanted: &str| pairs().any(|(name, _)| name.eq_ignore_ascii_case(wanted));
-        if !has(header::ID) {
-            let msg_id = headers.and_then(|map| map.get(MSG_ID));
-            implied_pairs[0] = msg_id.map(|value| (header::ID, value.as_str()));
-        }
-        if !has(header::NAME) {
-            implied_pairs[1] = Some((header::NAME, event));
-        }
-        if !has(header::KIND) {
-            implied_pairs[2] = Some((header::KIND, MessageKind::Event.as_str()));
-        }
+    if matches!(implied, Implied::Event(_)) && !has(header::ID) {
+        let msg_id = headers.and_then(|map| map.get(MSG_ID));
+        implied_pairs[0] = msg_id.map(|value| (header::ID, value.as_str()));
+    }
+    if !has(header::NAME) {
+        implied_pairs[1] = Some((header::NAME, name));
+    }
+    if !has(header::KIND) {
+        implied_pairs[2] = Some((header::KIND, kind.as_str()));
     }
     Envelope::from_headers(
         pairs().chain(implied_pairs.into_iter().flatten()),
@@ -251,10 +299,15 @@ mod tests {
             )
             .with_header("tracestate", "vendor=1");
         let sent = envelope(&ctx);
-        let map = from_envelope(&sent, Implied::Nothing).unwrap();
-        let mut back = to_envelope(Some(&map), Implied::Nothing).unwrap();
+        let map = from_envelope(&sent, Implied::Event("orders.placed")).unwrap();
+        let mut back = to_envelope(Some(&map), Implied::Event("orders.placed")).unwrap();
         assert!(back.payload.is_empty());
+        assert_eq!(
+            back.timestamp_ms, 0,
+            "the consumer takes the time the stream stored"
+        );
         back.payload = sent.payload.clone();
+        back.timestamp_ms = sent.timestamp_ms;
         assert_eq!(back, sent);
         assert_eq!(
             back.traceparent.as_deref(),
@@ -272,6 +325,8 @@ mod tests {
             "catga-id",
             "catga-name",
             "catga-kind",
+            "catga-timestamp",
+            "traceparent",
         ] {
             assert!(map.get(implied).is_none(), "{implied} is implied");
         }
@@ -281,7 +336,13 @@ mod tests {
         );
         let mut back = to_envelope(Some(&map), Implied::Event("orders.placed")).unwrap();
         back.payload = sent.payload.clone();
+        back.timestamp_ms = sent.timestamp_ms;
         assert_eq!(back, sent, "nothing lost");
+        assert_eq!(
+            back.context().header("traceparent"),
+            Some(sent.trace_parent().as_ref()),
+            "the receiver derives the same trace context"
+        );
 
         let caused = Envelope::with_payload(
             "x",
@@ -290,21 +351,26 @@ mod tests {
             WireFormat::MessagePack,
             Vec::new(),
         );
-        let map = from_envelope(&caused, Implied::Nothing).unwrap();
+        let map = from_envelope(&caused, Implied::Request("x")).unwrap();
         assert!(
             map.get("catga-correlation-id").is_some(),
             "not the default here"
         );
         assert!(map.get("content-type").is_some(), "nor here");
         assert!(map.get(MSG_ID).is_none());
-        assert_eq!(to_envelope(Some(&map), Implied::Nothing).unwrap(), caused);
+        for implied in ["catga-name", "catga-kind", "catga-timestamp"] {
+            assert!(map.get(implied).is_none(), "{implied} is implied");
+        }
+        let mut back = to_envelope(Some(&map), Implied::Request("x")).unwrap();
+        back.timestamp_ms = caused.timestamp_ms;
+        assert_eq!(back, caused);
     }
 
     #[test]
     fn headers_nats_cannot_carry_are_refused_not_panicked_on() {
         let bad_value = envelope(&Context::new().with_header("note", "two\nlines"));
         assert_eq!(
-            from_envelope(&bad_value, Implied::Nothing)
+            from_envelope(&bad_value, Implied::Request("orders.place"))
                 .unwrap_err()
                 .name,
             "note",
@@ -312,12 +378,14 @@ mod tests {
         );
         let bad_name = envelope(&Context::new().with_header("a:b", "x"));
         assert_eq!(
-            from_envelope(&bad_name, Implied::Nothing).unwrap_err().name,
+            from_envelope(&bad_name, Implied::Request("orders.place"))
+                .unwrap_err()
+                .name,
             "a:b"
         );
         let reserved = envelope(&Context::new().with_header("Nats-Rollup", "all"));
         assert_eq!(
-            from_envelope(&reserved, Implied::Nothing)
+            from_envelope(&reserved, Implied::Request("orders.place"))
                 .unwrap_err()
                 .reason,
             RESERVED,

@@ -62,11 +62,15 @@
 //! The payload is the message body; the envelope's metadata travels as NATS headers under the
 //! names in [`catga_core::envelope::header`], so the trace context (`traceparent`,
 //! `tracestate`) and the user's headers go along. What the receiver can tell otherwise is
-//! left out, since the server parses (and, for events, stores) every header byte:
-//! `content-type` when it is JSON, the correlation id when it is the message id, and, for an
-//! event, `catga-name` and `catga-kind` (the subject says them) and `catga-id` (it travels as
-//! `Nats-Msg-Id`). User headers whose names start with `Nats-` are refused: the server acts on
-//! those. A failed request's reply has the [`ERROR_CODE`] and [`ERROR_RETRYABLE`] headers and
+//! left out, since every header is built, parsed and (for events) stored per message:
+//! `content-type` when it is JSON, the correlation id when it is the message id, `traceparent`
+//! when it is the conversation's own (derived from the ids, so the receiver derives it too),
+//! `catga-name` (the subject says it), `catga-kind` (the receiver's registry says it), the send
+//! time (an event's is the time the stream stored it, a request's the time it arrived), and
+//! for an event `catga-id`, which travels as `Nats-Msg-Id`. An event published with nothing on
+//! its context thus carries one header, as a raw JetStream publish with deduplication would; a
+//! request carries `catga-id` and `catga-deadline`. User headers whose names start with
+//! `Nats-` are refused: the server acts on those. A failed request's reply has the [`ERROR_CODE`] and [`ERROR_RETRYABLE`] headers and
 //! the error's text as its body.
 //!
 //! ## Delivery guarantees

@@ -39,18 +39,33 @@ fn is_literal(c: char) -> bool {
 
 fn escape_into(out: &mut String, c: char, marker: char) {
     let mut buf = [0u8; 4];
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for byte in c.encode_utf8(&mut buf).bytes() {
         out.push(marker);
-        out.push_str(&format!("{byte:02X}"));
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xF)]));
     }
 }
 
 /// A wire name as the last tokens of a subject (see the [module docs](self)).
 pub(crate) fn encode_wire_name(name: &str) -> String {
-    if name.is_empty() {
-        return "%".to_string();
-    }
     let mut out = String::with_capacity(name.len());
+    push_wire_name(&mut out, name);
+    out
+}
+
+/// [`encode_wire_name`] appended to `out`: a subject is built with one allocation, which the
+/// publish path pays for every message.
+fn push_wire_name(out: &mut String, name: &str) {
+    // The usual name (`OrderPlaced`, `orders:placed`) has nothing to escape and no dots.
+    if !name.is_empty() && name.chars().all(is_literal) {
+        out.push_str(name);
+        return;
+    }
+    if name.is_empty() {
+        out.push('%');
+        return;
+    }
     let mut chars = name.chars().peekable();
     let mut first = true;
     while let Some(c) = chars.next() {
@@ -59,11 +74,10 @@ pub(crate) fn encode_wire_name(name: &str) -> String {
         if is_literal(c) || separator {
             out.push(c);
         } else {
-            escape_into(&mut out, c, '%');
+            escape_into(out, c, '%');
         }
         first = false;
     }
-    out
 }
 
 /// A name made of letters, digits and `_XX` escapes: safe as a durable consumer or stream
@@ -161,12 +175,18 @@ impl Subjects {
 
     /// Where events named `name` are published.
     pub(crate) fn event(&self, name: &str) -> String {
-        format!("{}{}", self.events, encode_wire_name(name))
+        let mut subject = String::with_capacity(self.events.len() + name.len());
+        subject.push_str(&self.events);
+        push_wire_name(&mut subject, name);
+        subject
     }
 
     /// Where requests named `name` are sent.
     pub(crate) fn request(&self, name: &str) -> String {
-        format!("{}{}", self.requests, encode_wire_name(name))
+        let mut subject = String::with_capacity(self.requests.len() + name.len());
+        subject.push_str(&self.requests);
+        push_wire_name(&mut subject, name);
+        subject
     }
 
     /// What the events stream captures: every event subject.

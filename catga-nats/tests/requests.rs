@@ -280,6 +280,25 @@ async fn the_trace_context_and_headers_reach_the_handler() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_propagator_the_conversation_is_the_trace() {
+    let Some(corner) = Corner::new("the_conversation_is_the_trace").await else {
+        return;
+    };
+    let nats = corner.connect().await;
+    let (app, _) = shipping(&nats, &common::unique("shipping"), "s1");
+    let serving = app.serve().await.unwrap();
+    // Nothing set: the trace context is derived from the ids and not sent; the receiver
+    // derives the same one, so sender and receiver share the trace id.
+    let conversation = uuid::Uuid::now_v7();
+    let ctx = Context::new().with_correlation_id(conversation);
+    let (seen_trace, _) = caller(&nats).send_with(Echo, ctx).await.unwrap();
+    let seen_trace = seen_trace.expect("the handler has a trace context");
+    let trace_id = seen_trace.split('-').nth(1).unwrap();
+    assert_eq!(trace_id, conversation.simple().to_string(), "{seen_trace}");
+    serving.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messagepack_requests_round_trip() {
     let Some(corner) = Corner::new("messagepack_requests_round_trip").await else {
         return;
@@ -368,4 +387,39 @@ async fn shutdown_answers_the_requests_in_flight_first() {
         3,
         "and the caller got its reply"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_request_does_not_hold_up_the_next() {
+    let Some(corner) = Corner::new("a_waiting_request_does_not_hold_up").await else {
+        return;
+    };
+    let nats = corner.connect().await;
+    let (app, seen) = shipping(&nats, &common::unique("shipping"), "s1");
+    let serving = app.serve().await.unwrap();
+    let orders = caller(&nats);
+    let held = {
+        let orders = orders.clone();
+        tokio::spawn(async move { orders.send(Hold { order: 4 }).await })
+    };
+    eventually("the held handler to start", PATIENCE, || {
+        seen.holding.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The one instance answers a quick request while the first still waits.
+    let quick = tokio::time::timeout(
+        PATIENCE,
+        orders.send(Ship {
+            order: 5,
+            fail: false,
+        }),
+    )
+    .await
+    .expect("a quick request is answered while another waits")
+    .unwrap();
+    assert_eq!(quick, 50);
+    assert!(!held.is_finished());
+    seen.release.notify_waiters();
+    assert_eq!(held.await.unwrap().unwrap(), 4);
+    serving.shutdown().await;
 }

@@ -150,10 +150,13 @@ impl<L: Layer> Catga<L> {
         let slots = [s0.as_ref(), s1.as_ref(), s2.as_ref(), s3.as_ref()];
         let handlers = entry.handlers();
         // Each branch builds the future where it is awaited: a `let run = …` shared by both
-        // would be copied into the awaiting state.
+        // would be copied into the awaiting state. The guarded branch is boxed: its timer and
+        // cancellation futures would add a kilobyte to every publish's future, which callers
+        // move (into `join_all`, a spawned task, the transport's path); a publish with a
+        // deadline or a cancellation token arms a timer anyway.
         let mut failures = if ctx.is_guarded() {
             let run = async { Ok(self.run_event_handlers(handlers, &event, &ctx, slots).await) };
-            guard::watch(&ctx, E::NAME, run).await?
+            Box::pin(guard::watch(&ctx, E::NAME, run)).await?
         } else {
             self.run_event_handlers(handlers, &event, &ctx, slots).await
         };

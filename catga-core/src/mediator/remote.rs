@@ -57,6 +57,14 @@ impl<M: Request> Terminal<M> for RemoteTerminal<'_> {
                     WireFormat::MessagePack => M::__decode_output(&MessagePack, &bytes),
                 }
                 .map_err(|e| codec_error(M::NAME, e)),
+                // The deadline travels with the request, so the handling process may notice it
+                // first (its clock, its timer): that is still this call timing out, and callers
+                // should see one kind of error whichever side won the race.
+                Ok(Reply::Err(failure)) if failure.code == "timeout" => Err(ErrorKind::Timeout {
+                    message: M::NAME,
+                    after: None,
+                }
+                .into()),
                 Ok(Reply::Err(failure)) => Err(ErrorKind::Remote {
                     message: M::NAME.to_string(),
                     remote_code: failure.code,
@@ -107,7 +115,7 @@ impl<L: Layer> Catga<L> {
     ) -> Result<(), Error> {
         let envelope = Envelope::wrap(event, ctx, self.inner.settings.wire_format)
             .map_err(|e| codec_error(E::NAME, e))?;
-        self.send_envelope(envelope).await
+        self.send_envelope(E::NAME, envelope).await
     }
 
     /// A queued follow-up event: to the transport if there is one, else to the handlers here.
@@ -126,17 +134,17 @@ impl<L: Layer> Catga<L> {
             .encode(format)
             .map_err(|e| codec_error(info.name(), e))?;
         let envelope = Envelope::with_payload(info.name(), info.kind(), &ctx, format, payload);
-        self.send_envelope(envelope).await
+        self.send_envelope(info.name(), envelope).await
     }
 
-    async fn send_envelope(&self, envelope: Envelope) -> Result<(), Error> {
+    /// `name` is the envelope's, borrowed for the error: the envelope moves into the transport.
+    async fn send_envelope(&self, name: &str, envelope: Envelope) -> Result<(), Error> {
         let Some(transport) = self.inner.settings.transport.as_deref() else {
             return Ok(());
         };
-        let name = envelope.name.clone();
         transport
             .publish(envelope)
             .await
-            .map_err(|source| transport_error(&name, transport, source))
+            .map_err(|source| transport_error(name, transport, source))
     }
 }

@@ -111,7 +111,17 @@ fn rejected(
 }
 
 impl<L: Layer> Inbound for AppInbound<L> {
-    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'static, Result<Option<Vec<u8>>, Error>> {
+    fn dispatch(
+        &self,
+        mut envelope: Envelope,
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, Error>> {
+        // A request's kind is this registry's to say: a transport may not carry it (NATS
+        // requests travel as `command`, their subject naming the message).
+        if envelope.kind.is_request()
+            && let Some(info) = self.app.inner.table.by_name(&envelope.name)
+        {
+            envelope.kind = info.kind();
+        }
         let app = self.app.clone();
         Box::pin(async move {
             let result = app.dispatch_envelope(&envelope).await;

@@ -73,7 +73,9 @@ pub struct ServePlan {
 
 /// What a transport hands arriving messages to: the application's dispatch.
 pub trait Inbound: Send + Sync + 'static {
-    /// Dispatches an arriving envelope; a request's reply comes back encoded.
+    /// Dispatches an arriving envelope; a request's reply comes back encoded. A transport
+    /// that cannot tell a command from a query may hand either as a command: the receiving
+    /// application's registry knows which it is.
     fn dispatch(&self, envelope: Envelope) -> BoxFuture<'static, Result<Option<Vec<u8>>, Error>>;
 
     /// Keeps a message that could not even be read as an envelope (bad headers): it is

@@ -207,11 +207,15 @@ async fn handle(
     shared: Arc<Shared>,
     slot: OwnedSemaphorePermit,
 ) {
-    let attempt = message
-        .info()
-        .ok()
+    let info = message.info().ok();
+    let attempt = info
+        .as_ref()
         .and_then(|info| u32::try_from(info.delivered).ok())
         .unwrap_or(1);
+    // Events travel without `catga-timestamp`: their time is the one the stream stored.
+    let stored_ms = info.map_or(0, |info| {
+        u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    });
     let (message, acker) = message.split();
     let payload = Vec::from(message.payload);
     let outcome = match headers::to_envelope(message.headers.as_ref(), Implied::Event(&event)) {
@@ -225,6 +229,9 @@ async fn handle(
         }
         Ok(mut envelope) => {
             envelope.payload = payload;
+            if envelope.timestamp_ms == 0 {
+                envelope.timestamp_ms = stored_ms;
+            }
             let (name, id) = (envelope.name.clone(), envelope.id);
             let every = shared.settings.progress_every();
             let result = with_progress(inbound.dispatch(envelope), &acker, every).await;

@@ -33,7 +33,8 @@ impl Shared {
     /// server restarted without its store), it is created again and the event published once
     /// more.
     pub(crate) async fn publish(&self, mut envelope: Envelope) -> Result<(), TransportError> {
-        let subject = self.subjects.event(&envelope.name);
+        // A `Subject` shares its bytes: a retry or an error message costs no copy.
+        let subject = async_nats::Subject::from(self.subjects.event(&envelope.name));
         let headers = |envelope: &Envelope| {
             headers::from_envelope(envelope, Implied::Event(&envelope.name))
                 .map_err(|e| NatsError::header(&envelope.name, e))
@@ -44,13 +45,14 @@ impl Shared {
         let payload = bytes::Bytes::from(std::mem::take(&mut envelope.payload));
         let timeout = self.settings.publish_timeout;
         let failed = |e| NatsError::publish(&envelope.name, &subject, e, timeout);
-        let ack = match self.store(&subject, map, payload.clone()).await {
+        let ack = match self.store(subject.clone(), map, payload.clone()).await {
             Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                tracing::warn!(target: "catga::nats", stream = %self.stream,
-                    "the events stream is gone; creating it again");
-                self.ensure_stream().await?;
+                // Boxed: the rare recovery's futures (creating a stream) would otherwise make
+                // every publish's future, which the transport boxes and copies, several KB.
                 let map = headers(&envelope)?;
-                self.store(&subject, map, payload).await.map_err(failed)?
+                Box::pin(self.recreate_and_store(subject.clone(), map, payload))
+                    .await?
+                    .map_err(failed)?
             }
             other => other.map_err(failed)?,
         };
@@ -61,17 +63,28 @@ impl Shared {
         Ok(())
     }
 
+    /// Creates the events stream again (a server restarted without its store) and publishes
+    /// once more.
+    async fn recreate_and_store(
+        &self,
+        subject: async_nats::Subject,
+        headers: HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<Result<PublishAck, PublishError>, NatsError> {
+        tracing::warn!(target: "catga::nats", stream = %self.stream,
+            "the events stream is gone; creating it again");
+        self.ensure_stream().await?;
+        Ok(self.store(subject, headers, payload).await)
+    }
+
     /// Publishes to JetStream and waits for the stream's acknowledgement.
     async fn store(
         &self,
-        subject: &str,
+        subject: async_nats::Subject,
         headers: HeaderMap,
         payload: bytes::Bytes,
     ) -> Result<PublishAck, PublishError> {
         let message = PublishMessage::build().headers(headers).payload(payload);
-        self.jetstream
-            .send_publish(subject.to_string(), message)
-            .await?
-            .await
+        self.jetstream.send_publish(subject, message).await?.await
     }
 }

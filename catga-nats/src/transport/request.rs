@@ -22,7 +22,7 @@ impl Shared {
             return Err(TransportError::Timeout(timeout));
         }
         let subject = self.subjects.request(&envelope.name);
-        let map = headers::from_envelope(&envelope, Implied::Nothing)
+        let map = headers::from_envelope(&envelope, Implied::Request(&envelope.name))
             .map_err(|e| NatsError::header(&envelope.name, e))?;
         self.check_size(&map, envelope.payload.len())?;
         let request = async_nats::Request::new()

@@ -1,12 +1,13 @@
 //! Answering one request for one service: a queue subscription, so each request reaches one
 //! instance of the service.
 //!
-//! Each request is handled in its own task within the instance's in-flight slots, and always
-//! answered: with the handler's output, or with its error in the reply headers (never by
-//! silence, which the caller could only read as a timeout). On shutdown the subscription is
-//! drained: the server sends this instance nothing new, and the requests it already sent are
-//! still answered.
+//! Each request is handled within the instance's in-flight slots (in its own task once it has
+//! to wait, so requests run concurrently), and always answered: with the handler's output, or
+//! with its error in the reply headers (never by silence, which the caller could only read as
+//! a timeout). On shutdown the subscription is drained: the server sends this instance nothing
+//! new, and the requests it already sent are still answered.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub(crate) struct Responder {
     pub shared: Arc<Shared>,
     pub subscriber: Subscriber,
     pub subject: String,
+    /// The wire name of the request this subject carries.
+    pub name: Arc<str>,
     pub inbound: Arc<dyn Inbound>,
     pub slots: Arc<Semaphore>,
 }
@@ -68,24 +71,35 @@ impl Responder {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return;
         };
-        tokio::spawn(respond(
+        let mut reply = Box::pin(respond(
             message,
+            self.name.clone(),
             self.inbound.clone(),
             self.shared.clone(),
             slot,
         ));
+        // Most handlers answer without waiting on anything: polled here once, such a request
+        // is answered without a task of its own (a spawn and, on a multi-threaded runtime,
+        // often a hop to another thread, which was a tenth of a loopback round trip). One that
+        // has to wait goes on in a task, so this loop takes the next request at once; the
+        // task's first poll registers its real waker, as every poll must.
+        let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+        if reply.as_mut().poll(&mut first).is_pending() {
+            tokio::spawn(reply);
+        }
     }
 }
 
 /// Handles one request and sends its reply; `slot` is released once the reply is sent.
 async fn respond(
     message: async_nats::Message,
+    name: Arc<str>,
     inbound: Arc<dyn Inbound>,
     shared: Arc<Shared>,
     slot: OwnedSemaphorePermit,
 ) {
     let payload = Vec::from(message.payload);
-    let reply = match headers::to_envelope(message.headers.as_ref(), Implied::Nothing) {
+    let reply = match headers::to_envelope(message.headers.as_ref(), Implied::Request(&name)) {
         Err(why) => {
             let subject = message.subject.to_string();
             tracing::warn!(target: "catga::nats", subject = %subject, error = %why,
@@ -100,6 +114,11 @@ async fn respond(
         }
         Ok(mut envelope) => {
             envelope.payload = payload;
+            if envelope.timestamp_ms == 0 {
+                // Requests travel without their time (see `headers`): it is now, give or
+                // take the trip.
+                envelope.timestamp_ms = unix_ms_now();
+            }
             match inbound.dispatch(envelope).await {
                 Ok(output) => Reply::Ok(output.unwrap_or_default()),
                 Err(error) => Reply::Err(RemoteFailure::of(&error)),
@@ -156,4 +175,12 @@ async fn send_reply(shared: &Shared, to: async_nats::Subject, reply: Reply) {
     if let Err(e) = sent {
         tracing::warn!(target: "catga::nats", error = %e, "could not send a reply; the caller will time out");
     }
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }

@@ -77,6 +77,7 @@ pub(crate) async fn serve(
             shared: shared.clone(),
             subscriber,
             subject,
+            name: Arc::from(request.as_str()),
             inbound: inbound.clone(),
             slots: slots.clone(),
         });

@@ -39,14 +39,18 @@ impl Corner {
             .connection_timeout(Duration::from_secs(2))
             .connect(url.as_str())
             .await;
-        if let Err(e) = probe {
-            let why = format!("NATS is unreachable at {url}: {e}");
-            if services_required() {
-                panic!("{test}: {why} (CATGA_REQUIRE_SERVICES=1)");
+        let client = match probe {
+            Ok(client) => client,
+            Err(e) => {
+                let why = format!("NATS is unreachable at {url}: {e}");
+                if services_required() {
+                    panic!("{test}: {why} (CATGA_REQUIRE_SERVICES=1)");
+                }
+                eprintln!("skipping {test}: {why}; start `nats-server -js` or set CATGA_NATS_URL");
+                return None;
             }
-            eprintln!("skipping {test}: {why}; start `nats-server -js` or set CATGA_NATS_URL");
-            return None;
-        }
+        };
+        anchor(client).await;
         let prefix = unique("t");
         Some(Corner {
             url,
@@ -69,6 +73,23 @@ impl Corner {
     pub async fn connect(&self) -> NatsTransport {
         self.transport().await.expect("connect to the test server")
     }
+}
+
+/// Keeps one file-backed stream on the server for good. nats-server (2.9) removes an
+/// account's stream directory when its last file stream is deleted, and a stream created at
+/// that moment fails with "could not create storage directory": with tests creating and
+/// deleting streams at once, that happened about once a run.
+async fn anchor(client: async_nats::Client) {
+    let anchor = async_nats::jetstream::stream::Config {
+        name: "catga-tests-anchor".to_string(),
+        subjects: vec!["catga-tests-anchor".to_string()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    async_nats::jetstream::new(client)
+        .get_or_create_stream(anchor)
+        .await
+        .expect("create the tests' anchor stream");
 }
 
 impl Drop for Corner {
