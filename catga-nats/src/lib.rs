@@ -121,6 +121,7 @@ mod headers;
 mod reconnect;
 mod settings;
 mod subject;
+mod subject_cache;
 mod transport;
 
 pub use connect::Connect;

@@ -14,6 +14,8 @@
 //! is `_XX`; the service and the event are joined with `-`. A name longer than
 //! [`MAX_NAME`] keeps its first part and ends with a hash of the whole, so it stays unique.
 
+use crate::subject_cache::SubjectCache;
+
 /// The longest durable consumer or stream name produced (the server stores each as a file
 /// name, which is limited to 255 bytes).
 pub(crate) const MAX_NAME: usize = 200;
@@ -158,10 +160,13 @@ pub(crate) fn check_stream_name(name: &str) -> Result<(), NameError> {
 }
 
 /// The subjects of one prefix.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Subjects {
     events: String,
     requests: String,
+    /// What the publish and request paths built already.
+    cached_events: SubjectCache,
+    cached_requests: SubjectCache,
 }
 
 impl Subjects {
@@ -170,7 +175,20 @@ impl Subjects {
         Subjects {
             events: format!("{prefix}.events."),
             requests: format!("{prefix}.requests."),
+            cached_events: SubjectCache::default(),
+            cached_requests: SubjectCache::default(),
         }
+    }
+
+    /// [`event`](Self::event), built once per name.
+    pub(crate) fn event_subject(&self, name: &str) -> async_nats::Subject {
+        self.cached_events.get_or_build(name, || self.event(name))
+    }
+
+    /// [`request`](Self::request), built once per name.
+    pub(crate) fn request_subject(&self, name: &str) -> async_nats::Subject {
+        self.cached_requests
+            .get_or_build(name, || self.request(name))
     }
 
     /// Where events named `name` are published.

@@ -69,6 +69,55 @@ impl RedisTransportBuilder {
         self
     }
 
+    /// Names this process's instance (default: a random name for each `serve()`). The name is
+    /// the instance's consumer name in each consumer group, so an instance restarted under the
+    /// same name takes up the entries it had read and not acknowledged as soon as it serves
+    /// again, instead of leaving them to another instance after
+    /// [`claim_idle`](Self::claim_idle).
+    ///
+    /// The name must be unique among the live instances of a service: use something stable
+    /// that no other running instance has, such as the pod name, a StatefulSet ordinal or the
+    /// hostname. Run one `serve()` per name at a time: two consumers under one name would
+    /// share, and handle twice, each other's unacknowledged entries.
+    ///
+    /// [`build`](Self::build) refuses a blank name (empty or only whitespace) with
+    /// [`ConnectError::BlankInstance`].
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), catga_redis::ConnectError> {
+    /// use catga_redis::RedisTransport;
+    ///
+    /// // In Kubernetes, the pod name; unset, the name is blank and `build` says so.
+    /// let pod = std::env::var("HOSTNAME").unwrap_or_default();
+    /// let redis = RedisTransport::connect("redis://127.0.0.1:6379")
+    ///     .instance(pod)
+    ///     .build()
+    ///     .await?;
+    /// # let _ = redis;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn instance(mut self, name: impl Into<String>) -> Self {
+        self.config.instance = Some(name.into());
+        self
+    }
+
+    /// How long another instance's consumer may stay idle, with nothing pending, before it is
+    /// removed from its consumer group (`XGROUP DELCONSUMER`; default 5 minutes). An instance
+    /// that died leaves its consumer listed; besides the clutter, a request then counts it as
+    /// serving and waits out its timeout instead of failing at once with `NoResponders`. A
+    /// consumer with entries pending is kept until [`claim_idle`](Self::claim_idle) has moved
+    /// them to a live instance, and forgotten afterwards.
+    ///
+    /// Keep it comfortably above [`block`](Self::block): a live instance's idle time starts
+    /// again at each read, which comes every `block`, so a shorter time would remove live
+    /// instances between reads (they come back with their next read, but in between a request
+    /// may be refused).
+    pub fn forget_idle(mut self, idle: Duration) -> Self {
+        self.config.forget_idle = idle.max(Duration::from_millis(1));
+        self
+    }
+
     /// How long an entry stays unacknowledged before another instance of the service claims it
     /// (`XAUTOCLAIM`; default 30 s): the time to recover the work of an instance that died.
     /// Keep it above the longest a handler runs; entries being handled are kept from going idle
@@ -123,9 +172,15 @@ impl RedisTransportBuilder {
     /// Connects (checking the server answers) and returns the transport.
     ///
     /// # Errors
+    /// [`ConnectError::BlankInstance`] for a blank [`instance`](Self::instance) name,
     /// [`ConnectError::InvalidUrl`] for a URL that does not parse, and
     /// [`ConnectError::Unreachable`] when the server cannot be reached.
     pub async fn build(self) -> Result<RedisTransport, ConnectError> {
+        if let Some(name) = &self.config.instance
+            && name.trim().is_empty()
+        {
+            return Err(ConnectError::BlankInstance { name: name.clone() });
+        }
         let url = redact(&self.url);
         let client =
             redis::Client::open(self.url.as_str()).map_err(|source| ConnectError::InvalidUrl {

@@ -31,10 +31,13 @@ impl StartFrom {
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub key_prefix: String,
+    /// The consumer name of this process's instance, or `None` for a random one per `serve()`.
+    pub instance: Option<String>,
     pub max_len: Option<usize>,
     pub block: Duration,
     pub batch: usize,
     pub claim_idle: Duration,
+    pub forget_idle: Duration,
     pub max_deliveries: u32,
     pub redelivery_delay: Duration,
     pub max_payload: usize,
@@ -47,10 +50,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             key_prefix: "catga".to_string(),
+            instance: None,
             max_len: Some(100_000),
             block: Duration::from_secs(2),
             batch: 64,
             claim_idle: Duration::from_secs(30),
+            forget_idle: Duration::from_secs(5 * 60),
             max_deliveries: 5,
             redelivery_delay: Duration::from_millis(500),
             max_payload: 1 << 20,
@@ -61,10 +66,30 @@ impl Default for Config {
     }
 }
 
+/// The claimer's shortest cycle, so tiny idle times cannot make it spin.
+const MIN_CYCLE: Duration = Duration::from_millis(20);
+
 impl Config {
-    /// How often the claimer looks for stuck entries: often enough that an entry waits at most
-    /// about one and a half idle times, seldom enough to cost nothing.
+    /// How often the claimer looks for stuck entries and for consumers to forget: often enough
+    /// that an entry waits at most about one and a half claim idle times, and a dead consumer
+    /// stays listed at most about one and a half forget idle times, seldom enough to cost
+    /// nothing. One cycle does both, so it follows the shorter of the two.
     pub fn claim_interval(&self) -> Duration {
-        (self.claim_idle / 2).max(Duration::from_millis(20))
+        (self.claim_idle.min(self.forget_idle) / 2).max(MIN_CYCLE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claimer_cycles_at_half_the_shorter_idle_time_but_not_too_often() {
+        let mut config = Config::default();
+        assert_eq!(config.claim_interval(), Duration::from_secs(15));
+        config.forget_idle = Duration::from_secs(4);
+        assert_eq!(config.claim_interval(), Duration::from_secs(2));
+        config.claim_idle = Duration::from_millis(1);
+        assert_eq!(config.claim_interval(), MIN_CYCLE);
     }
 }

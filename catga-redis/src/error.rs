@@ -25,6 +25,17 @@ pub enum ConnectError {
         #[source]
         source: RedisError,
     },
+    /// The [instance name](crate::RedisTransportBuilder::instance) is empty or only whitespace:
+    /// most likely a variable meant to hold it (a pod name, a hostname) was unset.
+    #[error(
+        "the instance name {name:?} is blank\nhelp: name the instance after something unique \
+         among the service's live instances, such as its pod name or hostname, or leave \
+         `instance` unset for a random name"
+    )]
+    BlankInstance {
+        /// The name as given.
+        name: String,
+    },
 }
 
 /// A Redis command that failed: which one, on which key. It is the source of the

@@ -58,7 +58,9 @@
 //!   reply list; the handling instance pushes the reply there (`RPUSH` with an expiry) and the
 //!   caller waits for it with `BLPOP` for its timeout. A handler's error comes back as the
 //!   typed remote failure it was. A request to a stream no instance serves fails at once with
-//!   `TransportError::NoResponders`.
+//!   `TransportError::NoResponders`; the consumer of an instance that died without shutting
+//!   down counts until it is forgotten, after
+//!   [`forget_idle`](RedisTransportBuilder::forget_idle) with nothing pending.
 //! - An entry's fields are the envelope's headers ([`catga_core::envelope::header`]) plus
 //!   `catga-payload`, so `XRANGE` shows readable messages, and the W3C trace context
 //!   (`traceparent`) travels with each.
@@ -68,7 +70,10 @@
 //! after its handling finished, so a crash, a lost connection or a failed acknowledgement
 //! means it is handled again: by the same instance when it reconnects, or, after
 //! [`claim_idle`](RedisTransportBuilder::claim_idle), by another instance of the service
-//! (`XAUTOCLAIM`). Add catga's `Idempotency` behaviour to make redeliveries harmless.
+//! (`XAUTOCLAIM`). An instance given a stable name with
+//! [`instance`](RedisTransportBuilder::instance) (its pod name, say) also resumes its own
+//! unacknowledged entries as soon as it is restarted, without waiting for `claim_idle`.
+//! Add catga's `Idempotency` behaviour to make redeliveries harmless.
 //! Trimming (`MAXLEN ~`) does not wait for consumers: a service that falls further behind than
 //! the stream's length loses the oldest entries it had not read. An event published before a
 //! service's consumer group exists reaches it only with [`StartFrom::Beginning`].

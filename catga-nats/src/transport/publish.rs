@@ -34,7 +34,7 @@ impl Shared {
     /// more.
     pub(crate) async fn publish(&self, mut envelope: Envelope) -> Result<(), TransportError> {
         // A `Subject` shares its bytes: a retry or an error message costs no copy.
-        let subject = async_nats::Subject::from(self.subjects.event(&envelope.name));
+        let subject = self.subjects.event_subject(&envelope.name);
         let headers = |envelope: &Envelope| {
             headers::from_envelope(envelope, Implied::Event(&envelope.name))
                 .map_err(|e| NatsError::header(&envelope.name, e))

@@ -21,7 +21,7 @@ impl Shared {
         if timeout.is_zero() {
             return Err(TransportError::Timeout(timeout));
         }
-        let subject = self.subjects.request(&envelope.name);
+        let subject = self.subjects.request_subject(&envelope.name);
         let map = headers::from_envelope(&envelope, Implied::Request(&envelope.name))
             .map_err(|e| NatsError::header(&envelope.name, e))?;
         self.check_size(&map, envelope.payload.len())?;

@@ -1,9 +1,13 @@
 //! The claimer: takes over entries left unacknowledged for longer than the claim idle time,
-//! typically read by an instance that died before acknowledging them (`XAUTOCLAIM`), and
-//! keeps the entries this instance is still handling from looking abandoned.
+//! typically read by an instance that died before acknowledging them (`XAUTOCLAIM`), keeps
+//! the entries this instance is still handling from looking abandoned, and has the [reaper]
+//! forget the consumers of instances that are gone.
+//!
+//! [reaper]: super::reaper
 
 use std::sync::Arc;
 
+use super::reaper::Reaper;
 use super::worker::Worker;
 use crate::entry;
 use crate::error::CommandError;
@@ -12,9 +16,10 @@ use crate::error::CommandError;
 /// the claimer from the other streams.
 const MAX_ROUNDS: usize = 16;
 
-/// Claims every claim interval until the worker is stopped.
+/// Claims, then forgets dead consumers, every claim interval until the worker is stopped.
 pub(crate) async fn run(worker: Arc<Worker>) {
     let config = &worker.shared.config;
+    let reaper = Reaper::new();
     loop {
         tokio::select! {
             () = tokio::time::sleep(config.claim_interval()) => {}
@@ -29,6 +34,35 @@ pub(crate) async fn run(worker: Arc<Worker>) {
                 tracing::debug!(target: "catga::redis", stream = %stream,
                     error = &error as &dyn std::error::Error, "claiming failed; trying next time");
             }
+            // After claiming: a dead consumer whose last entries were just claimed away can
+            // go in the same cycle.
+            forget(&worker, &reaper, stream).await;
+        }
+    }
+}
+
+/// Forgets the consumers of `stream`'s group whose instances are gone.
+async fn forget(worker: &Worker, reaper: &Reaper, stream: &str) {
+    let forgotten = reaper
+        .reap(
+            &mut worker.shared.manager.clone(),
+            stream,
+            &worker.group,
+            &worker.consumer,
+            worker.shared.config.forget_idle,
+        )
+        .await;
+    match forgotten {
+        Ok(names) if names.is_empty() => {}
+        Ok(names) => {
+            tracing::info!(target: "catga::redis", stream, group = %worker.group,
+                forgotten = names.len(), consumers = ?names,
+                "forgot idle consumers of instances that are gone");
+        }
+        Err(error) => {
+            tracing::debug!(target: "catga::redis", stream,
+                error = &error as &dyn std::error::Error,
+                "forgetting idle consumers failed; trying next time");
         }
     }
 }

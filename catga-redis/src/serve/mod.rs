@@ -2,10 +2,12 @@
 //!
 //! Every stream the service serves (one per event it handles, one per command or query) has a
 //! consumer group named after the service, and this instance is a consumer in it under a
-//! unique name, so the service's instances share each stream's entries. Three kinds of task
-//! run per instance:
-//! - the [reader] reads new entries (and, after a reconnect, its own unacknowledged ones);
-//! - the [claimer] takes over entries another instance read and never acknowledged;
+//! unique name (the configured instance name, or a random one), so the service's instances
+//! share each stream's entries. Three kinds of task run per instance:
+//! - the [reader] reads new entries (and, on each (re)connection, its own unacknowledged
+//!   ones: an instance restarted under the same name resumes them at once);
+//! - the [claimer] takes over entries another instance read and never acknowledged, and the
+//!   [reaper] it runs forgets the consumers of instances that are gone;
 //! - one handler task per entry, at most `max_in_flight` at a time ([worker]), which
 //!   acknowledges through the [acker].
 //!
@@ -19,6 +21,7 @@ mod claimer;
 mod groups;
 mod inflight;
 mod reader;
+mod reaper;
 mod worker;
 
 use std::sync::Arc;
@@ -56,7 +59,12 @@ pub(crate) async fn serve(
         return Ok(Serving::new(|| Box::pin(async {})));
     }
     let group = plan.service;
-    let consumer = format!("{}-{}", std::process::id(), Uuid::now_v7().simple());
+    // A named instance resumes its own pending entries when it restarts (the reader starts
+    // with them); a random name leaves them to be claimed by another instance.
+    let consumer = match &shared.config.instance {
+        Some(name) => name.clone(),
+        None => format!("{}-{}", std::process::id(), Uuid::now_v7().simple()),
+    };
     groups::join(
         &mut shared.manager.clone(),
         &streams,

@@ -104,18 +104,28 @@ impl Drop for Server {
 
 /// Polls `done` until it holds, failing the test with `what` if it does not within a
 /// generous bound (a bound against hanging, not a measurement).
-pub async fn eventually<F, Fut>(what: &str, mut done: F)
+pub async fn eventually<F, Fut>(what: &str, done: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+    within(Duration::from_secs(30), what, done).await;
+}
+
+/// As [`eventually`], with the bound given: for what must happen long before something else
+/// could make it happen (a bound far below that other time, not a measurement).
+pub async fn within<F, Fut>(bound: Duration, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let waited = tokio::time::timeout(bound, async {
         while !done().await {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    assert!(waited.is_ok(), "timed out waiting for: {what}");
+    assert!(waited.is_ok(), "not within {bound:?}: {what}");
 }
 
 /// How many entries of `stream` group `group` has read and not acknowledged.
@@ -133,4 +143,35 @@ pub async fn pending(conn: &mut MultiplexedConnection, stream: &str, group: &str
         },
         _ => 0,
     }
+}
+
+/// The consumers of group `group` on `stream` (`XINFO CONSUMERS`), sorted by name.
+pub async fn consumers(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> Vec<redis::streams::StreamInfoConsumer> {
+    let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg(group)
+        .query_async(conn)
+        .await
+        .expect("XINFO CONSUMERS");
+    let mut consumers = reply.consumers;
+    consumers.sort_by(|a, b| a.name.cmp(&b.name));
+    consumers
+}
+
+/// Just the names of [`consumers`].
+pub async fn consumer_names(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> Vec<String> {
+    consumers(conn, stream, group)
+        .await
+        .into_iter()
+        .map(|c| c.name)
+        .collect()
 }
