@@ -24,7 +24,7 @@ with a stable id that is never reused):
 ```sh
 cargo install --path catga-lints            # provides `cargo catga`
 cargo catga lint                            # the workspace in the current directory
-cargo catga lint examples src/orders.rs     # some directories or files
+cargo catga lint examples src/orders.rs     # some directories or files, as one program
 cargo catga lint --deny warnings            # CI: warnings fail the run
 cargo catga lint --message-format json      # one cargo-style JSON diagnostic per line
 cargo catga lint --allow event_name_tense   # silence a rule for this run
@@ -33,7 +33,9 @@ cargo catga explain CATGA025                # this page's entry for one rule
 
 `cargo catga lint` exits with 1 when it reports an error (or, with `--deny warnings`, a
 warning), 2 when it cannot run (bad arguments, unreadable files), and 0 otherwise. In this
-workspace `.ci/run` runs it over `examples/` with `--deny warnings`.
+workspace `.ci/run` runs it over each example program (the example and `examples/lib.rs`)
+with `--deny warnings`. Paths given on the command line are linted as one program; without
+paths, each target of the workspace is its own program.
 
 A warning can be silenced where it is reported, for one item: `#[handler(allow(unwrap_in_handler))]`
 on a handler, `#[event(allow(event_name_tense))]` on a message. Errors cannot be silenced: the

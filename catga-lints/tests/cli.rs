@@ -209,15 +209,35 @@ fn catga(args: &[&str]) -> Output {
         .expect("run cargo-catga")
 }
 
+/// Each example is its own program (with the examples' library), linted as `.ci/run` does:
+/// linted together, a transport used by one would make another's commands look remote.
 #[test]
 fn the_workspace_examples_lint_clean() {
-    let output = catga(&["catga", "lint", "--deny", "warnings", "examples"]);
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("catga lint: 0 errors, 0 warnings"),
-        "{stderr}"
-    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut examples: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".rs") && name != "lib.rs")
+        .map(|name| format!("examples/{name}"))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 2, "{examples:?}");
+    for example in &examples {
+        let output = catga(&[
+            "catga",
+            "lint",
+            "--deny",
+            "warnings",
+            "examples/lib.rs",
+            example,
+        ]);
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(0), "{example}: {stderr}");
+        assert!(
+            stderr.contains("catga lint: 0 errors, 0 warnings"),
+            "{example}: {stderr}"
+        );
+    }
 }
 
 #[test]
