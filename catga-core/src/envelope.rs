@@ -66,8 +66,9 @@ pub enum EnvelopeError {
 pub struct Envelope {
     /// The message id.
     pub id: Uuid,
-    /// The wire name.
-    pub name: String,
+    /// The wire name. Borrowed when this process built the envelope (wire names are
+    /// `'static`, so sending one costs no allocation), owned when it was read off the wire.
+    pub name: Cow<'static, str>,
     /// Command, query or event.
     pub kind: MessageKind,
     /// The conversation.
@@ -140,7 +141,7 @@ impl Envelope {
 
     /// An envelope around an already encoded payload.
     pub fn with_payload(
-        name: &str,
+        name: impl Into<Cow<'static, str>>,
         kind: MessageKind,
         ctx: &Context,
         format: WireFormat,
@@ -151,7 +152,7 @@ impl Envelope {
         let correlation_id = ctx.correlation_id();
         Envelope {
             id,
-            name: name.to_string(),
+            name: name.into(),
             kind,
             correlation_id,
             causation_id: ctx.causation_id(),
@@ -212,7 +213,7 @@ impl Envelope {
     pub fn to_headers(&self) -> Vec<(&str, String)> {
         let mut out = vec![
             (header::ID, self.id.to_string()),
-            (header::NAME, self.name.clone()),
+            (header::NAME, self.name.to_string()),
             (header::KIND, self.kind.as_str().to_string()),
             (header::CORRELATION, self.correlation_id.to_string()),
             (header::TIMESTAMP, self.timestamp_ms.to_string()),
@@ -322,7 +323,7 @@ impl Envelope {
         let traceparent = traceparent.filter(|given| *given != traceparent_for(correlation, id));
         Ok(Envelope {
             id,
-            name: name.ok_or(EnvelopeError::Missing(header::NAME))?,
+            name: Cow::Owned(name.ok_or(EnvelopeError::Missing(header::NAME))?),
             kind: kind.ok_or(EnvelopeError::Missing(header::KIND))?,
             correlation_id: correlation,
             causation_id: causation,
@@ -460,7 +461,7 @@ mod tests {
             for (k, v) in &headers {
                 ctx = ctx.with_header(k.clone(), v.clone());
             }
-            let env = Envelope::with_payload(&name, MessageKind::Event, &ctx, WireFormat::MessagePack, payload);
+            let env = Envelope::with_payload(name.clone(), MessageKind::Event, &ctx, WireFormat::MessagePack, payload);
             let wire: Vec<(String, String)> = env.to_headers().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
             let back = Envelope::from_headers(wire.iter().map(|(k, v)| (k.as_str(), v.as_str())), env.payload.clone());
             prop_assert_eq!(back.ok(), Some(env));

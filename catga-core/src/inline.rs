@@ -2,8 +2,9 @@
 //!
 //! The default dispatch path erases the handler's type (handlers are found at run time through
 //! `inventory`), so its future cannot be a field of a known type. Boxing it would cost one
-//! allocation per dispatch. Instead, each dispatch future owns a pinned [`InlineSlot`]: the
-//! handler's future is written into the slot once, polled there in place, and dropped there.
+//! allocation per dispatch. Instead, each `send` future owns a pinned [`InlineSlot`], and a
+//! `publish` leases a block of four from a pool (`slot_pool.rs`): the handler's future is
+//! written into the slot once, polled there in place, and dropped there.
 //! The behaviour stack's futures only carry a small [`SlotFuture`] handle, so adding layers
 //! copies a few words, never the buffer.
 //!
@@ -61,6 +62,11 @@ impl InlineSlot {
             buf: UnsafeCell::new(Buffer(MaybeUninit::uninit())),
             _pinned: PhantomPinned,
         }
+    }
+
+    /// Whether a handler future is stored here.
+    pub(crate) fn is_occupied(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
     }
 
     fn buffer(&self) -> *mut u8 {

@@ -173,6 +173,23 @@ pub(crate) fn from_envelope(
     Ok(map)
 }
 
+/// An event's headers when its context set nothing (see the module docs): the message id as
+/// `Nats-Msg-Id`, the same map [`from_envelope`] builds for such an event.
+pub(crate) fn event_id_only(id: uuid::Uuid) -> HeaderMap {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let mut map = HeaderMap::new();
+    map.append(
+        HeaderName::from_static(MSG_ID),
+        HeaderValue::from(&*id.hyphenated().encode_lower(&mut text)),
+    );
+    map
+}
+
+/// Whether `map` holds a single header value (for an event: only its message id).
+pub(crate) fn is_single(map: &HeaderMap) -> bool {
+    map.len() == 1 && map.iter().all(|(_, values)| values.len() == 1)
+}
+
 /// Reads an envelope from a message's headers, leaving its payload empty: the caller moves
 /// the body in once the headers proved good, and keeps the body whole for the reject store
 /// when they did not. What the headers leave out is taken from what is `implied`; the
@@ -287,6 +304,36 @@ mod tests {
             WireFormat::Json,
             b"{\"id\":1}".to_vec(),
         )
+    }
+
+    fn pairs(map: &HeaderMap) -> Vec<(String, Vec<String>)> {
+        let mut pairs: Vec<_> = map
+            .iter()
+            .map(|(name, values)| {
+                let values = values.iter().map(|v| v.as_str().to_string()).collect();
+                (name.to_string(), values)
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    /// A publish that must be sent again keeps only the message id when the context set
+    /// nothing, and builds the headers from it: they must be the ones `from_envelope` built.
+    #[test]
+    fn a_plain_event_has_only_its_message_id_and_it_can_be_rebuilt() {
+        let plain = envelope(&Context::new());
+        let map = from_envelope(&plain, Implied::Event("orders.placed")).unwrap();
+        assert!(is_single(&map));
+        assert_eq!(pairs(&map), pairs(&event_id_only(plain.id)));
+        for ctx in [
+            Context::new().with_header("tenant", "acme"),
+            Context::new().with_causation_id(uuid::Uuid::now_v7()),
+            Context::new().with_header("tracestate", "vendor=1"),
+        ] {
+            let map = from_envelope(&envelope(&ctx), Implied::Event("orders.placed")).unwrap();
+            assert!(!is_single(&map), "{:?}", pairs(&map));
+        }
     }
 
     #[test]

@@ -438,3 +438,37 @@ async fn a_stream_the_server_lost_is_created_again_and_consumption_resumes() {
     .await;
     serving.shutdown().await;
 }
+
+/// A publish that finds the stream gone creates it and sends the event again, whatever its
+/// context set: the second attempt's headers are built again from what the publish kept (the
+/// message id alone, or the envelope; `headers.rs` tests that both give the same headers).
+/// Stored events are not read back here: the stream keeps an event only while a consumer
+/// wants it (interest retention), and the recreated stream has none yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_after_the_stream_was_lost_succeeds_whatever_its_context() {
+    let Some(corner) = Corner::new("republished_with_context").await else {
+        return;
+    };
+    let nats = corner.connect().await;
+    let stream_name = nats.stream_name().to_string();
+    let jetstream = async_nats::jetstream::new(nats.client().clone());
+    let publisher = Catga::builder()
+        .transport(nats)
+        .handlers(|_| false)
+        .build()
+        .unwrap();
+    let contexts = [
+        Context::new(),
+        Context::new().with_header("tenant", "acme"),
+        Context::new().with_causation_id(Uuid::now_v7()),
+    ];
+    for (order, ctx) in (1..).zip(contexts) {
+        jetstream.delete_stream(&stream_name).await.unwrap();
+        publisher
+            .publish_with(OrderPlaced { order }, ctx)
+            .await
+            .unwrap();
+        let stream = jetstream.get_stream(&stream_name).await;
+        assert!(stream.is_ok(), "order {order}: the stream is back");
+    }
+}

@@ -70,7 +70,7 @@ impl Shared {
             .await
             .map_err(|e| CommandError::new("EVALSHA", stream.clone(), e).into_transport())?;
         if matches!(added, Value::Nil | Value::Boolean(false)) {
-            return Err(TransportError::NoResponders(envelope.name));
+            return Err(TransportError::NoResponders(envelope.name.into_owned()));
         }
         self.await_reply(&reply_key, timeout).await
     }

@@ -30,6 +30,7 @@ use crate::message::{Event, Request};
 use crate::payload::EventRef;
 use crate::pipeline::{Identity, Layer};
 use crate::registry::{EventHandlerBox, Table};
+use crate::slot_pool::SlotLease;
 use terminal::{EventTerminal, RequestTerminal};
 
 /// The application: handlers, state and behaviours, ready to dispatch. See the
@@ -86,27 +87,38 @@ impl<L: Layer> Catga<L> {
 
     /// [`send`](Self::send) with a context the caller prepared (deadline, correlation id,
     /// headers, cancellation).
-    pub async fn send_with<M: Request>(&self, msg: M, ctx: Context) -> Result<M::Output, Error> {
-        let Some(entry) = self.inner.table.request::<M>() else {
-            return self.send_remote(msg, ctx).await;
-        };
-        let slot = pin!(InlineSlot::new());
-        let terminal = RequestTerminal {
-            entry,
-            ctx: &ctx,
-            slot: slot.as_ref(),
-        };
-        // Each branch builds the pipeline's future where it is awaited: one built before the
-        // branch would be copied into the awaiting state (measured: a `memcpy` per dispatch).
-        let output = if ctx.is_guarded() {
-            guard::watch(&ctx, M::NAME, self.inner.layers.run(msg, &ctx, &terminal)).await
-        } else {
-            self.inner.layers.run(msg, &ctx, &terminal).await
-        }?;
-        if ctx.pending_len() > 0 {
-            self.publish_follow_ups(&ctx).await?;
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` stores its arguments twice; see `publish_with`"
+    )]
+    pub fn send_with<M: Request>(
+        &self,
+        msg: M,
+        ctx: Context,
+    ) -> impl Future<Output = Result<M::Output, Error>> + '_ {
+        // An `async` block, not an `async fn`: see `publish_with`.
+        async move {
+            let Some(entry) = self.inner.table.request::<M>() else {
+                return self.send_remote(msg, ctx).await;
+            };
+            let slot = pin!(InlineSlot::new());
+            let terminal = RequestTerminal {
+                entry,
+                ctx: &ctx,
+                slot: slot.as_ref(),
+            };
+            // Each branch builds the pipeline's future where it is awaited: one built before the
+            // branch would be copied into the awaiting state (measured: a `memcpy` per dispatch).
+            let output = if ctx.is_guarded() {
+                guard::watch(&ctx, M::NAME, self.inner.layers.run(msg, &ctx, &terminal)).await
+            } else {
+                self.inner.layers.run(msg, &ctx, &terminal).await
+            }?;
+            if ctx.pending_len() > 0 {
+                self.publish_follow_ups(&ctx).await?;
+            }
+            Ok(output)
         }
-        Ok(output)
     }
 
     /// Sends many requests of one type, at most `batch_concurrency` at a time (see the
@@ -135,44 +147,63 @@ impl<L: Layer> Catga<L> {
     }
 
     /// [`publish`](Self::publish) with a context the caller prepared.
-    pub async fn publish_with<E: Event>(&self, event: E, ctx: Context) -> Result<(), Error> {
-        self.inner.layers.observe_publish(&event, &ctx);
-        if self.inner.settings.transport.is_some() {
-            return self.publish_remote(&event, &ctx).await;
-        }
-        let Some(entry) = self.inner.table.event::<E>() else {
-            return Ok(());
-        };
-        // The slots live here, in the outermost future, which is built in place: a slot inside
-        // an inner future would be copied whenever that future moves into its awaiting state.
-        let (s0, s1) = (pin!(InlineSlot::new()), pin!(InlineSlot::new()));
-        let (s2, s3) = (pin!(InlineSlot::new()), pin!(InlineSlot::new()));
-        let slots = [s0.as_ref(), s1.as_ref(), s2.as_ref(), s3.as_ref()];
-        let handlers = entry.handlers();
-        // Each branch builds the future where it is awaited: a `let run = …` shared by both
-        // would be copied into the awaiting state. The guarded branch is boxed: its timer and
-        // cancellation futures would add a kilobyte to every publish's future, which callers
-        // move (into `join_all`, a spawned task, the transport's path); a publish with a
-        // deadline or a cancellation token arms a timer anyway.
-        let mut failures = if ctx.is_guarded() {
-            let run = async { Ok(self.run_event_handlers(handlers, &event, &ctx, slots).await) };
-            Box::pin(guard::watch(&ctx, E::NAME, run)).await?
-        } else {
-            self.run_event_handlers(handlers, &event, &ctx, slots).await
-        };
-        if ctx.pending_len() > 0
-            && let Err(error) = self.publish_follow_ups(&ctx).await
-        {
-            follow_up::absorb(&mut failures, error);
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(crate::ErrorKind::Publish {
-                event: E::NAME,
-                failures,
+    // Not an `async fn`: an `async fn` moves its arguments into locals and keeps both copies
+    // (the event and the 104-byte context twice); an `async move` block uses its captures in
+    // place. Callers move this future, so its size is paid per publish (docs/performance.md).
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` stores its arguments twice; see `publish_with`"
+    )]
+    pub fn publish_with<E: Event>(
+        &self,
+        event: E,
+        ctx: Context,
+    ) -> impl Future<Output = Result<(), Error>> + '_ {
+        async move {
+            self.inner.layers.observe_publish(&event, &ctx);
+            if let Some(transport) = self.inner.settings.transport.as_deref() {
+                return Self::publish_remote(
+                    transport,
+                    self.inner.settings.wire_format,
+                    &event,
+                    &ctx,
+                )
+                .await;
             }
-            .into())
+            let Some(entry) = self.inner.table.event::<E>() else {
+                return Ok(());
+            };
+            let handlers = entry.handlers();
+            // The handlers' futures run in a leased block of slots, not in this future: callers
+            // move this future, and a publish through a transport uses no slot (slot_pool.rs).
+            let lease = SlotLease::take();
+            let slots = lease.slots();
+            // Each branch builds the future where it is awaited: a `let run = …` shared by both
+            // would be copied into the awaiting state. The guarded branch is boxed: its timer and
+            // cancellation futures would add a kilobyte to every publish's future, which callers
+            // move (into `join_all`, a spawned task, the transport's path); a publish with a
+            // deadline or a cancellation token arms a timer anyway.
+            let mut failures = if ctx.is_guarded() {
+                let run =
+                    async { Ok(self.run_event_handlers(handlers, &event, &ctx, slots).await) };
+                Box::pin(guard::watch(&ctx, E::NAME, run)).await?
+            } else {
+                self.run_event_handlers(handlers, &event, &ctx, slots).await
+            };
+            if ctx.pending_len() > 0
+                && let Err(error) = self.publish_follow_ups(&ctx).await
+            {
+                follow_up::absorb(&mut failures, error);
+            }
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(crate::ErrorKind::Publish {
+                    event: E::NAME,
+                    failures,
+                }
+                .into())
+            }
         }
     }
 
@@ -181,73 +212,80 @@ impl<L: Layer> Catga<L> {
     /// Up to four handlers run without allocating, in the caller's `slots`; the per-handler
     /// futures that `join!` moves around are then a few words each. More handlers are joined
     /// with `join_all`, which allocates.
-    async fn run_event_handlers<'a, E: Event>(
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` stores its arguments twice; see `publish_with`"
+    )]
+    fn run_event_handlers<'a, E: Event>(
         &'a self,
         handlers: &'a [EventHandlerBox<E>],
         event: &'a E,
         ctx: &'a Context,
         slots: [Pin<&'a InlineSlot>; 4],
-    ) -> Vec<HandlerFailure> {
-        let terminal = |index: usize| EventTerminal {
-            handler: &handlers[index],
-            event,
-            ctx,
-            scope: scope_of(index),
-            slot: slots[index],
-        };
-        let mut failures = Vec::new();
-        let mut note = |index: usize, result: Result<(), Error>| {
-            if let Err(error) = result {
-                failures.push(HandlerFailure {
-                    handler: handlers[index].0.name,
-                    error,
-                });
-            }
-        };
-        match handlers.len() {
-            0 => {}
-            1 => note(0, self.run_event_handler(&terminal(0)).await),
-            2 => {
-                let (t0, t1) = (terminal(0), terminal(1));
-                let f0 = pin!(self.run_event_handler(&t0));
-                let f1 = pin!(self.run_event_handler(&t1));
-                join_in_place(&mut [f0, f1], note).await;
-            }
-            3 => {
-                let (t0, t1, t2) = (terminal(0), terminal(1), terminal(2));
-                let f0 = pin!(self.run_event_handler(&t0));
-                let f1 = pin!(self.run_event_handler(&t1));
-                let f2 = pin!(self.run_event_handler(&t2));
-                join_in_place(&mut [f0, f1, f2], note).await;
-            }
-            4 => {
-                let (t0, t1) = (terminal(0), terminal(1));
-                let (t2, t3) = (terminal(2), terminal(3));
-                let f0 = pin!(self.run_event_handler(&t0));
-                let f1 = pin!(self.run_event_handler(&t1));
-                let f2 = pin!(self.run_event_handler(&t2));
-                let f3 = pin!(self.run_event_handler(&t3));
-                join_in_place(&mut [f0, f1, f2, f3], note).await;
-            }
-            n => {
-                let one = |index: usize| async move {
-                    let slot = pin!(InlineSlot::new());
-                    let terminal = EventTerminal {
-                        handler: &handlers[index],
-                        event,
-                        ctx,
-                        scope: scope_of(index),
-                        slot: slot.as_ref(),
+    ) -> impl Future<Output = Vec<HandlerFailure>> + 'a {
+        // An `async` block, not an `async fn`: see `publish_with`.
+        async move {
+            let terminal = |index: usize| EventTerminal {
+                handler: &handlers[index],
+                event,
+                ctx,
+                scope: scope_of(index),
+                slot: slots[index],
+            };
+            let mut failures = Vec::new();
+            let mut note = |index: usize, result: Result<(), Error>| {
+                if let Err(error) = result {
+                    failures.push(HandlerFailure {
+                        handler: handlers[index].0.name,
+                        error,
+                    });
+                }
+            };
+            match handlers.len() {
+                0 => {}
+                1 => note(0, self.run_event_handler(&terminal(0)).await),
+                2 => {
+                    let (t0, t1) = (terminal(0), terminal(1));
+                    let f0 = pin!(self.run_event_handler(&t0));
+                    let f1 = pin!(self.run_event_handler(&t1));
+                    join_in_place(&mut [f0, f1], note).await;
+                }
+                3 => {
+                    let (t0, t1, t2) = (terminal(0), terminal(1), terminal(2));
+                    let f0 = pin!(self.run_event_handler(&t0));
+                    let f1 = pin!(self.run_event_handler(&t1));
+                    let f2 = pin!(self.run_event_handler(&t2));
+                    join_in_place(&mut [f0, f1, f2], note).await;
+                }
+                4 => {
+                    let (t0, t1) = (terminal(0), terminal(1));
+                    let (t2, t3) = (terminal(2), terminal(3));
+                    let f0 = pin!(self.run_event_handler(&t0));
+                    let f1 = pin!(self.run_event_handler(&t1));
+                    let f2 = pin!(self.run_event_handler(&t2));
+                    let f3 = pin!(self.run_event_handler(&t3));
+                    join_in_place(&mut [f0, f1, f2, f3], note).await;
+                }
+                n => {
+                    let one = |index: usize| async move {
+                        let slot = pin!(InlineSlot::new());
+                        let terminal = EventTerminal {
+                            handler: &handlers[index],
+                            event,
+                            ctx,
+                            scope: scope_of(index),
+                            slot: slot.as_ref(),
+                        };
+                        self.run_event_handler(&terminal).await
                     };
-                    self.run_event_handler(&terminal).await
-                };
-                let results = futures::future::join_all((0..n).map(one)).await;
-                for (index, result) in results.into_iter().enumerate() {
-                    note(index, result);
+                    let results = futures::future::join_all((0..n).map(one)).await;
+                    for (index, result) in results.into_iter().enumerate() {
+                        note(index, result);
+                    }
                 }
             }
+            failures
         }
-        failures
     }
 
     /// One handler of a publish through the behaviour stack.

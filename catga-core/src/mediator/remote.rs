@@ -85,37 +85,52 @@ impl<M: Request> Terminal<M> for RemoteTerminal<'_> {
 
 impl<L: Layer> Catga<L> {
     /// A request with no handler here: through the behaviours, then the transport.
-    pub(super) async fn send_remote<M: Request>(
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` stores its arguments twice; see `publish_with`"
+    )]
+    pub(super) fn send_remote<M: Request>(
         &self,
         msg: M,
         ctx: Context,
-    ) -> Result<M::Output, Error> {
-        let settings = &self.inner.settings;
-        let Some(transport) = settings.transport.as_deref() else {
-            return Err(ErrorKind::NoHandler { message: M::NAME }.into());
-        };
-        let terminal = RemoteTerminal {
-            transport,
-            ctx: &ctx,
-            format: settings.wire_format,
-            default_timeout: settings.request_timeout,
-        };
-        if ctx.is_guarded() {
-            guard::watch(&ctx, M::NAME, self.inner.layers.run(msg, &ctx, &terminal)).await
-        } else {
-            self.inner.layers.run(msg, &ctx, &terminal).await
+    ) -> impl Future<Output = Result<M::Output, Error>> + '_ {
+        // An `async` block, not an `async fn`: see `Catga::publish_with`.
+        async move {
+            let settings = &self.inner.settings;
+            let Some(transport) = settings.transport.as_deref() else {
+                return Err(ErrorKind::NoHandler { message: M::NAME }.into());
+            };
+            let terminal = RemoteTerminal {
+                transport,
+                ctx: &ctx,
+                format: settings.wire_format,
+                default_timeout: settings.request_timeout,
+            };
+            if ctx.is_guarded() {
+                guard::watch(&ctx, M::NAME, self.inner.layers.run(msg, &ctx, &terminal)).await
+            } else {
+                self.inner.layers.run(msg, &ctx, &terminal).await
+            }
         }
     }
 
-    /// An event, to the transport.
-    pub(super) async fn publish_remote<E: Event>(
-        &self,
+    /// An event, to the transport. Not an `async fn`: the envelope is built and handed to the
+    /// transport before the first await, so only the transport's boxed future is kept across
+    /// it (callers move the publish future; a kept envelope would add a few hundred bytes).
+    pub(super) fn publish_remote<'a, E: Event>(
+        transport: &'a dyn Transport,
+        format: WireFormat,
         event: &E,
         ctx: &Context,
-    ) -> Result<(), Error> {
-        let envelope = Envelope::wrap(event, ctx, self.inner.settings.wire_format)
-            .map_err(|e| codec_error(E::NAME, e))?;
-        self.send_envelope(E::NAME, envelope).await
+    ) -> impl Future<Output = Result<(), Error>> + 'a {
+        let sent = Envelope::wrap(event, ctx, format)
+            .map(|envelope| transport.publish(envelope))
+            .map_err(|e| codec_error(E::NAME, e));
+        async move {
+            sent?
+                .await
+                .map_err(|source| transport_error(E::NAME, transport, source))
+        }
     }
 
     /// A queued follow-up event: to the transport if there is one, else to the handlers here.

@@ -160,7 +160,7 @@ impl Transport for MemoryTransport {
                 })
                 .map(|(_, queue)| queue.clone());
             let Some(queue) = target else {
-                return Err(TransportError::NoResponders(envelope.name));
+                return Err(TransportError::NoResponders(envelope.name.into_owned()));
             };
             let (tx, rx) = oneshot::channel();
             queue.push(Delivery {
