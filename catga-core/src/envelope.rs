@@ -42,6 +42,20 @@ pub mod header {
     pub const TRACESTATE: &str = "tracestate";
     /// The prefix reserved for catga's own headers.
     pub const RESERVED: &str = "catga-";
+
+    /// Every header an envelope travels under, for transports that map them once.
+    pub const ALL: [&str; 10] = [
+        ID,
+        NAME,
+        KIND,
+        CORRELATION,
+        CAUSATION,
+        TIMESTAMP,
+        DEADLINE,
+        CONTENT_TYPE,
+        TRACEPARENT,
+        TRACESTATE,
+    ];
 }
 
 /// Why an envelope could not be read from a transport's headers.
@@ -265,20 +279,9 @@ impl Envelope {
         };
         for (key, value) in headers {
             // Matched without regard to case, and without a lowercased copy per header.
-            let known = [
-                header::ID,
-                header::NAME,
-                header::KIND,
-                header::CORRELATION,
-                header::CAUSATION,
-                header::TIMESTAMP,
-                header::DEADLINE,
-                header::CONTENT_TYPE,
-                header::TRACEPARENT,
-                header::TRACESTATE,
-            ]
-            .into_iter()
-            .find(|known| key.eq_ignore_ascii_case(known));
+            let known = header::ALL
+                .into_iter()
+                .find(|known| key.eq_ignore_ascii_case(known));
             let reserved = key
                 .get(..header::RESERVED.len())
                 .is_some_and(|start| start.eq_ignore_ascii_case(header::RESERVED));

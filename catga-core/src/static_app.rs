@@ -302,15 +302,7 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
         {
             crate::mediator::absorb(&mut failures, error);
         }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(crate::ErrorKind::Publish {
-                event: E::NAME,
-                failures,
-            }
-            .into())
-        }
+        crate::mediator::outcome(E::NAME, failures)
     }
 
     fn follow_ups<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {

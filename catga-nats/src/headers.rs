@@ -51,19 +51,7 @@ const NATS_RESERVED: &str = "nats-";
 
 /// catga's own header names, known valid: no need to check them on every message.
 fn known(name: &str) -> Option<HeaderName> {
-    const KNOWN: [&str; 10] = [
-        header::ID,
-        header::NAME,
-        header::KIND,
-        header::CORRELATION,
-        header::CAUSATION,
-        header::TIMESTAMP,
-        header::DEADLINE,
-        header::CONTENT_TYPE,
-        header::TRACEPARENT,
-        header::TRACESTATE,
-    ];
-    KNOWN
+    header::ALL
         .iter()
         .find(|known| **known == name)
         .map(|known| HeaderName::from_static(known))

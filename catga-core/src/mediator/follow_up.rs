@@ -116,3 +116,12 @@ pub(crate) fn absorb(failures: &mut Vec<HandlerFailure>, error: Error) {
         }),
     }
 }
+
+/// A publish's outcome: `Ok` when no handler failed, else every failure under the event's name.
+pub(crate) fn outcome(event: &'static str, failures: Vec<HandlerFailure>) -> Result<(), Error> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(ErrorKind::Publish { event, failures }.into())
+    }
+}

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 pub use builder::{CatgaBuilder, DEFAULT_BATCH_CONCURRENCY, DEFAULT_MAX_PAYLOAD_BYTES};
-pub(crate) use follow_up::absorb;
+pub(crate) use follow_up::{absorb, outcome};
 
 use crate::context::Context;
 use crate::error::{Error, HandlerFailure};
@@ -195,15 +195,7 @@ impl<L: Layer> Catga<L> {
             {
                 follow_up::absorb(&mut failures, error);
             }
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(crate::ErrorKind::Publish {
-                    event: E::NAME,
-                    failures,
-                }
-                .into())
-            }
+            follow_up::outcome(E::NAME, failures)
         }
     }
 
