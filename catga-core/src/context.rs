@@ -22,7 +22,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use once_cell::race::OnceBox;
@@ -33,6 +33,7 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::message::Event;
 use crate::payload::AnyMessage;
+use crate::transport::Delivery;
 
 /// How many events one handler invocation may queue with [`Context::publish`].
 pub const MAX_PENDING_EVENTS: usize = 4096;
@@ -63,6 +64,28 @@ pub struct Context {
 struct Extras {
     headers: Vec<(String, String)>,
     cancellation: Option<CancellationToken>,
+    /// Set when the message arrived from a transport.
+    delivery: Option<Arc<DeliveryNote>>,
+}
+
+/// A transport delivery, and which of its failures a `DeadLetter` layer already kept (so the
+/// serving side stores each failure once).
+#[derive(Debug)]
+pub(crate) struct DeliveryNote {
+    delivery: Delivery,
+    /// Handlers (`None`: the request's) whose failure was dead-lettered during this delivery.
+    kept: Mutex<Vec<Option<&'static str>>>,
+}
+
+impl DeliveryNote {
+    /// Whether the failure of `handler` (`None`: a request's) was dead-lettered during this
+    /// delivery.
+    pub(crate) fn was_kept(&self, handler: Option<&str>) -> bool {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&handler)
+    }
 }
 
 impl Default for Context {
@@ -187,9 +210,19 @@ impl Context {
             .is_some_and(CancellationToken::is_cancelled)
     }
 
-    /// Which attempt this is: 1 for the first, 2 for the first retry, …
+    /// Which attempt this is: 1 for the first, 2 for the first retry, … For a message that
+    /// arrived from a transport, the delivery number (a redelivery is a retry).
     pub fn attempt(&self) -> u32 {
         self.attempt.load(Ordering::Relaxed)
+    }
+
+    /// The transport delivery this message arrived with (its number and the most the
+    /// transport makes); `None` for a message dispatched in this process.
+    pub fn delivery(&self) -> Option<Delivery> {
+        self.extras
+            .as_ref()
+            .and_then(|e| e.delivery.as_ref())
+            .map(|note| note.delivery)
     }
 
     /// Queues `event` to be published when the current handler returns `Ok`.
@@ -227,6 +260,42 @@ impl Context {
         self.deadline.load(Ordering::Relaxed)
     }
 
+    /// Marks this context as a transport delivery.
+    pub(crate) fn with_delivery(self, delivery: Delivery) -> Self {
+        let note = Arc::new(DeliveryNote {
+            delivery,
+            kept: Mutex::new(Vec::new()),
+        });
+        self.attempt.store(delivery.attempt, Ordering::Relaxed);
+        self.with_extras(|extras| extras.delivery = Some(note))
+    }
+
+    /// Records that the failure of `handler` (`None`: a request's) was dead-lettered during
+    /// this delivery.
+    pub(crate) fn note_dead_lettered(&self, handler: Option<&'static str>) {
+        if let Some(note) = self.extras.as_ref().and_then(|e| e.delivery.as_ref()) {
+            note.kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(handler);
+        }
+    }
+
+    /// The note of this context's transport delivery, shared: the serving side reads what
+    /// the pipeline kept after the context is gone.
+    pub(crate) fn delivery_note(&self) -> Option<Arc<DeliveryNote>> {
+        self.extras.as_ref().and_then(|e| e.delivery.clone())
+    }
+
+    /// Takes the deadline and the cancellation signal off this context: the caller's bounds,
+    /// which a publish enforces on its own wait while the handlers run unbounded.
+    pub(crate) fn take_bounds(&mut self) -> (Option<Instant>, Option<CancellationToken>) {
+        let deadline = self.deadline();
+        self.deadline.store(0, Ordering::Relaxed);
+        let cancellation = self.extras.as_mut().and_then(|e| e.cancellation.take());
+        (deadline, cancellation)
+    }
+
     pub(crate) fn set_attempt(&self, attempt: u32) {
         self.attempt.store(attempt, Ordering::Relaxed);
     }
@@ -254,16 +323,39 @@ impl Context {
         self.pending().map(PendingEvents::take).unwrap_or_default()
     }
 
-    /// The context of an event published by this message's handler.
+    /// The context of an event published by this message's handler: the same conversation
+    /// and headers, caused by this message. Not its deadline or cancellation: those bound
+    /// the caller's wait, not what the event's subscribers do (an event is a fact), nor its
+    /// transport delivery.
     pub(crate) fn caused(&self) -> Context {
+        self.linked(Some(self.correlation_id()), Some(self.message_id()))
+    }
+
+    /// Another message of the same standing as this one: same conversation, same cause, same
+    /// headers, its own id (the contexts of a handler's follow-up events are built from one
+    /// [`caused`](Self::caused) context this way).
+    pub(crate) fn sibling(&self) -> Context {
+        self.linked(self.correlation_id, self.causation_id)
+    }
+
+    fn linked(&self, correlation_id: Option<Uuid>, causation_id: Option<Uuid>) -> Context {
+        let extras = self.extras.as_ref().and_then(|extras| {
+            (!extras.headers.is_empty()).then(|| {
+                Box::new(Extras {
+                    headers: extras.headers.clone(),
+                    cancellation: None,
+                    delivery: None,
+                })
+            })
+        });
         Context {
             given_id: None,
             message_id: OnceLock::new(),
-            correlation_id: Some(self.correlation_id()),
-            causation_id: Some(self.message_id()),
-            deadline: AtomicU64::new(self.raw_deadline()),
+            correlation_id,
+            causation_id,
+            deadline: AtomicU64::new(0),
             attempt: AtomicU32::new(1),
-            extras: self.extras.clone(),
+            extras,
             pending: OnceBox::new(),
         }
     }
@@ -406,6 +498,22 @@ mod tests {
         assert_eq!(child.causation_id(), Some(parent.message_id()));
         assert_ne!(child.message_id(), parent.message_id());
         assert_eq!(child.header("tenant"), Some("a"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_caused_by_a_bounded_request_is_not_bounded_by_it() {
+        let parent = Context::new()
+            .with_timeout(Duration::from_secs(1))
+            .with_cancellation(CancellationToken::new())
+            .with_delivery(Delivery::new(2, 5));
+        let child = parent.caused();
+        assert!(
+            child.deadline().is_none(),
+            "the caller's deadline stays with the caller"
+        );
+        assert!(child.cancellation().is_none());
+        assert!(child.delivery().is_none(), "a follow-up is not a delivery");
+        assert!(!child.is_guarded());
     }
 
     #[tokio::test(start_paused = true)]

@@ -91,7 +91,10 @@ pub struct Envelope {
     pub causation_id: Option<Uuid>,
     /// When it was sent, Unix milliseconds.
     pub timestamp_ms: u64,
-    /// When the sender stops waiting, Unix milliseconds.
+    /// When the sender stops waiting, Unix milliseconds; requests only. An event is a fact,
+    /// not a request: the publisher's deadline bounds the publisher's wait (until the broker
+    /// stored it), not what its subscribers do, so an event never carries one, and one
+    /// received on an event is ignored.
     pub deadline_ms: Option<u64>,
     /// W3C `traceparent` as the sender's context gave it (an OpenTelemetry propagator, or the
     /// previous hop). `None` means the conversation's own trace context, derived from the ids
@@ -171,7 +174,11 @@ impl Envelope {
             correlation_id,
             causation_id: ctx.causation_id(),
             timestamp_ms: unix_ms(now),
-            deadline_ms: ctx.remaining().map(|left| unix_ms(now + left)),
+            deadline_ms: if kind.is_request() {
+                ctx.remaining().map(|left| unix_ms(now + left))
+            } else {
+                None
+            },
             traceparent: ctx.header(header::TRACEPARENT).map(str::to_string),
             tracestate: ctx.header(header::TRACESTATE).map(str::to_string),
             headers: ctx
@@ -184,8 +191,9 @@ impl Envelope {
         }
     }
 
-    /// The receiving side's context: the same ids, the time left before the sender's deadline
-    /// (measured against this machine's clock), the headers and the trace context.
+    /// The receiving side's context: the same ids, for a request the time left before the
+    /// sender's deadline (measured against this machine's clock), the headers and the trace
+    /// context.
     pub fn context(&self) -> Context {
         let mut ctx = Context::new()
             .with_message_id(self.id)
@@ -193,7 +201,7 @@ impl Envelope {
         if let Some(causation) = self.causation_id {
             ctx = ctx.with_causation_id(causation);
         }
-        if let Some(deadline) = self.deadline_ms {
+        if let Some(deadline) = self.deadline_ms.filter(|_| self.kind.is_request()) {
             let left = deadline.saturating_sub(unix_ms(SystemTime::now()));
             ctx = ctx.with_timeout(Duration::from_millis(left));
         }
@@ -217,10 +225,13 @@ impl Envelope {
         }
     }
 
-    /// Whether the sender's deadline has passed.
+    /// Whether the sender of a request stopped waiting (its deadline passed). Never true for
+    /// an event.
     pub fn expired(&self) -> bool {
-        self.deadline_ms
-            .is_some_and(|d| d <= unix_ms(SystemTime::now()))
+        self.kind.is_request()
+            && self
+                .deadline_ms
+                .is_some_and(|d| d <= unix_ms(SystemTime::now()))
     }
 
     /// The envelope as transport headers (name, value), payload excluded.
@@ -390,6 +401,21 @@ mod tests {
             traceparent.contains(&parent.correlation_id().simple().to_string()),
             "{traceparent}"
         );
+    }
+
+    #[test]
+    fn an_event_carries_no_deadline_and_ignores_one_received() {
+        let ctx = Context::new().with_timeout(Duration::from_secs(1));
+        let mut event =
+            Envelope::with_payload("placed", MessageKind::Event, &ctx, WireFormat::Json, vec![]);
+        assert_eq!(
+            event.deadline_ms, None,
+            "the publisher's deadline stays with it"
+        );
+        // An older sender may still put one on the wire: the receiver does not enforce it.
+        event.deadline_ms = Some(1);
+        assert!(!event.expired());
+        assert!(event.context().deadline().is_none());
     }
 
     #[test]

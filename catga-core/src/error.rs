@@ -206,6 +206,27 @@ pub enum ErrorKind {
         #[source]
         source: BoxError,
     },
+    /// The handler panicked. The panic was contained to this message (a message that arrived
+    /// from a transport, or a follow-up event): the consumer keeps serving and the caller
+    /// gets this error at once. Not retryable: a panic is a bug, and running the same message
+    /// again would most likely panic again.
+    #[error("the handler of `{message}` panicked: {detail}")]
+    Panicked {
+        /// The message's wire name.
+        message: String,
+        /// The panic's message, when it was a string.
+        detail: String,
+    },
+    /// A redelivered request whose first delivery may have run: the instance handling it
+    /// stopped before answering. It is not run again, because the message is not declared
+    /// safe to repeat (`#[command(idempotent)]`); it is kept in the dead-letter store.
+    #[error(
+        "`{message}` may already have been handled by an instance that stopped before answering; it is not `idempotent`, so it was not run again"
+    )]
+    InDoubt {
+        /// The message's wire name.
+        message: String,
+    },
     /// A handler queued more events with `ctx.publish` than the limit allows.
     #[error("`{message}` queued more than {limit} events in one dispatch")]
     TooManyEvents {
@@ -329,6 +350,8 @@ impl Error {
     /// | `store` | [`ErrorKind::Store`] |
     /// | `transport` | [`ErrorKind::Transport`] |
     /// | `remote` | [`ErrorKind::Remote`] (the remote code is in the kind) |
+    /// | `panic` | [`ErrorKind::Panicked`] |
+    /// | `in_doubt` | [`ErrorKind::InDoubt`] |
     pub fn code(&self) -> &'static str {
         use ErrorKind::*;
         match &*self.kind {
@@ -348,6 +371,8 @@ impl Error {
             Store { .. } => "store",
             Transport { .. } => "transport",
             Remote { .. } => "remote",
+            Panicked { .. } => "panic",
+            InDoubt { .. } => "in_doubt",
         }
     }
 
@@ -364,6 +389,38 @@ impl Error {
             ErrorKind::Publish { failures, .. } => {
                 !failures.is_empty() && failures.iter().all(|f| f.error.is_retryable())
             }
+            _ => false,
+        }
+    }
+
+    /// Whether the operation may or may not have taken effect: it was (or may have been)
+    /// handed to its handler and the outcome was lost, so running it again may do it twice.
+    /// A timeout or cancellation while the pipeline ran, a panic, a request sent to a broker
+    /// whose reply never came (a transport timeout, a connection lost after sending, a reply
+    /// that could not be read), a failure the remote side reports as a timeout.
+    ///
+    /// Errors known to have happened before any handler ran are not in doubt: no handler, a
+    /// validation failure, an open circuit, a rate limit, shed load, nobody serving the
+    /// request, a broker that could not be reached. A handler's own error is not either: the
+    /// handler chose to fail, and its type says whether trying again is safe
+    /// ([`Retryable`]).
+    ///
+    /// [`Retry`](crate::behavior::Retry) retries an in-doubt failure only for a message that
+    /// is safe to repeat: a query, an event handler, or a command declared
+    /// `#[command(idempotent)]`.
+    pub fn is_in_doubt(&self) -> bool {
+        match &*self.kind {
+            ErrorKind::Timeout { .. }
+            | ErrorKind::Cancelled { .. }
+            | ErrorKind::Panicked { .. } => true,
+            ErrorKind::Transport { source, .. } => source.is_in_doubt(),
+            ErrorKind::Remote { remote_code, .. } => {
+                matches!(
+                    remote_code.as_str(),
+                    "timeout" | "cancelled" | "panic" | "transport"
+                )
+            }
+            ErrorKind::Publish { failures, .. } => failures.iter().any(|f| f.error.is_in_doubt()),
             _ => false,
         }
     }

@@ -50,6 +50,23 @@ pub trait Behavior: Send + Sync + 'static {
     fn observe_publish(&self, event: &dyn AnyMessage, ctx: &Context) {
         let _ = (event, ctx);
     }
+
+    /// The events (wire names) this behaviour must see on **every instance** of the
+    /// application, not on the one instance of its service a transport delivers an event to:
+    /// the transport reports each to [`observe_remote`](Behavior::observe_remote) on every
+    /// instance, whether or not the service handles it. Caching lists the events that
+    /// invalidate its replies. None by default.
+    fn observed_events(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// An event named `name` (one [`observed_events`](Behavior::observed_events) lists) was
+    /// published somewhere, or may have been while this instance could not see (a transport
+    /// reports every observed name after reconnecting). Does nothing by default.
+    #[inline]
+    fn observe_remote(&self, name: &str) {
+        let _ = name;
+    }
 }
 
 /// The rest of the pipeline after a behaviour: the inner behaviours, then the handler.
@@ -100,6 +117,14 @@ pub trait Layer: Send + Sync + 'static {
     /// Shows a published event to every behaviour ([`Behavior::observe_publish`]).
     #[doc(hidden)]
     fn observe_publish(&self, event: &dyn AnyMessage, ctx: &Context);
+
+    /// Collects every behaviour's [`Behavior::observed_events`].
+    #[doc(hidden)]
+    fn observed_events(&self, into: &mut Vec<&'static str>);
+
+    /// Shows a remotely published event name to every behaviour ([`Behavior::observe_remote`]).
+    #[doc(hidden)]
+    fn observe_remote(&self, name: &str);
 }
 
 /// The empty stack.
@@ -119,6 +144,11 @@ impl Layer for Identity {
 
     #[inline]
     fn observe_publish(&self, _: &dyn AnyMessage, _: &Context) {}
+
+    fn observed_events(&self, _: &mut Vec<&'static str>) {}
+
+    #[inline]
+    fn observe_remote(&self, _: &str) {}
 }
 
 /// A behaviour `outer` around the stack `inner`.
@@ -151,6 +181,17 @@ impl<B: Behavior, L: Layer> Layer for Stack<B, L> {
     fn observe_publish(&self, event: &dyn AnyMessage, ctx: &Context) {
         self.outer.observe_publish(event, ctx);
         self.inner.observe_publish(event, ctx);
+    }
+
+    fn observed_events(&self, into: &mut Vec<&'static str>) {
+        into.extend(self.outer.observed_events());
+        self.inner.observed_events(into);
+    }
+
+    #[inline]
+    fn observe_remote(&self, name: &str) {
+        self.outer.observe_remote(name);
+        self.inner.observe_remote(name);
     }
 }
 

@@ -43,7 +43,7 @@ use futures::future::BoxFuture;
 use crate::context::Context;
 use crate::error::{Error, HandlerFailure};
 use crate::handler::EventHandler;
-use crate::mediator::guard::{guarded, watch};
+use crate::mediator::guard::watch;
 use crate::message::{Event, Request};
 use crate::payload::{AnyMessage, EventRef};
 use crate::pipeline::{Behavior, Identity, Layer, PushInner, Terminal};
@@ -256,6 +256,11 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
     }
 
     /// [`send`](Self::send) with a prepared context.
+    ///
+    /// As with [`Catga::send`](crate::Catga::send), what becomes of the events the handler
+    /// queued never changes the result. The static path has no background tasks: the
+    /// follow-up events' handlers run to their end before `send` returns, whatever the
+    /// context's deadline (it bounds the request's own handler).
     pub async fn send_with<M: Request>(&self, msg: M, ctx: Context) -> Result<M::Output, Error>
     where
         A: StaticRoute<M>,
@@ -272,7 +277,7 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
             self.layers.run(msg, &ctx, &terminal).await
         }?;
         if ctx.pending_len() > 0 {
-            self.follow_ups(&ctx).await?;
+            self.follow_ups(&ctx).await;
         }
         Ok(output)
     }
@@ -290,50 +295,47 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
     }
 
     /// [`publish`](Self::publish) with a prepared context.
-    pub async fn publish_with<E: Event>(&self, event: E, ctx: Context) -> Result<(), Error>
+    ///
+    /// An event's handlers run to their end: a deadline or cancellation on the context does
+    /// not cut them (it bounds a caller, not an event's subscribers; the static path has no
+    /// background task to leave them in, so the caller waits).
+    pub async fn publish_with<E: Event>(&self, event: E, mut ctx: Context) -> Result<(), Error>
     where
         A: StaticSubscribers<E>,
     {
         self.layers.observe_publish(&event, &ctx);
-        let run = async { Ok(self.app.run(&self.layers, &event, &ctx).await) };
-        let mut failures = guarded(&ctx, E::NAME, run).await?;
-        if ctx.pending_len() > 0
-            && let Err(error) = self.follow_ups(&ctx).await
-        {
-            crate::mediator::absorb(&mut failures, error);
+        let _ = ctx.take_bounds();
+        let failures = self.app.run(&self.layers, &event, &ctx).await;
+        if ctx.pending_len() > 0 {
+            self.follow_ups(&ctx).await;
         }
         crate::mediator::outcome(E::NAME, failures)
     }
 
-    fn follow_ups<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+    /// Publishes the events `ctx`'s handler queued. Their failures are logged and counted,
+    /// never returned: see [`send_with`](Self::send_with).
+    fn follow_ups<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let mut failures = Vec::new();
-            let mut first_event = None;
             for pending in ctx.take_pending() {
-                first_event.get_or_insert(pending.event.info().name());
                 let child = ctx.caused();
+                let info = pending.event.info();
                 self.layers.observe_publish(&*pending.event, &child);
-                let run = async {
-                    Ok(self
-                        .app
-                        .publish_any(&self.layers, &*pending.event, &child)
-                        .await)
-                };
-                match guarded(&child, pending.event.info().name(), run).await {
-                    Ok(more) => failures.extend(more),
-                    Err(error) => crate::mediator::absorb(&mut failures, error),
+                let failures = self
+                    .app
+                    .publish_any(&self.layers, &*pending.event, &child)
+                    .await;
+                for failure in &failures {
+                    tracing::error!(target: "catga", event = info.name(), handler = failure.handler,
+                        message_id = %child.message_id(), correlation_id = %child.correlation_id(),
+                        error = %failure.error,
+                        "a handler of a follow-up event failed (a DeadLetter layer keeps it); the message that published it is not affected");
+                    metrics::counter!("catga_follow_up_failures_total", "event" => info.name(),
+                        "code" => failure.error.code())
+                    .increment(1);
                 }
-                if child.pending_len() > 0
-                    && let Err(error) = self.follow_ups(&child).await
-                {
-                    crate::mediator::absorb(&mut failures, error);
+                if child.pending_len() > 0 {
+                    self.follow_ups(&child).await;
                 }
-            }
-            match first_event {
-                Some(event) if !failures.is_empty() => {
-                    Err(crate::ErrorKind::Publish { event, failures }.into())
-                }
-                _ => Ok(()),
             }
         })
     }

@@ -34,7 +34,7 @@ pub struct NoRetry;
 pub struct NotClone;
 
 /// Sleeps for `millis` of (virtual) time, then replies with the deadline it saw.
-#[command(output = Option<Duration>)]
+#[command(output = Option<Duration>, idempotent)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Slow {
     pub millis: u64,

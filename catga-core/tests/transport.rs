@@ -283,7 +283,7 @@ async fn unreadable_messages_are_kept_and_the_consumer_goes_on() {
         .transport(bus.clone())
         .service("shipping")
         .handlers(|h| h.name.starts_with("transport::shipping::"))
-        .reject_into(rejects.clone())
+        .dead_letters(rejects.clone())
         .build()
         .unwrap();
     let serving = shipping.serve().await.unwrap();

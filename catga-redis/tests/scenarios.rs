@@ -397,7 +397,7 @@ async fn unreadable_entries_are_kept_and_the_consumer_goes_on() {
         .transport(redis.clone())
         .service("shipping")
         .handlers(|h| h.name.starts_with("scenarios::shipping::"))
-        .reject_into(rejects.clone())
+        .dead_letters(rejects.clone())
         .build()
         .unwrap();
     let serving = shipping.serve().await.unwrap();

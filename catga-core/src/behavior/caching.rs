@@ -42,7 +42,10 @@ pub trait CacheKey {
 /// [`Caching::default_ttl`], every query). Its key is its [`CacheKey`] or its JSON form.
 /// Replies are dropped when their TTL ends, when an event the query names in
 /// `invalidated_by(OrderPlaced, …)` is published (through this application, even with no
-/// handler), or on [`Caching::invalidate`]. Concurrent misses of one key run the handler once
+/// handler, or by any process on the application's transport: every instance of every
+/// service that serves sees it, not only the one instance its service's share of the event
+/// goes to), or on [`Caching::invalidate`]. After a transport reconnects, the replies of
+/// every query with `invalidated_by` are dropped, since an invalidation may have been missed. Concurrent misses of one key run the handler once
 /// and share its reply (single flight). Errors are not cached. `skip(caching)` exempts a query;
 /// `local` queries are not cached (their replies have no stored form).
 ///
@@ -118,6 +121,21 @@ impl Caching {
     /// How many replies of `Q` are cached.
     pub fn cached<Q: crate::Query>(&self) -> usize {
         self.caches.get(Q::info()).map_or(0, QueryCache::len)
+    }
+
+    /// Drops the replies of every query `event` invalidates.
+    fn invalidate_by(&self, event: &str) {
+        let map = self.invalidation_map();
+        if map.is_empty() {
+            return;
+        }
+        if let Some(queries) = map.get(event) {
+            for query in queries {
+                if let Some(cache) = self.caches.get(query) {
+                    cache.clear(query.name());
+                }
+            }
+        }
     }
 
     fn invalidation_map(&self) -> &HashMap<&'static str, Vec<&'static MessageInfo>> {
@@ -349,16 +367,16 @@ impl Behavior for Caching {
     }
 
     fn observe_publish(&self, event: &dyn AnyMessage, _ctx: &Context) {
-        let map = self.invalidation_map();
-        if map.is_empty() {
-            return;
-        }
-        if let Some(queries) = map.get(event.info().name()) {
-            for query in queries {
-                if let Some(cache) = self.caches.get(query) {
-                    cache.clear(query.name());
-                }
-            }
-        }
+        self.invalidate_by(event.info().name());
+    }
+
+    fn observed_events(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.invalidation_map().keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    fn observe_remote(&self, name: &str) {
+        self.invalidate_by(name);
     }
 }

@@ -7,10 +7,13 @@ use uuid::Uuid;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
 use crate::mediator::Catga;
+use crate::message::MessageKind;
 use crate::payload::Payload;
 use crate::pipeline::{Behavior, Layer, Next};
 use crate::policy::Skip;
-use crate::store::dead_letter::{DeadLetterRecord, DeadLetterStore, MemoryDeadLetterStore};
+use crate::store::dead_letter::{
+    DeadLetterRecord, DeadLetterStore, FailureStage, MemoryDeadLetterStore,
+};
 
 /// Keeps every message that fails for good in a [`DeadLetterStore`], with its error, attempt
 /// count and ids, so it can be inspected and replayed with [`Catga::replay_dead_letter`].
@@ -21,6 +24,14 @@ use crate::store::dead_letter::{DeadLetterRecord, DeadLetterStore, MemoryDeadLet
 /// already knows. Validation failures, non-retryable handler errors and retryable errors left
 /// after the last retry are dead-lettered. The error is still returned to the caller.
 /// `skip(dead_letter)` exempts a message.
+///
+/// **An event delivered by a transport is dead-lettered once**, for its final failed
+/// delivery: a retryable failure before the transport's last delivery is not final (the
+/// transport delivers it again), so it leaves no letter, and an event that succeeds on a
+/// later delivery leaves none. The transport then terminates it on the broker. Failures this
+/// layer does not keep (those `when` excludes, or with no `DeadLetter` layer at all) go to
+/// the application's own dead-letter store ([`CatgaBuilder::dead_letters`](crate::CatgaBuilder::dead_letters)),
+/// so every failed delivery is kept exactly once before it is acknowledged.
 ///
 /// ```
 /// use catga_core::behavior::{DeadLetter, Retry};
@@ -94,6 +105,9 @@ pub(crate) fn record(
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect(),
         failed_at: SystemTime::now(),
+        stage: FailureStage::Handler,
+        source: None,
+        raw_headers: None,
     }
 }
 
@@ -118,12 +132,14 @@ impl<S: DeadLetterStore> Behavior for DeadLetter<S> {
         let result = next.run(msg).await;
         if let Err(error) = &result
             && (self.is_final)(error)
+            && !redelivered_later(info.kind(), error, ctx)
         {
             let payload = encoded.or_else(|| copy.and_then(|m| m.message().encode_json().ok()));
             let letter = record(info.name(), handler, payload, error, ctx);
             let id = letter.id;
             match self.store.put(letter).await {
                 Ok(()) => {
+                    ctx.note_dead_lettered(handler);
                     metrics::counter!("catga_dead_letters_total", "message" => info.name())
                         .increment(1);
                     tracing::warn!(target: "catga", message = info.name(), dead_letter = %id, code = error.code(),
@@ -137,11 +153,20 @@ impl<S: DeadLetterStore> Behavior for DeadLetter<S> {
     }
 }
 
+/// Whether the transport will deliver this failed event again (so the failure is not final).
+fn redelivered_later(kind: MessageKind, error: &Error, ctx: &Context) -> bool {
+    kind == MessageKind::Event
+        && error.is_retryable()
+        && ctx.delivery().is_some_and(|delivery| !delivery.is_last())
+}
+
 impl<L: Layer> Catga<L> {
     /// Takes the dead letter `id` out of `store` and dispatches its message again, as it
     /// arrived (same message id, correlation and headers), through the whole pipeline. Returns
     /// the reply of a command or query (JSON), `None` for an event (which reaches all its
-    /// handlers again: keep them idempotent).
+    /// handlers here again: keep them idempotent). A follow-up event that could not be
+    /// published ([`FailureStage::Publish`]) is published again instead, through the
+    /// transport when there is one.
     ///
     /// If the replay fails too, a [`DeadLetter`] layer in this application records it anew.
     ///
@@ -183,6 +208,12 @@ impl<L: Layer> Catga<L> {
             ctx = ctx.with_header(name.clone(), value.clone());
         }
         metrics::counter!("catga_dead_letter_replays_total").increment(1);
+        if letter.stage == FailureStage::Publish {
+            // It never reached the transport: publish it, as its handler queued it.
+            self.republish(&letter.message, payload.clone(), &ctx)
+                .await?;
+            return Ok(None);
+        }
         self.dispatch_bytes(&letter.message, payload, ctx).await
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::context::Context;
 use crate::error::Error;
+use crate::message::MessageKind;
 use crate::payload::Payload;
 use crate::pipeline::{Behavior, Next};
 
@@ -15,6 +16,18 @@ use crate::pipeline::{Behavior, Next};
 ///
 /// * Only retryable errors are retried: timeouts and handler errors whose type implements
 ///   [`Retryable`](crate::Retryable) and says so.
+/// * **An operation that may already have taken effect is retried only when it is safe to
+///   repeat.** A failure whose outcome is unknown ([`Error::is_in_doubt`]: a timeout while the
+///   handler ran, a reply lost on the way back, a connection lost after sending) is retried
+///   for queries, event handlers and commands declared `#[command(idempotent)]`; for any
+///   other command it is returned at once, because running it again might do it twice.
+///   Failures known to have happened before the handler ran (nobody serving the request, a
+///   broker that could not be reached) and a handler's own retryable errors are retried for
+///   every message.
+/// * **An event delivered by a transport is not retried here**: the transport's redelivery
+///   is its retry (it survives a crash and frees the consumer while it waits), so the total
+///   number of runs of one event's handler is the transport's `max_deliver(ies)`, not that
+///   times this behaviour's attempts. [`Context::attempt`] reports the delivery number.
 /// * A retry needs a fresh copy of the message, so only `Clone` messages are retried; others
 ///   get one attempt. `#[command(retry = n)]` sets the attempts for one message.
 /// * No sleep runs past the context's deadline: when the next delay would end after it, the
@@ -95,27 +108,32 @@ impl Behavior for Retry {
         ctx: &Context,
         next: N,
     ) -> Result<P::Output, Error> {
-        if msg
-            .info()
-            .policy()
-            .skip
-            .contains(crate::policy::Skip::RETRY)
-        {
+        let info = msg.info();
+        // A transport delivery of an event is retried by the transport (see above).
+        let redelivered = info.kind() == MessageKind::Event && ctx.delivery().is_some();
+        if redelivered || info.policy().skip.contains(crate::policy::Skip::RETRY) {
             return next.run(msg).await;
         }
-        let max = msg
-            .info()
+        let max = info
             .policy()
             .max_attempts
             .unwrap_or(self.max_attempts)
             .max(1);
+        let repeatable = info.kind() != MessageKind::Command || info.policy().idempotent;
         let mut msg = msg;
         let mut attempt = 1;
         loop {
             ctx.set_attempt(attempt);
             let spare = if attempt < max { msg.try_clone() } else { None };
             let error = match next.run(msg).await {
-                Err(error) if error.is_retryable() => error,
+                Err(error) if error.is_retryable() && (repeatable || !error.is_in_doubt()) => error,
+                Err(error) => {
+                    if error.is_retryable() {
+                        tracing::debug!(target: "catga", message = info.name(), attempt, error = %error,
+                            "not retried: it may already have taken effect, and the command is not `idempotent`");
+                    }
+                    return Err(error);
+                }
                 done => return done,
             };
             let Some(again) = spare else {

@@ -3,15 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-
 use crate::codec::WireFormat;
 use crate::handler::HandlerMeta;
 use crate::message::{MessageInfo, Request};
 use crate::pipeline::{Behavior, Identity, Layer, PushInner};
 use crate::registry::{BuildError, Table};
 use crate::state::States;
-use crate::store::dead_letter::{DeadLetterRecord, DeadLetterStore};
+use crate::store::dead_letter::{DeadLetterStore, DynDeadLetterStore, MemoryDeadLetterStore};
 use crate::transport::Transport;
 
 use super::{Catga, Inner};
@@ -21,6 +19,9 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
 /// Default number of requests [`Catga::send_batch`] runs at once.
 pub const DEFAULT_BATCH_CONCURRENCY: usize = 32;
+
+/// How many records the default, in-memory dead-letter store keeps (the oldest go first).
+pub const DEFAULT_DEAD_LETTER_CAPACITY: usize = 10_000;
 
 /// Configures a [`Catga`] application. Obtain one with [`Catga::builder`].
 ///
@@ -56,12 +57,10 @@ pub(super) struct Settings {
     pub(super) wire_format: WireFormat,
     pub(super) request_timeout: Duration,
     pub(super) serve_max_in_flight: usize,
-    pub(super) rejects: Option<RejectSink>,
+    pub(super) dead_letters: Arc<dyn DynDeadLetterStore>,
+    pub(super) dead_letters_configured: bool,
     pub(super) handler_filter: Option<fn(&HandlerMeta) -> bool>,
 }
-
-/// Where messages a transport could not even read are kept.
-pub(super) type RejectSink = Arc<dyn Fn(DeadLetterRecord) -> BoxFuture<'static, ()> + Send + Sync>;
 
 impl CatgaBuilder<Identity> {
     pub(crate) fn new() -> Self {
@@ -77,7 +76,10 @@ impl CatgaBuilder<Identity> {
                 wire_format: WireFormat::Json,
                 request_timeout: Duration::from_secs(30),
                 serve_max_in_flight: 64,
-                rejects: None,
+                dead_letters: Arc::new(MemoryDeadLetterStore::bounded(
+                    DEFAULT_DEAD_LETTER_CAPACITY,
+                )),
+                dead_letters_configured: false,
                 handler_filter: None,
             },
         }
@@ -164,19 +166,30 @@ impl<L: Layer> CatgaBuilder<L> {
         self
     }
 
-    /// Keeps messages that arrive over the transport but cannot be read (bad envelope, unknown
-    /// name, a payload that does not decode) in `store`, with why; the consumer moves on.
-    pub fn reject_into<S: DeadLetterStore>(mut self, store: S) -> Self {
-        let store = Arc::new(store);
-        self.settings.rejects = Some(Arc::new(move |record| {
-            let store = store.clone();
-            Box::pin(async move {
-                if let Err(e) = store.put(record).await {
-                    tracing::error!(target: "catga", error = %e, "could not keep a rejected message");
-                }
-            })
-        }));
+    /// The application's dead-letter store: where a served message that is given up on is
+    /// kept, with why, before the transport acknowledges it. That is every delivery the
+    /// application cannot handle: bytes that are not an envelope or do not decode, an unknown
+    /// name, an envelope claiming to be another message than its subject or stream carries,
+    /// an event whose last delivery failed (unless a [`DeadLetter`](crate::behavior::DeadLetter)
+    /// layer kept it already), one delivered more often than allowed without ever settling,
+    /// and a follow-up event the transport would not take. Inspect it with
+    /// [`Catga::dead_letters`] and replay with [`Catga::replay_dead_letter`].
+    ///
+    /// Default: in memory, at most [`DEFAULT_DEAD_LETTER_CAPACITY`] records, lost with the
+    /// process. When the store fails, the message is not acknowledged: the transport delivers
+    /// it again later.
+    pub fn dead_letters<S: DeadLetterStore>(mut self, store: S) -> Self {
+        self.settings.dead_letters = Arc::new(store);
+        self.settings.dead_letters_configured = true;
         self
+    }
+
+    /// The former name of [`dead_letters`](Self::dead_letters).
+    #[deprecated(
+        note = "renamed `dead_letters`: the store keeps every message given up on, not only unreadable ones"
+    )]
+    pub fn reject_into<S: DeadLetterStore>(self, store: S) -> Self {
+        self.dead_letters(store)
     }
 
     /// Uses only the handlers `keep` accepts (by path, e.g. `|h| h.name.starts_with("shipping::")`):

@@ -81,7 +81,7 @@ impl<L: Layer> Catga<L> {
                 let run = self.inner.layers.run(DynRequest(msg), &ctx, &terminal);
                 let output = guarded(&ctx, info.name(), run).await?;
                 if ctx.pending_len() > 0 {
-                    self.publish_follow_ups(&ctx).await?;
+                    self.after_reply(&ctx).await;
                 }
                 let reply = (info.output_codec().encode)(format, &*output).map_err(|source| {
                     Error::from(crate::ErrorKind::Codec {

@@ -1,45 +1,94 @@
-//! Events queued with `ctx.publish` and events of a type known only at run time.
+//! Events queued with `ctx.publish`, and events of a type known only at run time.
+//!
+//! A handler's queued events are published after it succeeded. What becomes of them never
+//! changes the outcome of the message that queued them: a command that committed returns its
+//! reply even when a handler of its follow-up event fails, since a caller that saw an error
+//! would retry and run the command again. Follow-up failures go where failed events go: the
+//! `DeadLetter` layer (it runs around each follow-up handler), the application's dead-letter
+//! store for an event the transport would not take, a metric
+//! (`catga_follow_up_failures_total`) and an error log with the ids.
 //!
 //! These go through the type-erased entries (`AnyEventEntry`) and the same behaviour stack,
 //! with [`DynEventRef`] as the payload. This path boxes its futures: it is recursive (a
 //! follow-up's handlers may queue follow-ups) and only taken when events were queued.
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::context::Context;
+use crate::context::{Context, Pending};
 use crate::error::{Error, ErrorKind, HandlerFailure};
 use crate::payload::{AnyMessage, DynEventRef};
 use crate::pipeline::Layer;
 use crate::registry::Entry;
 
 use super::Catga;
+use super::panic::panicked;
 use super::terminal::DynEventTerminal;
 
+/// The events one dispatch queued, and the context they are caused under (each gets a
+/// sibling of it, with its own id).
+pub(crate) struct Queued {
+    events: Vec<Pending>,
+    caused: Context,
+}
+
 impl<L: Layer> Catga<L> {
-    /// Publishes, in the order queued, the events the handler of `ctx` queued.
-    pub(super) fn publish_follow_ups<'a>(
-        &'a self,
-        ctx: &'a Context,
-    ) -> BoxFuture<'a, Result<(), Error>> {
+    /// Takes the events the handler of `ctx` queued, in order.
+    pub(crate) fn queued(ctx: &Context) -> Queued {
+        Queued {
+            events: ctx.take_pending(),
+            caused: ctx.caused(),
+        }
+    }
+
+    /// Publishes queued events, in order. Never fails: see the module docs. Owned, so a
+    /// caller whose deadline passes can leave it running in the background.
+    pub(crate) fn publish_queued(&self, queued: Queued) -> BoxFuture<'static, ()> {
+        let app = self.clone();
         Box::pin(async move {
-            let mut failures = Vec::new();
-            let mut first_event = None;
-            for pending in ctx.take_pending() {
-                first_event.get_or_insert(pending.event.info().name());
-                if let Err(error) = self.publish_out(&*pending.event, ctx.caused()).await {
-                    absorb(&mut failures, error);
-                }
-            }
-            match first_event {
-                Some(event) if !failures.is_empty() => {
-                    Err(crate::ErrorKind::Publish { event, failures }.into())
-                }
-                _ => Ok(()),
+            for pending in queued.events {
+                let ctx = queued.caused.sibling();
+                app.publish_follow_up(&*pending.event, ctx).await;
             }
         })
     }
 
-    /// Publishes an event of a type known only at run time to all its handlers.
+    /// One queued event: to the transport if there is one, else to the handlers here.
+    async fn publish_follow_up(&self, event: &dyn AnyMessage, ctx: Context) {
+        let info = event.info();
+        let id = ctx.message_id();
+        let (correlation, causation) = (ctx.correlation_id(), ctx.causation_id());
+        let failure = if self.inner.settings.transport.is_some() {
+            match self.publish_out(event, ctx).await {
+                Ok(()) => return,
+                Err(error) => {
+                    let kept = self.keep_unpublished(event, id, &error).await;
+                    tracing::error!(target: "catga", event = info.name(), message_id = %id,
+                        correlation_id = %correlation, causation_id = ?causation, error = %error,
+                        kept_as = ?kept,
+                        "a follow-up event could not be published; it is in the dead-letter store, replay it from there");
+                    error
+                }
+            }
+        } else {
+            match self.publish_dyn(event, ctx).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::error!(target: "catga", event = info.name(), message_id = %id,
+                        correlation_id = %correlation, causation_id = ?causation, error = %error,
+                        "a handler of a follow-up event failed (a DeadLetter layer keeps it); the message that published it is not affected");
+                    error
+                }
+            }
+        };
+        metrics::counter!("catga_follow_up_failures_total", "event" => info.name(), "code" => failure.code())
+            .increment(1);
+    }
+
+    /// Publishes an event of a type known only at run time to all its handlers. A handler
+    /// that panics fails alone ([`ErrorKind::Panicked`]); its siblings finish.
     pub(crate) fn publish_dyn<'a>(
         &'a self,
         event: &'a dyn AnyMessage,
@@ -62,58 +111,35 @@ impl<L: Layer> Catga<L> {
                         index,
                         scope,
                     };
-                    self.inner
-                        .layers
-                        .run(
-                            DynEventRef {
-                                event,
-                                handler: meta.name,
-                            },
-                            ctx,
-                            &terminal,
-                        )
-                        .await
-                        .map_err(|error| HandlerFailure {
+                    let run = self.inner.layers.run(
+                        DynEventRef {
+                            event,
                             handler: meta.name,
-                            error,
-                        })
+                        },
+                        ctx,
+                        &terminal,
+                    );
+                    let result = match AssertUnwindSafe(run).catch_unwind().await {
+                        Ok(result) => result,
+                        Err(panic) => Err(panicked(info.name(), meta.name, panic)),
+                    };
+                    result.map_err(|error| HandlerFailure {
+                        handler: meta.name,
+                        error,
+                    })
                 }
             });
             let results = super::guard::guarded(ctx, info.name(), async {
                 Ok(futures::future::join_all(runs).await)
             })
             .await?;
-            let mut failures: Vec<HandlerFailure> =
+            let failures: Vec<HandlerFailure> =
                 results.into_iter().filter_map(Result::err).collect();
-            if ctx.pending_len() > 0
-                && let Err(error) = self.publish_follow_ups(ctx).await
-            {
-                absorb(&mut failures, error);
+            if ctx.pending_len() > 0 {
+                self.publish_queued(Self::queued(ctx)).await;
             }
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(crate::ErrorKind::Publish {
-                    event: info.name(),
-                    failures,
-                }
-                .into())
-            }
+            outcome(info.name(), failures)
         })
-    }
-}
-
-/// Adds a follow-up publish's failures to an outer list, flattening nested publishes so the
-/// caller sees every failed handler directly.
-pub(crate) fn absorb(failures: &mut Vec<HandlerFailure>, error: Error) {
-    match error.into_kind() {
-        ErrorKind::Publish {
-            failures: inner, ..
-        } => failures.extend(inner),
-        other => failures.push(HandlerFailure {
-            handler: "catga::follow_up",
-            error: other.into(),
-        }),
     }
 }
 

@@ -4,12 +4,16 @@
 //! [`Catga::send`] dispatches a command or query to its one handler and returns the reply;
 //! [`Catga::publish`] dispatches an event to all its handlers concurrently and reports every
 //! failure. Both run the message through the behaviour stack. Events a handler queued with
-//! [`Context::publish`] are published after it succeeds, before `send`/`publish` returns.
+//! [`Context::publish`] are published after it succeeds, before `send`/`publish` returns;
+//! what becomes of them does not change the result of the message that queued them.
 
 mod builder;
 mod bytes;
+mod detach;
 mod follow_up;
 pub(crate) mod guard;
+mod inbound;
+mod panic;
 mod remote;
 mod serve;
 mod terminal;
@@ -20,8 +24,11 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-pub use builder::{CatgaBuilder, DEFAULT_BATCH_CONCURRENCY, DEFAULT_MAX_PAYLOAD_BYTES};
-pub(crate) use follow_up::{absorb, outcome};
+pub use builder::{
+    CatgaBuilder, DEFAULT_BATCH_CONCURRENCY, DEFAULT_DEAD_LETTER_CAPACITY,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+};
+pub(crate) use follow_up::outcome;
 
 use crate::context::Context;
 use crate::error::{Error, HandlerFailure};
@@ -76,6 +83,15 @@ impl Catga {
 impl<L: Layer> Catga<L> {
     /// Sends a command or query to its handler and returns the handler's reply.
     ///
+    /// Events the handler queued with [`Context::publish`] are published after it succeeded
+    /// and before `send` returns, but **their fate never changes this result**: once the
+    /// handler succeeded its reply is returned, even if a handler of a follow-up event fails
+    /// or the transport refuses one (a caller seeing an error would retry, and run the
+    /// command twice). Those failures go where failed events go: the `DeadLetter` layer, the
+    /// application's dead-letter store, the `catga_follow_up_failures_total` metric and an
+    /// error log with the ids. If the context's deadline passes while the follow-ups run in
+    /// this process, the reply is returned and they finish in the background.
+    ///
     /// # Errors
     /// [`ErrorKind::NoHandler`](crate::ErrorKind::NoHandler) if no handler is registered (only possible for messages allowed
     /// with `allow_unhandled`), the handler's own error as [`ErrorKind::Handler`](crate::ErrorKind::Handler), or whatever a
@@ -115,10 +131,19 @@ impl<L: Layer> Catga<L> {
                 self.inner.layers.run(msg, &ctx, &terminal).await
             }?;
             if ctx.pending_len() > 0 {
-                self.publish_follow_ups(&ctx).await?;
+                self.after_reply(&ctx).await;
             }
             Ok(output)
         }
+    }
+
+    /// Publishes what a request's handler queued, within the caller's deadline: if it passes
+    /// first, the rest goes on in the background (see `detach`).
+    pub(super) async fn after_reply(&self, ctx: &Context) {
+        let queued = self.publish_queued(Self::queued(ctx));
+        let deadline = ctx.deadline();
+        let cancel = ctx.cancellation().cloned();
+        let _ = detach::wait_or_detach("follow-up events", deadline, cancel, queued, drop).await;
     }
 
     /// Sends many requests of one type, at most `batch_concurrency` at a time (see the
@@ -138,6 +163,10 @@ impl<L: Layer> Catga<L> {
     /// Publishes an event to all its handlers, which run concurrently. An event with no
     /// handlers is not an error.
     ///
+    /// With a transport, the event goes to the transport and `publish` returns once the
+    /// transport accepted it (for a durable one: stored); every service's handlers run when
+    /// it arrives there, this one's included.
+    ///
     /// # Errors
     /// [`ErrorKind::Publish`](crate::ErrorKind::Publish) listing every handler that failed (handlers that succeeded are not
     /// undone, and the events they queued are still published).
@@ -147,6 +176,14 @@ impl<L: Layer> Catga<L> {
     }
 
     /// [`publish`](Self::publish) with a context the caller prepared.
+    ///
+    /// A deadline or cancellation on the context bounds **the caller's wait**, not the
+    /// event's handlers: an event is a fact, and its subscribers handle it whether or not its
+    /// publisher still waits. Through a transport, the deadline bounds the wait for the broker
+    /// to accept the event and is not sent with it. In process, when the deadline passes
+    /// before the handlers finished, this returns [`ErrorKind::Timeout`](crate::ErrorKind::Timeout)
+    /// (or `Cancelled`) and the handlers go on in the background; their failures go to the
+    /// `DeadLetter` layer and the logs.
     // Not an `async fn`: an `async fn` moves its arguments into locals and keeps both copies
     // (the event and the 104-byte context twice); an `async move` block uses its captures in
     // place. Callers move this future, so its size is paid per publish (docs/performance.md).
@@ -162,13 +199,16 @@ impl<L: Layer> Catga<L> {
         async move {
             self.inner.layers.observe_publish(&event, &ctx);
             if let Some(transport) = self.inner.settings.transport.as_deref() {
-                return Self::publish_remote(
-                    transport,
-                    self.inner.settings.wire_format,
-                    &event,
-                    &ctx,
-                )
-                .await;
+                let format = self.inner.settings.wire_format;
+                return if ctx.is_guarded() {
+                    let sent = Self::publish_remote(transport, format, &event, &ctx);
+                    Box::pin(guard::watch(&ctx, E::NAME, sent)).await
+                } else {
+                    Self::publish_remote(transport, format, &event, &ctx).await
+                };
+            }
+            if ctx.is_guarded() {
+                return self.publish_bounded(event, ctx).await;
             }
             let Some(entry) = self.inner.table.event::<E>() else {
                 return Ok(());
@@ -178,24 +218,47 @@ impl<L: Layer> Catga<L> {
             // move this future, and a publish through a transport uses no slot (slot_pool.rs).
             let lease = SlotLease::take();
             let slots = lease.slots();
-            // Each branch builds the future where it is awaited: a `let run = …` shared by both
-            // would be copied into the awaiting state. The guarded branch is boxed: its timer and
-            // cancellation futures would add a kilobyte to every publish's future, which callers
-            // move (into `join_all`, a spawned task, the transport's path); a publish with a
-            // deadline or a cancellation token arms a timer anyway.
-            let mut failures = if ctx.is_guarded() {
-                let run =
-                    async { Ok(self.run_event_handlers(handlers, &event, &ctx, slots).await) };
-                Box::pin(guard::watch(&ctx, E::NAME, run)).await?
-            } else {
-                self.run_event_handlers(handlers, &event, &ctx, slots).await
-            };
-            if ctx.pending_len() > 0
-                && let Err(error) = self.publish_follow_ups(&ctx).await
-            {
-                follow_up::absorb(&mut failures, error);
+            let failures = self.run_event_handlers(handlers, &event, &ctx, slots).await;
+            if ctx.pending_len() > 0 {
+                self.publish_queued(Self::queued(&ctx)).await;
             }
             follow_up::outcome(E::NAME, failures)
+        }
+    }
+
+    /// An in-process publish whose caller set a deadline or cancellation: the caller waits
+    /// within them, the handlers run to their end (see `detach`). Boxed and owned, so it can
+    /// go on without the caller; a bounded publish arms a timer anyway.
+    fn publish_bounded<E: Event>(
+        &self,
+        event: E,
+        mut ctx: Context,
+    ) -> impl Future<Output = Result<(), Error>> + use<L, E> {
+        let started = tokio::time::Instant::now();
+        let (deadline, cancel) = ctx.take_bounds();
+        let app = self.clone();
+        let work = Box::pin(async move {
+            let Some(entry) = app.inner.table.event::<E>() else {
+                return Ok(());
+            };
+            let lease = SlotLease::take();
+            let failures = app
+                .run_event_handlers(entry.handlers(), &event, &ctx, lease.slots())
+                .await;
+            if ctx.pending_len() > 0 {
+                app.publish_queued(Self::queued(&ctx)).await;
+            }
+            follow_up::outcome(E::NAME, failures)
+        });
+        async move {
+            let waited = detach::wait_or_detach(E::NAME, deadline, cancel, work, |result| {
+                if let Err(error) = result {
+                    tracing::error!(target: "catga", error = %error,
+                        "handlers of an event failed after its publisher stopped waiting (a DeadLetter layer keeps them)");
+                }
+            })
+            .await;
+            detach::caller_error(E::NAME, deadline, started, waited)
         }
     }
 

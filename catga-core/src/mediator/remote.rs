@@ -13,7 +13,9 @@ use crate::error::{Error, ErrorKind};
 use crate::message::{Event, Request};
 use crate::payload::AnyMessage;
 use crate::pipeline::{Layer, Terminal};
+use crate::store::dead_letter::FailureStage;
 use crate::transport::{Reply, Transport, TransportError};
+use uuid::Uuid;
 
 /// The end of the pipeline for a request handled in another process.
 struct RemoteTerminal<'a> {
@@ -133,15 +135,12 @@ impl<L: Layer> Catga<L> {
         }
     }
 
-    /// A queued follow-up event: to the transport if there is one, else to the handlers here.
+    /// A queued follow-up event, to the transport.
     pub(super) async fn publish_out(
         &self,
         event: &dyn AnyMessage,
         ctx: Context,
     ) -> Result<(), Error> {
-        if self.inner.settings.transport.is_none() {
-            return self.publish_dyn(event, ctx).await;
-        }
         self.inner.layers.observe_publish(event, &ctx);
         let info = event.info();
         let format = self.inner.settings.wire_format;
@@ -161,5 +160,68 @@ impl<L: Layer> Catga<L> {
             .publish(envelope)
             .await
             .map_err(|source| transport_error(name, transport, source))
+    }
+}
+
+impl<L: Layer> Catga<L> {
+    /// Keeps a follow-up event the transport would not take in the application's dead-letter
+    /// store, to be published again with [`Catga::replay_dead_letter`]. Returns the record's
+    /// id, or `None` if it could not be kept (the error is logged).
+    pub(super) async fn keep_unpublished(
+        &self,
+        event: &dyn AnyMessage,
+        id: Uuid,
+        error: &Error,
+    ) -> Option<Uuid> {
+        let info = event.info();
+        let ctx = Context::new().with_message_id(id);
+        let mut record = crate::behavior::dead_letter_record(
+            info.name(),
+            None,
+            event.encode_json().ok(),
+            error,
+            &ctx,
+        );
+        record.stage = FailureStage::Publish;
+        let kept = record.id;
+        match self.inner.settings.dead_letters.put_dyn(record).await {
+            Ok(()) => Some(kept),
+            Err(e) => {
+                tracing::error!(target: "catga", event = info.name(), message_id = %id, error = %e,
+                    "could not keep an unpublished follow-up event in the dead-letter store");
+                None
+            }
+        }
+    }
+
+    /// Publishes again an event that was dead-lettered before it reached the transport: to
+    /// the transport if there is one, else to the handlers here.
+    pub(crate) async fn republish(
+        &self,
+        name: &str,
+        json: Vec<u8>,
+        ctx: &Context,
+    ) -> Result<(), Error> {
+        let Some(info) = self.inner.table.by_name(name) else {
+            return Err(ErrorKind::UnknownMessage {
+                name: name.to_string(),
+            }
+            .into());
+        };
+        let event = info
+            .decode(WireFormat::Json, &json)
+            .map_err(|e| codec_error(info.name(), e))?;
+        let child = Context::new()
+            .with_message_id(ctx.message_id())
+            .with_correlation_id(ctx.correlation_id());
+        let child = match ctx.causation_id() {
+            Some(causation) => child.with_causation_id(causation),
+            None => child,
+        };
+        if self.inner.settings.transport.is_some() {
+            self.publish_out(&*event, child).await
+        } else {
+            self.publish_dyn(&*event, child).await
+        }
     }
 }

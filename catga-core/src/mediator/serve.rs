@@ -1,23 +1,23 @@
 //! Serving: consuming what this application handles from its transport.
 
 use std::sync::Arc;
-use std::time::SystemTime;
-
-use futures::future::BoxFuture;
-use uuid::Uuid;
 
 use super::Catga;
+use super::inbound::AppInbound;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind};
-use crate::message::MessageKind;
 use crate::pipeline::Layer;
-use crate::store::dead_letter::DeadLetterRecord;
-use crate::transport::{Inbound, ServePlan, Serving, TransportError};
+use crate::store::dead_letter::DynDeadLetterStore;
+use crate::transport::{ServePlan, Serving, TransportError};
 
 impl<L: Layer> Catga<L> {
     /// Starts consuming, from the transport, every event and request this application has
     /// handlers for, as the service named with [`service`](crate::CatgaBuilder::service).
     /// Returns the running consumer; [`Serving::shutdown`] stops it after draining.
+    ///
+    /// Each event is acknowledged only once it was handled, or once it was kept in the
+    /// dead-letter store ([`dead_letters`](crate::CatgaBuilder::dead_letters)); see
+    /// [`transport`](crate::transport) for the rules every transport follows.
     ///
     /// # Errors
     /// [`TransportError::NotConfigured`] without a transport, and whatever the transport
@@ -28,28 +28,60 @@ impl<L: Layer> Catga<L> {
             return Err(TransportError::NotConfigured);
         };
         let (events, requests) = self.inner.table.served();
+        let mut observe = Vec::new();
+        self.inner.layers.observed_events(&mut observe);
+        observe.sort_unstable();
+        observe.dedup();
         let plan = ServePlan {
             service: settings.service.clone(),
             events,
             requests,
             max_in_flight: settings.serve_max_in_flight,
+            observe: observe.into_iter().map(str::to_string).collect(),
         };
         tracing::info!(target: "catga", service = %plan.service, transport = transport.name(),
-            events = plan.events.len(), requests = plan.requests.len(), "serving");
+            events = plan.events.len(), requests = plan.requests.len(), observed = plan.observe.len(),
+            "serving");
+        if !settings.dead_letters_configured && !plan.events.is_empty() {
+            tracing::info!(target: "catga", service = %plan.service,
+                "messages given up on are kept in memory (`Catga::dead_letters`) and lost with the process; give the application a durable store with `dead_letters(…)`");
+        }
         transport
-            .serve(plan, Arc::new(AppInbound { app: self.clone() }))
+            .serve(plan, Arc::new(AppInbound::new(self.clone())))
             .await
     }
 
+    /// The application's dead-letter store (see
+    /// [`CatgaBuilder::dead_letters`](crate::CatgaBuilder::dead_letters)): list its records,
+    /// take them out, or replay them with [`Catga::replay_dead_letter`].
+    pub fn dead_letters(&self) -> &Arc<dyn DynDeadLetterStore> {
+        &self.inner.settings.dead_letters
+    }
+
     /// Dispatches an envelope that arrived from a transport: through the same pipeline as a
-    /// local message, with the context the envelope carries (ids, remaining deadline, headers,
-    /// trace context). A request whose sender already gave up is not handled.
+    /// local message, with the context the envelope carries (ids, a request's remaining
+    /// deadline, headers, trace context). A request whose sender already gave up is not
+    /// handled.
+    ///
+    /// This is the bare dispatch: a transport hands arriving messages to the application
+    /// through [`Inbound`](crate::transport::Inbound), which adds the delivery rules
+    /// (panics contained, failures kept, routes checked).
     ///
     /// # Errors
     /// As [`dispatch_bytes`](Catga::dispatch_bytes), and [`ErrorKind::Timeout`] for an expired
     /// request.
     pub async fn dispatch_envelope(&self, envelope: &Envelope) -> Result<Option<Vec<u8>>, Error> {
-        if envelope.kind.is_request() && envelope.expired() {
+        self.dispatch_envelope_with(envelope, envelope.context())
+            .await
+    }
+
+    /// [`dispatch_envelope`](Self::dispatch_envelope) with the receiving context prepared.
+    pub(super) async fn dispatch_envelope_with(
+        &self,
+        envelope: &Envelope,
+        ctx: crate::context::Context,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        if envelope.expired() {
             let message = self
                 .inner
                 .table
@@ -61,94 +93,7 @@ impl<L: Layer> Catga<L> {
             }
             .into());
         }
-        self.dispatch_wire(
-            envelope.format,
-            &envelope.name,
-            &envelope.payload,
-            envelope.context(),
-        )
-        .await
-    }
-
-    fn keep_rejected(&self, record: DeadLetterRecord) -> BoxFuture<'static, ()> {
-        match &self.inner.settings.rejects {
-            Some(sink) => sink(record),
-            None => {
-                tracing::error!(target: "catga", message = %record.message, error = %record.error,
-                    "a message from the transport could not be read, and there is no reject store (`reject_into`)");
-                Box::pin(async {})
-            }
-        }
-    }
-}
-
-/// The application as the transport's consumer.
-struct AppInbound<L> {
-    app: Catga<L>,
-}
-
-fn rejected(
-    message: &str,
-    payload: Vec<u8>,
-    code: &str,
-    error: String,
-    envelope: Option<&Envelope>,
-) -> DeadLetterRecord {
-    DeadLetterRecord {
-        id: Uuid::now_v7(),
-        message: message.to_string(),
-        handler: None,
-        payload: Some(payload),
-        code: code.to_string(),
-        error,
-        attempts: 1,
-        message_id: envelope.map_or_else(Uuid::nil, |e| e.id),
-        correlation_id: envelope.map_or_else(Uuid::nil, |e| e.correlation_id),
-        causation_id: envelope.and_then(|e| e.causation_id),
-        headers: envelope.map(|e| e.headers.clone()).unwrap_or_default(),
-        failed_at: SystemTime::now(),
-    }
-}
-
-impl<L: Layer> Inbound for AppInbound<L> {
-    fn dispatch(
-        &self,
-        mut envelope: Envelope,
-    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, Error>> {
-        // A request's kind is this registry's to say: a transport may not carry it (NATS
-        // requests travel as `command`, their subject naming the message).
-        if envelope.kind.is_request()
-            && let Some(info) = self.app.inner.table.by_name(&envelope.name)
-        {
-            envelope.kind = info.kind();
-        }
-        let app = self.app.clone();
-        Box::pin(async move {
-            let result = app.dispatch_envelope(&envelope).await;
-            match result {
-                // Bytes that cannot be read will never be: keep them and move on (a request's
-                // sender still gets the error).
-                Err(error) if matches!(error.code(), "codec" | "unknown_message") => {
-                    let record = rejected(
-                        &envelope.name,
-                        envelope.payload.clone(),
-                        error.code(),
-                        error.to_string(),
-                        Some(&envelope),
-                    );
-                    app.keep_rejected(record).await;
-                    match envelope.kind {
-                        MessageKind::Event => Ok(None),
-                        _ => Err(error),
-                    }
-                }
-                other => other,
-            }
-        })
-    }
-
-    fn reject(&self, subject: String, payload: Vec<u8>, why: String) -> BoxFuture<'static, ()> {
-        self.app
-            .keep_rejected(rejected(&subject, payload, "envelope", why, None))
+        self.dispatch_wire(envelope.format, &envelope.name, &envelope.payload, ctx)
+            .await
     }
 }

@@ -6,10 +6,31 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::BoxError;
+
+/// Where in its life a dead-lettered message failed: what replaying it means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureStage {
+    /// A handler failed for good (`handler` names it for an event). Replay dispatches the
+    /// message here again.
+    #[default]
+    Handler,
+    /// It arrived from a transport but could not be dispatched: bytes that are not an
+    /// envelope or do not decode, a name this process does not know, an envelope claiming to
+    /// be another message than its subject or stream carries, or one delivered more often
+    /// than allowed without ever settling (it crashed or stalled its consumer).
+    Delivery,
+    /// An event queued by a handler (`ctx.publish`) could not be handed to the transport.
+    /// Replay publishes it again.
+    Publish,
+    /// A saga's compensation failed after its retries.
+    Compensation,
+}
 
 /// A message that failed for good, with everything needed to understand and replay it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +59,17 @@ pub struct DeadLetterRecord {
     pub headers: Vec<(String, String)>,
     /// When it was dead-lettered.
     pub failed_at: SystemTime,
+    /// Where in its life it failed.
+    #[serde(default)]
+    pub stage: FailureStage,
+    /// For a message that came from a transport, where it was found on the broker (stream
+    /// and sequence, subject, entry id).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The transport's headers as received, when they could not be read (they may not be
+    /// text); `payload` then holds the body as received.
+    #[serde(default)]
+    pub raw_headers: Option<Vec<u8>>,
 }
 
 /// Where dead letters are kept. Implementations must be safe to call concurrently.
@@ -61,17 +93,79 @@ pub trait DeadLetterStore: Send + Sync + 'static {
     fn count(&self) -> impl Future<Output = Result<usize, BoxError>> + Send;
 }
 
+/// A [`DeadLetterStore`] behind a pointer, for where the store's type is not known (the
+/// application's own store, [`Catga::dead_letters`](crate::Catga::dead_letters)).
+/// Implemented for every `DeadLetterStore`.
+pub trait DynDeadLetterStore: Send + Sync + 'static {
+    /// [`DeadLetterStore::put`].
+    fn put_dyn(&self, record: DeadLetterRecord) -> BoxFuture<'_, Result<(), BoxError>>;
+    /// [`DeadLetterStore::list`].
+    fn list_dyn(&self, limit: usize) -> BoxFuture<'_, Result<Vec<DeadLetterRecord>, BoxError>>;
+    /// [`DeadLetterStore::take`].
+    fn take_dyn(&self, id: Uuid) -> BoxFuture<'_, Result<Option<DeadLetterRecord>, BoxError>>;
+    /// [`DeadLetterStore::count`].
+    fn count_dyn(&self) -> BoxFuture<'_, Result<usize, BoxError>>;
+}
+
+impl<S: DeadLetterStore> DynDeadLetterStore for S {
+    fn put_dyn(&self, record: DeadLetterRecord) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(self.put(record))
+    }
+    fn list_dyn(&self, limit: usize) -> BoxFuture<'_, Result<Vec<DeadLetterRecord>, BoxError>> {
+        Box::pin(self.list(limit))
+    }
+    fn take_dyn(&self, id: Uuid) -> BoxFuture<'_, Result<Option<DeadLetterRecord>, BoxError>> {
+        Box::pin(self.take(id))
+    }
+    fn count_dyn(&self) -> BoxFuture<'_, Result<usize, BoxError>> {
+        Box::pin(self.count())
+    }
+}
+
+impl DeadLetterStore for Arc<dyn DynDeadLetterStore> {
+    fn put(&self, record: DeadLetterRecord) -> impl Future<Output = Result<(), BoxError>> + Send {
+        self.put_dyn(record)
+    }
+    fn list(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetterRecord>, BoxError>> + Send {
+        self.list_dyn(limit)
+    }
+    fn take(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<DeadLetterRecord>, BoxError>> + Send {
+        self.take_dyn(id)
+    }
+    fn count(&self) -> impl Future<Output = Result<usize, BoxError>> + Send {
+        self.count_dyn()
+    }
+}
+
 /// An in-memory [`DeadLetterStore`], ordered by record id (time). Cloning it gives another
 /// handle to the same records, so the application can keep one to inspect and replay.
+///
+/// Unbounded by default; [`MemoryDeadLetterStore::bounded`] keeps at most a number of
+/// records and drops the oldest beyond it, with an error log naming what was dropped.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryDeadLetterStore {
     records: Arc<Mutex<BTreeMap<Uuid, DeadLetterRecord>>>,
+    capacity: Option<usize>,
 }
 
 impl MemoryDeadLetterStore {
-    /// An empty store.
+    /// An empty, unbounded store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store keeping at most `capacity` records (at least 1): the oldest go first.
+    pub fn bounded(capacity: usize) -> Self {
+        MemoryDeadLetterStore {
+            records: Arc::default(),
+            capacity: Some(capacity.max(1)),
+        }
     }
 
     fn records(&self) -> MutexGuard<'_, BTreeMap<Uuid, DeadLetterRecord>> {
@@ -84,7 +178,15 @@ impl MemoryDeadLetterStore {
 
 impl DeadLetterStore for MemoryDeadLetterStore {
     async fn put(&self, record: DeadLetterRecord) -> Result<(), BoxError> {
-        self.records().insert(record.id, record);
+        let mut records = self.records();
+        records.insert(record.id, record);
+        while self.capacity.is_some_and(|cap| records.len() > cap) {
+            if let Some((_, dropped)) = records.pop_first() {
+                tracing::error!(target: "catga", message = %dropped.message, message_id = %dropped.message_id,
+                    dead_letter = %dropped.id, capacity = records.len(),
+                    "the in-memory dead-letter store is full; dropped its oldest record (give the application a durable store)");
+            }
+        }
         Ok(())
     }
 

@@ -8,7 +8,9 @@ use crate::error::BoxError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// The broker cannot be reached (or the connection dropped).
+    /// The broker cannot be reached: nothing was sent. Transports report a connection lost
+    /// *after* a message was sent as [`Broker`](TransportError::Broker) (the outcome is in
+    /// doubt), so a caller may safely send again after this one.
     #[error("the broker is unreachable: {0}")]
     Unreachable(#[source] BoxError),
     /// No service handles the request.
@@ -34,7 +36,7 @@ pub enum TransportError {
     /// The application has no transport (`Catga::builder().transport(…)`).
     #[error("the application has no transport; add one with `Catga::builder().transport(…)`")]
     NotConfigured,
-    /// Any other broker error.
+    /// Any other broker error, including a connection lost after the message was sent.
     #[error(transparent)]
     Broker(BoxError),
 }
@@ -49,6 +51,20 @@ impl TransportError {
                 | TransportError::Timeout(_)
                 | TransportError::NoResponders(_)
                 | TransportError::Broker(_)
+        )
+    }
+
+    /// Whether the message may have reached its handler although this error was returned
+    /// (see [`Error::is_in_doubt`](crate::Error::is_in_doubt)): no reply in time, a
+    /// connection lost after sending, a reply that could not be read, a transport shut down
+    /// while waiting.
+    pub fn is_in_doubt(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Timeout(_)
+                | TransportError::Broker(_)
+                | TransportError::Protocol(_)
+                | TransportError::Closed
         )
     }
 }

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use super::{Inbound, RemoteFailure, Reply, ServePlan, Serving, Transport, TransportError};
+use super::{Delivery, Disposition, Inbound, Reply, ServePlan, Serving, Transport, TransportError};
 use crate::envelope::Envelope;
 
 /// Messages larger than this are refused (as a broker would).
@@ -19,8 +21,12 @@ const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 /// An in-process transport. Clones share one bus, so several applications in one process (or
 /// one test) talk through it like services through a broker: an event reaches every service
 /// that serves it, once per service (its instances share the load); a request reaches one
-/// instance; a failed event is redelivered up to `max_deliveries` times. Nothing is persisted:
-/// an event published while no service consumes it is dropped.
+/// instance; a failed event is redelivered up to `max_deliveries` times, then kept in the
+/// application's dead-letter store.
+///
+/// Nothing is persisted: an event published while no instance of a service serves it is
+/// not kept for that service, and when the last instance of a service stops, the events
+/// queued for it and not yet taken are dropped with it (logged at `warn` with their count).
 #[derive(Clone, Debug)]
 pub struct MemoryTransport {
     bus: Arc<Bus>,
@@ -34,22 +40,34 @@ struct Bus {
     redelivery_delay: Duration,
 }
 
+/// What a queue carries and for whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Flow {
+    /// Events, shared by the instances of a service.
+    Event,
+    /// Requests, shared by the instances of a service.
+    Request,
+    /// Event names, for one instance (its `ServePlan::observe`).
+    Observe,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Route {
-    request: bool,
+    flow: Flow,
     name: String,
-    service: String,
+    /// The service; for [`Flow::Observe`], the instance.
+    owner: String,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
-    items: Mutex<VecDeque<Delivery>>,
+    items: Mutex<VecDeque<Parcel>>,
     ready: Notify,
     consumers: AtomicUsize,
 }
 
 #[derive(Debug)]
-struct Delivery {
+struct Parcel {
     envelope: Envelope,
     attempt: u32,
     reply: Option<oneshot::Sender<Reply>>,
@@ -104,18 +122,45 @@ impl MemoryTransport {
 }
 
 impl Queue {
-    fn push(&self, delivery: Delivery) {
-        lock(&self.items).push_back(delivery);
+    fn push(&self, parcel: Parcel) {
+        lock(&self.items).push_back(parcel);
         self.ready.notify_one();
     }
 
-    async fn pop(&self) -> Delivery {
+    /// Puts back a parcel taken but not handled, where it was.
+    fn give_back(&self, parcel: Parcel) {
+        lock(&self.items).push_front(parcel);
+        self.ready.notify_one();
+    }
+
+    async fn pop(&self) -> Parcel {
         loop {
             let notified = self.ready.notified();
-            if let Some(delivery) = lock(&self.items).pop_front() {
-                return delivery;
+            if let Some(parcel) = lock(&self.items).pop_front() {
+                return parcel;
             }
             notified.await;
+        }
+    }
+}
+
+impl Bus {
+    /// One instance stopped consuming `route`: when it was the last, the queue goes, and
+    /// with it what was queued for the service.
+    fn leave(&self, route: &Route, queue: &Arc<Queue>) {
+        if queue.consumers.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let mut queues = lock(&self.queues);
+        let ours = queues.get(route).is_some_and(|q| Arc::ptr_eq(q, queue));
+        if ours && queue.consumers.load(Ordering::Acquire) == 0 {
+            queues.remove(route);
+            drop(queues);
+            let dropped = lock(&queue.items).len();
+            if dropped > 0 && route.flow != Flow::Observe {
+                tracing::warn!(target: "catga", message = %route.name, service = %route.owner, dropped,
+                    "the last instance of a service stopped; the in-memory transport drops what was queued for it");
+            }
         }
     }
 }
@@ -128,14 +173,22 @@ impl Transport for MemoryTransport {
     fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>> {
         Box::pin(async move {
             self.check_size(&envelope)?;
-            let targets: Vec<Arc<Queue>> = lock(&self.bus.queues)
+            let targets: Vec<(Flow, Arc<Queue>)> = lock(&self.bus.queues)
                 .iter()
-                .filter(|(route, _)| !route.request && route.name == envelope.name)
-                .map(|(_, queue)| queue.clone())
+                .filter(|(route, _)| route.flow != Flow::Request && route.name == envelope.name)
+                .map(|(route, queue)| (route.flow, queue.clone()))
                 .collect();
-            for queue in targets {
-                queue.push(Delivery {
-                    envelope: envelope.clone(),
+            for (flow, queue) in targets {
+                let envelope = match flow {
+                    // An observer needs the name only.
+                    Flow::Observe => Envelope {
+                        payload: Vec::new(),
+                        ..envelope.clone()
+                    },
+                    _ => envelope.clone(),
+                };
+                queue.push(Parcel {
+                    envelope,
                     attempt: 1,
                     reply: None,
                 });
@@ -154,7 +207,7 @@ impl Transport for MemoryTransport {
             let target = lock(&self.bus.queues)
                 .iter()
                 .find(|(route, queue)| {
-                    route.request
+                    route.flow == Flow::Request
                         && route.name == envelope.name
                         && queue.consumers.load(Ordering::Acquire) > 0
                 })
@@ -163,7 +216,7 @@ impl Transport for MemoryTransport {
                 return Err(TransportError::NoResponders(envelope.name.into_owned()));
             };
             let (tx, rx) = oneshot::channel();
-            queue.push(Delivery {
+            queue.push(Parcel {
                 envelope,
                 attempt: 1,
                 reply: Some(tx),
@@ -185,45 +238,76 @@ impl Transport for MemoryTransport {
             let stop = CancellationToken::new();
             let limit = plan.max_in_flight.max(1);
             let slots = Arc::new(Semaphore::new(limit));
+            let instance = Uuid::now_v7().to_string();
             let routes = plan
                 .events
                 .iter()
-                .map(|name| (false, name))
-                .chain(plan.requests.iter().map(|name| (true, name)));
-            let mut queues = Vec::new();
-            for (request, name) in routes {
-                let queue = self.queue(Route {
-                    request,
+                .map(|name| (Flow::Event, name, plan.service.as_str()))
+                .chain(
+                    plan.requests
+                        .iter()
+                        .map(|name| (Flow::Request, name, plan.service.as_str())),
+                )
+                .chain(
+                    plan.observe
+                        .iter()
+                        .map(|name| (Flow::Observe, name, instance.as_str())),
+                );
+            let mut joined = Vec::new();
+            let mut tasks = Vec::new();
+            for (flow, name, owner) in routes {
+                let route = Route {
+                    flow,
                     name: name.clone(),
-                    service: plan.service.clone(),
-                });
+                    owner: owner.to_string(),
+                };
+                let queue = self.queue(route.clone());
                 queue.consumers.fetch_add(1, Ordering::AcqRel);
-                queues.push(queue.clone());
+                joined.push((route.clone(), queue.clone()));
                 let consumer = Consumer {
+                    route,
                     queue,
                     inbound: inbound.clone(),
                     slots: slots.clone(),
                     bus: self.bus.clone(),
                 };
-                tokio::spawn(consumer.run(stop.clone()));
+                tasks.push(tokio::spawn(consumer.run(stop.clone())));
             }
+            let bus = self.bus.clone();
             Ok(Serving::new(move || {
-                Box::pin(async move {
-                    stop.cancel();
-                    for queue in &queues {
-                        queue.consumers.fetch_sub(1, Ordering::AcqRel);
-                    }
-                    // Every slot back means nothing is in flight any more.
-                    let drained = u32::try_from(limit).unwrap_or(u32::MAX);
-                    let _ = slots.acquire_many(drained).await;
-                })
+                Box::pin(shutdown(bus, stop, tasks, joined, slots, limit))
             }))
         })
     }
 }
 
+/// Stops an instance: its consumers take nothing more (what one had taken but not started
+/// goes back to its queue), the messages in flight finish, then its queues are released.
+async fn shutdown(
+    bus: Arc<Bus>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    joined: Vec<(Route, Arc<Queue>)>,
+    slots: Arc<Semaphore>,
+    limit: usize,
+) {
+    stop.cancel();
+    for task in tasks {
+        if let Err(error) = task.await {
+            tracing::error!(target: "catga", error = %error, "an in-memory consumer task failed");
+        }
+    }
+    // Every slot back means nothing is in flight any more.
+    let drained = u32::try_from(limit).unwrap_or(u32::MAX);
+    drop(slots.acquire_many(drained).await);
+    for (route, queue) in &joined {
+        bus.leave(route, queue);
+    }
+}
+
 /// One service instance consuming one route.
 struct Consumer {
+    route: Route,
     queue: Arc<Queue>,
     inbound: Arc<dyn Inbound>,
     slots: Arc<Semaphore>,
@@ -233,47 +317,60 @@ struct Consumer {
 impl Consumer {
     async fn run(self, stop: CancellationToken) {
         loop {
-            let delivery = tokio::select! {
+            let parcel = tokio::select! {
+                biased;
                 () = stop.cancelled() => return,
-                delivery = self.queue.pop() => delivery,
+                parcel = self.queue.pop() => parcel,
             };
-            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            if self.route.flow == Flow::Observe {
+                self.inbound.observe(&parcel.envelope.name);
+                continue;
+            }
+            let slot = tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    self.queue.give_back(parcel);
+                    return;
+                }
+                slot = self.slots.clone().acquire_owned() => slot,
+            };
+            let Ok(slot) = slot else {
+                self.queue.give_back(parcel);
                 return;
             };
-            let inbound = self.inbound.clone();
-            let queue = self.queue.clone();
-            let bus = self.bus.clone();
+            let (inbound, queue, bus) =
+                (self.inbound.clone(), self.queue.clone(), self.bus.clone());
+            let name = self.route.name.clone();
             tokio::spawn(async move {
-                let Delivery {
-                    envelope,
-                    attempt,
-                    reply,
-                } = delivery;
-                let result = inbound.dispatch(envelope.clone()).await;
-                match (reply, result) {
-                    (Some(reply), Ok(bytes)) => {
-                        let _ = reply.send(Reply::Ok(bytes.unwrap_or_default()));
-                    }
-                    (Some(reply), Err(error)) => {
-                        let _ = reply.send(Reply::Err(RemoteFailure::of(&error)));
-                    }
-                    (None, Ok(_)) => {}
-                    (None, Err(error)) if attempt < bus.max_deliveries && error.is_retryable() => {
-                        tracing::debug!(target: "catga", message = %envelope.name, attempt, error = %error,
-                            "event failed; redelivering");
-                        tokio::time::sleep(bus.redelivery_delay).await;
-                        queue.push(Delivery {
-                            envelope,
-                            attempt: attempt + 1,
-                            reply: None,
-                        });
-                    }
-                    (None, Err(error)) => {
-                        tracing::warn!(target: "catga", message = %envelope.name, attempt, error = %error,
-                            "event failed for good; acknowledged (a DeadLetter layer keeps it)");
-                    }
-                }
+                deliver(&*inbound, &name, parcel, &queue, &bus).await;
                 drop(slot);
+            });
+        }
+    }
+}
+
+/// Hands one parcel to the application and carries out what it says.
+async fn deliver(inbound: &dyn Inbound, route: &str, parcel: Parcel, queue: &Queue, bus: &Bus) {
+    let Parcel {
+        envelope,
+        attempt,
+        reply,
+    } = parcel;
+    if let Some(reply) = reply {
+        let answer = inbound.request(route, envelope, Delivery::new(1, 1)).await;
+        // The caller may have given up.
+        let _ = reply.send(answer);
+        return;
+    }
+    let delivery = Delivery::new(attempt, bus.max_deliveries);
+    match inbound.event(route, envelope.clone(), delivery).await {
+        Disposition::Ack | Disposition::Terminate => {}
+        Disposition::Retry => {
+            tokio::time::sleep(bus.redelivery_delay).await;
+            queue.push(Parcel {
+                envelope,
+                attempt: attempt.saturating_add(1),
+                reply: None,
             });
         }
     }

@@ -13,6 +13,7 @@
 //! to the transport.
 
 mod error;
+mod inbound;
 mod memory;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use error::TransportError;
+pub use inbound::{Delivery, Disposition, Inbound, Rejected};
 pub use memory::MemoryTransport;
 
 use crate::envelope::Envelope;
@@ -69,18 +71,10 @@ pub struct ServePlan {
     pub requests: Vec<String>,
     /// The most messages handled at once by this instance (back-pressure).
     pub max_in_flight: usize,
-}
-
-/// What a transport hands arriving messages to: the application's dispatch.
-pub trait Inbound: Send + Sync + 'static {
-    /// Dispatches an arriving envelope; a request's reply comes back encoded. A transport
-    /// that cannot tell a command from a query may hand either as a command: the receiving
-    /// application's registry knows which it is.
-    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'static, Result<Option<Vec<u8>>, Error>>;
-
-    /// Keeps a message that could not even be read as an envelope (bad headers): it is
-    /// dead-lettered, and the consumer moves on.
-    fn reject(&self, subject: String, payload: Vec<u8>, why: String) -> BoxFuture<'static, ()>;
+    /// Events every instance must see, not one instance per service (cache invalidation):
+    /// the transport reports each to [`Inbound::observe`] on every instance, whether or not
+    /// the service handles it.
+    pub observe: Vec<String>,
 }
 
 /// A running consumer: stop it with [`Serving::shutdown`], which stops taking messages and

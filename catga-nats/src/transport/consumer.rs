@@ -15,13 +15,13 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{PullConsumer, pull};
 use async_nats::jetstream::message::Acker;
-use catga_core::transport::Inbound;
+use catga_core::transport::{Delivery, Inbound, Rejected};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::settle::{Settle, settle};
+use super::settle::settle;
 use crate::error::NatsError;
 use crate::headers::{self, Implied};
 use crate::reconnect::Watch;
@@ -216,45 +216,36 @@ async fn handle(
     let stored_ms = info.map_or(0, |info| {
         u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
     });
+    let sequence = message.info().map_or(0, |info| info.stream_sequence);
     let (message, acker) = message.split();
     let payload = Vec::from(message.payload);
-    let outcome = match headers::to_envelope(message.headers.as_ref(), Implied::Event(&event)) {
+    let disposition = match headers::to_envelope(message.headers.as_ref(), Implied::Event(&event)) {
         Err(why) => {
             // Unreadable headers will never be readable: keep the message and move on.
             let subject = message.subject.to_string();
             tracing::warn!(target: "catga::nats", subject = %subject, error = %why,
-                "an event with an unreadable envelope was rejected");
-            inbound.reject(subject, payload, why.to_string()).await;
-            Settle::Ack
+                "an event with an unreadable envelope was set aside");
+            inbound
+                .reject(Rejected {
+                    source: format!("nats stream {} seq {sequence} ({subject})", shared.stream),
+                    name: Some(event.to_string()),
+                    raw_headers: None,
+                    payload,
+                    reason: why.to_string(),
+                })
+                .await
         }
         Ok(mut envelope) => {
             envelope.payload = payload;
             if envelope.timestamp_ms == 0 {
                 envelope.timestamp_ms = stored_ms;
             }
-            let (name, id) = (envelope.name.clone(), envelope.id);
             let every = shared.settings.progress_every();
-            let result = with_progress(inbound.dispatch(envelope), &acker, every).await;
-            let outcome = settle(&result, attempt, &shared.settings);
-            if let Err(error) = &result {
-                match outcome {
-                    Settle::Redeliver(delay) => {
-                        tracing::debug!(target: "catga::nats", message = %name, %id, attempt,
-                            error = %error, ?delay, "event failed; redelivering");
-                    }
-                    Settle::Ack => {
-                        tracing::warn!(target: "catga::nats", message = %name, %id, attempt,
-                            error = %error, "event failed for good; acknowledged (a DeadLetter layer keeps it)");
-                    }
-                }
-            }
-            outcome
+            let delivery = Delivery::new(attempt, shared.settings.max_deliver);
+            with_progress(inbound.event(&event, envelope, delivery), &acker, every).await
         }
     };
-    let kind = match outcome {
-        Settle::Ack => AckKind::Ack,
-        Settle::Redeliver(delay) => AckKind::Nak(Some(delay)),
-    };
+    let kind = settle(disposition, attempt, &shared.settings);
     if let Err(e) = acker.ack_with(kind).await {
         tracing::warn!(target: "catga::nats", error = %e,
             "could not acknowledge an event; it will be delivered again");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Subscriber;
-use catga_core::transport::{Inbound, RemoteFailure, Reply, TransportError};
+use catga_core::transport::{Delivery, Inbound, Rejected, RemoteFailure, Reply, TransportError};
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -103,13 +103,21 @@ async fn respond(
         Err(why) => {
             let subject = message.subject.to_string();
             tracing::warn!(target: "catga::nats", subject = %subject, error = %why,
-                "a request with an unreadable envelope was rejected");
+                "a request with an unreadable envelope was set aside");
             let failure = RemoteFailure {
                 code: "envelope".to_string(),
                 message: why.to_string(),
                 retryable: false,
             };
-            inbound.reject(subject, payload, why.to_string()).await;
+            let _ = inbound
+                .reject(Rejected {
+                    source: format!("nats request ({subject})"),
+                    name: Some(name.to_string()),
+                    raw_headers: None,
+                    payload,
+                    reason: why.to_string(),
+                })
+                .await;
             Reply::Err(failure)
         }
         Ok(mut envelope) => {
@@ -119,10 +127,7 @@ async fn respond(
                 // take the trip.
                 envelope.timestamp_ms = unix_ms_now();
             }
-            match inbound.dispatch(envelope).await {
-                Ok(output) => Reply::Ok(output.unwrap_or_default()),
-                Err(error) => Reply::Err(RemoteFailure::of(&error)),
-            }
+            inbound.request(&name, envelope, Delivery::new(1, 1)).await
         }
     };
     match message.reply {

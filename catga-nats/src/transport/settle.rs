@@ -1,39 +1,28 @@
-//! What becomes of an event once its handlers ran: acknowledged, or redelivered later.
+//! What becomes of an event once the application is done with it.
 //!
-//! The same rule as the in-memory transport: success is acknowledged; a retryable failure is
-//! negatively acknowledged with a delay from the backoff, so the server delivers it again,
-//! until the last allowed delivery; a failure that is final (not retryable, or the last
-//! delivery) is acknowledged, and the application's `DeadLetter` layer is where it is kept.
+//! The application decides ([`Disposition`]); this maps it onto JetStream's acknowledgements:
+//! handled is `+ACK`; kept in the dead-letter store is `+TERM` (the server stops delivering it
+//! and publishes a termination advisory); not settled is `-NAK` with the next delay of the
+//! backoff, so the server delivers it again.
 
-use std::time::Duration;
-
-use catga_core::Error;
+use async_nats::jetstream::AckKind;
+use catga_core::transport::Disposition;
 
 use crate::settings::Settings;
 
-/// The outcome for one delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Settle {
-    /// Done: the server forgets it for this service.
-    Ack,
-    /// Deliver it again after this delay.
-    Redeliver(Duration),
-}
-
-/// The outcome of delivery number `attempt` (from 1) that ended with `result`.
-pub(crate) fn settle<T>(result: &Result<T, Error>, attempt: u32, settings: &Settings) -> Settle {
-    match result {
-        Err(error) if error.is_retryable() && attempt < settings.max_deliver => {
-            Settle::Redeliver(settings.redelivery_delay(attempt))
-        }
-        _ => Settle::Ack,
+/// The acknowledgement for delivery number `attempt` (from 1) that ended with `disposition`.
+pub(crate) fn settle(disposition: Disposition, attempt: u32, settings: &Settings) -> AckKind {
+    match disposition {
+        Disposition::Ack => AckKind::Ack,
+        Disposition::Terminate => AckKind::Term,
+        Disposition::Retry => AckKind::Nak(Some(settings.redelivery_delay(attempt))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use catga_core::ErrorKind;
+    use std::time::Duration;
 
     fn settings() -> Settings {
         Settings {
@@ -43,41 +32,27 @@ mod tests {
         }
     }
 
-    fn retryable() -> Error {
-        ErrorKind::Timeout {
-            message: "Ship",
-            after: None,
-        }
-        .into()
-    }
-
-    fn permanent() -> Error {
-        ErrorKind::NoHandler { message: "Ship" }.into()
+    /// `AckKind` is not `PartialEq`; its debug form is exact enough.
+    fn same(a: AckKind, b: AckKind) {
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 
     #[test]
-    fn success_is_acknowledged() {
-        assert_eq!(settle(&Ok(()), 1, &settings()), Settle::Ack);
-    }
-
-    #[test]
-    fn a_retryable_failure_is_redelivered_with_backoff_until_the_last_delivery() {
+    fn each_disposition_has_its_acknowledgement() {
         let s = settings();
-        let failed: Result<(), Error> = Err(retryable());
-        assert_eq!(
-            settle(&failed, 1, &s),
-            Settle::Redeliver(Duration::from_millis(10))
+        same(settle(Disposition::Ack, 1, &s), AckKind::Ack);
+        same(settle(Disposition::Terminate, 3, &s), AckKind::Term);
+        same(
+            settle(Disposition::Retry, 1, &s),
+            AckKind::Nak(Some(Duration::from_millis(10))),
         );
-        assert_eq!(
-            settle(&failed, 2, &s),
-            Settle::Redeliver(Duration::from_millis(40))
+        same(
+            settle(Disposition::Retry, 2, &s),
+            AckKind::Nak(Some(Duration::from_millis(40))),
         );
-        assert_eq!(settle(&failed, 3, &s), Settle::Ack, "the last delivery");
-    }
-
-    #[test]
-    fn a_final_failure_is_acknowledged_at_once() {
-        let failed: Result<(), Error> = Err(permanent());
-        assert_eq!(settle(&failed, 1, &settings()), Settle::Ack);
+        same(
+            settle(Disposition::Retry, 7, &s),
+            AckKind::Nak(Some(Duration::from_millis(40))),
+        );
     }
 }

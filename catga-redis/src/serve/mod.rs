@@ -36,8 +36,9 @@ use uuid::Uuid;
 
 use self::acker::Acker;
 use self::inflight::InFlight;
-use self::worker::Worker;
+use self::worker::{Route, Worker};
 use crate::transport::Shared;
+use std::collections::HashMap;
 
 /// How often shutdown repeats its request to interrupt a blocked read, in case the first
 /// arrived just before the read did.
@@ -49,12 +50,25 @@ pub(crate) async fn serve(
     plan: ServePlan,
     inbound: Arc<dyn Inbound>,
 ) -> Result<Serving, TransportError> {
-    let streams: Vec<String> = plan
+    let routes: HashMap<String, Route> = plan
         .events
         .iter()
-        .map(|name| shared.keys.events(name))
-        .chain(plan.requests.iter().map(|name| shared.keys.requests(name)))
+        .map(|name| (shared.keys.events(name), false, name))
+        .chain(
+            plan.requests
+                .iter()
+                .map(|name| (shared.keys.requests(name), true, name)),
+        )
+        .map(|(stream, request, name)| {
+            let route = Route {
+                request,
+                name: name.clone(),
+            };
+            (stream, route)
+        })
         .collect();
+    let mut streams: Vec<String> = routes.keys().cloned().collect();
+    streams.sort();
     if streams.is_empty() {
         return Ok(Serving::new(|| Box::pin(async {})));
     }
@@ -84,6 +98,7 @@ pub(crate) async fn serve(
         group,
         consumer,
         streams,
+        routes,
         inbound,
         slots: Arc::new(Semaphore::new(max_in_flight)),
         max_in_flight,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use catga_core::envelope::Envelope;
-use catga_core::transport::{Inbound, RemoteFailure, Reply};
+use catga_core::transport::{Delivery, Disposition, Inbound, Rejected};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -25,6 +25,15 @@ enum Settled {
     /// Nothing more to do: it was answered (and acknowledged with the answer), or it stays
     /// pending to be delivered again.
     Done,
+}
+
+/// What a stream carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Route {
+    /// Requests (else events).
+    pub request: bool,
+    /// The wire name.
+    pub name: String,
 }
 
 /// Takes an entry out of the in-flight set when its task ends, also when a handler panics:
@@ -51,6 +60,8 @@ pub(crate) struct Worker {
     pub consumer: String,
     /// The streams served, events' and requests'.
     pub streams: Vec<String>,
+    /// What each stream carries: where an entry was read decides what it is.
+    pub routes: HashMap<String, Route>,
     pub inbound: Arc<dyn Inbound>,
     /// One permit per message being handled (`ServePlan::max_in_flight`), held by its task
     /// until the end: all permits free means no task is left.
@@ -122,7 +133,18 @@ impl Worker {
         }
     }
 
+    fn delivery(&self, deliveries: u64) -> Delivery {
+        Delivery::new(
+            u32::try_from(deliveries).unwrap_or(u32::MAX),
+            self.shared.config.max_deliveries,
+        )
+    }
+
     async fn handle(&self, entry: &Entry, deliveries: u64) -> Settled {
+        let Some(route) = self.routes.get(&*entry.stream).cloned() else {
+            // Only the streams of this plan are read.
+            return Settled::Done;
+        };
         let Decoded { envelope, reply_to } = match entry.decode() {
             Ok(decoded) => decoded,
             Err(EntryError::Deleted) => {
@@ -131,42 +153,38 @@ impl Worker {
             }
             Err(error) => {
                 tracing::warn!(target: "catga::redis", error = &error as &dyn std::error::Error,
-                    "entry is not a catga envelope; rejected");
-                let why = format!("entry {} of `{}`: {error}", entry.id, entry.stream);
-                self.inbound
-                    .reject(entry.stream.to_string(), entry.payload(), why)
-                    .await;
-                return Settled::Ack;
+                    "entry is not a catga envelope; set aside");
+                let rejected = Rejected {
+                    source: format!("redis {} {}", entry.stream, entry.id),
+                    name: Some(route.name.clone()),
+                    raw_headers: None,
+                    payload: entry.payload(),
+                    reason: error.to_string(),
+                };
+                return match self.inbound.reject(rejected).await {
+                    Disposition::Retry => Settled::Done,
+                    Disposition::Ack | Disposition::Terminate => Settled::Ack,
+                };
             }
         };
-        let max = u64::from(self.shared.config.max_deliveries);
-        if deliveries > max {
-            // It keeps coming back without ever being acknowledged: its handler crashes the
-            // process, or hangs past the claim time. Keep it aside and stop the loop.
-            tracing::error!(target: "catga::redis", message = %envelope.name, max,
-                "entry delivered too often without being acknowledged; rejected");
-            let why = format!(
-                "entry {} of `{}` was delivered {deliveries} times (at most {max}) without being acknowledged",
-                entry.id, entry.stream
-            );
-            self.inbound
-                .reject(entry.stream.to_string(), envelope.payload, why)
+        if route.request {
+            self.answer(entry, &route.name, envelope, reply_to, deliveries)
                 .await;
-            return Settled::Ack;
-        }
-        if envelope.kind.is_request() {
-            self.answer(entry, envelope, reply_to).await;
             Settled::Done
         } else {
-            self.consume(entry, envelope, deliveries).await
+            self.consume(entry, &route.name, envelope, deliveries).await
         }
     }
 
-    /// An event: acknowledged once handled, or failed for good; a retryable failure stays
-    /// pending and is delivered again after the redelivery delay.
-    async fn consume(&self, entry: &Entry, envelope: Envelope, mut deliveries: u64) -> Settled {
-        let max = u64::from(self.shared.config.max_deliveries);
-        let name = envelope.name.clone();
+    /// An event: acknowledged once handled or kept; one not settled stays pending and is
+    /// delivered again after the redelivery delay.
+    async fn consume(
+        &self,
+        entry: &Entry,
+        route: &str,
+        envelope: Envelope,
+        mut deliveries: u64,
+    ) -> Settled {
         let mut envelope = Some(envelope);
         loop {
             // Decoded again for a redelivery rather than cloned for every first one: failures
@@ -177,11 +195,10 @@ impl Worker {
             else {
                 return Settled::Ack;
             };
-            match self.inbound.dispatch(current).await {
-                Ok(_) => return Settled::Ack,
-                Err(error) if error.is_retryable() && deliveries < max => {
-                    tracing::debug!(target: "catga::redis", message = %name,
-                        error = &error as &dyn std::error::Error, "event failed; delivering it again");
+            let delivery = self.delivery(deliveries);
+            match self.inbound.event(route, current, delivery).await {
+                Disposition::Ack | Disposition::Terminate => return Settled::Ack,
+                Disposition::Retry => {
                     tokio::select! {
                         () = tokio::time::sleep(self.shared.config.redelivery_delay) => {}
                         // Left pending: a restart of this consumer or another instance takes
@@ -192,12 +209,6 @@ impl Worker {
                     if !self.reclaim(entry, deliveries).await {
                         return Settled::Done;
                     }
-                }
-                Err(error) => {
-                    tracing::warn!(target: "catga::redis", message = %name, deliveries,
-                        error = &error as &dyn std::error::Error,
-                        "event failed for good; acknowledged (a DeadLetter layer keeps it)");
-                    return Settled::Ack;
                 }
             }
         }
@@ -232,13 +243,20 @@ impl Worker {
 
     /// A request: the reply (or the failure, typed) goes to the caller's reply list, and the
     /// request is acknowledged and deleted in the same transaction.
-    async fn answer(&self, entry: &Entry, envelope: Envelope, reply_to: Option<String>) {
+    async fn answer(
+        &self,
+        entry: &Entry,
+        route: &str,
+        envelope: Envelope,
+        reply_to: Option<String>,
+        deliveries: u64,
+    ) {
         let expired = envelope.expired();
         let name = envelope.name.clone();
-        let reply = match self.inbound.dispatch(envelope).await {
-            Ok(bytes) => Reply::Ok(bytes.unwrap_or_default()),
-            Err(error) => Reply::Err(RemoteFailure::of(&error)),
-        };
+        let reply = self
+            .inbound
+            .request(route, envelope, self.delivery(deliveries))
+            .await;
         let mut pipe = redis::pipe();
         pipe.atomic();
         match &reply_to {
