@@ -307,7 +307,7 @@ impl<L: Layer> Catga<L> {
 
 fn exhausted(delivery: Delivery) -> String {
     format!(
-        "delivered {} times (at most {}) without ever being settled: it crashed or stalled its consumer each time, so it is set aside without running again",
+        "delivered {} times (at most {}) without being settled (its handling crashed or stalled the consumer, or its failure could not be kept): set aside without running again",
         delivery.attempt, delivery.max_attempts
     )
 }

@@ -122,24 +122,26 @@ impl<S: DeadLetterStore> DynDeadLetterStore for S {
     }
 }
 
+// Each method calls through the pointer (`**self`): `self.put_dyn` would pick the blanket
+// impl for this `Arc` itself and call back into this impl for ever.
 impl DeadLetterStore for Arc<dyn DynDeadLetterStore> {
     fn put(&self, record: DeadLetterRecord) -> impl Future<Output = Result<(), BoxError>> + Send {
-        self.put_dyn(record)
+        (**self).put_dyn(record)
     }
     fn list(
         &self,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DeadLetterRecord>, BoxError>> + Send {
-        self.list_dyn(limit)
+        (**self).list_dyn(limit)
     }
     fn take(
         &self,
         id: Uuid,
     ) -> impl Future<Output = Result<Option<DeadLetterRecord>, BoxError>> + Send {
-        self.take_dyn(id)
+        (**self).take_dyn(id)
     }
     fn count(&self) -> impl Future<Output = Result<usize, BoxError>> + Send {
-        self.count_dyn()
+        (**self).count_dyn()
     }
 }
 
