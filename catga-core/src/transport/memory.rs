@@ -106,6 +106,17 @@ impl MemoryTransport {
         self
     }
 
+    /// How many messages wait for the instances of `service` (taken by none yet): a way to
+    /// see back-pressure in tests. Always 0 for a service with no running instance, since
+    /// nothing is kept for one.
+    pub fn backlog(&self, service: &str) -> usize {
+        lock(&self.bus.queues)
+            .iter()
+            .filter(|(route, _)| route.flow != Flow::Observe && route.owner == service)
+            .map(|(_, queue)| lock(&queue.items).len())
+            .sum()
+    }
+
     fn check_size(&self, envelope: &Envelope) -> Result<(), TransportError> {
         if envelope.payload.len() > self.bus.max_payload {
             return Err(TransportError::TooLarge {
