@@ -27,8 +27,11 @@ pub static COMMAND_WITHOUT_IDEMPOTENCY: Rule = Rule {
     family: Family::Reliability,
     summary: "a command can arrive over a transport but is not declared idempotent",
     help: "declare `#[command(idempotent)]` and make the handler safe to repeat, or `local` if it never crosses a process",
-    rationale: "Transports deliver at least once: after a reconnect or a redelivery the same command \
-                arrives twice. `idempotent` is the promise the idempotency behaviour relies on.",
+    rationale: "A command that may already have taken effect (a timeout while its handler ran, a \
+                lost reply, a redelivery after its instance died) is run again only when it is \
+                declared `idempotent`: `Retry` does not repeat its in-doubt failures, and a \
+                transport that redelivers it answers `in_doubt` instead of running it twice. \
+                Declaring it, and making the handler safe to repeat, lets those retries recover.",
     surfaces: &[Surface::Cli],
     allow: Allow::Message,
     bad: "// the crate uses catga_nats\n#[command]\npub struct ChargeCard { pub cents: u64 }",
