@@ -94,9 +94,19 @@ impl<L: Layer> Catga<L> {
         event: &'a dyn AnyMessage,
         ctx: Context,
     ) -> BoxFuture<'a, Result<(), Error>> {
+        self.inner.layers.observe_publish(event, &ctx);
+        self.handle_dyn(event, ctx)
+    }
+
+    /// [`publish_dyn`](Self::publish_dyn) once behaviours have observed the publish: runs the
+    /// handlers and publishes what they queued.
+    pub(crate) fn handle_dyn<'a>(
+        &'a self,
+        event: &'a dyn AnyMessage,
+        ctx: Context,
+    ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let info = event.info();
-            self.inner.layers.observe_publish(event, &ctx);
             let Some(Entry::Event(entry)) = self.inner.table.entry(info) else {
                 return Ok(());
             };

@@ -237,19 +237,10 @@ impl<L: Layer> Catga<L> {
         let started = tokio::time::Instant::now();
         let (deadline, cancel) = ctx.take_bounds();
         let app = self.clone();
-        let work = Box::pin(async move {
-            let Some(entry) = app.inner.table.event::<E>() else {
-                return Ok(());
-            };
-            let lease = SlotLease::take();
-            let failures = app
-                .run_event_handlers(entry.handlers(), &event, &ctx, lease.slots())
-                .await;
-            if ctx.pending_len() > 0 {
-                app.publish_queued(Self::queued(&ctx)).await;
-            }
-            follow_up::outcome(E::NAME, failures)
-        });
+        // Through the type-erased path, which boxes its futures anyway: a second caller of
+        // `run_event_handlers` would stop it being inlined into `publish_with`, the hot path
+        // (measured: 3 % more instructions per publish).
+        let work = Box::pin(async move { app.handle_dyn(&event, ctx).await });
         async move {
             let waited = detach::wait_or_detach(E::NAME, deadline, cancel, work, |result| {
                 if let Err(error) = result {
