@@ -551,13 +551,15 @@ async fn a_cancelled_probe_gives_its_slot_back() {
     );
     app.send(SlowCall { fail: true }).await.unwrap_err();
     tokio::time::advance(Duration::from_secs(1)).await;
-    // The probe is dropped at its deadline, before it finishes.
+    // The probe is dropped at its deadline, before it finishes: that is a timeout, which
+    // counts as a failure and re-opens the circuit.
     let ctx = Context::new().with_timeout(Duration::from_millis(1));
     assert_eq!(
         code(&app.send_with(SlowCall { fail: false }, ctx).await),
         "timeout"
     );
-    assert_eq!(breaker.state::<SlowCall>(), CircuitState::HalfOpen);
+    assert_eq!(breaker.state::<SlowCall>(), CircuitState::Open);
+    tokio::time::advance(Duration::from_secs(1)).await;
     // Its slot is free again: the next call is the probe, and closes the circuit.
     assert_eq!(code(&app.send(SlowCall { fail: false }).await), "ok");
     assert_eq!(breaker.state::<SlowCall>(), CircuitState::Closed);

@@ -45,8 +45,11 @@ pub trait CacheKey {
 /// handler, or by any process on the application's transport: every instance of every
 /// service that serves sees it, not only the one instance its service's share of the event
 /// goes to), or on [`Caching::invalidate`]. After a transport reconnects, the replies of
-/// every query with `invalidated_by` are dropped, since an invalidation may have been missed. Concurrent misses of one key run the handler once
-/// and share its reply (single flight). Errors are not cached. `skip(caching)` exempts a query;
+/// every query with `invalidated_by` are dropped, since an invalidation may have been missed.
+/// Concurrent misses of one key run the handler once and share its reply (single flight); a
+/// load that ends without a reply, however it ends (an error, a deadline, a cancellation, a
+/// dropped future, a panic), wakes whoever waits for it, and the first of them loads instead.
+/// Errors are not cached. `skip(caching)` exempts a query;
 /// `local` queries are not cached (their replies have no stored form).
 ///
 /// ```rust,standalone_crate

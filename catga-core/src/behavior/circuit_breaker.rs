@@ -72,6 +72,11 @@ impl CircuitState {
 /// they are transient; a business rejection does not trip it). The happy path is two atomic
 /// loads and one atomic add; there is no lock.
 ///
+/// A call whose future is dropped before it finished (the dispatch's deadline or cancellation,
+/// a caller that stopped waiting, a panic) counts as the timeout, cancellation or panic it
+/// was, when the failure predicate counts those, and as nothing otherwise; a half-open probe's
+/// slot is given back either way, so the next call probes again.
+///
 /// `#[command(skip(circuit_breaker))]` exempts a message.
 ///
 /// ```
@@ -295,7 +300,7 @@ impl Behavior for CircuitBreaker {
     async fn handle<P: Payload, N: Next<P>>(
         &self,
         msg: P,
-        _ctx: &Context,
+        ctx: &Context,
         next: N,
     ) -> Result<P::Output, Error> {
         let info = msg.info();
@@ -304,10 +309,76 @@ impl Behavior for CircuitBreaker {
         }
         let message = info.name();
         let circuit = self.circuits.get_or_init(info, Circuit::default);
-        let permit = circuit.admit(self, message)?;
+        let mut attempt = Attempt {
+            breaker: self,
+            circuit,
+            ctx,
+            message,
+            permit: Some(circuit.admit(self, message)?),
+        };
         let result = next.run(msg).await;
         let failed = result.as_ref().err().is_some_and(self.is_failure);
-        circuit.record(permit, failed, self, message);
+        if let Some(permit) = attempt.permit.take() {
+            circuit.record(permit, failed, self, message);
+        }
         result
+    }
+}
+
+/// A call let through whose outcome is not recorded yet. If the call's future goes away
+/// first, the drop records what can be told of why: a panic unwinding through it, or the
+/// dispatch's deadline or cancellation (enforced outside this layer) count as that error
+/// would, if the failure predicate counts it; otherwise (the caller stopped waiting) the call
+/// counts neither way. A half-open probe's slot is given back in every case, so a probe that
+/// never finishes cannot leave the circuit refusing every call.
+struct Attempt<'a> {
+    breaker: &'a CircuitBreaker,
+    circuit: &'a Circuit,
+    ctx: &'a Context,
+    message: &'static str,
+    permit: Option<Permit<'a>>,
+}
+
+impl Attempt<'_> {
+    /// Why the call ended without an outcome, as the error it stands for, if it can be told.
+    fn abandoned_because(&self) -> Option<Error> {
+        let message = self.message;
+        if std::thread::panicking() {
+            return Some(
+                ErrorKind::Panicked {
+                    message: message.to_string(),
+                    detail: "a panic unwound through the circuit breaker".to_string(),
+                }
+                .into(),
+            );
+        }
+        if self.ctx.remaining().is_some_and(|left| left.is_zero()) {
+            return Some(
+                ErrorKind::Timeout {
+                    message,
+                    after: None,
+                }
+                .into(),
+            );
+        }
+        self.ctx
+            .is_cancelled()
+            .then(|| ErrorKind::Cancelled { message }.into())
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let failed = self
+            .abandoned_because()
+            .is_some_and(|error| (self.breaker.is_failure)(&error));
+        if failed {
+            self.circuit
+                .record(permit, true, self.breaker, self.message);
+        }
+        // Otherwise `permit` drops here: a probe's slot is given back, nothing is counted.
     }
 }

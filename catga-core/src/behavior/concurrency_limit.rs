@@ -22,7 +22,9 @@ use crate::policy::Skip;
 /// shed at once with [`ErrorKind::Overloaded`]. A message's `concurrency = n` attribute gives
 /// it its own limit of `n`; `bulkhead = "name"` puts it in a named group declared with
 /// [`group`](Self::group), shared by every message that names it; `skip(concurrency_limit)`
-/// exempts it. Taking a free slot is one atomic operation.
+/// exempts it. Taking a free slot is one atomic operation. A slot, and a place in the queue,
+/// is given back however the dispatch ends: finished, failed, past its deadline, cancelled,
+/// dropped by its caller, or unwound by a panic.
 ///
 /// ```
 /// use catga_core::behavior::ConcurrencyLimit;

@@ -1,5 +1,6 @@
 //! Idempotency: a message handled once is not handled again; a repeat gets the first reply.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::per_message::PerMessage;
@@ -36,10 +37,22 @@ pub trait IdempotencyKey {
 ///
 /// The key is the message's [`IdempotencyKey`] if it declares one, else the dispatch's message
 /// id ([`Context::message_id`]; transports carry it across processes, so a redelivered message
-/// keeps its id). A failed attempt releases the key, so a retry runs the handler again.
-/// Replies are kept for the TTL (24 h by default); a crashed holder's claim expires after the
-/// lease (60 s). Queries are not deduplicated (they change nothing), nor are `local` messages
-/// (their replies have no stored form); `skip(idempotency)` exempts a message.
+/// keeps its id).
+///
+/// An attempt that ends without a reply releases the key, however it ends: an error, a
+/// deadline or cancellation, a `Timeout` outside this layer, the caller dropping the future,
+/// a panic. A repeat then runs the handler at once instead of waiting for the claim's lease.
+/// (A destructor cannot await: the in-memory store releases in place, any other store on a
+/// task spawned on the current Tokio runtime, see
+/// [`IdempotencyStore::release_now`].) Only a process that dies holding a claim leaves it
+/// to expire after the lease (60 s by default). An attempt dropped after its handler
+/// succeeded, while its reply was being recorded, finishes recording it in the background.
+/// A repeat waiting for a claim stops at its own deadline with
+/// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
+///
+/// Replies are kept for the TTL (24 h by default). Queries are not deduplicated (they change
+/// nothing), nor are `local` messages (their replies have no stored form); `skip(idempotency)`
+/// exempts a message.
 ///
 /// ```
 /// use std::time::Duration;
@@ -51,7 +64,8 @@ pub trait IdempotencyKey {
 /// ```
 #[derive(Debug)]
 pub struct Idempotency<S = MemoryIdempotencyStore> {
-    store: S,
+    /// Shared so that a claim dropped mid-dispatch can be released by a spawned task.
+    store: Arc<S>,
     ttl: Duration,
     lease: Duration,
     counters: PerMessage<Counters>,
@@ -86,7 +100,7 @@ impl<S: IdempotencyStore> Idempotency<S> {
     /// Deduplicates through `store`.
     pub fn new(store: S) -> Self {
         Idempotency {
-            store,
+            store: Arc::new(store),
             ttl: Duration::from_secs(24 * 3600),
             lease: Duration::from_secs(60),
             counters: PerMessage::default(),
@@ -163,6 +177,15 @@ impl<S: IdempotencyStore> Behavior for Idempotency<S> {
                 Claim::InProgress => {
                     counters.waits.increment(1);
                     let timeout = ctx.remaining().unwrap_or(self.lease).min(self.lease);
+                    // Past the deadline, every wait returns at once and so would every claim:
+                    // the loop would spin without ever yielding to the timer that ends it.
+                    if timeout.is_zero() {
+                        return Err(ErrorKind::Timeout {
+                            message: info.name(),
+                            after: None,
+                        }
+                        .into());
+                    }
                     self.store
                         .wait(&key, timeout)
                         .await
@@ -171,19 +194,33 @@ impl<S: IdempotencyStore> Behavior for Idempotency<S> {
             }
         }
         counters.misses.increment(1);
+        // From here on the claim is ours: `held` gives it back if this future is dropped or
+        // unwinds before it is settled below.
+        let mut held = HeldClaim {
+            store: &self.store,
+            key: &key,
+            message: info.name(),
+            state: Held::Claim,
+        };
         let result = next.run(msg).await;
         match &result {
             Ok(output) => {
                 // The handler ran: whatever happens to the record, its reply is returned. A
                 // record that cannot be written only means a repeat would run it again.
                 let stored = match P::encode_output(info, output) {
-                    Ok(reply) => self
-                        .store
-                        .complete(&key, &reply, self.ttl)
-                        .await
-                        .map_err(|e| e.to_string()),
+                    Ok(reply) => {
+                        held.state = Held::Reply {
+                            reply,
+                            ttl: self.ttl,
+                        };
+                        let reply = held.reply();
+                        let stored = self.store.complete(&key, reply, self.ttl).await;
+                        held.state = Held::Settled;
+                        stored.map_err(|e| e.to_string())
+                    }
                     Err(codec) => {
                         let _ = self.store.release(&key).await;
+                        held.state = Held::Settled;
                         Err(codec.to_string())
                     }
                 };
@@ -193,12 +230,85 @@ impl<S: IdempotencyStore> Behavior for Idempotency<S> {
                 }
             }
             Err(_) => {
-                if let Err(e) = self.store.release(&key).await {
+                let released = self.store.release(&key).await;
+                held.state = Held::Settled;
+                if let Err(e) = released {
                     tracing::warn!(target: "catga", message = info.name(), key = %key, error = %e,
                         "could not release an idempotency claim; repeats wait for its lease to end");
                 }
             }
         }
         result
+    }
+}
+
+/// What a dispatch still holds in the store.
+enum Held {
+    /// The claim: released if the dispatch goes away.
+    Claim,
+    /// The handler's reply, being recorded: recorded in the background if the dispatch goes
+    /// away (the handler ran; a repeat must get this reply, not run it again).
+    Reply { reply: Vec<u8>, ttl: Duration },
+    /// Completed or released.
+    Settled,
+}
+
+/// A claim held by a running dispatch. When the dispatch's future is dropped before it
+/// settled the claim (a deadline or cancellation enforced outside this layer, a caller that
+/// stopped waiting, a panic unwinding through the handler), the drop settles it: a claim is
+/// released, a reply being recorded is recorded. Borrowed references only: the store's `Arc`
+/// is cloned on that cold path alone.
+struct HeldClaim<'a, S: IdempotencyStore> {
+    store: &'a Arc<S>,
+    key: &'a ReplyKey,
+    message: &'static str,
+    state: Held,
+}
+
+impl<S: IdempotencyStore> HeldClaim<'_, S> {
+    fn reply(&self) -> &[u8] {
+        match &self.state {
+            Held::Reply { reply, .. } => reply,
+            Held::Claim | Held::Settled => &[],
+        }
+    }
+}
+
+impl<S: IdempotencyStore> Drop for HeldClaim<'_, S> {
+    fn drop(&mut self) {
+        let state = std::mem::replace(&mut self.state, Held::Settled);
+        if matches!(state, Held::Settled) {
+            return;
+        }
+        let message = self.message;
+        if matches!(state, Held::Claim) && self.store.release_now(self.key) {
+            tracing::debug!(target: "catga", message, key = %self.key,
+                "a dispatch ended without a reply; its idempotency claim was released");
+            return;
+        }
+        // A destructor cannot await: the store's own calls go on in a task of their own.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(target: "catga", message, key = %self.key,
+                "a dispatch ended outside a Tokio runtime while holding an idempotency claim; repeats wait for its lease to end");
+            return;
+        };
+        let store = Arc::clone(self.store);
+        let key = self.key.clone();
+        runtime.spawn(async move {
+            match state {
+                Held::Reply { reply, ttl } => {
+                    if let Err(e) = store.complete(&key, &reply, ttl).await {
+                        tracing::error!(target: "catga", message, key = %key, error = %e,
+                            "could not record an idempotent reply; a repeat of this message would be handled again");
+                    }
+                }
+                Held::Claim | Held::Settled => {
+                    if let Err(e) = store.release(&key).await {
+                        tracing::warn!(target: "catga", message, key = %key, error = %e,
+                            "could not release an idempotency claim; repeats wait for its lease to end");
+                    }
+                }
+            }
+        });
     }
 }

@@ -36,7 +36,8 @@ enum Scope {
 /// A message's `rate_limit = "100/s"` attribute gives it its own budget at that rate, whatever
 /// the scope; `skip(rate_limit)` exempts it. The budget refills continuously: at `100/s` a
 /// permit frees up every 10 ms, and up to `burst` permits can be taken at once (by default
-/// the whole rate, 100).
+/// the whole rate, 100). A dispatch that stops waiting for its permit (a deadline, a
+/// cancellation, a dropped future) gives it back when it was the last one reserved.
 ///
 /// ```
 /// use std::time::Duration;
@@ -134,9 +135,9 @@ impl Gcra {
     }
 
     /// Takes a permit now, or reserves the next one if it frees up within `max_wait`.
-    /// Returns how long to wait (zero: go now), or how long until a permit is free when
+    /// Returns the reservation (a zero wait: go now), or how long until a permit is free when
     /// that is too long.
-    fn acquire(&self, max_wait: u64) -> Result<u64, u64> {
+    fn acquire(&self, max_wait: u64) -> Result<Reservation<'_>, u64> {
         let (interval, tolerance) = (self.interval, self.tolerance);
         let now = now_nanos();
         let mut tat = self.tat.load(Ordering::Acquire);
@@ -147,15 +148,54 @@ impl Gcra {
             if wait > max_wait {
                 return Err(wait);
             }
-            match self.tat.compare_exchange_weak(
-                tat,
-                start.saturating_add(interval),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Ok(wait),
+            let after = start.saturating_add(interval);
+            match self
+                .tat
+                .compare_exchange_weak(tat, after, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Ok(Reservation {
+                        gcra: self,
+                        wait,
+                        before: tat,
+                        after,
+                    });
+                }
                 Err(current) => tat = current,
             }
+        }
+    }
+}
+
+/// A permit taken at `wait` nanoseconds from now. A dispatch dropped while it waits for its
+/// permit (its deadline, a cancellation, its caller) gives the permit back if no later
+/// dispatch reserved one after it: undoing the last reservation is exact; undoing an earlier
+/// one would let two permits through closer together than the rate allows, so it is left
+/// (the budget loses one permit, nothing waits longer than it was told).
+struct Reservation<'a> {
+    gcra: &'a Gcra,
+    wait: u64,
+    /// The arrival time before this reservation, and after it.
+    before: u64,
+    after: u64,
+}
+
+impl Reservation<'_> {
+    /// The permit was used: nothing to give back.
+    fn used(mut self) {
+        self.after = self.before;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.after != self.before {
+            let _ = self.gcra.tat.compare_exchange(
+                self.after,
+                self.before,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
     }
 }
@@ -181,11 +221,12 @@ impl Behavior for RateLimit {
             max_wait = max_wait.min(duration_nanos(left));
         }
         match bucket.acquire(max_wait) {
-            Ok(0) => {}
-            Ok(wait) => {
+            Ok(reservation) if reservation.wait == 0 => reservation.used(),
+            Ok(reservation) => {
                 metrics::counter!("catga_rate_limit_waits_total", "message" => info.name())
                     .increment(1);
-                tokio::time::sleep(Duration::from_nanos(wait)).await;
+                tokio::time::sleep(Duration::from_nanos(reservation.wait)).await;
+                reservation.used();
             }
             Err(wait) => {
                 metrics::counter!("catga_rate_limit_rejections_total", "message" => info.name())

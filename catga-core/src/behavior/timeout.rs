@@ -50,10 +50,13 @@ impl Behavior for Timeout {
         let info = msg.info();
         let limit = info.policy().timeout.unwrap_or(self.limit);
         let at = Instant::now() + limit;
-        let saved = ctx.raw_deadline();
+        let restore = RestoreDeadline {
+            ctx,
+            saved: ctx.raw_deadline(),
+        };
         ctx.tighten_deadline(at);
         let result = tokio::time::timeout_at(at, next.run(msg)).await;
-        ctx.restore_deadline(saved);
+        drop(restore);
         match result {
             Ok(result) => result,
             Err(_) => Err(crate::ErrorKind::Timeout {
@@ -62,5 +65,20 @@ impl Behavior for Timeout {
             }
             .into()),
         }
+    }
+}
+
+/// Gives the context back the deadline it had before this layer tightened it, however the
+/// layer's future ends: returned, dropped by an outer deadline, cancellation or caller, or
+/// unwound by a panic. Layers outside (a retry, a user's behaviour that runs the rest again)
+/// would otherwise see this attempt's limit as theirs.
+struct RestoreDeadline<'c> {
+    ctx: &'c Context,
+    saved: u64,
+}
+
+impl Drop for RestoreDeadline<'_> {
+    fn drop(&mut self) {
+        self.ctx.restore_deadline(self.saved);
     }
 }

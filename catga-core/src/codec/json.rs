@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Codec, CodecError};
+use super::{Codec, CodecError, MAX_DEPTH};
 
 /// JSON through `serde_json`: the default codec.
 #[derive(Clone, Copy, Debug, Default)]
@@ -20,11 +20,31 @@ impl Codec for Json {
         })
     }
 
+    /// `serde_json` refuses a payload nesting more than [`MAX_DEPTH`] arrays or objects
+    /// itself (its fixed recursion limit); that refusal is reported as
+    /// [`CodecError::TooDeep`].
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        serde_json::from_slice(bytes).map_err(|e| CodecError::Malformed {
-            codec: Self::NAME,
-            type_name: std::any::type_name::<T>(),
-            source: Box::new(e),
+        serde_json::from_slice(bytes).map_err(|e| {
+            let type_name = std::any::type_name::<T>();
+            if too_deep(&e) {
+                return CodecError::TooDeep {
+                    codec: Self::NAME,
+                    type_name,
+                    limit: MAX_DEPTH,
+                };
+            }
+            CodecError::Malformed {
+                codec: Self::NAME,
+                type_name,
+                source: Box::new(e),
+            }
         })
     }
+}
+
+/// Whether `serde_json` stopped at its recursion limit. It has no error code for it in its
+/// API, only this message (unchanged since the limit was added; `tests/decoding.rs` pins it).
+fn too_deep(error: &serde_json::Error) -> bool {
+    error.classify() == serde_json::error::Category::Syntax
+        && error.to_string().starts_with("recursion limit exceeded")
 }

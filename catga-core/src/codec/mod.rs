@@ -6,10 +6,16 @@
 //! one. Both are self-describing, so a receiver accepts a payload with fields it does not know
 //! and a newer sender can add a field without breaking an older receiver (see
 //! `docs/transports.md`, "Evolving a message").
+//!
+//! Decoding is bounded whatever the bytes: a payload is refused before decoding when it is
+//! larger than the application's `max_payload_bytes`, and when it nests deeper than
+//! [`MAX_DEPTH`] arrays or maps ([`CodecError::TooDeep`]), in debug and release builds alike.
 
+mod depth;
 mod json;
 mod msgpack;
 
+pub use depth::MAX_DEPTH;
 pub use json::Json;
 pub use msgpack::MessagePack;
 
@@ -30,6 +36,17 @@ pub enum CodecError {
         /// The codec's own error, with its position.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The payload nests more than `limit` ([`MAX_DEPTH`]) arrays or maps; it was not
+    /// decoded (a decoder recurses once per level, and the thread's stack is finite).
+    #[error("{codec} payload for `{type_name}` nests more than {limit} arrays or maps")]
+    TooDeep {
+        /// The codec's name.
+        codec: &'static str,
+        /// The Rust type that was expected.
+        type_name: &'static str,
+        /// The most levels allowed.
+        limit: usize,
     },
     /// The value could not be encoded (e.g. a map with non-string keys in JSON).
     #[error("cannot encode `{type_name}` as {codec}: {source}")]

@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Codec, CodecError};
+use super::{Codec, CodecError, MAX_DEPTH, depth};
 
 /// MessagePack (maps with field names) through `rmp-serde`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -24,7 +24,17 @@ impl Codec for MessagePack {
         })
     }
 
+    /// Refuses a payload nesting more than [`MAX_DEPTH`](super::MAX_DEPTH) arrays or maps
+    /// before decoding it (`rmp-serde`'s own limit is deeper than a debug build's stack
+    /// allows, and does not count enums; see the `depth` module).
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        if depth::msgpack_within(bytes, MAX_DEPTH).is_err() {
+            return Err(CodecError::TooDeep {
+                codec: Self::NAME,
+                type_name: std::any::type_name::<T>(),
+                limit: MAX_DEPTH,
+            });
+        }
         rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed {
             codec: Self::NAME,
             type_name: std::any::type_name::<T>(),

@@ -3,7 +3,9 @@
 //! A dispatch *claims* its key for a lease, then *completes* it with the reply (kept for a
 //! TTL) or *releases* it when the handler failed, so a retry can run. A second dispatch with
 //! the same key gets the stored reply, or, while the first is still running, *waits* for it.
-//! The lease bounds how long a crashed process can hold a key.
+//! The lease bounds how long a crashed process can hold a key; a dispatch that ends in any
+//! other way (an error, a deadline, a cancellation, a dropped future, a panic) gives its claim
+//! back at once (see [`IdempotencyStore::release_now`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -85,6 +87,18 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
     /// Gives up a claim (the handler failed), so another attempt can claim it.
     fn release(&self, key: &ReplyKey) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Gives up a claim at once, without awaiting, if this store can (an in-memory one can;
+    /// one behind a network cannot); returns whether it did.
+    ///
+    /// Called when a dispatch that holds a claim is dropped before it finished (a deadline,
+    /// a cancellation, the caller dropping its future, a panic): a destructor cannot await.
+    /// When this returns `false`, the claim is released by [`release`](Self::release) on a
+    /// task spawned on the current Tokio runtime. The default returns `false`.
+    fn release_now(&self, key: &ReplyKey) -> bool {
+        let _ = key;
+        false
+    }
 
     /// Waits until a key held by another dispatch is completed or released, for at most
     /// `timeout`. Returning early is allowed (the caller claims again).
@@ -169,6 +183,18 @@ impl MemoryIdempotencyStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Removes `key`'s claim if it is pending (never a recorded reply) and wakes its waiters.
+    /// Never awaits: `release` and `release_now` are both this.
+    fn release_pending(&self, key: &ReplyKey) {
+        let key = &MemKey::of(key);
+        let mut shard = self.shard(key);
+        if matches!(shard.entries.get(key), Some(Entry::Pending { .. }))
+            && let Some(Entry::Pending { done, .. }) = shard.entries.remove(key)
+        {
+            done.notify_waiters();
+        }
+    }
+
     /// How many keys are stored (pending or done, not yet swept).
     pub fn len(&self) -> usize {
         self.shards
@@ -232,14 +258,13 @@ impl IdempotencyStore for MemoryIdempotencyStore {
     }
 
     async fn release(&self, key: &ReplyKey) -> Result<(), BoxError> {
-        let key = &MemKey::of(key);
-        let mut shard = self.shard(key);
-        if matches!(shard.entries.get(key), Some(Entry::Pending { .. }))
-            && let Some(Entry::Pending { done, .. }) = shard.entries.remove(key)
-        {
-            done.notify_waiters();
-        }
+        self.release_pending(key);
         Ok(())
+    }
+
+    fn release_now(&self, key: &ReplyKey) -> bool {
+        self.release_pending(key);
+        true
     }
 
     async fn wait(&self, key: &ReplyKey, timeout: Duration) -> Result<(), BoxError> {
