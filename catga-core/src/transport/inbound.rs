@@ -1,22 +1,5 @@
-//! The contract between a transport and the application it delivers to.
-//!
-//! A transport reads messages off its broker and hands them to the application's [`Inbound`];
-//! the application decides what happens to each, and the transport carries that out. The
-//! rules live on this side, once, so every transport acknowledges the same way:
-//!
-//! * an **event** comes with its [`Delivery`] (which delivery this is, and how many the
-//!   transport makes at most) and is answered with a [`Disposition`]: acknowledge it
-//!   ([`Disposition::Ack`]: handled), terminate it ([`Disposition::Terminate`]: set aside in
-//!   the application's dead-letter store, never to be delivered again) or deliver it again
-//!   ([`Disposition::Retry`]). Nothing is acknowledged or terminated before it was handled or
-//!   stored where a person can find it: when the store itself fails, the answer is `Retry`.
-//! * a **request** is answered with its [`Reply`], always: a handler error, a panic, an
-//!   expired deadline all become a typed failure, never silence.
-//! * bytes that are not an envelope at all ([`Rejected`]) are kept the same way.
-//!
-//! Where a message arrived decides what it is: the transport says which event or request its
-//! subject or stream carries, and an envelope that claims to be something else is rejected,
-//! never dispatched.
+//! The contract between a transport and the application it delivers to; see the
+//! [`transport`](crate::transport) module docs.
 
 use futures::future::BoxFuture;
 
@@ -90,7 +73,7 @@ pub struct Rejected {
 
 /// What a transport hands arriving messages to: the application. Implemented by catga for
 /// every application that serves ([`Catga::serve`](crate::Catga::serve)); a transport only
-/// calls it. See the [module docs](self).
+/// calls it. See the [module docs](crate::transport).
 pub trait Inbound: Send + Sync + 'static {
     /// Handles an event that arrived where events named `route` travel (the subject or
     /// stream decides, not the envelope's own headers), and says what to do with it.

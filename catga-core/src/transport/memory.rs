@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::JoinHandle;
@@ -374,7 +377,14 @@ async fn deliver(inbound: &dyn Inbound, route: &str, parcel: Parcel, queue: &Que
         return;
     }
     let delivery = Delivery::new(attempt, bus.max_deliveries);
-    match inbound.event(route, envelope.clone(), delivery).await {
+    // The application contains its handlers' panics; one in the application itself (a
+    // dead-letter store that panics, say) must not lose the event either: as a broker
+    // would after a crashed consumer, deliver it again.
+    let settled = AssertUnwindSafe(inbound.event(route, envelope.clone(), delivery))
+        .catch_unwind()
+        .await
+        .unwrap_or(Disposition::Retry);
+    match settled {
         Disposition::Ack | Disposition::Terminate => {}
         Disposition::Retry => {
             tokio::time::sleep(bus.redelivery_delay).await;

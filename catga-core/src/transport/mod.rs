@@ -11,6 +11,26 @@
 //! included, handles it when it arrives ([`Catga::serve`](crate::Catga::serve) consumes);
 //! `send` of a request with a handler in this process dispatches it here, and one without goes
 //! to the transport.
+//!
+//! ## Delivery
+//!
+//! A transport reads messages off its broker and hands them to the application's [`Inbound`];
+//! the application decides what happens to each, and the transport carries that out. The
+//! rules live on this side, once, so every transport acknowledges the same way:
+//!
+//! * an **event** comes with its [`Delivery`] (which delivery this is, and how many the
+//!   transport makes at most) and is answered with a [`Disposition`]: acknowledge it
+//!   ([`Disposition::Ack`]: handled), terminate it ([`Disposition::Terminate`]: set aside in
+//!   the application's dead-letter store, never to be delivered again) or deliver it again
+//!   ([`Disposition::Retry`]). Nothing is acknowledged or terminated before it was handled or
+//!   stored where a person can find it: when the store itself fails, the answer is `Retry`.
+//! * a **request** is answered with its [`Reply`], always: a handler error, a panic, an
+//!   expired deadline all become a typed failure, never silence.
+//! * bytes that are not an envelope at all ([`Rejected`]) are kept the same way.
+//!
+//! Where a message arrived decides what it is: the transport says which event or request its
+//! subject or stream carries, and an envelope that claims to be something else is rejected,
+//! never dispatched.
 
 mod error;
 mod inbound;
