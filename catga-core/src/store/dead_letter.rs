@@ -122,24 +122,26 @@ impl<S: DeadLetterStore> DynDeadLetterStore for S {
     }
 }
 
+// Each method calls the store inside the `Arc` (`**self`): `self.put_dyn` would be the
+// blanket `DynDeadLetterStore` impl of this very `Arc`, which calls back here, without end.
 impl DeadLetterStore for Arc<dyn DynDeadLetterStore> {
     fn put(&self, record: DeadLetterRecord) -> impl Future<Output = Result<(), BoxError>> + Send {
-        self.put_dyn(record)
+        (**self).put_dyn(record)
     }
     fn list(
         &self,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DeadLetterRecord>, BoxError>> + Send {
-        self.list_dyn(limit)
+        (**self).list_dyn(limit)
     }
     fn take(
         &self,
         id: Uuid,
     ) -> impl Future<Output = Result<Option<DeadLetterRecord>, BoxError>> + Send {
-        self.take_dyn(id)
+        (**self).take_dyn(id)
     }
     fn count(&self) -> impl Future<Output = Result<usize, BoxError>> + Send {
-        self.count_dyn()
+        (**self).count_dyn()
     }
 }
 
