@@ -66,6 +66,10 @@ struct Extras {
     cancellation: Option<CancellationToken>,
     /// Set when the message arrived from a transport.
     delivery: Option<Arc<DeliveryNote>>,
+    /// Set by a caller that settles this dispatch's failures itself (a saga compensates a
+    /// failed step and keeps a compensation that failed for good): a `DeadLetter` layer then
+    /// keeps nothing, so one failure is kept once. Never inherited by follow-ups.
+    failures_settled_by_caller: bool,
 }
 
 /// A transport delivery, and which of its failures a `DeadLetter` layer already kept (so the
@@ -270,6 +274,18 @@ impl Context {
         self.with_extras(|extras| extras.delivery = Some(note))
     }
 
+    /// Marks a dispatch whose caller settles its failures itself (see `Extras`).
+    pub(crate) fn with_failures_settled_by_caller(self) -> Self {
+        self.with_extras(|extras| extras.failures_settled_by_caller = true)
+    }
+
+    /// Whether this dispatch's caller settles its failures itself.
+    pub(crate) fn failures_settled_by_caller(&self) -> bool {
+        self.extras
+            .as_ref()
+            .is_some_and(|e| e.failures_settled_by_caller)
+    }
+
     /// Records that the failure of `handler` (`None`: a request's) was dead-lettered during
     /// this delivery.
     pub(crate) fn note_dead_lettered(&self, handler: Option<&'static str>) {
@@ -345,6 +361,7 @@ impl Context {
                     headers: extras.headers.clone(),
                     cancellation: None,
                     delivery: None,
+                    failures_settled_by_caller: false,
                 })
             })
         });

@@ -18,7 +18,8 @@ use crate::context::Context;
 use crate::message::{Message, MessageKind};
 
 /// The header names an envelope travels under. User headers travel under their own names;
-/// names starting with `catga-` are reserved.
+/// names starting with `catga-` are reserved (only catga's [`CONTEXT`](header::CONTEXT)
+/// headers travel among the user's).
 pub mod header {
     /// The message id (UUID).
     pub const ID: &str = "catga-id";
@@ -42,6 +43,25 @@ pub mod header {
     pub const TRACESTATE: &str = "tracestate";
     /// The prefix reserved for catga's own headers.
     pub const RESERVED: &str = "catga-";
+    /// The saga that sent a command (its name), set by [`Saga::run`](crate::saga::Saga::run).
+    pub const SAGA: &str = "catga-saga";
+    /// The saga step that sent a command (its name).
+    pub const SAGA_STEP: &str = "catga-saga-step";
+
+    /// catga's headers that travel among a message's context headers, for its handler to
+    /// read: they say where a message comes from and decide nothing about its dispatch, so
+    /// unlike the envelope's own they may be carried like a user's.
+    pub const CONTEXT: [&str; 2] = [SAGA, SAGA_STEP];
+
+    /// Whether a context header named `name` travels with its message: a user's header does,
+    /// and catga's [`CONTEXT`] headers; any other name in catga's reserved namespace does not
+    /// (it would stand for one of the envelope's own fields).
+    pub fn travels(name: &str) -> bool {
+        let reserved = name
+            .get(..RESERVED.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(RESERVED));
+        !reserved || CONTEXT.iter().any(|known| name.eq_ignore_ascii_case(known))
+    }
 
     /// Every header an envelope travels under, for transports that map them once.
     pub const ALL: [&str; 10] = [
@@ -255,7 +275,7 @@ impl Envelope {
             out.push((header::TRACESTATE, tracestate.clone()));
         }
         for (name, value) in &self.headers {
-            if !name.to_ascii_lowercase().starts_with(header::RESERVED) {
+            if header::travels(name) {
                 out.push((name.as_str(), value.clone()));
             }
         }
@@ -293,9 +313,7 @@ impl Envelope {
             let known = header::ALL
                 .into_iter()
                 .find(|known| key.eq_ignore_ascii_case(known));
-            let reserved = key
-                .get(..header::RESERVED.len())
-                .is_some_and(|start| start.eq_ignore_ascii_case(header::RESERVED));
+            let reserved = !header::travels(key);
             match known.unwrap_or(if reserved { header::RESERVED } else { "" }) {
                 header::ID => id = Some(uuid(header::ID, value)?),
                 header::NAME => name = Some(value.to_string()),
@@ -469,6 +487,31 @@ mod tests {
             Envelope::from_headers(ok, Vec::new()).is_ok(),
             "case-insensitive, unknown catga- headers ignored"
         );
+    }
+
+    #[test]
+    fn catgas_context_headers_travel_and_no_other_reserved_name_does() {
+        let ctx = Context::new()
+            .with_header(header::SAGA, "checkout")
+            .with_header(header::SAGA_STEP, "charge")
+            .with_header("catga-name", "smuggled")
+            .with_header("catga-other", "x")
+            .with_header("tenant", "acme");
+        let env = sample(&ctx);
+        let wire = env.to_headers();
+        let back =
+            Envelope::from_headers(wire.iter().map(|(k, v)| (*k, v.as_str())), Vec::new()).unwrap();
+        assert_eq!(back.name, "orders.place");
+        assert_eq!(
+            back.headers,
+            [
+                ("catga-saga".to_string(), "checkout".to_string()),
+                ("catga-saga-step".to_string(), "charge".to_string()),
+                ("tenant".to_string(), "acme".to_string()),
+            ]
+        );
+        assert!(header::travels("Catga-Saga-Step"));
+        assert!(!header::travels("catga-id"));
     }
 
     proptest! {

@@ -1,12 +1,14 @@
-//! Sagas: forward steps, compensation in reverse, retried and dead-lettered compensations,
-//! resuming from a stored state. Timing on Tokio's paused clock.
+//! Sagas in one process: forward steps, compensation in reverse, retried and dead-lettered
+//! compensations, resuming from a stored state. Timing on Tokio's paused clock. Step identity
+//! is in `saga_identity.rs`, steps handled by other services in `saga_routing.rs`, message ids
+//! and `Idempotency` in `saga_idempotency.rs`.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use catga_core::prelude::*;
-use catga_core::saga::{Saga, SagaError, SagaState, SagaStatus};
+use catga_core::saga::{Saga, SagaBuilder, SagaError, SagaState, SagaStatus};
 use catga_core::store::dead_letter::{DeadLetterStore, MemoryDeadLetterStore};
 use tokio::time::Instant;
 
@@ -123,8 +125,8 @@ pub struct Order {
     cents: u64,
 }
 
-fn checkout() -> Saga<Order> {
-    Saga::new("checkout")
+fn checkout() -> SagaBuilder<Order> {
+    Saga::builder("checkout")
         .step(
             "reserve",
             |o: &Order| Reserve { qty: o.qty },
@@ -149,22 +151,22 @@ const ORDER: Order = Order { qty: 2, cents: 900 };
 async fn every_step_runs_in_order_under_the_saga_id() {
     let world = std::sync::Arc::new(World::default());
     let app = world_app(&world);
-    let saga = checkout();
+    let saga = checkout().build().unwrap();
     let mut state = saga.start();
     saga.run(&app, &ORDER, &mut state).await.unwrap();
     assert_eq!(state.status, SagaStatus::Completed);
     assert_eq!(world.log(), ["reserve 2", "charge 900", "ship 2"]);
-    let outputs: Vec<(&str, &[u8])> = state
+    let outputs: Vec<(usize, &str, &[u8])> = state
         .completed
         .iter()
-        .map(|c| (c.step.as_str(), c.output.as_slice()))
+        .map(|c| (c.index, c.step.as_str(), c.output.as_slice()))
         .collect();
     assert_eq!(
         outputs,
         [
-            ("reserve", &b"7"[..]),
-            ("charge", &b"\"ch_1\""[..]),
-            ("ship", &b"null"[..])
+            (0, "reserve", &b"7"[..]),
+            (1, "charge", &b"\"ch_1\""[..]),
+            (2, "ship", &b"null"[..])
         ]
     );
     for (_, correlation, step) in world.correlations.lock().unwrap().iter() {
@@ -178,7 +180,7 @@ async fn a_failed_step_compensates_the_completed_ones_in_reverse() {
     let world = std::sync::Arc::new(World::default());
     world.ship_fails.store(true, Ordering::SeqCst);
     let app = world_app(&world);
-    let saga = checkout();
+    let saga = checkout().build().unwrap();
     let mut state = saga.start();
     let err = saga.run(&app, &ORDER, &mut state).await.unwrap_err();
     assert_eq!(
@@ -211,7 +213,7 @@ async fn a_failing_compensation_is_retried_with_backoff() {
     world.charge_fails.store(true, Ordering::SeqCst);
     world.release_failures.store(2, Ordering::SeqCst);
     let app = world_app(&world);
-    let saga = checkout();
+    let saga = checkout().build().unwrap();
     let mut state = saga.start();
     let started = Instant::now();
     saga.run(&app, &ORDER, &mut state).await.unwrap_err();
@@ -230,13 +232,14 @@ async fn a_failing_compensation_is_retried_with_backoff() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_compensation_that_keeps_failing_is_dead_lettered_and_the_rest_still_run() {
+async fn a_compensation_that_keeps_failing_is_dead_lettered_in_the_given_store_and_the_rest_still_run()
+ {
     let world = std::sync::Arc::new(World::default());
     world.ship_fails.store(true, Ordering::SeqCst);
     world.refund_broken.store(true, Ordering::SeqCst);
     let app = world_app(&world);
     let letters = MemoryDeadLetterStore::new();
-    let saga = checkout().dead_letters_into(letters.clone());
+    let saga = checkout().dead_letters(letters.clone()).build().unwrap();
     let mut state = saga.start();
     let err = saga.run(&app, &ORDER, &mut state).await.unwrap_err();
     assert!(
@@ -281,7 +284,7 @@ async fn a_compensation_that_keeps_failing_is_dead_lettered_and_the_rest_still_r
 async fn a_stored_state_resumes_where_it_stopped() {
     let world = std::sync::Arc::new(World::default());
     let app = world_app(&world);
-    let saga = checkout();
+    let saga = checkout().build().unwrap();
     // Run, keeping every state as a store would, and "crash" after the first step.
     let mut snapshots = Vec::new();
     let mut state = saga.start();
@@ -315,7 +318,105 @@ async fn a_state_of_another_saga_is_refused() {
     let world = std::sync::Arc::new(World::default());
     let app = world_app(&world);
     let mut state = SagaState::new("refund");
-    let err = checkout().run(&app, &ORDER, &mut state).await.unwrap_err();
+    let err = checkout()
+        .build()
+        .unwrap()
+        .run(&app, &ORDER, &mut state)
+        .await
+        .unwrap_err();
     assert!(matches!(err, SagaError::WrongState { .. }), "{err}");
     assert!(world.log().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_compensation_given_up_on_is_kept_once_in_the_applications_store_whatever_the_layers() {
+    let world = std::sync::Arc::new(World::default());
+    world.ship_fails.store(true, Ordering::SeqCst);
+    world.refund_broken.store(true, Ordering::SeqCst);
+    let app_letters = MemoryDeadLetterStore::new();
+    let layer_letters = MemoryDeadLetterStore::new();
+    let app = Catga::builder()
+        .state_arc(world.clone())
+        .dead_letters(app_letters.clone())
+        .layer(DeadLetter::new(layer_letters.clone()))
+        .layer(Retry::exponential(2).without_jitter())
+        .build()
+        .unwrap();
+    let saga = checkout().build().unwrap();
+    let mut state = saga.start();
+    saga.run(&app, &ORDER, &mut state).await.unwrap_err();
+    assert_eq!(state.status, SagaStatus::Failed);
+
+    // The failed step is compensated, not dead-lettered; the refund that failed on each of
+    // its three tries is kept once, by the saga.
+    assert_eq!(
+        world.log().iter().filter(|l| *l == "refund ch_1").count(),
+        3
+    );
+    assert_eq!(layer_letters.count().await.unwrap(), 0);
+    let kept = app_letters.list(10).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].message, "Refund");
+    assert_eq!(kept[0].message_id, state.compensation_message_id(1));
+    assert_eq!(
+        kept[0].headers,
+        [
+            ("catga-saga".to_string(), "checkout".to_string()),
+            ("catga-saga-step".to_string(), "charge".to_string())
+        ]
+    );
+    assert_eq!(state.compensation_failures[0].index, Some(1));
+    assert_eq!(state.compensation_failures[0].dead_letter, Some(kept[0].id));
+
+    // A replay that fails again is an ordinary failure: the layer keeps it.
+    let err = app
+        .replay_dead_letter(app.dead_letters(), kept[0].id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "handler");
+    assert_eq!(layer_letters.count().await.unwrap(), 1);
+
+    // Once the bank is back, the letter the layer kept replays the refund.
+    world.refund_broken.store(false, Ordering::SeqCst);
+    let again = layer_letters.list(1).await.unwrap();
+    app.replay_dead_letter(&layer_letters, again[0].id)
+        .await
+        .unwrap();
+    assert_eq!(world.log().last().map(String::as_str), Some("refund ch_1"));
+}
+
+/// Never answers.
+#[command]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stall;
+
+#[handler]
+async fn stall(_cmd: Stall) -> Result<(), Refused> {
+    std::future::pending().await
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_step_timeout_bounds_every_command_the_saga_sends() {
+    let world = std::sync::Arc::new(World::default());
+    let app = world_app(&world);
+    let saga = Saga::builder("stalled")
+        .step(
+            "reserve",
+            |o: &Order| Reserve { qty: o.qty },
+            |_, id| Release { reservation: id },
+        )
+        .last_step("stall", |_: &Order| Stall)
+        .step_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let mut state = saga.start();
+    let started = Instant::now();
+    let err = saga.run(&app, &ORDER, &mut state).await.unwrap_err();
+    let SagaError::Compensated { failure, .. } = &err else {
+        panic!("unexpected {err}");
+    };
+    assert_eq!(failure.code, "timeout");
+    assert_eq!(failure.index, Some(1));
+    assert_eq!(world.log(), ["reserve 2", "release 7"]);
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
 }

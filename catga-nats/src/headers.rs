@@ -137,11 +137,7 @@ pub(crate) fn from_envelope(
     let user = envelope
         .headers
         .iter()
-        .filter(|(name, _)| {
-            !name
-                .get(..header::RESERVED.len())
-                .is_some_and(|start| start.eq_ignore_ascii_case(header::RESERVED))
-        })
+        .filter(|(name, _)| header::travels(name))
         .map(|(name, value)| (name.as_str(), value.as_str()));
     for (name, value) in trace.chain(user) {
         let invalid = |reason| InvalidHeader {

@@ -23,7 +23,9 @@ use crate::store::dead_letter::{
 /// limit, shed load) or the caller cancelled it: those were never attempted and the caller
 /// already knows. Validation failures, non-retryable handler errors and retryable errors left
 /// after the last retry are dead-lettered. The error is still returned to the caller.
-/// `skip(dead_letter)` exempts a message.
+/// `skip(dead_letter)` exempts a message, and a command sent by a
+/// [`Saga`](crate::saga::Saga) is not kept here: the saga settles its failures (it compensates
+/// a failed step, and keeps a compensation that failed for good once, after its retries).
 ///
 /// **An event delivered by a transport is dead-lettered once**, for its final failed
 /// delivery: a retryable failure before the transport's last delivery is not final (the
@@ -119,7 +121,7 @@ impl<S: DeadLetterStore> Behavior for DeadLetter<S> {
         next: N,
     ) -> Result<P::Output, Error> {
         let info = msg.info();
-        if info.policy().skip.contains(Skip::DEAD_LETTER) {
+        if info.policy().skip.contains(Skip::DEAD_LETTER) || ctx.failures_settled_by_caller() {
             return next.run(msg).await;
         }
         let handler = msg.handler();
@@ -164,9 +166,11 @@ impl<L: Layer> Catga<L> {
     /// Takes the dead letter `id` out of `store` and dispatches its message again, as it
     /// arrived (same message id, correlation and headers), through the whole pipeline. Returns
     /// the reply of a command or query (JSON), `None` for an event (which reaches all its
-    /// handlers here again: keep them idempotent). A follow-up event that could not be
-    /// published ([`FailureStage::Publish`]) is published again instead, through the
-    /// transport when there is one.
+    /// handlers here again: keep them idempotent). A command or query goes where
+    /// [`send`](Catga::send) would send it: to its handler here, else through the transport
+    /// (a saga's compensation kept here may be handled by another service). A follow-up
+    /// event that could not be published ([`FailureStage::Publish`]) is published again
+    /// instead, through the transport when there is one.
     ///
     /// If the replay fails too, a [`DeadLetter`] layer in this application records it anew.
     ///
@@ -214,6 +218,7 @@ impl<L: Layer> Catga<L> {
                 .await?;
             return Ok(None);
         }
-        self.dispatch_bytes(&letter.message, payload, ctx).await
+        // A request goes where `send` would send it: its handler may live in another process.
+        self.dispatch_routed(&letter.message, payload, ctx).await
     }
 }

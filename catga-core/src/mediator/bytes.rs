@@ -7,13 +7,10 @@
 use crate::codec::{CodecError, WireFormat};
 use crate::context::Context;
 use crate::error::Error;
-use crate::payload::DynRequest;
 use crate::pipeline::Layer;
 use crate::registry::Entry;
 
 use super::Catga;
-use super::guard::guarded;
-use super::terminal::DynRequestTerminal;
 
 /// Longest wire name echoed back in [`ErrorKind::UnknownMessage`](crate::ErrorKind::UnknownMessage), so hostile input cannot make
 /// errors (and the logs they end up in) arbitrarily large.
@@ -74,15 +71,7 @@ impl<L: Layer> Catga<L> {
         })?;
         match self.inner.table.entry(info) {
             Some(Entry::Request(entry)) => {
-                let terminal = DynRequestTerminal {
-                    entry: &**entry,
-                    ctx: &ctx,
-                };
-                let run = self.inner.layers.run(DynRequest(msg), &ctx, &terminal);
-                let output = guarded(&ctx, info.name(), run).await?;
-                if ctx.pending_len() > 0 {
-                    self.after_reply(&ctx).await;
-                }
+                let output = self.call_local_dyn(&**entry, msg, &ctx).await?;
                 let reply = (info.output_codec().encode)(format, &*output).map_err(|source| {
                     Error::from(crate::ErrorKind::Codec {
                         message: info.name().to_string(),

@@ -10,6 +10,7 @@
 mod builder;
 mod bytes;
 mod detach;
+mod dyn_send;
 mod follow_up;
 pub(crate) mod guard;
 mod inbound;

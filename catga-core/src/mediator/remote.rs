@@ -6,23 +6,32 @@ use std::time::Duration;
 
 use super::Catga;
 use super::guard;
-use crate::codec::{Json, MessagePack, WireFormat};
+use crate::codec::{CodecError, Json, MessagePack, WireFormat};
 use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind};
 use crate::message::{Event, Request};
-use crate::payload::AnyMessage;
+use crate::payload::{AnyMessage, Payload};
 use crate::pipeline::{Layer, Terminal};
 use crate::store::dead_letter::FailureStage;
 use crate::transport::{Reply, Transport, TransportError};
 use uuid::Uuid;
 
-/// The end of the pipeline for a request handled in another process.
-struct RemoteTerminal<'a> {
-    transport: &'a dyn Transport,
-    ctx: &'a Context,
-    format: WireFormat,
+/// The end of the pipeline for a request handled in another process (typed here; the
+/// type-erased one is in `dyn_send`).
+pub(super) struct RemoteTerminal<'a> {
+    pub(super) transport: &'a dyn Transport,
+    pub(super) ctx: &'a Context,
+    pub(super) format: WireFormat,
     default_timeout: Duration,
+}
+
+impl RemoteTerminal<'_> {
+    /// How long the request may wait: what is left of the context's deadline, else the
+    /// application's `request_timeout`.
+    pub(super) fn timeout(&self) -> Duration {
+        self.ctx.remaining().unwrap_or(self.default_timeout)
+    }
 }
 
 fn transport_error(message: &str, transport: &dyn Transport, source: TransportError) -> Error {
@@ -34,12 +43,47 @@ fn transport_error(message: &str, transport: &dyn Transport, source: TransportEr
     .into()
 }
 
-fn codec_error(message: &str, source: crate::codec::CodecError) -> Error {
+pub(super) fn codec_error(message: &str, source: CodecError) -> Error {
     ErrorKind::Codec {
         message: message.to_string(),
         source,
     }
     .into()
+}
+
+/// Sends `envelope` (the request `name`) and maps what comes back, `decode` reading a
+/// successful reply: one mapping for the typed and the type-erased path.
+pub(super) async fn exchange<T>(
+    transport: &dyn Transport,
+    name: &'static str,
+    envelope: Envelope,
+    timeout: Duration,
+    decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
+) -> Result<T, Error> {
+    match transport.request(envelope, timeout).await {
+        Ok(Reply::Ok(bytes)) => decode(&bytes).map_err(|e| codec_error(name, e)),
+        // The deadline travels with the request, so the handling process may notice it
+        // first (its clock, its timer): that is still this call timing out, and callers
+        // should see one kind of error whichever side won the race.
+        Ok(Reply::Err(failure)) if failure.code == "timeout" => Err(ErrorKind::Timeout {
+            message: name,
+            after: None,
+        }
+        .into()),
+        Ok(Reply::Err(failure)) => Err(ErrorKind::Remote {
+            message: name.to_string(),
+            remote_code: failure.code,
+            detail: failure.message,
+            retryable: failure.retryable,
+        }
+        .into()),
+        Err(TransportError::Timeout(after)) => Err(ErrorKind::Timeout {
+            message: name,
+            after: Some(after),
+        }
+        .into()),
+        Err(source) => Err(transport_error(name, transport, source)),
+    }
 }
 
 impl<M: Request> Terminal<M> for RemoteTerminal<'_> {
@@ -49,58 +93,47 @@ impl<M: Request> Terminal<M> for RemoteTerminal<'_> {
         _ctx: &Context,
     ) -> impl Future<Output = Result<M::Output, Error>> + Send {
         let (transport, ctx, format) = (self.transport, self.ctx, self.format);
-        let timeout = ctx.remaining().unwrap_or(self.default_timeout);
+        let timeout = self.timeout();
         async move {
             let envelope =
                 Envelope::wrap(&msg, ctx, format).map_err(|e| codec_error(M::NAME, e))?;
-            match transport.request(envelope, timeout).await {
-                Ok(Reply::Ok(bytes)) => match format {
-                    WireFormat::Json => M::__decode_output(&Json, &bytes),
-                    WireFormat::MessagePack => M::__decode_output(&MessagePack, &bytes),
-                }
-                .map_err(|e| codec_error(M::NAME, e)),
-                // The deadline travels with the request, so the handling process may notice it
-                // first (its clock, its timer): that is still this call timing out, and callers
-                // should see one kind of error whichever side won the race.
-                Ok(Reply::Err(failure)) if failure.code == "timeout" => Err(ErrorKind::Timeout {
-                    message: M::NAME,
-                    after: None,
-                }
-                .into()),
-                Ok(Reply::Err(failure)) => Err(ErrorKind::Remote {
-                    message: M::NAME.to_string(),
-                    remote_code: failure.code,
-                    detail: failure.message,
-                    retryable: failure.retryable,
-                }
-                .into()),
-                Err(TransportError::Timeout(after)) => Err(ErrorKind::Timeout {
-                    message: M::NAME,
-                    after: Some(after),
-                }
-                .into()),
-                Err(source) => Err(transport_error(M::NAME, transport, source)),
-            }
+            exchange(
+                transport,
+                M::NAME,
+                envelope,
+                timeout,
+                |bytes| match format {
+                    WireFormat::Json => M::__decode_output(&Json, bytes),
+                    WireFormat::MessagePack => M::__decode_output(&MessagePack, bytes),
+                },
+            )
+            .await
         }
     }
 }
 
 impl<L: Layer> Catga<L> {
-    /// A request with no handler here: through the behaviours, then the transport.
+    /// A request with no handler here: through the behaviours, then the transport. Typed
+    /// for `send`, type-erased (`DynRequest`) for the sends of a saga.
     #[allow(
         clippy::manual_async_fn,
         reason = "an `async fn` stores its arguments twice; see `publish_with`"
     )]
-    pub(super) fn send_remote<M: Request>(
-        &self,
-        msg: M,
+    pub(super) fn send_remote<'a, P>(
+        &'a self,
+        msg: P,
         ctx: Context,
-    ) -> impl Future<Output = Result<M::Output, Error>> + '_ {
+    ) -> impl Future<Output = Result<P::Output, Error>> + 'a
+    where
+        P: Payload + 'a,
+        for<'t> RemoteTerminal<'t>: Terminal<P>,
+    {
         // An `async` block, not an `async fn`: see `Catga::publish_with`.
         async move {
+            let name = msg.info().name();
             let settings = &self.inner.settings;
             let Some(transport) = settings.transport.as_deref() else {
-                return Err(ErrorKind::NoHandler { message: M::NAME }.into());
+                return Err(ErrorKind::NoHandler { message: name }.into());
             };
             let terminal = RemoteTerminal {
                 transport,
@@ -109,7 +142,7 @@ impl<L: Layer> Catga<L> {
                 default_timeout: settings.request_timeout,
             };
             if ctx.is_guarded() {
-                guard::watch(&ctx, M::NAME, self.inner.layers.run(msg, &ctx, &terminal)).await
+                guard::watch(&ctx, name, self.inner.layers.run(msg, &ctx, &terminal)).await
             } else {
                 self.inner.layers.run(msg, &ctx, &terminal).await
             }

@@ -1,16 +1,14 @@
 //! Running a saga: forward steps in order, then, on failure, compensations in reverse.
 
-use std::time::Duration;
+use uuid::Uuid;
 
 use super::Saga;
 use super::state::{CompletedStep, SagaState, SagaStatus, StepFailure};
-use super::step::Wire;
-use crate::codec::CodecError;
 use crate::context::Context;
+use crate::envelope::header;
 use crate::error::Error;
 use crate::mediator::Catga;
 use crate::pipeline::Layer;
-use crate::store::dead_letter::DeadLetterStore;
 
 /// Why a saga did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -40,19 +38,9 @@ pub enum SagaError {
         #[source]
         source: Option<Error>,
     },
-    /// A step's command could not be encoded (or a reply decoded for its compensation).
-    #[error("saga `{saga}`: step `{step}` cannot be encoded: {source}")]
-    Codec {
-        /// The saga.
-        saga: &'static str,
-        /// The step.
-        step: String,
-        /// What went wrong.
-        #[source]
-        source: CodecError,
-    },
-    /// The state passed to `run` belongs to another saga, or has more steps than this one.
-    #[error("this state belongs to saga `{found}` (step {next_step}), not to `{saga}`")]
+    /// The state passed to `run` belongs to another saga, or is further on than this one
+    /// has steps. Nothing was sent.
+    #[error("a state of saga `{found}` at step {next_step} cannot be run by saga `{saga}`")]
     WrongState {
         /// This saga.
         saga: &'static str,
@@ -61,28 +49,53 @@ pub enum SagaError {
         /// The state's next step.
         next_step: usize,
     },
+    /// The state records a completed step at a position this saga has no step at (the
+    /// definition lost steps since the state was stored). Nothing was sent.
+    #[error(
+        "saga `{saga}` has {steps} step(s), but its state records step `{step}` as completed at position {index}"
+    )]
+    UnknownStep {
+        /// This saga.
+        saga: &'static str,
+        /// The name the state records.
+        step: String,
+        /// The position the state records.
+        index: usize,
+        /// How many steps this saga has.
+        steps: usize,
+    },
 }
 
-fn failure(step: &str, error: &Error, dead_letter: Option<uuid::Uuid>) -> StepFailure {
+/// The record of a failure of step `index`.
+pub(super) fn failure(
+    step: &str,
+    index: usize,
+    error: &Error,
+    dead_letter: Option<Uuid>,
+) -> StepFailure {
     StepFailure {
         step: step.to_string(),
+        index: Some(index),
         code: error.code().to_string(),
         error: error.to_string(),
         dead_letter,
     }
 }
 
-impl<D: Sync + 'static, S: DeadLetterStore> Saga<D, S> {
+impl<D: Sync + 'static> Saga<D> {
     /// Runs (or resumes) the saga over `data`, updating `state` as it goes.
     ///
-    /// Every command carries the saga run's id as its correlation id and `catga-saga` /
+    /// Each command goes where [`Catga::send`] would send it (a handler here, else the
+    /// transport), with a message id derived from the run, the step and the direction (see
+    /// the [module docs](super)), the run's id as correlation id, and the `catga-saga` /
     /// `catga-saga-step` headers. Returns `Ok(())` once every step succeeded.
     ///
     /// # Errors
     /// [`SagaError::Compensated`] when a step failed and the completed ones were undone;
     /// [`SagaError::CompensationFailed`] when some could not be (they are dead-lettered, and
     /// listed in `state.compensation_failures`); [`SagaError::WrongState`] for a state of
-    /// another saga.
+    /// another saga and [`SagaError::UnknownStep`] for one recording a step this saga does
+    /// not have (nothing is sent for either).
     pub async fn run<L: Layer>(
         &self,
         app: &Catga<L>,
@@ -103,33 +116,32 @@ impl<D: Sync + 'static, S: DeadLetterStore> Saga<D, S> {
         state: &mut SagaState,
         mut observe: impl FnMut(&SagaState),
     ) -> Result<(), SagaError> {
-        if state.saga != self.name || state.next_step > self.steps.len() {
-            return Err(SagaError::WrongState {
-                saga: self.name,
-                found: state.saga.clone(),
-                next_step: state.next_step,
-            });
-        }
+        self.check(state)?;
         let mut first_error = None;
-        while state.status == SagaStatus::Running && state.next_step < self.steps.len() {
-            let step = &self.steps[state.next_step];
-            let command = step.forward(data).map_err(|source| SagaError::Codec {
-                saga: self.name,
-                step: step.name().to_string(),
-                source,
-            })?;
-            match self.dispatch(app, state, step.name(), &command).await {
-                Ok(reply) => {
+        while state.status == SagaStatus::Running
+            && let Some(step) = self.steps.get(state.next_step)
+        {
+            let index = state.next_step;
+            let ctx = self.context(state, index, state.forward_message_id(index));
+            let sent = app.send_dyn(step.forward(data), ctx).await;
+            match sent.and_then(|reply| step.keep_reply(reply)) {
+                Ok(output) => {
                     state.completed.push(CompletedStep {
+                        index,
                         step: step.name().to_string(),
-                        output: reply.unwrap_or_else(|| b"null".to_vec()),
+                        output,
                     });
                     state.next_step += 1;
                 }
                 Err(error) => {
-                    tracing::warn!(target: "catga", saga = self.name, step = step.name(), error = %error,
-                        "saga step failed; compensating");
-                    state.failure = Some(failure(step.name(), &error, None));
+                    if error.is_in_doubt() {
+                        tracing::error!(target: "catga", saga = self.name, step = step.name(), index,
+                            error = %error, "saga step failed in doubt: it may have taken effect and is not compensated; compensating the steps before it");
+                    } else {
+                        tracing::warn!(target: "catga", saga = self.name, step = step.name(), index,
+                            error = %error, "saga step failed; compensating");
+                    }
+                    state.failure = Some(failure(step.name(), index, &error, None));
                     state.status = SagaStatus::Compensating;
                     first_error = Some(error);
                 }
@@ -141,10 +153,11 @@ impl<D: Sync + 'static, S: DeadLetterStore> Saga<D, S> {
             observe(state);
         }
         if state.status == SagaStatus::Compensating {
-            self.compensate(app, data, state, &mut observe).await?;
+            self.compensate(app, data, state, &mut observe).await;
         }
         let failure = state.failure.clone().unwrap_or_else(|| StepFailure {
             step: String::new(),
+            index: None,
             code: String::new(),
             error: "unknown".to_string(),
             dead_letter: None,
@@ -165,117 +178,53 @@ impl<D: Sync + 'static, S: DeadLetterStore> Saga<D, S> {
         }
     }
 
-    /// Undoes the completed steps, last first.
-    async fn compensate<L: Layer>(
-        &self,
-        app: &Catga<L>,
-        data: &D,
-        state: &mut SagaState,
-        observe: &mut impl FnMut(&SagaState),
-    ) -> Result<(), SagaError> {
-        while let Some(done) = state.completed.last() {
-            let Some(step) = self.steps.iter().find(|s| s.name() == done.step) else {
-                return Err(SagaError::WrongState {
-                    saga: self.name,
-                    found: state.saga.clone(),
-                    next_step: state.next_step,
-                });
-            };
-            let command =
-                step.compensation(data, &done.output)
-                    .map_err(|source| SagaError::Codec {
-                        saga: self.name,
-                        step: step.name().to_string(),
-                        source,
-                    })?;
-            if let Some(command) = command
-                && let Err(error) = self
-                    .compensate_step(app, state, step.name(), &command)
-                    .await
-            {
-                let letter = self.dead_letter(state, step.name(), &command, &error).await;
-                state
-                    .compensation_failures
-                    .push(failure(step.name(), &error, letter));
-            }
-            state.completed.pop();
-            observe(state);
+    /// Refuses a state this saga cannot run before anything is sent.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the error is `run`'s own, returned to its caller as it is"
+    )]
+    fn check(&self, state: &SagaState) -> Result<(), SagaError> {
+        if state.saga != self.name || state.next_step > self.steps.len() {
+            return Err(SagaError::WrongState {
+                saga: self.name,
+                found: state.saga.clone(),
+                next_step: state.next_step,
+            });
         }
-        state.status = if state.compensation_failures.is_empty() {
-            SagaStatus::Compensated
-        } else {
-            SagaStatus::Failed
-        };
-        observe(state);
+        for done in &state.completed {
+            match self.steps.get(done.index) {
+                None => {
+                    return Err(SagaError::UnknownStep {
+                        saga: self.name,
+                        step: done.step.clone(),
+                        index: done.index,
+                        steps: self.steps.len(),
+                    });
+                }
+                // The position is the step's identity; a new name is a rename.
+                Some(step) if step.name() != done.step => {
+                    tracing::warn!(target: "catga", saga = self.name, index = done.index,
+                        recorded = %done.step, step = step.name(),
+                        "a completed step is recorded under another name; it is identified by its position");
+                }
+                Some(_) => {}
+            }
+        }
         Ok(())
     }
 
-    /// Tries a compensation with doubling delays until it succeeds or the attempts run out.
-    async fn compensate_step<L: Layer>(
-        &self,
-        app: &Catga<L>,
-        state: &SagaState,
-        step: &'static str,
-        command: &Wire,
-    ) -> Result<(), Error> {
-        let mut delay = self.compensation_delay;
-        let mut attempt = 1;
-        loop {
-            match self.dispatch(app, state, step, command).await {
-                Ok(_) => return Ok(()),
-                Err(error) if attempt >= self.compensation_attempts => return Err(error),
-                Err(error) => {
-                    tracing::warn!(target: "catga", saga = self.name, step, attempt, error = %error,
-                        "saga compensation failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2).min(Duration::from_secs(60));
-                    attempt += 1;
-                }
-            }
-        }
-    }
-
-    async fn dispatch<L: Layer>(
-        &self,
-        app: &Catga<L>,
-        state: &SagaState,
-        step: &'static str,
-        (name, payload): &Wire,
-    ) -> Result<Option<Vec<u8>>, Error> {
+    /// The context of a command the saga sends for step `index`.
+    pub(super) fn context(&self, state: &SagaState, index: usize, message_id: Uuid) -> Context {
+        let step = self.steps.get(index).map_or("", |s| s.name());
         let ctx = Context::new()
+            .with_message_id(message_id)
             .with_correlation_id(state.id)
-            .with_header("catga-saga", self.name)
-            .with_header("catga-saga-step", step);
-        app.dispatch_bytes(name, payload, ctx).await
-    }
-
-    /// Keeps a compensation that failed for good; returns the letter's id if it was stored.
-    async fn dead_letter(
-        &self,
-        state: &SagaState,
-        step: &'static str,
-        (name, payload): &Wire,
-        error: &Error,
-    ) -> Option<uuid::Uuid> {
-        let ctx = Context::new()
-            .with_correlation_id(state.id)
-            .with_header("catga-saga", self.name)
-            .with_header("catga-saga-step", step);
-        let mut letter =
-            crate::behavior::dead_letter_record(name, None, Some(payload.clone()), error, &ctx);
-        letter.attempts = self.compensation_attempts;
-        let id = letter.id;
-        match self.dead_letters.put(letter).await {
-            Ok(()) => {
-                tracing::error!(target: "catga", saga = self.name, step, dead_letter = %id,
-                    "saga compensation failed after retries; dead-lettered");
-                Some(id)
-            }
-            Err(e) => {
-                tracing::error!(target: "catga", saga = self.name, step, error = %e,
-                    "saga compensation failed and could not be dead-lettered; it is recorded in the saga state");
-                None
-            }
+            .with_header(header::SAGA, self.name)
+            .with_header(header::SAGA_STEP, step)
+            .with_failures_settled_by_caller();
+        match self.step_timeout {
+            Some(timeout) => ctx.with_timeout(timeout),
+            None => ctx,
         }
     }
 }

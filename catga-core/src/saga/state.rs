@@ -1,6 +1,6 @@
 //! A saga's progress as a plain value, so it can be stored and a saga resumed after a crash.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 /// Where a saga is.
@@ -30,8 +30,13 @@ impl SagaStatus {
 }
 
 /// A step that succeeded, with its reply (JSON), which its compensation may need.
+///
+/// A step is identified by its position in the saga (`index`); its name is kept for people
+/// reading the state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompletedStep {
+    /// The step's position in the saga, from 0.
+    pub index: usize,
     /// The step's name.
     pub step: String,
     /// The command's reply, as JSON.
@@ -43,6 +48,10 @@ pub struct CompletedStep {
 pub struct StepFailure {
     /// The step's name.
     pub step: String,
+    /// The step's position in the saga, from 0; `None` only in a state stored before
+    /// positions were recorded.
+    #[serde(default)]
+    pub index: Option<usize>,
     /// The error's stable code.
     pub code: String,
     /// The error, as displayed.
@@ -58,11 +67,14 @@ pub struct StepFailure {
 pub struct SagaState {
     /// The saga definition's name.
     pub saga: String,
-    /// This run's id; every message the saga sends carries it as correlation id.
+    /// This run's id; every message the saga sends carries it as correlation id, and the
+    /// message ids of its commands are derived from it (see
+    /// [`forward_message_id`](Self::forward_message_id)).
     pub id: Uuid,
     /// Where it is.
     pub status: SagaStatus,
     /// Steps that completed and are not compensated yet, in order.
+    #[serde(deserialize_with = "completed_steps")]
     pub completed: Vec<CompletedStep>,
     /// The index of the next step to run forward.
     pub next_step: usize,
@@ -84,5 +96,101 @@ impl SagaState {
             failure: None,
             compensation_failures: Vec::new(),
         }
+    }
+
+    /// The message id of the command of step `index` in this run: the same on every attempt
+    /// (a `Retry` layer's, a resume after a crash), so an
+    /// [`Idempotency`](crate::behavior::Idempotency) layer where it is handled runs it once.
+    ///
+    /// It is the name-based UUID (version 5) of `forward/{index}` in the run id's namespace:
+    /// any language can derive it again, and no two runs, steps or directions share one.
+    pub fn forward_message_id(&self, index: usize) -> Uuid {
+        derived_id(self.id, "forward", index)
+    }
+
+    /// The message id of the compensation of step `index` in this run (`compensate/{index}`
+    /// in the run id's namespace): the same on every retry, on a resume and when its dead
+    /// letter is replayed.
+    pub fn compensation_message_id(&self, index: usize) -> Uuid {
+        derived_id(self.id, "compensate", index)
+    }
+}
+
+fn derived_id(run: Uuid, direction: &str, index: usize) -> Uuid {
+    Uuid::new_v5(&run, format!("{direction}/{index}").as_bytes())
+}
+
+/// A completed step as stored, before steps carried their position.
+#[derive(Deserialize)]
+struct StoredStep {
+    index: Option<usize>,
+    step: String,
+    output: Vec<u8>,
+}
+
+/// Reads the completed steps, giving a step stored without its position the one it has in
+/// the list: steps complete in order and are compensated from the end, so the list is
+/// always the saga's first steps, and its n-th entry is step n (the name, which two steps
+/// could share, is not needed).
+fn completed_steps<'de, De: Deserializer<'de>>(
+    deserializer: De,
+) -> Result<Vec<CompletedStep>, De::Error> {
+    let stored = Vec::<StoredStep>::deserialize(deserializer)?;
+    Ok(stored
+        .into_iter()
+        .enumerate()
+        .map(|(position, stored)| CompletedStep {
+            index: stored.index.unwrap_or(position),
+            step: stored.step,
+            output: stored.output,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_depend_on_the_run_the_step_and_the_direction_only() {
+        let state = SagaState::new("trip");
+        let again = state.clone();
+        assert_eq!(state.forward_message_id(1), again.forward_message_id(1));
+        assert_eq!(
+            state.compensation_message_id(1),
+            again.compensation_message_id(1)
+        );
+        let other_run = SagaState::new("trip");
+        let ids = [
+            state.forward_message_id(0),
+            state.forward_message_id(1),
+            state.compensation_message_id(0),
+            state.compensation_message_id(1),
+            other_run.forward_message_id(0),
+            other_run.compensation_message_id(0),
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            assert_eq!(a.get_version_num(), 5);
+            for b in &ids[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn the_derivation_is_the_documented_one() {
+        let run = Uuid::parse_str("0190c2a8-4b7e-7c3d-9a51-2f6e8d0b1c47").unwrap_or_default();
+        let state = SagaState {
+            id: run,
+            ..SagaState::new("trip")
+        };
+        assert_eq!(
+            state.forward_message_id(2),
+            Uuid::new_v5(&run, b"forward/2")
+        );
+        assert_eq!(
+            state.compensation_message_id(0),
+            Uuid::new_v5(&run, b"compensate/0")
+        );
     }
 }
