@@ -7,9 +7,9 @@
 //! * a reconnection renews the pull at once (the old one may have died with the connection),
 //!   checks the durable consumer, and, when the server stayed up, looks for a stored event
 //!   the client could not read ([`poison`](super::poison));
-//! * a pull that comes back empty, and every half minute anyway, checks that the durable
-//!   consumer still exists and creates it again when the server lost it
-//!   ([`durable`](super::durable));
+//! * a pull that comes back empty, and a busy consumer every `fetch_wait`, checks that the
+//!   durable consumer still exists (keeping its acknowledgement floor) and creates it again
+//!   when the server lost it ([`durable`](super::durable));
 //! * a failed request is retried with a growing delay.
 //!
 //! On shutdown the pull inbox is drained: the server sends nothing more, and whatever it sent
@@ -44,8 +44,6 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long after a pull's own expiry the server's silence ends it: a pull to a consumer the
 /// server no longer has is never answered.
 const SILENCE_GRACE: Duration = Duration::from_secs(1);
-/// How often a busy consumer checks its durable anyway, to keep its floor fresh.
-const CHECK_EVERY: Duration = Duration::from_secs(30);
 /// How long a stopping consumer waits for the server to confirm its pulls are over.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
@@ -103,7 +101,9 @@ impl EventConsumer {
         let mut checked = Instant::now();
         loop {
             if watch.take_reconnection() {
-                self.after_reconnection(&mut server).await;
+                if stopped(&stop, self.after_reconnection(&mut server)).await {
+                    break;
+                }
                 checked = Instant::now();
             }
             let want = tokio::select! {
@@ -119,32 +119,33 @@ impl EventConsumer {
                 }
                 continue;
             }
-            match self.take(want, &mut watch, &stop).await {
-                Pulled::Some => {
-                    retry = RETRY_FIRST;
-                    if checked.elapsed() >= CHECK_EVERY {
-                        self.check().await;
-                        checked = Instant::now();
-                    }
-                }
-                Pulled::Empty => {
-                    self.check().await;
+            let pulled = self.take(want, &mut watch, &stop).await;
+            if matches!(pulled, Pulled::Some) {
+                retry = RETRY_FIRST;
+            }
+            let interrupted = match pulled {
+                // A busy consumer checks too, as often as an idle one: the floor it knows is
+                // where a lost durable is created again from.
+                Pulled::Some if checked.elapsed() < wait => false,
+                Pulled::Some | Pulled::Empty => {
                     checked = Instant::now();
+                    stopped(&stop, self.check()).await
                 }
                 Pulled::Reconnected => {
-                    self.after_reconnection(&mut server).await;
                     checked = Instant::now();
+                    stopped(&stop, self.after_reconnection(&mut server)).await
                 }
-                Pulled::Gone => self.recover().await,
+                Pulled::Gone => stopped(&stop, self.recover()).await,
                 Pulled::Refused(why) => {
                     tracing::warn!(target: "catga::nats", consumer = %self.durable(), why = %why,
                         retry_in = ?retry, "the server refused a pull; retrying");
-                    if pause(&stop, &mut retry).await {
-                        break;
-                    }
+                    pause(&stop, &mut retry).await
                 }
-                Pulled::Stopped => break,
+                Pulled::Stopped => true,
                 Pulled::Closed => return,
+            };
+            if interrupted {
+                break;
             }
         }
         self.puller
@@ -261,6 +262,14 @@ impl EventConsumer {
     }
 }
 
+/// Runs `work` unless `stop` comes first; whether it did.
+async fn stopped<T>(stop: &CancellationToken, work: impl Future<Output = T>) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => true,
+        _ = work => false,
+    }
+}
+
 /// Waits `retry` (longer next time); whether `stop` came first.
 async fn pause(stop: &CancellationToken, retry: &mut Duration) -> bool {
     let stopped = tokio::select! {
@@ -277,6 +286,36 @@ async fn nak_now(message: &async_nats::jetstream::Message) {
     }
 }
 
+/// What the server says of one delivery, from its acknowledgement subject.
+#[derive(Clone, Copy, Debug)]
+struct Stamp {
+    /// The delivery count, from 1.
+    attempt: u32,
+    /// When the stream stored the event (ms since the epoch), 0 if unknown.
+    stored_ms: u64,
+    /// Its stream sequence, 0 if unknown.
+    sequence: u64,
+}
+
+impl Stamp {
+    fn of(message: &async_nats::jetstream::Message) -> Stamp {
+        let Ok(info) = message.info() else {
+            return Stamp {
+                attempt: 1,
+                stored_ms: 0,
+                sequence: 0,
+            };
+        };
+        Stamp {
+            // A count beyond u32 is beyond any budget: saturate rather than start at 1.
+            attempt: u32::try_from(info.delivered).unwrap_or(u32::MAX),
+            stored_ms: u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000)
+                .unwrap_or(0),
+            sequence: info.stream_sequence,
+        }
+    }
+}
+
 /// Handles one event and settles it; `slot` is released once it is settled.
 async fn handle(
     message: async_nats::jetstream::Message,
@@ -285,31 +324,20 @@ async fn handle(
     shared: Arc<Shared>,
     slot: OwnedSemaphorePermit,
 ) {
-    let info = message.info().ok();
-    // A count beyond u32 is beyond any budget: saturate rather than start again at 1.
-    let attempt = info
-        .as_ref()
-        .map_or(1, |info| u32::try_from(info.delivered).unwrap_or(u32::MAX));
-    // Events travel without `catga-timestamp`: their time is the one the stream stored.
-    let stored_ms = info.as_ref().map_or(0, |info| {
-        u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
-    });
-    let sequence = info.map_or(0, |info| info.stream_sequence);
+    let stamp = Stamp::of(&message);
     let (message, acker) = message.split();
     // The transport's own code around the application: a panic in it must not leave the
     // event unsettled until the acknowledgement wait (the application contains its own).
-    let work = dispose(
-        message, &event, &*inbound, &shared, &acker, attempt, stored_ms, sequence,
-    );
+    let work = dispose(message, &event, &*inbound, &shared, &acker, stamp);
     let disposition = match AssertUnwindSafe(work).catch_unwind().await {
         Ok(disposition) => disposition,
         Err(_) => {
-            tracing::error!(target: "catga::nats", event = %event, sequence,
+            tracing::error!(target: "catga::nats", event = %event, sequence = stamp.sequence,
                 "handling an event panicked outside the application; it will be delivered again");
             Disposition::Retry
         }
     };
-    let kind = settle(disposition, attempt, &shared.settings);
+    let kind = settle(disposition, stamp.attempt, &shared.settings);
     if let Err(e) = acker.ack_with(kind).await {
         tracing::warn!(target: "catga::nats", error = %e,
             "could not acknowledge an event; it will be delivered again");
@@ -318,16 +346,13 @@ async fn handle(
 }
 
 /// What the application says of one delivery.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn dispose(
     message: async_nats::Message,
     event: &str,
     inbound: &dyn Inbound,
     shared: &Shared,
     acker: &Acker,
-    attempt: u32,
-    stored_ms: u64,
-    sequence: u64,
+    stamp: Stamp,
 ) -> Disposition {
     let payload = Vec::from(message.payload);
     match headers::to_envelope(message.headers.as_ref(), Implied::Event(event)) {
@@ -336,9 +361,13 @@ async fn dispose(
             let subject = message.subject.to_string();
             tracing::warn!(target: "catga::nats", subject = %subject, error = %why,
                 "an event with an unreadable envelope was set aside");
+            let source = format!(
+                "nats stream {} seq {} ({subject})",
+                shared.stream, stamp.sequence
+            );
             inbound
                 .reject(Rejected {
-                    source: format!("nats stream {} seq {sequence} ({subject})", shared.stream),
+                    source,
                     name: Some(event.to_string()),
                     raw_headers: message.headers.as_ref().map(headers::raw_block),
                     payload,
@@ -349,10 +378,12 @@ async fn dispose(
         Ok(mut envelope) => {
             envelope.payload = payload;
             if envelope.timestamp_ms == 0 {
-                envelope.timestamp_ms = stored_ms;
+                // Events travel without `catga-timestamp`: their time is the one the
+                // stream stored.
+                envelope.timestamp_ms = stamp.stored_ms;
             }
             let every = shared.settings.progress_every();
-            let delivery = Delivery::new(attempt, shared.settings.max_deliver);
+            let delivery = Delivery::new(stamp.attempt, shared.settings.max_deliver);
             with_progress(inbound.event(event, envelope, delivery), acker, every).await
         }
     }

@@ -31,6 +31,9 @@ use crate::connect::StreamCreated;
 use crate::error::NatsError;
 use crate::subject;
 
+/// How long to wait before asking again when the server could not be asked.
+pub(crate) const RECHECK: Duration = Duration::from_millis(500);
+
 /// JetStream's "consumer not found" and "stream not found" error codes.
 const CONSUMER_NOT_FOUND: u64 = 10014;
 const STREAM_NOT_FOUND: u64 = 10059;
@@ -191,6 +194,3 @@ impl Shared {
         })
     }
 }
-
-/// How long to wait before asking again when the server could not be asked.
-pub(crate) const RECHECK: Duration = Duration::from_millis(500);

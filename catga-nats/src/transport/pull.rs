@@ -15,7 +15,6 @@ use async_nats::jetstream;
 use async_nats::{Client, StatusCode, Subject, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::Serialize;
 
 /// What arrived on a consumer's inbox.
 #[derive(Debug)]
@@ -37,13 +36,6 @@ pub(crate) enum End {
     ConsumerGone,
     /// The server refused the pull (too many waiting, a batch too large, …): its words.
     Refused(String),
-}
-
-#[derive(Serialize)]
-struct PullRequest {
-    batch: usize,
-    /// Nanoseconds.
-    expires: u64,
 }
 
 /// A consumer's pull requests and the inbox their messages arrive on.
@@ -82,12 +74,8 @@ impl Puller {
         batch: usize,
         expires: Duration,
     ) -> Result<(), async_nats::PublishError> {
-        let request = PullRequest {
-            batch,
-            expires: u64::try_from(expires.as_nanos()).unwrap_or(u64::MAX),
-        };
-        // Serializing two integers cannot fail; an empty body would be a pull of one.
-        let body = serde_json::to_vec(&request).unwrap_or_default();
+        let expires = u64::try_from(expires.as_nanos()).unwrap_or(u64::MAX);
+        let body = format!("{{\"batch\":{batch},\"expires\":{expires}}}");
         self.client
             .publish_with_reply(
                 self.next_subject.clone(),
