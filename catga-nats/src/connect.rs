@@ -18,8 +18,11 @@ use crate::transport::{NatsTransport, Shared};
 /// [`NatsTransport::connect`].
 ///
 /// Connecting creates the events stream, or updates it to this configuration: a JetStream
-/// stream capturing `{prefix}.events.>`, stored on disk, keeping each event until every
-/// service that consumes it acknowledged it (interest retention).
+/// stream capturing `{prefix}.events.>`, stored on disk, keeping each event for its retention
+/// period ([`max_age`](Connect::max_age), a week by default) whether or not it was consumed
+/// yet (limits retention), so consumers re-created after a server lost its state still find
+/// every event published since. A stream created earlier with another retention keeps it
+/// (nats-server cannot change a stream's retention; a warning says so).
 #[must_use = "a `Connect` does nothing until it is awaited"]
 #[derive(Debug)]
 pub struct Connect {
@@ -61,16 +64,22 @@ impl Connect {
         self
     }
 
-    /// How long the stream keeps an event that some service has not acknowledged (default:
-    /// no limit). Bounds the disk used for services that stopped consuming for good.
+    /// How long the stream keeps an event (default: a week). Every event is kept this long,
+    /// consumed or not: this bounds the disk the stream uses, and how long a service may be
+    /// down (or behind) without missing events, since one older than this is removed whether
+    /// or not every service handled it. Zero keeps events for good.
     pub fn max_age(mut self, age: Duration) -> Self {
         self.settings.max_age = age;
         self
     }
 
-    /// How many times an event is delivered to a service at most, first delivery included
-    /// (default 5, at least 1). The last delivery is acknowledged whatever the handler
-    /// returns.
+    /// How many times an event's handlers run for a service at most, first delivery included
+    /// (default 5, at least 1): catga's delivery budget. A retryable failure before the last
+    /// delivery is delivered again after the [`backoff`](Connect::backoff) delay; a failure on
+    /// the last one (or a failure that is not retryable) is kept in the application's
+    /// dead-letter store, then terminated on the server. A delivery that never settled (the
+    /// process crashed or hung) counts too: delivery `n + 1` is set aside unrun. The server's
+    /// own `max_deliver` is left unlimited, so it never drops an event silently.
     pub fn max_deliver(mut self, n: u32) -> Self {
         self.settings.max_deliver = n.max(1);
         self
@@ -183,32 +192,76 @@ impl Connect {
     }
 }
 
+/// JetStream's error code for "stream configuration update can not change retention policy".
+const RETENTION_FIXED: u64 = 10052;
+
 impl Shared {
-    /// Creates the events stream, or brings an existing one to this configuration.
-    pub(crate) async fn ensure_stream(&self) -> Result<(), NatsError> {
-        let subjects = self.subjects.all_events();
-        let config = StreamConfig {
+    /// The events stream's configuration, with `retention`.
+    fn stream_config(&self, retention: RetentionPolicy) -> StreamConfig {
+        StreamConfig {
             name: self.stream.clone(),
-            subjects: vec![subjects.clone()],
-            // Each service's durable consumer shows interest: an event is kept until every
-            // service that consumes it has acknowledged it, and one nobody consumes is not
-            // kept, as on the in-memory transport.
-            retention: RetentionPolicy::Interest,
+            subjects: vec![self.subjects.all_events()],
+            retention,
             storage: StorageType::File,
             duplicate_window: self.settings.duplicate_window,
             max_age: self.settings.max_age,
             ..StreamConfig::default()
-        };
-        self.jetstream
-            .create_or_update_stream(config)
-            .await
-            .map_err(|source| NatsError::Stream {
-                stream: self.stream.clone(),
-                subjects,
-                source: Box::new(source),
-            })?;
-        Ok(())
+        }
     }
+
+    /// Creates the events stream, or brings an existing one to this configuration, and says
+    /// when the stream was created (a stream created again after a server lost its state has
+    /// a new creation time: its sequences start again).
+    ///
+    /// Limits retention: every event is stored for `max_age`, whether or not a consumer exists
+    /// yet. With interest retention the server stores an event only for the consumers that
+    /// exist when it is published, so after a server lost its state, every event published
+    /// before each service re-created its durable consumer would be acknowledged to its
+    /// publisher and never delivered.
+    pub(crate) async fn ensure_stream(&self) -> Result<StreamCreated, NatsError> {
+        let failed = |source| NatsError::Stream {
+            stream: self.stream.clone(),
+            subjects: self.subjects.all_events(),
+            source: Box::new(source),
+        };
+        let config = self.stream_config(RetentionPolicy::Limits);
+        let info = match self.jetstream.create_or_update_stream(config).await {
+            Ok(info) => info,
+            Err(error) if is_jetstream_code(&error, RETENTION_FIXED) => {
+                let current = self
+                    .current_retention()
+                    .await
+                    .unwrap_or(RetentionPolicy::Interest);
+                tracing::warn!(target: "catga::nats", stream = %self.stream, retention = ?current,
+                    "the events stream exists with another retention than limits, which nats-server cannot change; it is kept. \
+                     After a server loses its state, events published before each service re-created its consumer are not stored \
+                     (see docs/transports.md to move the events to a stream with limits retention)");
+                self.jetstream
+                    .create_or_update_stream(self.stream_config(current))
+                    .await
+                    .map_err(failed)?
+            }
+            Err(error) => return Err(failed(error)),
+        };
+        Ok(StreamCreated(info.created.unix_timestamp_nanos()))
+    }
+
+    /// The retention of the existing events stream.
+    async fn current_retention(&self) -> Option<RetentionPolicy> {
+        let mut stream = self.jetstream.get_stream(&self.stream).await.ok()?;
+        Some(stream.info().await.ok()?.config.retention)
+    }
+}
+
+/// When a stream was created (nanoseconds since the epoch): a stream lost and created again
+/// has another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StreamCreated(pub i128);
+
+/// Whether `error` is the JetStream API error `code`.
+fn is_jetstream_code(error: &jetstream::context::CreateStreamError, code: u64) -> bool {
+    use jetstream::context::CreateStreamErrorKind as Kind;
+    matches!(error.kind(), Kind::JetStream(e) if e.error_code().0 == code)
 }
 
 impl IntoFuture for Connect {

@@ -56,7 +56,19 @@ pub enum NatsError {
         #[source]
         source: Box<jetstream::stream::ConsumerError>,
     },
-    /// A pull request for a consumer's next messages failed.
+    /// The server could not say what state a durable consumer is in.
+    #[error(
+        "could not read the state of the durable consumer `{consumer}` on `{stream}`: {reason}"
+    )]
+    ConsumerState {
+        /// The durable consumer.
+        consumer: String,
+        /// The stream.
+        stream: String,
+        /// The server's or the client's error.
+        reason: String,
+    },
+    /// Subscribing to the inbox of a consumer's pulls failed.
     #[error("could not pull messages for the durable consumer `{consumer}`")]
     Pull {
         /// The durable consumer.
@@ -72,6 +84,15 @@ pub enum NatsError {
         subject: String,
         /// The queue group (the service).
         group: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::SubscribeError,
+    },
+    /// Subscribing to an event's subject to observe it on every instance failed.
+    #[error("could not subscribe to `{subject}` to observe it")]
+    Observe {
+        /// The event subject.
+        subject: String,
         /// The client's error.
         #[source]
         source: async_nats::SubscribeError,
@@ -98,6 +119,12 @@ pub enum NatsError {
         #[source]
         source: async_nats::RequestError,
     },
+    /// The client was not connected when the message was to be sent: nothing was sent.
+    #[error("could not send `{name}`: not connected to the NATS server")]
+    NotConnected {
+        /// The message's wire name.
+        name: String,
+    },
     /// An envelope holds a header NATS cannot carry.
     #[error("could not send `{name}`")]
     Header {
@@ -109,31 +136,56 @@ pub enum NatsError {
     },
 }
 
+/// Where a publish was when it failed: before the message was handed to the connection,
+/// nothing was sent; after, the server may have stored it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PublishStage {
+    /// Handing the message to the client (nothing sent yet).
+    Sending,
+    /// Waiting for the stream's acknowledgement (the message was sent).
+    Acking,
+}
+
 impl NatsError {
-    /// A publish failure as catga's transport error: a timeout stays a timeout, an oversized
-    /// message is [`TransportError::TooLarge`], a missing stream or a lost connection is a
-    /// (retryable) broker or connection error.
+    /// A publish failure as catga's transport error. [`TransportError::Unreachable`] only
+    /// when nothing was sent; once sent, a missing acknowledgement (timeout, connection lost)
+    /// leaves the outcome in doubt ([`TransportError::Timeout`], [`TransportError::Broker`]),
+    /// and an acknowledgement that cannot be read is [`TransportError::Protocol`].
     pub(crate) fn publish(
         name: &str,
         subject: &str,
         source: jetstream::context::PublishError,
         timeout: Duration,
+        stage: PublishStage,
     ) -> TransportError {
         use jetstream::context::PublishErrorKind as Kind;
         let kind = source.kind();
+        let unreadable_ack = kind == Kind::Other
+            && std::error::Error::source(&source).is_some_and(|e| e.is::<serde_json::Error>());
         let error = NatsError::Publish {
             name: name.to_string(),
             subject: subject.to_string(),
             source,
         };
-        match kind {
-            Kind::TimedOut => TransportError::Timeout(timeout),
-            Kind::BrokenPipe => TransportError::Unreachable(Box::new(error)),
+        match (stage, kind) {
+            (_, Kind::MaxPayloadExceeded) => TransportError::Protocol(error_text(&error)),
+            // The client's queue stayed full for the whole timeout, or the client is gone:
+            // the message never left this process.
+            (PublishStage::Sending, Kind::TimedOut | Kind::Other | Kind::BrokenPipe) => {
+                TransportError::Unreachable(Box::new(error))
+            }
+            (PublishStage::Acking, Kind::TimedOut) => TransportError::Timeout(timeout),
+            (PublishStage::Acking, Kind::Other) if unreadable_ack => {
+                TransportError::Protocol(error_text(&error))
+            }
             _ => TransportError::Broker(Box::new(error)),
         }
     }
 
-    /// A request failure as catga's transport error.
+    /// A request failure as catga's transport error. The request was handed to the client
+    /// (the caller checked the connection first): whatever went wrong after that may have
+    /// happened after the request reached a handler, so it is in doubt, except for
+    /// `NoResponders`, which the server answers when nobody could receive it.
     pub(crate) fn request(
         name: &str,
         subject: &str,
@@ -141,23 +193,29 @@ impl NatsError {
         timeout: Duration,
     ) -> TransportError {
         use async_nats::RequestErrorKind as Kind;
-        match source.kind() {
+        let kind = source.kind();
+        let error = NatsError::Request {
+            name: name.to_string(),
+            subject: subject.to_string(),
+            source,
+        };
+        match kind {
             Kind::TimedOut => TransportError::Timeout(timeout),
             Kind::NoResponders => TransportError::NoResponders(name.to_string()),
-            Kind::InvalidSubject => TransportError::Protocol(
-                NatsError::Request {
-                    name: name.to_string(),
-                    subject: subject.to_string(),
-                    source,
-                }
-                .to_string(),
-            ),
-            _ => TransportError::Unreachable(Box::new(NatsError::Request {
-                name: name.to_string(),
-                subject: subject.to_string(),
-                source,
-            })),
+            Kind::InvalidSubject | Kind::MaxPayloadExceeded => {
+                TransportError::Protocol(error_text(&error))
+            }
+            // A reply channel closed by a lost connection, or the client gone: it may have
+            // been sent, so it is in doubt.
+            _ => TransportError::Broker(Box::new(error)),
         }
+    }
+
+    /// Nothing was sent: the client is not connected to the server at the moment.
+    pub(crate) fn not_connected(name: &str) -> TransportError {
+        TransportError::Unreachable(Box::new(NatsError::NotConnected {
+            name: name.to_string(),
+        }))
     }
 
     /// An envelope that cannot be written as NATS headers. Retrying would not help, and
@@ -168,17 +226,111 @@ impl NatsError {
             name: name.to_string(),
             source,
         };
-        TransportError::Protocol(format!("{error}: {}", error_source_text(&error)))
+        TransportError::Protocol(error_text(&error))
     }
 }
 
-fn error_source_text(error: &dyn std::error::Error) -> String {
-    error.source().map(ToString::to_string).unwrap_or_default()
+/// An error and its source, as one line.
+fn error_text(error: &dyn std::error::Error) -> String {
+    match error.source() {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    }
 }
 
 impl From<NatsError> for TransportError {
     /// A setup failure (while serving) as catga's transport error.
     fn from(error: NatsError) -> Self {
         TransportError::Broker(Box::new(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::RequestErrorKind;
+    use jetstream::context::{PublishError, PublishErrorKind};
+
+    const WAIT: Duration = Duration::from_secs(1);
+
+    fn published(kind: PublishErrorKind, stage: PublishStage) -> TransportError {
+        NatsError::publish(
+            "placed",
+            "t.events.placed",
+            PublishError::new(kind),
+            WAIT,
+            stage,
+        )
+    }
+
+    fn requested(kind: RequestErrorKind) -> TransportError {
+        let source = async_nats::RequestError::new(kind);
+        NatsError::request("ship", "t.requests.ship", source, WAIT)
+    }
+
+    #[test]
+    fn a_publish_that_never_left_the_process_is_unreachable_and_safe_to_send_again() {
+        for kind in [PublishErrorKind::TimedOut, PublishErrorKind::Other] {
+            let error = published(kind, PublishStage::Sending);
+            assert!(
+                matches!(error, TransportError::Unreachable(_)),
+                "{kind:?}: {error:?}"
+            );
+            assert!(!error.is_in_doubt());
+            assert!(error.is_retryable());
+        }
+        let error = NatsError::not_connected("placed");
+        assert!(matches!(error, TransportError::Unreachable(_)));
+        assert!(!error.is_in_doubt());
+    }
+
+    #[test]
+    fn a_publish_sent_without_an_acknowledgement_is_in_doubt() {
+        let cases = [
+            (PublishErrorKind::TimedOut, "timeout"),
+            (PublishErrorKind::BrokenPipe, "broker"),
+            (PublishErrorKind::Other, "broker"),
+            (PublishErrorKind::StreamNotFound, "broker"),
+            (PublishErrorKind::WrongLastSequence, "broker"),
+        ];
+        for (kind, expected) in cases {
+            let error = published(kind, PublishStage::Acking);
+            let variant = match &error {
+                TransportError::Timeout(after) => {
+                    assert_eq!(*after, WAIT);
+                    "timeout"
+                }
+                TransportError::Broker(_) => "broker",
+                other => panic!("{kind:?}: {other:?}"),
+            };
+            assert_eq!(variant, expected, "{kind:?}");
+            assert!(error.is_in_doubt(), "{kind:?} after sending is in doubt");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_acknowledgement_is_a_protocol_error() {
+        let garbage = serde_json::from_slice::<serde_json::Value>(b"{").unwrap_err();
+        let source = PublishError::with_source(PublishErrorKind::Other, garbage);
+        let error = NatsError::publish("placed", "s", source, WAIT, PublishStage::Acking);
+        assert!(matches!(error, TransportError::Protocol(_)), "{error:?}");
+        assert!(error.is_in_doubt());
+    }
+
+    #[test]
+    fn a_request_handed_to_the_client_is_in_doubt_unless_nobody_could_receive_it() {
+        let timeout = requested(RequestErrorKind::TimedOut);
+        assert!(matches!(timeout, TransportError::Timeout(after) if after == WAIT));
+        assert!(timeout.is_in_doubt());
+        let lost = requested(RequestErrorKind::Other);
+        assert!(matches!(lost, TransportError::Broker(_)), "{lost:?}");
+        assert!(lost.is_in_doubt(), "a connection lost after sending");
+        let nobody = requested(RequestErrorKind::NoResponders);
+        assert!(matches!(&nobody, TransportError::NoResponders(name) if name == "ship"));
+        assert!(!nobody.is_in_doubt());
+        assert!(nobody.is_retryable());
+        let invalid = requested(RequestErrorKind::InvalidSubject);
+        assert!(matches!(invalid, TransportError::Protocol(_)));
+        assert!(!invalid.is_retryable());
     }
 }

@@ -236,6 +236,23 @@ pub(crate) fn wire_size(headers: &HeaderMap, payload: usize) -> usize {
     FRAMING + lines + payload
 }
 
+/// A header map written out as the header block it arrived as (`NATS/1.0`, a line per value),
+/// for the dead-letter store's raw headers.
+pub(crate) fn raw_block(map: &HeaderMap) -> Vec<u8> {
+    let mut block = b"NATS/1.0\r\n".to_vec();
+    for (name, values) in map.iter() {
+        let name: &str = name.as_ref();
+        for value in values {
+            block.extend_from_slice(name.as_bytes());
+            block.extend_from_slice(b": ");
+            block.extend_from_slice(value.as_str().as_bytes());
+            block.extend_from_slice(b"\r\n");
+        }
+    }
+    block.extend_from_slice(b"\r\n");
+    block
+}
+
 /// A header value made safe: line breaks would end the header block early.
 fn single_line(text: &str) -> HeaderValue {
     let flat: String = text

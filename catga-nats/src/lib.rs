@@ -29,7 +29,8 @@
 //!     .prefix("shop")                            // subjects shop.events.…, shop.requests.…
 //!     .stream("SHOP_EVENTS")                     // the JetStream stream, created or updated
 //!     .duplicate_window(Duration::from_secs(120))
-//!     .max_deliver(5)                            // deliveries of a failing event, at most
+//!     .max_deliver(5)                            // handler runs of a failing event, at most
+//!     .max_age(Duration::from_secs(7 * 24 * 3600)) // how long the stream keeps events
 //!     .backoff([Duration::from_secs(1), Duration::from_secs(10)])
 //!     .await?;
 //! let app = Catga::builder()
@@ -54,7 +55,8 @@
 //!
 //! A service consumes each event through its own durable pull consumer
 //! `{service}-{wire name}` ([`NatsTransport::durable_name`]: letters and digits kept, other
-//! bytes as `_XX`), shared by all its instances, with explicit acknowledgement. One consumer
+//! bytes as `_XX`), shared by all its instances, with explicit acknowledgement and no
+//! server-side delivery limit. One consumer
 //! per event, not one per service with several filter subjects: those need nats-server 2.10.
 //! Requests are answered by a queue subscription whose queue group is the service name.
 //!
@@ -76,47 +78,87 @@
 //! ## Delivery guarantees
 //! * **Events: at least once per service.** `publish` returns once the stream stored the
 //!   event. It carries `Nats-Msg-Id` = the message id, so a copy republished within the
-//!   duplicate window (default 2 minutes) is dropped by the server. Each service's durable
-//!   consumer gets every event published after it was first created, and an event is
-//!   acknowledged only after the handlers ran; an acknowledgement lost to a crash or a server
-//!   restart means the event is delivered again. Add the `Idempotency` behaviour on the
-//!   consuming side to make that exactly once in effect: a redelivered event keeps its message
-//!   id. An event no service has ever consumed is not kept (the stream keeps what some
-//!   durable consumer still has to deliver), as on the in-memory transport.
+//!   duplicate window (default 2 minutes) is dropped by the server. The stream keeps every
+//!   event for its retention period ([`Connect::max_age`], default a week), consumed or not
+//!   (limits retention). Each service's durable consumer gets every event published after it
+//!   was first created. An event is acknowledged (`+ACK`) only after its handlers ran, or
+//!   terminated (`+TERM`) only after it was kept in the application's dead-letter store; an
+//!   acknowledgement lost to a crash or a server restart means the event is delivered again.
+//!   Add the `Idempotency` behaviour on the consuming side to make that exactly once in
+//!   effect: a redelivered event keeps its message id.
 //! * **Requests: at most once.** A request is a core NATS message to one instance: nothing
-//!   stores it; if the instance dies before replying, the caller gets a timeout and decides
-//!   whether to retry (the `Retry` behaviour does, for retryable errors).
+//!   stores it; if the instance dies before replying, the caller gets a timeout (in doubt)
+//!   and decides whether to retry (the `Retry` behaviour does only for what is safe to repeat).
+//!
+//! ## The delivery budget
+//! An event's handlers run at most [`max_deliver`](Connect::max_deliver) times per service
+//! (default 5), each delivery counting once: a `Retry` layer does not repeat an event that
+//! came from the transport, the transport's redelivery does. A retryable failure before the
+//! last delivery is negatively acknowledged (`-NAK`) with the next [`backoff`](Connect::backoff)
+//! delay. A failure on the last delivery, or one that is not retryable (a panic, a decode
+//! error), is kept once in the dead-letter store (by a `DeadLetter` layer, or the
+//! application's own store, `Catga::dead_letters`) and then terminated. A delivery that never
+//! settled (its process crashed or hung) counts too: delivery `max_deliver + 1` is kept
+//! unrun (code `exhausted`) and terminated. When the store cannot keep a failure, nothing is
+//! acknowledged: the event is delivered again later. The server's own `max_deliver` is left
+//! unlimited (a consumer created with one is updated), so the server never drops an event
+//! silently.
 //!
 //! ## Failures
-//! * A **retryable** handler error negatively acknowledges the event with the next backoff
-//!   delay; it is delivered again up to `max_deliver` times in all. A final error (not
-//!   retryable, or the last delivery) is acknowledged: the application's `DeadLetter` layer is
-//!   where it is kept.
-//! * A message whose headers are not an envelope goes to the application's reject store
-//!   (`reject_into`) and is acknowledged; so is one whose payload does not decode. The
-//!   consumer goes on.
+//! * Headers that are not an envelope, an envelope naming another message or kind than its
+//!   subject carries (code `envelope`), or a payload that does not decode (`codec`): kept in
+//!   the dead-letter store and terminated; the consumer goes on. A request that is not what
+//!   its subject carries is refused with an `envelope` error reply, never dispatched.
+//! * **Bytes the client cannot parse.** A stored event whose header block async-nats refuses
+//!   (a value that is not UTF-8, a line without `:`) makes the client drop its connection when
+//!   it is delivered. After a reconnection to the same server, each consumer reads the events
+//!   its durable delivered but that were not acknowledged through the JetStream JSON API (no
+//!   client parsing involved), keeps such an event with its raw header block and body in the
+//!   dead-letter store (`source` names the stream and sequence) and terminates it: one
+//!   reconnection per such event, whatever its deliveries. A request with such headers costs
+//!   the responder one reconnection (about 10 ms here) and gets no reply: it is not stored,
+//!   there is nothing to set aside.
+//! * A **panic**, in a handler or in the transport's code around it, fails its one message:
+//!   a request gets an error reply at once (code `panic`, not retryable), an event is kept
+//!   and terminated; the consumer and the subscription go on.
 //! * A handler error on a request comes back to the caller as `ErrorKind::Remote` with the
 //!   error's code (reply headers `catga-error-code`, `catga-error-retryable`, the text as the
 //!   body). No subscriber is `TransportError::NoResponders` at once; no reply before the
 //!   caller's deadline is `TransportError::Timeout`.
-//! * **Server restarts**: the client reconnects by itself; pull loops retry with backoff,
-//!   renew their pull on reconnection and resume from the last acknowledged event. Publishes
-//!   during the outage fail (retryable) after the publish timeout. A server that comes back
-//!   without its store has its stream and durable consumers created again (by the next
-//!   publish and by the pull loops); what it stored before is lost with it.
+//! * **Errors and doubt.** `TransportError::Unreachable` means nothing was sent: the client
+//!   was not connected (it would queue the message and send it later). Once sent, a failure
+//!   is in doubt: no reply or acknowledgement in time is `Timeout`, a connection lost is
+//!   `Broker`, an acknowledgement that cannot be read is `Protocol`.
+//! * **Server restarts and lost state**: the client reconnects by itself; each consumer
+//!   renews its pull, then checks its durable consumer (also whenever a pull comes back
+//!   empty, since a pull on a consumer the server no longer has is never answered). A server
+//!   that came back without its store has its stream created again (by the next publish or
+//!   consumer) and each durable consumer created again from the new stream's first event,
+//!   logged at `warn`: every event accepted after the restart is handled, since the stream
+//!   stores events whether or not a consumer exists yet. A consumer an operator deleted is
+//!   created again from the last acknowledgement floor the instance saw. What the server
+//!   stored before it lost its store is lost with it.
 //! * A handler running longer than `ack_wait` keeps its event: the consumer tells the server
 //!   it is still working every half `ack_wait`. `ack_wait` bounds how long a crashed
 //!   instance's events wait before another instance gets them.
 //! * A message larger than the server's `max_payload` (headers included) is refused before it
 //!   is sent, with `TransportError::TooLarge`.
-//! * `Serving::shutdown` stops pulling, hands back events received but not started, drains
-//!   the request subscriptions, waits for the handlers in flight and flushes their
-//!   acknowledgements and replies.
+//! * `Serving::shutdown` stops pulling and unsubscribes (the server keeps no pull of the
+//!   instance), hands back at once the events it received but did not start, drains the
+//!   request subscriptions, waits for the handlers in flight and flushes their
+//!   acknowledgements and replies: after it returns the instance takes nothing more.
+//!
+//! ## Every instance: invalidations
+//! Events a behaviour must see on every instance (a `Caching` layer's `invalidated_by`) are
+//! also received through a plain subscription per instance, neither the queue group nor a
+//! durable consumer, and reported to the application; after each reconnection every such
+//! event is reported as possibly missed.
 
 #![warn(missing_docs)]
 
 mod connect;
 mod error;
+mod header_block;
 mod headers;
 mod reconnect;
 mod settings;

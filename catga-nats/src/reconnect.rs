@@ -1,8 +1,10 @@
 //! Noticing reconnections.
 //!
 //! A pull request lives on the server: when the server restarts it is gone, and a consumer
-//! waiting on it would sit idle until its local timer ran out. The client reports each
-//! (re)connection; consumers watch the count and renew their pull at once.
+//! waiting on it would sit idle until its local timer ran out. The server may also have lost
+//! its state, or the client may have dropped the connection over a message it could not read,
+//! and a broadcast subscription may have missed events meanwhile. The client reports each
+//! (re)connection; consumers and observers watch the count and act at once.
 
 use std::sync::Arc;
 
@@ -55,12 +57,15 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    /// Forgets connections seen so far.
-    pub fn mark_seen(&mut self) {
+    /// Whether the client (re)connected since the last look; forgets it.
+    pub fn take_reconnection(&mut self) -> bool {
+        let changed = self.receiver.has_changed().unwrap_or(false);
         self.receiver.mark_unchanged();
+        changed
     }
 
-    /// Resolves on the next (re)connection; never, if the client is gone.
+    /// Resolves on the next (re)connection (at once if one happened since the last look);
+    /// never, if the client is gone.
     pub async fn reconnected(&mut self) {
         if self.receiver.changed().await.is_err() {
             std::future::pending::<()>().await;

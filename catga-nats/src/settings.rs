@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// How long the stream keeps events by default: a week, as Kafka does. Long enough for a
+/// service to be down over a weekend; bounded, since the stream keeps every event that long
+/// whether or not it was consumed (limits retention; see `connect.rs`).
+pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
 /// Everything [`Connect`](crate::Connect) configures, checked when it connects.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -11,10 +16,10 @@ pub(crate) struct Settings {
     pub stream: Option<String>,
     /// How long the server remembers message ids to drop republished events.
     pub duplicate_window: Duration,
-    /// How long the stream keeps an event nobody acknowledged; zero keeps it until every
-    /// service consumed it.
+    /// How long the stream keeps an event (its retention period); zero keeps events for good.
     pub max_age: Duration,
-    /// How many times an event is delivered to a service at most.
+    /// How many times an event's handlers run for a service at most (catga's delivery budget;
+    /// the server's own limit is off).
     pub max_deliver: u32,
     /// The delays before redelivering a failed event, by attempt (the last one repeats).
     pub backoff: Vec<Duration>,
@@ -36,7 +41,7 @@ impl Default for Settings {
             prefix: "catga".to_string(),
             stream: None,
             duplicate_window: Duration::from_secs(120),
-            max_age: Duration::ZERO,
+            max_age: DEFAULT_MAX_AGE,
             max_deliver: 5,
             backoff: vec![
                 Duration::from_millis(500),

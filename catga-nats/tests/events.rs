@@ -1,6 +1,7 @@
 //! Events over real JetStream: every service gets each event, the instances of a service
-//! share them, failures are redelivered a bounded number of times, republished events are
-//! dropped by the server, the in-flight limit holds, and shutdown acknowledges what it ran.
+//! share them, failures are redelivered within the delivery budget (`delivery.rs` has the
+//! rest of it), republished events are dropped by the server, the in-flight limit holds, and
+//! shutdown acknowledges what it ran.
 
 mod common;
 
@@ -144,33 +145,6 @@ fn shipping(nats: &NatsTransport, service: &str) -> (Catga, Arc<Seen>) {
     (app, seen)
 }
 
-/// What the durable consumer of `service` for `event` still holds: (not yet delivered,
-/// delivered but not acknowledged).
-async fn backlog(nats: &NatsTransport, service: &str, event: &str) -> (u64, usize) {
-    let jetstream = async_nats::jetstream::new(nats.client().clone());
-    let stream = jetstream.get_stream(nats.stream_name()).await.unwrap();
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .get_consumer(&nats.durable_name(service, event))
-        .await
-        .unwrap();
-    let info = consumer.info().await.unwrap();
-    (info.num_pending, info.num_ack_pending)
-}
-
-/// Waits until the consumer holds nothing: every event delivered and acknowledged.
-async fn settled(nats: &NatsTransport, service: &str, event: &str, what: &str) {
-    let waited = tokio::time::timeout(PATIENCE, async {
-        while backlog(nats, service, event).await != (0, 0) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        waited.is_ok(),
-        "gave up after {PATIENCE:?} waiting for {what}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_reaches_every_service_once_and_instances_share_it() {
     let Some(corner) = Corner::new("an_event_reaches_every_service_once").await else {
@@ -252,7 +226,7 @@ async fn a_retryable_failure_is_redelivered_until_it_succeeds() {
     .await
     .unwrap();
     eventually("the third delivery", PATIENCE, || seen.attempts(1) == 3).await;
-    settled(
+    common::settled(
         &nats,
         &service,
         "Flaky",
@@ -264,7 +238,7 @@ async fn a_retryable_failure_is_redelivered_until_it_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_event_is_delivered_at_most_max_deliver_times_then_acknowledged() {
+async fn a_failing_event_runs_at_most_max_deliver_times_then_is_terminated() {
     let Some(corner) = Corner::new("a_failing_event_is_delivered_at_most").await else {
         return;
     };
@@ -292,11 +266,11 @@ async fn a_failing_event_is_delivered_at_most_max_deliver_times_then_acknowledge
         || seen.attempts(1) == 3,
     )
     .await;
-    settled(
+    common::settled(
         &nats,
         &service,
         "Flaky",
-        "the last delivery to be acknowledged, not left pending",
+        "the last delivery to be terminated, not left pending",
     )
     .await;
     // Longer than every backoff step: a fourth delivery would have happened by now.
@@ -383,8 +357,8 @@ async fn shutdown_waits_for_events_in_flight_and_acknowledges_them() {
         .unwrap();
     assert_eq!(seen.finished.load(Ordering::SeqCst), 1);
     assert_eq!(
-        backlog(&nats, &service, "Slow").await,
-        (0, 0),
+        common::backlog(&nats, &service, "Slow").await,
+        Some((0, 0)),
         "acknowledged before shutdown returned"
     );
 }

@@ -9,9 +9,6 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,6 +17,7 @@ use catga_core::behavior::Idempotency;
 use catga_core::prelude::*;
 use catga_core::{Behavior, Next, Payload};
 use catga_nats::NatsTransport;
+use common::server::{PrivateServer, binary_or_skip};
 use futures::StreamExt;
 use uuid::Uuid;
 
@@ -111,84 +109,6 @@ impl Behavior for Deliveries {
     }
 }
 
-/// A `nats-server` of this test's own, killed when dropped (even on panic) with its store
-/// directory removed.
-struct PrivateServer {
-    binary: PathBuf,
-    port: u16,
-    store: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateServer {
-    fn start(binary: &Path, port: u16, store: &Path) -> PrivateServer {
-        let mut server = PrivateServer {
-            binary: binary.to_path_buf(),
-            port,
-            store: store.to_path_buf(),
-            child: None,
-        };
-        server.restart();
-        server
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .arg("-sd")
-            .arg(&self.store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no chance to flush or say goodbye.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let address = format!("127.0.0.1:{}", self.port);
-        let ready = tokio::time::timeout(Duration::from_secs(20), async {
-            while TcpStream::connect(&address).is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(
-            ready.is_ok(),
-            "the private nats-server did not listen on {address}"
-        );
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
-}
-
-fn nats_server_binary() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from),
-        Some(PathBuf::from("/usr/sbin/nats-server")),
-        Some(PathBuf::from("/usr/bin/nats-server")),
-    ];
-    candidates.into_iter().flatten().find(|path| path.is_file())
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
 async fn transport(url: &str) -> NatsTransport {
     NatsTransport::connect(url)
         .prefix("fault")
@@ -230,19 +150,11 @@ async fn publish_all(app: Catga, ids: Arc<Vec<Uuid>>, acked: Arc<Vec<AtomicU32>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_event_is_handled_through_a_server_restart() {
-    let Some(binary) = nats_server_binary() else {
-        let why = "no nats-server binary (looked at $NATS_SERVER_BIN, /usr/sbin, /usr/bin)";
-        if std::env::var("CATGA_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
-            panic!("{why} (CATGA_REQUIRE_SERVICES=1)");
-        }
-        eprintln!("skipping the fault test: {why}");
+    let Some(binary) = binary_or_skip("the fault test") else {
         return;
     };
-    let store = std::env::temp_dir().join(common::unique("catga-nats-fault-"));
-    let port = free_port();
-    let mut server = PrivateServer::start(&binary, port, &store);
-    server.wait_ready().await;
-    let url = format!("nats://127.0.0.1:{port}");
+    let mut server = PrivateServer::start(&binary, "catga-nats-fault-").await;
+    let url = server.url();
 
     let raw_effects = Arc::new(RawEffects(Effects::new()));
     let raw = Catga::builder()
@@ -287,8 +199,7 @@ async fn every_acknowledged_event_is_handled_through_a_server_restart() {
         let handled_before = (raw_effects.0.distinct(), exact_effects.0.distinct());
         server.kill();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        server.restart();
-        server.wait_ready().await;
+        server.restart().await;
         let failures = publishing.await.expect("the publisher did not panic");
         while raw_effects.0.distinct() < EVENTS as u64 || exact_effects.0.distinct() < EVENTS as u64
         {
@@ -296,22 +207,20 @@ async fn every_acknowledged_event_is_handled_through_a_server_restart() {
         }
         (acked_before, handled_before, failures)
     };
-    let (acked_before, handled_before, publish_failures) = match tokio::time::timeout(
-        LIMIT, scenario,
-    )
-    .await
-    {
-        Ok(figures) => figures,
-        Err(_) => panic!(
-            "gave up after {LIMIT:?}: raw handled {} distinct, exact {}, of {EVENTS} ({} acked)",
-            raw_effects.0.distinct(),
-            exact_effects.0.distinct(),
-            acked
-                .iter()
-                .filter(|a| a.load(Ordering::SeqCst) == 1)
-                .count()
-        ),
-    };
+    let (acked_before, handled_before, publish_failures) =
+        match tokio::time::timeout(LIMIT, scenario).await {
+            Ok(figures) => figures,
+            Err(_) => {
+                let seen = Seen {
+                    acked: &acked,
+                    raw: &raw_effects.0,
+                    exact: &exact_effects.0,
+                    raw_app: &raw,
+                    exact_app: &exact,
+                };
+                panic!("gave up after {LIMIT:?}:\n{}", seen.report(&url).await)
+            }
+        };
     raw_serving.shutdown().await;
     exact_serving.shutdown().await;
 
@@ -359,4 +268,103 @@ async fn every_acknowledged_event_is_handled_through_a_server_restart() {
         "with idempotency, each event's effect happened exactly once"
     );
     assert_eq!(exact_effects.0.distinct(), EVENTS as u64);
+}
+
+/// What the test saw, for a failure to say whether an event was lost or a consumer stalled.
+struct Seen<'a, R, E> {
+    acked: &'a [AtomicU32],
+    raw: &'a Effects,
+    exact: &'a Effects,
+    raw_app: &'a Catga<R>,
+    exact_app: &'a Catga<E>,
+}
+
+impl<R: catga_core::Layer, E: catga_core::Layer> Seen<'_, R, E> {
+    /// What an application gave up on: its dead letters (count, and the first few).
+    async fn given_up(name: &str, app: &Catga<impl catga_core::Layer>) -> String {
+        match app.dead_letters().list_dyn(10_000).await {
+            Ok(records) => {
+                let first: Vec<String> = records
+                    .iter()
+                    .take(5)
+                    .map(|r| {
+                        format!(
+                            "{} {} attempt {}: {}",
+                            r.message_id, r.code, r.attempts, r.error
+                        )
+                    })
+                    .collect();
+                format!("{name}: {} dead letters, first {first:?}", records.len())
+            }
+            Err(e) => format!("{name}: dead letters unreadable: {e}"),
+        }
+    }
+
+    async fn report(&self, url: &str) -> String {
+        let mut lines = vec![format!(
+            "raw handled {} distinct ({} runs), exact {} distinct ({} runs), of {EVENTS}; {} publishes acknowledged",
+            self.raw.distinct(),
+            self.raw.total(),
+            self.exact.distinct(),
+            self.exact.total(),
+            self.acked
+                .iter()
+                .filter(|a| a.load(Ordering::SeqCst) == 1)
+                .count()
+        )];
+        // Per event, those not done: acknowledged to its publisher? runs by each service.
+        let missing: Vec<String> = (0..EVENTS)
+            .filter(|&n| {
+                self.acked[n].load(Ordering::SeqCst) == 0
+                    || self.raw.runs[n].load(Ordering::SeqCst) == 0
+                    || self.exact.runs[n].load(Ordering::SeqCst) == 0
+            })
+            .take(50)
+            .map(|n| {
+                format!(
+                    "tick {n}: acked={} raw={} exact={}",
+                    self.acked[n].load(Ordering::SeqCst),
+                    self.raw.runs[n].load(Ordering::SeqCst),
+                    self.exact.runs[n].load(Ordering::SeqCst)
+                )
+            })
+            .collect();
+        lines.push(format!("events not done (at most 50 shown): {missing:?}"));
+        lines.push(Self::given_up("raw", self.raw_app).await);
+        lines.push(Self::given_up("exact", self.exact_app).await);
+        match async_nats::connect(url).await {
+            Ok(client) => {
+                let jetstream = async_nats::jetstream::new(client);
+                match jetstream.get_stream("FAULT").await {
+                    Ok(mut stream) => {
+                        if let Ok(info) = stream.info().await {
+                            lines.push(format!("stream: {:?}", info.state));
+                        }
+                        for durable in ["raw-Tick", "exact-Tick"] {
+                            let consumer: Result<async_nats::jetstream::consumer::PullConsumer, _> =
+                                stream.get_consumer(durable).await;
+                            match consumer {
+                                Ok(mut consumer) => match consumer.info().await {
+                                    Ok(info) => lines.push(format!(
+                                        "{durable}: pending {} ack_pending {} redelivered {} waiting {} ack_floor {:?} delivered {:?}",
+                                        info.num_pending,
+                                        info.num_ack_pending,
+                                        info.num_redelivered,
+                                        info.num_waiting,
+                                        info.ack_floor,
+                                        info.delivered
+                                    )),
+                                    Err(e) => lines.push(format!("{durable}: no info: {e}")),
+                                },
+                                Err(e) => lines.push(format!("{durable}: not found: {e}")),
+                            }
+                        }
+                    }
+                    Err(e) => lines.push(format!("stream FAULT not found: {e}")),
+                }
+            }
+            Err(e) => lines.push(format!("could not connect to look: {e}")),
+        }
+        lines.join("\n")
+    }
 }

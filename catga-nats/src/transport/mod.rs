@@ -1,11 +1,16 @@
 //! [`NatsTransport`]: catga's [`Transport`] over NATS.
 //!
 //! Events are JetStream messages, consumed through one durable pull consumer per service and
-//! event ([`consumer`]); requests are core NATS requests answered by a queue group per service
-//! ([`responder`]).
+//! event ([`consumer`], [`durable`], [`pull`], [`poison`]); requests are core NATS requests
+//! answered by a queue group per service ([`responder`]); events every instance must see are
+//! a plain subscription per instance ([`observe`]).
 
 mod consumer;
+mod durable;
+mod observe;
+mod poison;
 mod publish;
+mod pull;
 mod request;
 mod responder;
 mod serve;
@@ -40,6 +45,13 @@ pub(crate) struct Shared {
     pub stream: String,
     pub settings: Settings,
     pub reconnects: Reconnects,
+}
+
+impl Shared {
+    /// The id of the server the client is connected to: a restarted server has a new one.
+    pub(crate) fn server_id(&self) -> String {
+        self.client.server_info().server_id
+    }
 }
 
 impl NatsTransport {

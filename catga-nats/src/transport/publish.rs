@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use async_nats::HeaderMap;
+use async_nats::connection::State;
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
@@ -23,7 +24,7 @@ use pin_project_lite::pin_project;
 use uuid::Uuid;
 
 use super::Shared;
-use crate::error::NatsError;
+use crate::error::{NatsError, PublishStage};
 use crate::headers::{self, Implied};
 
 impl Shared {
@@ -53,27 +54,30 @@ impl Shared {
     ) -> EventPublish<'_, impl Future<Output = Result<PublishAckFuture, PublishError>> + Send + '_>
     {
         let name = std::mem::take(&mut envelope.name);
-        let start = event_headers(&envelope, &name).and_then(|map| {
-            self.check_size(&map, envelope.payload.len())?;
-            // Kept (a cheap, shared handle) in case the message has to be sent again.
-            let payload = Bytes::from(std::mem::take(&mut envelope.payload));
-            // With nothing set on the context the only header is the message id, and a second
-            // attempt needs only that; otherwise it needs the envelope's headers again.
-            let resend = if headers::is_single(&map) {
-                Resend::Id(envelope.id)
-            } else {
-                Resend::Envelope(Box::new(envelope))
-            };
-            let subject = self.subjects.event_subject(&name);
-            let message = PublishMessage::build()
-                .headers(map)
-                .payload(payload.clone());
-            Ok((
-                self.jetstream.send_publish(subject, message),
-                resend,
-                payload,
-            ))
-        });
+        let start = self
+            .connected(&name)
+            .and_then(|()| event_headers(&envelope, &name))
+            .and_then(|map| {
+                self.check_size(&map, envelope.payload.len())?;
+                // Kept (a cheap, shared handle) in case the message has to be sent again.
+                let payload = Bytes::from(std::mem::take(&mut envelope.payload));
+                // With nothing set on the context the only header is the message id, and a second
+                // attempt needs only that; otherwise it needs the envelope's headers again.
+                let resend = if headers::is_single(&map) {
+                    Resend::Id(envelope.id)
+                } else {
+                    Resend::Envelope(Box::new(envelope))
+                };
+                let subject = self.subjects.event_subject(&name);
+                let message = PublishMessage::build()
+                    .headers(map)
+                    .payload(payload.clone());
+                Ok((
+                    self.jetstream.send_publish(subject, message),
+                    resend,
+                    payload,
+                ))
+            });
         let (step, resend) = match start {
             Ok((sent, resend, payload)) => (Step::Sending { sent }, Some((resend, payload))),
             Err(error) => (Step::Failed { error: Some(error) }, None),
@@ -104,10 +108,21 @@ impl Shared {
         let subject = self.subjects.event_subject(&name);
         let message = PublishMessage::build().headers(map).payload(payload);
         let stored = match self.jetstream.send_publish(subject, message).await {
-            Ok(ack) => ack.await,
-            Err(e) => Err(e),
+            Ok(ack) => ack.await.map_err(|e| (e, PublishStage::Acking)),
+            Err(e) => Err((e, PublishStage::Sending)),
         };
         self.settle(&name, resend.id(), stored)
+    }
+
+    /// Nothing is sent while the client is not connected: the client would queue the message
+    /// and send it after reconnecting, and a caller that gave up meanwhile could not tell
+    /// whether it was stored. [`TransportError::Unreachable`] says it was not.
+    pub(crate) fn connected(&self, name: &str) -> Result<(), TransportError> {
+        if self.client.connection_state() == State::Connected {
+            Ok(())
+        } else {
+            Err(NatsError::not_connected(name))
+        }
     }
 
     /// The outcome of a store, as the transport reports it.
@@ -115,11 +130,11 @@ impl Shared {
         &self,
         name: &str,
         id: Uuid,
-        stored: Result<PublishAck, PublishError>,
+        stored: Result<PublishAck, (PublishError, PublishStage)>,
     ) -> Result<(), TransportError> {
-        let ack = stored.map_err(|e| {
+        let ack = stored.map_err(|(e, stage)| {
             let subject = self.subjects.event_subject(name);
-            NatsError::publish(name, &subject, e, self.settings.publish_timeout)
+            NatsError::publish(name, &subject, e, self.settings.publish_timeout, stage)
         })?;
         if ack.duplicate {
             tracing::debug!(target: "catga::nats", message = %name, %id, sequence = ack.sequence,
@@ -195,9 +210,11 @@ where
                         });
                         continue;
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err((e, PublishStage::Sending)),
                 },
-                StepProj::Acking { ack } => ready!(ack.as_mut().poll(cx)),
+                StepProj::Acking { ack } => {
+                    ready!(ack.as_mut().poll(cx)).map_err(|e| (e, PublishStage::Acking))
+                }
                 StepProj::Recovering { again } => {
                     let done = ready!(again.as_mut().poll(cx));
                     this.step.set(Step::Failed { error: None });
@@ -210,7 +227,7 @@ where
                 }
             };
             let shared: &'a Shared = this.shared;
-            if let Err(e) = &stored
+            if let Err((e, _)) = &stored
                 && e.kind() == PublishErrorKind::StreamNotFound
                 && let Some((resend, payload)) = this.resend.take()
             {

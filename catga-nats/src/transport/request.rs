@@ -12,7 +12,9 @@ use crate::headers::{self, Implied};
 impl Shared {
     /// Sends `envelope` to one instance of a service that handles it and waits up to
     /// `timeout` (the caller's remaining deadline) for the reply. A handler's error comes back
-    /// as [`Reply::Err`]; nobody subscribed is [`TransportError::NoResponders`] at once.
+    /// as [`Reply::Err`]; nobody subscribed is [`TransportError::NoResponders`] at once. Not
+    /// connected, nothing is sent ([`TransportError::Unreachable`]); once handed to the client,
+    /// a failure is in doubt (see [`NatsError::request`]).
     pub(crate) async fn request(
         &self,
         envelope: Envelope,
@@ -21,6 +23,7 @@ impl Shared {
         if timeout.is_zero() {
             return Err(TransportError::Timeout(timeout));
         }
+        self.connected(&envelope.name)?;
         let subject = self.subjects.request_subject(&envelope.name);
         let map = headers::from_envelope(&envelope, Implied::Request(&envelope.name))
             .map_err(|e| NatsError::header(&envelope.name, e))?;

@@ -4,16 +4,18 @@
 //! Each request is handled within the instance's in-flight slots (in its own task once it has
 //! to wait, so requests run concurrently), and always answered: with the handler's output, or
 //! with its error in the reply headers (never by silence, which the caller could only read as
-//! a timeout). On shutdown the subscription is drained: the server sends this instance nothing
+//! a timeout). A panic, in a handler or in the transport's own code, fails its one request
+//! with a `panic` reply; the subscription goes on. On shutdown the subscription is drained: the server sends this instance nothing
 //! new, and the requests it already sent are still answered.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Subscriber;
 use catga_core::transport::{Delivery, Inbound, Rejected, RemoteFailure, Reply, TransportError};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -98,8 +100,36 @@ async fn respond(
     shared: Arc<Shared>,
     slot: OwnedSemaphorePermit,
 ) {
+    let subject = message.subject.clone();
+    let reply_to = message.reply.clone();
+    // The application contains its handlers' panics; this contains the transport's own code
+    // around it, and holds for the first poll `start` makes inline in the subscription's
+    // loop: a panic there would end the subscription, and every later request would find
+    // no responder.
+    let work = AssertUnwindSafe(answer(message, &name, &*inbound));
+    let reply = work.catch_unwind().await.unwrap_or_else(|_| {
+        tracing::error!(target: "catga::nats", subject = %subject,
+            "answering a request panicked outside the application; it gets an error reply");
+        Reply::Err(RemoteFailure {
+            code: "panic".to_string(),
+            message: format!("answering `{name}` panicked"),
+            retryable: false,
+        })
+    });
+    match reply_to {
+        Some(to) => send_reply(&shared, to, reply).await,
+        None => {
+            tracing::debug!(target: "catga::nats", subject = %subject,
+                "a request without a reply subject was handled; nobody waits for its reply");
+        }
+    }
+    drop(slot);
+}
+
+/// The application's reply to one request.
+async fn answer(message: async_nats::Message, name: &str, inbound: &dyn Inbound) -> Reply {
     let payload = Vec::from(message.payload);
-    let reply = match headers::to_envelope(message.headers.as_ref(), Implied::Request(&name)) {
+    match headers::to_envelope(message.headers.as_ref(), Implied::Request(name)) {
         Err(why) => {
             let subject = message.subject.to_string();
             tracing::warn!(target: "catga::nats", subject = %subject, error = %why,
@@ -113,7 +143,7 @@ async fn respond(
                 .reject(Rejected {
                     source: format!("nats request ({subject})"),
                     name: Some(name.to_string()),
-                    raw_headers: None,
+                    raw_headers: message.headers.as_ref().map(headers::raw_block),
                     payload,
                     reason: why.to_string(),
                 })
@@ -127,17 +157,9 @@ async fn respond(
                 // take the trip.
                 envelope.timestamp_ms = unix_ms_now();
             }
-            inbound.request(&name, envelope, Delivery::new(1, 1)).await
-        }
-    };
-    match message.reply {
-        Some(to) => send_reply(&shared, to, reply).await,
-        None => {
-            tracing::debug!(target: "catga::nats", subject = %message.subject,
-                "a request without a reply subject was handled; nobody waits for its reply");
+            inbound.request(name, envelope, Delivery::new(1, 1)).await
         }
     }
-    drop(slot);
 }
 
 async fn send_reply(shared: &Shared, to: async_nats::Subject, reply: Reply) {

@@ -1,34 +1,21 @@
-//! Serving a plan: a durable consumer per event, a queue subscription per request, sharing
-//! the instance's in-flight slots; and the shutdown that drains them.
+//! Serving a plan: a durable consumer per event, a queue subscription per request, a plain
+//! subscription per observed event, sharing the instance's in-flight slots; and the shutdown
+//! that stops them all before it returns.
 
 use std::sync::Arc;
 
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use catga_core::transport::{Inbound, ServePlan, Serving, TransportError};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::consumer::EventConsumer;
+use super::durable;
+use super::observe::Observer;
+use super::pull::Puller;
 use super::responder::Responder;
 use crate::error::NatsError;
 use crate::subject;
-
-/// The durable consumer the instances of `service` share for `event`.
-fn consumer_config(shared: &Shared, service: &str, event: &str) -> pull::Config {
-    let settings = &shared.settings;
-    pull::Config {
-        durable_name: Some(subject::durable_name(service, event)),
-        filter_subject: shared.subjects.event(event),
-        ack_policy: AckPolicy::Explicit,
-        ack_wait: settings.ack_wait,
-        max_deliver: i64::from(settings.max_deliver),
-        // A service consuming an event for the first time starts with the events published
-        // from then on; afterwards the durable consumer resumes where it stopped.
-        deliver_policy: DeliverPolicy::New,
-        ..pull::Config::default()
-    }
-}
 
 /// Subscribes to everything `plan` lists and starts consuming.
 pub(crate) async fn serve(
@@ -39,26 +26,28 @@ pub(crate) async fn serve(
     let limit = plan.max_in_flight.max(1);
     let slots = Arc::new(Semaphore::new(limit));
     let mut consumers = Vec::with_capacity(plan.events.len());
-    for event in &plan.events {
-        let config = consumer_config(&shared, &plan.service, event);
-        let consumer = shared
-            .jetstream
-            .create_consumer_on_stream(config.clone(), &shared.stream)
-            .await
-            .map_err(|source| NatsError::Consumer {
-                consumer: config.durable_name.clone().unwrap_or_default(),
-                stream: shared.stream.clone(),
-                subject: config.filter_subject.clone(),
-                source: Box::new(source),
-            })?;
-        consumers.push(EventConsumer {
-            shared: shared.clone(),
-            event: Arc::from(event.as_str()),
-            consumer,
-            config,
-            inbound: inbound.clone(),
-            slots: slots.clone(),
-        });
+    if !plan.events.is_empty() {
+        let stream = shared.ensure_stream().await?;
+        for event in &plan.events {
+            let config = durable::config(&shared, &plan.service, event);
+            let known = shared.establish(config.clone(), stream).await?;
+            let durable = config.durable_name.clone().unwrap_or_default();
+            let puller = Puller::new(&shared.jetstream, &shared.stream, &durable)
+                .await
+                .map_err(|source| NatsError::Pull {
+                    consumer: durable.clone(),
+                    source: Box::new(source),
+                })?;
+            consumers.push(EventConsumer {
+                shared: shared.clone(),
+                event: Arc::from(event.as_str()),
+                config,
+                known,
+                puller,
+                inbound: inbound.clone(),
+                slots: slots.clone(),
+            });
+        }
     }
     let group = subject::encode_wire_name(&plan.service);
     let mut responders = Vec::with_capacity(plan.requests.len());
@@ -82,8 +71,26 @@ pub(crate) async fn serve(
             slots: slots.clone(),
         });
     }
+    let mut observers = Vec::with_capacity(plan.observe.len());
+    for event in &plan.observe {
+        let subject = shared.subjects.event(event);
+        let subscriber = shared
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|source| NatsError::Observe {
+                subject: subject.clone(),
+                source,
+            })?;
+        observers.push(Observer {
+            shared: shared.clone(),
+            event: Arc::from(event.as_str()),
+            subscriber,
+            inbound: inbound.clone(),
+        });
+    }
     // Once the server answered this flush it has the subscriptions: a request sent as soon
-    // as `serve` returns finds a responder.
+    // as `serve` returns finds a responder, an event published then is observed.
     shared
         .client
         .flush()
@@ -91,17 +98,23 @@ pub(crate) async fn serve(
         .map_err(|e| TransportError::Unreachable(Box::new(e)))?;
 
     let stop = CancellationToken::new();
-    let mut loops = Vec::with_capacity(consumers.len() + responders.len());
+    let mut loops = Vec::with_capacity(consumers.len() + responders.len() + observers.len());
     for consumer in consumers {
         loops.push(tokio::spawn(consumer.run(stop.clone())));
     }
     for responder in responders {
         loops.push(tokio::spawn(responder.run(stop.clone())));
     }
+    for observer in observers {
+        loops.push(tokio::spawn(observer.run(stop.clone())));
+    }
     tracing::debug!(target: "catga::nats", service = %plan.service, events = plan.events.len(),
-        requests = plan.requests.len(), max_in_flight = limit, "consuming");
+        requests = plan.requests.len(), observed = plan.observe.len(), max_in_flight = limit,
+        "consuming");
     Ok(Serving::new(move || {
         Box::pin(async move {
+            // Each loop stops taking, unsubscribes (its pulls, its queue group, its
+            // observations) and hands back what the server had already sent.
             stop.cancel();
             for task in loops {
                 if let Err(e) = task.await {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use catga_nats::{Connect, NatsTransport};
 
+pub mod server;
+
 /// The server the tests use.
 pub fn nats_url() -> String {
     std::env::var("CATGA_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
@@ -129,3 +131,136 @@ pub async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> b
 
 /// The generous bound for things that normally take milliseconds.
 pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The state of the durable consumer of `service` for `event`: (not yet delivered, delivered
+/// but not acknowledged), or `None` when the server does not have it.
+pub async fn backlog(nats: &NatsTransport, service: &str, event: &str) -> Option<(u64, usize)> {
+    let info = consumer_info(nats, service, event).await?;
+    Some((info.num_pending, info.num_ack_pending))
+}
+
+/// The server's info on the durable consumer of `service` for `event`.
+pub async fn consumer_info(
+    nats: &NatsTransport,
+    service: &str,
+    event: &str,
+) -> Option<async_nats::jetstream::consumer::Info> {
+    let jetstream = async_nats::jetstream::new(nats.client().clone());
+    let stream = jetstream.get_stream(nats.stream_name()).await.ok()?;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(&nats.durable_name(service, event))
+        .await
+        .ok()?;
+    consumer.info().await.ok().cloned()
+}
+
+/// Waits until the consumer holds nothing: every event delivered and settled (acknowledged
+/// or terminated).
+pub async fn settled(nats: &NatsTransport, service: &str, event: &str, what: &str) {
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while backlog(nats, service, event).await != Some((0, 0)) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "gave up after {PATIENCE:?} waiting for {what}: backlog {:?}",
+        backlog(nats, service, event).await
+    );
+}
+
+/// Waits until `store` holds at least `n` records, and returns them all.
+pub async fn dead_letters(
+    store: &catga_core::store::dead_letter::MemoryDeadLetterStore,
+    n: usize,
+    what: &str,
+) -> Vec<catga_core::store::dead_letter::DeadLetterRecord> {
+    use catga_core::store::dead_letter::DeadLetterStore;
+    let mut kept = Vec::new();
+    let waited = tokio::time::timeout(PATIENCE, async {
+        loop {
+            kept = store.list(10_000).await.expect("list dead letters");
+            if kept.len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "gave up after {PATIENCE:?} waiting for {what}: {n} dead letters, have {kept:?}"
+    );
+    kept
+}
+
+/// Publishes bytes any NATS client could send (a header block the server does not check) on
+/// `subject`, over a connection of its own, and waits for JetStream's acknowledgement when
+/// the subject is a stream's (`stored`).
+pub async fn raw_publish(url: &str, subject: &str, header_block: &[u8], body: &[u8], stored: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url
+        .trim_start_matches("nats://")
+        .rsplit('@')
+        .next()
+        .unwrap_or("127.0.0.1:4222")
+        .to_string();
+    let mut socket = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect for a raw publish");
+    let inbox = format!("_RAW.{}", uuid::Uuid::now_v7().simple());
+    let mut frame = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n".to_vec();
+    if stored {
+        frame.extend_from_slice(format!("SUB {inbox} 1\r\n").as_bytes());
+    }
+    let reply = if stored {
+        format!(" {inbox}")
+    } else {
+        String::new()
+    };
+    frame.extend_from_slice(
+        format!(
+            "HPUB {subject}{reply} {} {}\r\n",
+            header_block.len(),
+            header_block.len() + body.len()
+        )
+        .as_bytes(),
+    );
+    frame.extend_from_slice(header_block);
+    frame.extend_from_slice(body);
+    frame.extend_from_slice(b"\r\nPING\r\n");
+    socket.write_all(&frame).await.expect("raw publish");
+    let mut seen = Vec::new();
+    let want: &[u8] = if stored { b"MSG " } else { b"PONG" };
+    let read = tokio::time::timeout(PATIENCE, async {
+        let mut buffer = [0u8; 4096];
+        while !seen.windows(want.len()).any(|w| w == want) {
+            let n = socket
+                .read(&mut buffer)
+                .await
+                .expect("read from the server");
+            assert!(n > 0, "the server closed a raw connection");
+            seen.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "no answer to a raw publish: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    assert!(
+        !String::from_utf8_lossy(&seen).contains("\"error\""),
+        "the stream refused a raw publish: {}",
+        String::from_utf8_lossy(&seen)
+    );
+}
+
+/// How many times the transport's client connected (1 until a reconnection).
+pub fn connects(nats: &NatsTransport) -> u64 {
+    nats.client()
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::SeqCst)
+}
