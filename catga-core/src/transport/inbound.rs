@@ -90,7 +90,7 @@ pub struct Rejected {
 
 /// What a transport hands arriving messages to: the application. Implemented by catga for
 /// every application that serves ([`Catga::serve`](crate::Catga::serve)); a transport only
-/// calls it. See the [module docs](self).
+/// calls it. See the [transport module](crate::transport).
 pub trait Inbound: Send + Sync + 'static {
     /// Handles an event that arrived where events named `route` travel (the subject or
     /// stream decides, not the envelope's own headers), and says what to do with it.
