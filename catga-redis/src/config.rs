@@ -4,7 +4,9 @@ use std::time::Duration;
 
 /// Where a service's consumer group starts reading a stream when the group is created (the
 /// first time any instance of the service serves it). Later starts resume where the group
-/// left off, whatever this says.
+/// left off, whatever this says. A group that vanishes while an instance serves (a server
+/// that lost its data) is created again after the last entry that instance saw, not here, so
+/// nothing added since is skipped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StartFrom {
     /// Only entries added after the group was created (`$`): a new service does not replay
