@@ -40,27 +40,44 @@ pub struct PrivateRedis {
 }
 
 impl PrivateRedis {
-    /// Starts a server and waits until it answers.
+    /// Starts a server on a free port and waits until it answers.
     pub async fn start(persistence: Persistence) -> PrivateRedis {
-        // A port the OS just handed out, free again once the listener is dropped.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
         let dir = std::env::temp_dir().join(format!("catga-redis-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).expect("a directory for the server");
         let mut server = PrivateRedis {
             child: None,
-            port,
+            port: 0,
             dir,
             persistence,
         };
-        server.restart().await;
-        server
+        // A port the OS just handed out is free again once the listener is dropped, but
+        // another process (other tests on this machine) may take it first: then this server
+        // exits, and another port is tried.
+        for _ in 0..5 {
+            server.port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port")
+                .port();
+            if server.spawn_and_wait().await {
+                return server;
+            }
+        }
+        panic!("could not start a private redis-server on a free port");
     }
 
     /// Starts the (stopped) server again on the same port, and waits until it answers.
     pub async fn restart(&mut self) {
+        assert!(
+            self.spawn_and_wait().await,
+            "the private redis-server could not start again on port {}: taken by another process",
+            self.port
+        );
+    }
+
+    /// Starts the server and waits until it answers; false if it exited instead (its port
+    /// was taken). The server that answers must be this one (its `process_id`), never a
+    /// server another test started on the same port.
+    async fn spawn_and_wait(&mut self) -> bool {
         let appendonly = match self.persistence {
             Persistence::AppendOnly => "yes",
             Persistence::None => "no",
@@ -74,8 +91,31 @@ impl PrivateRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
+        let pid = child.id();
         self.child = Some(child);
-        self.wait_ready().await;
+        let url = self.url();
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Some(child) = self.child.as_mut()
+                    && child.try_wait().ok().flatten().is_some()
+                {
+                    return false;
+                }
+                if server_pid(&url).await == Some(pid) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        match ready {
+            Ok(true) => true,
+            Ok(false) => {
+                self.child = None;
+                false
+            }
+            Err(_) => panic!("the private redis-server on {url} did not come up"),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -90,20 +130,6 @@ impl PrivateRedis {
         }
     }
 
-    async fn wait_ready(&self) {
-        let url = self.url();
-        let ready = tokio::time::timeout(Duration::from_secs(20), async {
-            while super::reachable(&url).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        assert!(
-            ready.is_ok(),
-            "the private redis-server on {url} did not come up"
-        );
-    }
-
     /// A raw connection.
     pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url().as_str())
@@ -112,6 +138,26 @@ impl PrivateRedis {
             .await
             .expect("the private server answers")
     }
+}
+
+/// The process id of the server answering at `url`, if one does.
+async fn server_pid(url: &str) -> Option<u32> {
+    let info = async {
+        let client = redis::Client::open(url).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("INFO")
+            .arg("server")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    };
+    let info = tokio::time::timeout(Duration::from_secs(2), info)
+        .await
+        .ok()
+        .flatten()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
 }
 
 impl Drop for PrivateRedis {
