@@ -397,7 +397,8 @@ impl Error {
     /// handed to its handler and the outcome was lost, so running it again may do it twice.
     /// A timeout or cancellation while the pipeline ran, a panic, a request sent to a broker
     /// whose reply never came (a transport timeout, a connection lost after sending, a reply
-    /// that could not be read), a failure the remote side reports as a timeout.
+    /// that could not be read), a failure the remote side reports as a timeout, a redelivered
+    /// request answered [`InDoubt`](ErrorKind::InDoubt).
     ///
     /// Errors known to have happened before any handler ran are not in doubt: no handler, a
     /// validation failure, an open circuit, a rate limit, shed load, nobody serving the
@@ -412,12 +413,13 @@ impl Error {
         match &*self.kind {
             ErrorKind::Timeout { .. }
             | ErrorKind::Cancelled { .. }
-            | ErrorKind::Panicked { .. } => true,
+            | ErrorKind::Panicked { .. }
+            | ErrorKind::InDoubt { .. } => true,
             ErrorKind::Transport { source, .. } => source.is_in_doubt(),
             ErrorKind::Remote { remote_code, .. } => {
                 matches!(
                     remote_code.as_str(),
-                    "timeout" | "cancelled" | "panic" | "transport"
+                    "timeout" | "cancelled" | "panic" | "transport" | "in_doubt"
                 )
             }
             ErrorKind::Publish { failures, .. } => failures.iter().any(|f| f.error.is_in_doubt()),
@@ -488,6 +490,22 @@ mod tests {
         assert!(text.contains("[a]") && text.contains("[b]"), "{text}");
         assert!(!err.is_retryable());
         assert!(err.downcast_ref::<Boom>().is_some());
+    }
+
+    #[test]
+    fn a_request_answered_in_doubt_is_in_doubt_here_and_across_a_transport() {
+        let local = Error::from(ErrorKind::InDoubt {
+            message: "Charge".to_string(),
+        });
+        assert!(local.is_in_doubt());
+        assert!(!local.is_retryable());
+        let remote = Error::from(ErrorKind::Remote {
+            message: "Charge".to_string(),
+            remote_code: local.code().to_string(),
+            detail: local.to_string(),
+            retryable: local.is_retryable(),
+        });
+        assert!(remote.is_in_doubt());
     }
 
     #[test]

@@ -25,6 +25,27 @@ pub(crate) async fn connect(
         .await
 }
 
+/// Names a blocking connection after what it does (`CLIENT SETNAME`, so `CLIENT LIST` shows
+/// which instance and task holds it: characters Redis refuses in a name become `_`) and
+/// returns its id, by which another connection can interrupt its blocked command. A name
+/// the server refuses (an ACL) is only logged.
+pub(crate) async fn identify(conn: &mut MultiplexedConnection, name: &str) -> RedisResult<i64> {
+    let name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .collect();
+    if let Err(e) = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(&name)
+        .query_async::<()>(conn)
+        .await
+    {
+        tracing::debug!(target: "catga::redis", name, error = &e as &dyn std::error::Error,
+            "could not name the connection");
+    }
+    redis::cmd("CLIENT").arg("ID").query_async(conn).await
+}
+
 /// Idle connections for callers waiting on reply lists.
 #[derive(Debug)]
 pub(crate) struct BlockingPool {

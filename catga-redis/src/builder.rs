@@ -120,17 +120,30 @@ impl RedisTransportBuilder {
 
     /// How long an entry stays unacknowledged before another instance of the service claims it
     /// (`XAUTOCLAIM`; default 30 s): the time to recover the work of an instance that died.
-    /// Keep it above the longest a handler runs; entries being handled are kept from going idle
-    /// while their handler runs.
+    /// Its entries are taken over between one and about 1.25 claim idle times after it read
+    /// them (the claimer looks every quarter of it). Short settings work (the crash test runs
+    /// with 2 s); keep it above the longest a handler runs without the process being able to
+    /// mark it alive: entries being handled are kept from going idle while their handler runs,
+    /// so only an instance that stopped (killed, frozen, cut off) loses them.
+    ///
+    /// A request taken over this way may have run on the instance that died: a command not
+    /// declared `#[command(idempotent)]` is then answered `in_doubt` and kept in the
+    /// application's dead-letter store instead of being run again; queries and idempotent
+    /// commands run again.
     pub fn claim_idle(mut self, idle: Duration) -> Self {
         self.config.claim_idle = idle.max(Duration::from_millis(1));
         self
     }
 
-    /// The most times an event is delivered (default 5): after a retryable failure on the last
-    /// delivery, or when an entry was delivered this often without being acknowledged (it
-    /// keeps killing its consumer), it is acknowledged and logged; an entry that never got to
-    /// its handler is also handed to the application's reject store.
+    /// The most times an event is delivered (default 5), which is also the most times its
+    /// handlers run: a retryable failure before the last delivery is delivered again after
+    /// [`redelivery_delay`](Self::redelivery_delay); a failure on the last delivery, or a
+    /// failure that is not retryable, on any delivery, is kept once in the application's
+    /// dead-letter store (by a `DeadLetter` layer, or else by the application's own store)
+    /// and then acknowledged. A `Retry` layer does not multiply the runs: events delivered by
+    /// a transport are not retried in process. An entry delivered more often than this without
+    /// ever being settled (it crashed or stalled its consumer each time) is set aside without
+    /// running (code `exhausted`).
     pub fn max_deliveries(mut self, n: u32) -> Self {
         self.config.max_deliveries = n.max(1);
         self

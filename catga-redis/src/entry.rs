@@ -111,11 +111,13 @@ pub(crate) fn entries(
     Ok(out)
 }
 
-/// An `XREADGROUP` reply: per stream (in the server's order), its entries. Nil (nothing
-/// arrived within the block time) is no streams.
-pub(crate) fn read_reply(value: Value) -> Result<Vec<(String, Vec<Entry>)>, ShapeError> {
-    const CMD: &str = "XREADGROUP";
-    let shape = |why| ShapeError::new(CMD, why);
+/// An `XREADGROUP` or `XREAD` reply (`command`): per stream (in the server's order), its
+/// entries. Nil (nothing arrived within the block time) is no streams.
+pub(crate) fn read_reply(
+    command: &'static str,
+    value: Value,
+) -> Result<Vec<(String, Vec<Entry>)>, ShapeError> {
+    let shape = |why| ShapeError::new(command, why);
     let mut out = Vec::new();
     match value {
         Value::Nil => {}
@@ -123,7 +125,7 @@ pub(crate) fn read_reply(value: Value) -> Result<Vec<(String, Vec<Entry>)>, Shap
         Value::Map(streams) => {
             for (key, list) in streams {
                 let key = string(key).ok_or_else(|| shape("a stream key is not a string"))?;
-                let entries = entries(CMD, &key, list)?;
+                let entries = entries(command, &key, list)?;
                 out.push((key, entries));
             }
         }
@@ -137,7 +139,7 @@ pub(crate) fn read_reply(value: Value) -> Result<Vec<(String, Vec<Entry>)>, Shap
                     .next()
                     .and_then(string)
                     .ok_or_else(|| shape("a stream key is not a string"))?;
-                let entries = entries(CMD, &key, parts.next().unwrap_or(Value::Nil))?;
+                let entries = entries(command, &key, parts.next().unwrap_or(Value::Nil))?;
                 out.push((key, entries));
             }
         }
@@ -299,9 +301,9 @@ mod tests {
                 },
             ],
         )];
-        assert_eq!(read_reply(resp2).unwrap(), expected);
-        assert_eq!(read_reply(resp3).unwrap(), expected);
-        assert!(read_reply(Value::Nil).unwrap().is_empty());
+        assert_eq!(read_reply("XREADGROUP", resp2).unwrap(), expected);
+        assert_eq!(read_reply("XREADGROUP", resp3).unwrap(), expected);
+        assert!(read_reply("XREADGROUP", Value::Nil).unwrap().is_empty());
     }
 
     #[test]
@@ -310,7 +312,7 @@ mod tests {
             bulk(b"s"),
             Value::Array(vec![entry_value("1-0", &[(b"\xff\xfe", b"x")])]),
         ])]);
-        let streams = read_reply(reply).unwrap();
+        let streams = read_reply("XREADGROUP", reply).unwrap();
         let entry = &streams[0].1[0];
         assert!(matches!(entry.decode(), Err(EntryError::NotUtf8(_))));
     }
@@ -328,7 +330,7 @@ mod tests {
                 ])]),
             ])]),
         ] {
-            assert!(read_reply(value).is_err());
+            assert!(read_reply("XREAD", value).is_err());
         }
     }
 

@@ -80,13 +80,30 @@ impl CommandError {
         self.source.code() == Some("NOGROUP")
     }
 
-    /// As the core's error: unreachable for a connection failure, a broker error otherwise.
+    /// Whether nothing can have reached the server: the connection the command needed was
+    /// refused, so the command was never written. Any other failure of the connection (reset,
+    /// closed, timed out) may come after the server received the command.
+    pub fn is_unsent(&self) -> bool {
+        self.source.is_connection_refusal()
+    }
+
+    /// As the core's error, for a command that may have been sent: `Unreachable` only when
+    /// it cannot have been ([`is_unsent`](Self::is_unsent)), since a caller may then safely
+    /// send again; a connection lost or timed out after sending, or any server error, is a
+    /// `Broker` error, whose outcome is in doubt.
     pub(crate) fn into_transport(self) -> TransportError {
-        if self.is_connection() {
+        if self.is_unsent() {
             TransportError::Unreachable(Box::new(self))
         } else {
             TransportError::Broker(Box::new(self))
         }
+    }
+
+    /// As the core's error, for a command that failed after the message it is about was
+    /// already on the server (waiting for a request's reply): always in doubt, never
+    /// `Unreachable`, even if the connection for this command was refused.
+    pub(crate) fn into_transport_after_send(self) -> TransportError {
+        TransportError::Broker(Box::new(self))
     }
 }
 
@@ -127,13 +144,52 @@ mod tests {
         assert_eq!(redact("not a url"), "not a url");
     }
 
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        RedisError::from(std::io::Error::from(kind))
+    }
+
     #[test]
-    fn a_connection_failure_is_unreachable_and_a_server_error_is_not() {
-        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        let err = CommandError::new("XADD", "k", io).into_transport();
+    fn only_a_refused_connection_is_unreachable() {
+        let err = CommandError::new("XADD", "k", io(std::io::ErrorKind::ConnectionRefused))
+            .into_transport();
         assert!(matches!(err, TransportError::Unreachable(_)), "{err:?}");
         assert!(err.is_retryable());
+        assert!(!err.is_in_doubt(), "nothing was sent: safe to send again");
+    }
 
+    #[test]
+    fn a_connection_lost_or_timed_out_after_sending_is_in_doubt() {
+        use std::io::ErrorKind::{
+            BrokenPipe, ConnectionAborted, ConnectionReset, TimedOut, UnexpectedEof,
+        };
+        for kind in [
+            ConnectionReset,
+            BrokenPipe,
+            ConnectionAborted,
+            UnexpectedEof,
+            TimedOut,
+        ] {
+            let err = CommandError::new("EVALSHA", "k", io(kind)).into_transport();
+            assert!(
+                matches!(err, TransportError::Broker(_)),
+                "{kind:?}: {err:?}"
+            );
+            assert!(err.is_in_doubt(), "{kind:?}");
+            assert!(err.is_retryable(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn waiting_for_a_reply_never_reports_unreachable() {
+        // The request is on its stream already: whatever fails now, it may be handled.
+        let err = CommandError::new("BLPOP", "r", io(std::io::ErrorKind::ConnectionRefused))
+            .into_transport_after_send();
+        assert!(matches!(err, TransportError::Broker(_)), "{err:?}");
+        assert!(err.is_in_doubt());
+    }
+
+    #[test]
+    fn a_server_error_is_a_broker_error_with_its_context() {
         let client = RedisError::from((redis::ErrorKind::UnexpectedReturnType, "not a stream"));
         let err = CommandError::new("XADD", "k", client).into_transport();
         let TransportError::Broker(inner) = &err else {

@@ -50,33 +50,51 @@
 //! - **Events**: one stream per event wire name, `{prefix}:events:{name}`, added to with
 //!   `XADD … MAXLEN ~ n`. Every service that handles the event is a consumer group on that
 //!   stream, each instance a consumer, so each service gets every event and its instances
-//!   share them. An entry is acknowledged (`XACK`) after its handlers succeeded, or failed for
-//!   good; a retryable failure leaves it pending, and it is delivered again (up to
-//!   [`max_deliveries`](RedisTransportBuilder::max_deliveries)).
+//!   share them. Nothing is ever deleted from an event stream: other services read it too.
 //! - **Commands and queries**: one stream per wire name, `{prefix}:requests:{name}`, consumed
 //!   the same way by the one service that handles it. The request carries the key of a fresh
-//!   reply list; the handling instance pushes the reply there (`RPUSH` with an expiry) and the
-//!   caller waits for it with `BLPOP` for its timeout. A handler's error comes back as the
-//!   typed remote failure it was. A request to a stream no instance serves fails at once with
+//!   reply list; the handling instance pushes the reply there (`RPUSH` with an expiry) and
+//!   acknowledges and deletes the request in the same transaction; the caller waits for the
+//!   reply with `BLPOP` for its timeout. A handler's error comes back as the typed remote
+//!   failure it was. A request to a stream no instance serves fails at once with
 //!   `TransportError::NoResponders`; the consumer of an instance that died without shutting
 //!   down counts until it is forgotten, after
 //!   [`forget_idle`](RedisTransportBuilder::forget_idle) with nothing pending.
 //! - An entry's fields are the envelope's headers ([`catga_core::envelope::header`]) plus
 //!   `catga-payload`, so `XRANGE` shows readable messages, and the W3C trace context
-//!   (`traceparent`) travels with each.
+//!   (`traceparent`) travels with each. **The stream decides what an entry is**: one whose
+//!   fields name another message or kind is kept aside (code `envelope`), never dispatched.
+//! - **Events every instance must see** (a cached query's `invalidated_by`) are also read by
+//!   each instance without a group (`XREAD`), so every instance's cache is invalidated, not
+//!   only the one instance the service's group hands the event to.
 //!
 //! ## Delivery guarantees
-//! At least once per service, for events and requests alike: an entry is acknowledged only
-//! after its handling finished, so a crash, a lost connection or a failed acknowledgement
-//! means it is handled again: by the same instance when it reconnects, or, after
-//! [`claim_idle`](RedisTransportBuilder::claim_idle), by another instance of the service
-//! (`XAUTOCLAIM`). An instance given a stable name with
-//! [`instance`](RedisTransportBuilder::instance) (its pod name, say) also resumes its own
-//! unacknowledged entries as soon as it is restarted, without waiting for `claim_idle`.
-//! Add catga's `Idempotency` behaviour to make redeliveries harmless.
-//! Trimming (`MAXLEN ~`) does not wait for consumers: a service that falls further behind than
-//! the stream's length loses the oldest entries it had not read. An event published before a
-//! service's consumer group exists reaches it only with [`StartFrom::Beginning`].
+//! The rules of [`catga_core::transport::Inbound`], on Redis:
+//! - **An event is acknowledged only once it was handled, or kept** in the application's
+//!   dead-letter store ([`CatgaBuilder::dead_letters`](catga_core::CatgaBuilder::dead_letters),
+//!   or a `DeadLetter` layer): a failure that is not retryable (a panic included) at once, a
+//!   retryable one after [`max_deliveries`](RedisTransportBuilder::max_deliveries), exactly one
+//!   record each. Until then it stays pending and is delivered again; a store that cannot keep
+//!   it leaves it pending too. Its handlers run at most `max_deliveries` times in all.
+//! - **At least once per service**: a crash, a lost connection or a failed acknowledgement
+//!   means an entry is handled again: by the same instance when it reconnects, or, after
+//!   [`claim_idle`](RedisTransportBuilder::claim_idle), by another instance of the service
+//!   (`XAUTOCLAIM`). An instance given a stable name with
+//!   [`instance`](RedisTransportBuilder::instance) (its pod name, say) resumes its own
+//!   unacknowledged entries as soon as it is restarted. Add catga's `Idempotency` behaviour to
+//!   make redeliveries harmless.
+//! - **A command is never run twice by the transport**: a request taken over from an instance
+//!   that died before answering is answered `in_doubt` and kept, unless the command is
+//!   declared `#[command(idempotent)]` (queries run again). A panicking request is answered at
+//!   once (code `panic`) and not run again.
+//! - **A server that lost its data** is recovered from: each vanished consumer group is created
+//!   again after the last entry the instance saw, so every entry added after the restart is
+//!   handled.
+//! - Trimming (`MAXLEN ~`) does not wait for consumers: a service that falls further behind
+//!   than the stream's length loses the oldest entries it had not read. An event published
+//!   before a service's consumer group exists reaches it only with [`StartFrom::Beginning`].
+//!
+//! `docs/transports.md` has the details and the measured takeover and recovery times.
 
 #![warn(missing_docs)]
 

@@ -2,6 +2,12 @@
 //! carrying the key of a fresh reply list; the caller then waits on that list (`BLPOP`) for
 //! as long as it is willing to wait. The serving side pushes the reply there (see
 //! `serve::worker`).
+//!
+//! What a failure tells the caller: `NoResponders` (nobody serves the stream) and
+//! `Unreachable` (the connection was refused) mean the request was not added, so sending it
+//! again is safe. Everything else leaves it in doubt, because it may be handled: a connection
+//! lost or timed out while the script ran (`Broker`), any failure while waiting for the
+//! reply (`Broker`), no reply in time (`Timeout`), a reply that is not one (`Protocol`).
 
 use std::time::Duration;
 
@@ -65,6 +71,8 @@ impl Shared {
         });
         invocation.arg(REPLY_TO_FIELD).arg(&reply_key);
         let mut manager = self.manager.clone();
+        // Unreachable only when the connection was refused: a connection lost or a time-out
+        // after the script was sent may have added the request (in doubt).
         let added: Value = self
             .bounded(invocation.invoke_async(&mut manager))
             .await
@@ -87,7 +95,8 @@ impl Shared {
                     self.blocking.clear();
                     retried = true;
                 }
-                Err(error) => return Err(error.into_transport()),
+                // The request is on its stream: whatever failed here, it may be handled.
+                Err(error) => return Err(error.into_transport_after_send()),
                 Ok(None) => return Err(TransportError::Timeout(timeout)),
                 Ok(Some(frame)) => {
                     return reply::decode(&frame).ok_or_else(|| {

@@ -120,7 +120,7 @@ impl Shared {
 
     /// Runs a command that must not keep its caller waiting: the response timeout covers an
     /// answer, not a reconnection in progress, so a caller is also bounded here, to twice
-    /// that, and gets an I/O timeout.
+    /// that, and gets an I/O timeout (in doubt: the command may have been sent).
     pub(crate) async fn bounded<T>(
         &self,
         command: impl Future<Output = redis::RedisResult<T>>,

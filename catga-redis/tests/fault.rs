@@ -11,9 +11,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,12 +18,12 @@ use std::time::Duration;
 use catga_core::behavior::Idempotency;
 use catga_core::prelude::*;
 use catga_redis::{RedisTransport, StartFrom};
+use common::private_redis::{Persistence, PrivateRedis};
 use tokio::sync::watch;
 
 const EVENTS: u64 = 10_000;
 /// These events' handlers wait until the server has been killed.
 const HELD: std::ops::Range<u64> = 3_000..3_008;
-const SERVER: &str = "/usr/bin/redis-server";
 
 #[event]
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,83 +134,6 @@ impl Behavior for CountDeliveries {
     }
 }
 
-/// A `redis-server` of this test's own, killed when dropped (also on panic), its directory
-/// removed.
-struct PrivateRedis {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl PrivateRedis {
-    fn start(dir: PathBuf) -> std::io::Result<PrivateRedis> {
-        // A port the OS just handed out, free again once the listener is dropped.
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        std::fs::create_dir_all(&dir)?;
-        let mut server = PrivateRedis {
-            child: None,
-            port,
-            dir,
-        };
-        server.spawn()?;
-        Ok(server)
-    }
-
-    fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new(SERVER)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: no chance to flush or say goodbye.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let url = self.url();
-        let ready = tokio::time::timeout(Duration::from_secs(20), async {
-            while common::reachable(&url).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(
-            ready.is_ok(),
-            "the private redis-server on {url} did not come up"
-        );
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn skip_or_fail(why: &str) {
-    assert!(
-        !std::env::var("CATGA_REQUIRE_SERVICES").is_ok_and(|v| v == "1"),
-        "CATGA_REQUIRE_SERVICES=1 but {why}"
-    );
-    eprintln!("skipping the fault test: {why}");
-}
-
 async fn transport(url: &str) -> RedisTransport {
     RedisTransport::connect(url)
         .key_prefix("fault")
@@ -259,13 +179,10 @@ async fn until_or(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_mid_stream_loses_nothing_acknowledged() {
-    if !std::path::Path::new(SERVER).exists() {
-        skip_or_fail(&format!("{SERVER} is not installed"));
+    if !common::private_redis::available("the fault test") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("catga-redis-fault-{}", uuid::Uuid::now_v7()));
-    let mut server = PrivateRedis::start(dir).expect("redis-server starts");
-    server.wait_ready().await;
+    let mut server = PrivateRedis::start(Persistence::AppendOnly).await;
     let url = server.url();
 
     let (open, gate_rx) = watch::channel(false);
@@ -351,8 +268,7 @@ async fn a_server_restart_mid_stream_loses_nothing_acknowledged() {
     // Long enough for those acknowledgements to be attempted and fail (the client gives up on
     // a refused connection within about a second).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    server.spawn().expect("redis-server restarts");
-    server.wait_ready().await;
+    server.restart().await;
 
     until_or(
         "every event to be published",

@@ -1,10 +1,11 @@
-//! Waiting between attempts while the server is away: doubling from 50 ms up to 2 s, so a
-//! restart is noticed quickly and a long outage costs a few connection attempts a second.
+//! Waiting between attempts while the server is away: doubling from 50 ms up to 1 s, so a
+//! restart is noticed within about a second and a long outage costs one connection attempt
+//! a second per reading task.
 
 use std::time::Duration;
 
 const FIRST: Duration = Duration::from_millis(50);
-const MAX: Duration = Duration::from_secs(2);
+const MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub(crate) struct Backoff {
@@ -41,7 +42,7 @@ mod tests {
         let delays: Vec<u64> = (0..8)
             .map(|_| u64::try_from(backoff.next_delay().as_millis()).unwrap_or(u64::MAX))
             .collect();
-        assert_eq!(delays, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(delays, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
         backoff.reset();
         assert_eq!(backoff.next_delay(), FIRST);
     }

@@ -67,19 +67,23 @@ async fn forget(worker: &Worker, reaper: &Reaper, stream: &str) {
     }
 }
 
-/// Resets the idle time of entries whose handlers have run for half the claim time, so
-/// another instance does not take them over while they are handled (`XCLAIM … JUSTID` to
-/// this consumer, which does not count as a delivery).
+/// Resets the idle time of entries in flight here (handled, or waiting for a slot) for a
+/// quarter of the claim time, so another instance does not take them over meanwhile
+/// (`XCLAIM … JUSTID` to this consumer, which does not count as a delivery). A cycle comes
+/// every quarter of the claim time plus the time the cycle takes, so an entry is touched well
+/// before it could be claimed. Only entries idle for an eighth of the claim time are touched:
+/// one another instance claimed a moment ago (this one was cut off for longer than the claim
+/// time) stays theirs.
 async fn touch(worker: &Worker) {
-    let old = worker
-        .inflight
-        .older_than(worker.shared.config.claim_idle / 2);
+    let claim_idle = worker.shared.config.claim_idle;
+    let old = worker.inflight.older_than(claim_idle / 4);
+    let min_idle = u64::try_from((claim_idle / 8).as_millis()).unwrap_or(u64::MAX);
     for (stream, ids) in old {
         let touched = redis::cmd("XCLAIM")
             .arg(&*stream)
             .arg(&worker.group)
             .arg(&worker.consumer)
-            .arg(0)
+            .arg(min_idle)
             .arg(&ids)
             .arg("JUSTID")
             .query_async::<()>(&mut worker.shared.manager.clone())
@@ -105,7 +109,9 @@ async fn claim(worker: &Arc<Worker>, stream: &str) -> Result<(), CommandError> {
             .arg(min_idle)
             .arg(&cursor)
             .arg("COUNT")
-            .arg(config.batch)
+            // As many as there are free slots (at least one, so a busy service still
+            // recovers a dead instance's entries), at most a batch.
+            .arg(worker.slots.available_permits().clamp(1, config.batch))
             .query_async::<redis::Value>(&mut worker.shared.manager.clone())
             .await
             .map_err(|e| CommandError::new("XAUTOCLAIM", stream, e))?;
@@ -120,11 +126,7 @@ async fn claim(worker: &Arc<Worker>, stream: &str) -> Result<(), CommandError> {
         if !claimed.is_empty() {
             tracing::info!(target: "catga::redis", stream, entries = claimed.len(),
                 consumer = %worker.consumer, "claimed idle entries");
-            let counts = worker.deliveries(stream, &claimed).await;
-            for entry in claimed {
-                let deliveries = counts.get(&entry.id).copied().unwrap_or(2);
-                worker.start(entry, deliveries).await;
-            }
+            worker.admit(stream, claimed, true).await;
         }
         if next == "0-0" || worker.stop.is_cancelled() {
             break;

@@ -3,25 +3,32 @@
 //! Every stream the service serves (one per event it handles, one per command or query) has a
 //! consumer group named after the service, and this instance is a consumer in it under a
 //! unique name (the configured instance name, or a random one), so the service's instances
-//! share each stream's entries. Three kinds of task run per instance:
+//! share each stream's entries. These tasks run per instance:
 //! - the [reader] reads new entries (and, on each (re)connection, its own unacknowledged
-//!   ones: an instance restarted under the same name resumes them at once);
+//!   ones: an instance restarted under the same name resumes them at once), and creates
+//!   vanished groups again after the last entry it saw ([positions]);
 //! - the [claimer] takes over entries another instance read and never acknowledged, and the
 //!   [reaper] it runs forgets the consumers of instances that are gone;
 //! - one handler task per entry, at most `max_in_flight` at a time ([worker]), which
-//!   acknowledges through the [acker].
+//!   acknowledges through the [acker];
+//! - the [observer], when the application observes events (cache invalidation), reads those
+//!   streams without a group, so every instance sees every one.
 //!
-//! [`Serving::shutdown`] stops the reader and the claimer, waits for every handler task and then
-//! for their acknowledgements to be sent, and then removes this consumer from the groups where it has
-//! nothing pending.
+//! [`Serving::shutdown`] stops the reader, the observer and the claimer, waits for every
+//! handler task and then for their acknowledgements to be sent, and then removes this consumer
+//! from the groups where it has nothing pending. Once it returns, the instance takes nothing
+//! more.
 
 mod acker;
 mod backoff;
 mod claimer;
 mod groups;
 mod inflight;
+mod observer;
+mod positions;
 mod reader;
 mod reaper;
+mod redeliver;
 mod worker;
 
 use std::sync::Arc;
@@ -36,6 +43,9 @@ use uuid::Uuid;
 
 use self::acker::Acker;
 use self::inflight::InFlight;
+use self::observer::Observer;
+use self::positions::Positions;
+use self::redeliver::Redeliver;
 use self::worker::{Route, Worker};
 use crate::transport::Shared;
 use std::collections::HashMap;
@@ -69,7 +79,7 @@ pub(crate) async fn serve(
         .collect();
     let mut streams: Vec<String> = routes.keys().cloned().collect();
     streams.sort();
-    if streams.is_empty() {
+    if streams.is_empty() && plan.observe.is_empty() {
         return Ok(Serving::new(|| Box::pin(async {})));
     }
     let group = plan.service;
@@ -78,6 +88,26 @@ pub(crate) async fn serve(
     let consumer = match &shared.config.instance {
         Some(name) => name.clone(),
         None => format!("{}-{}", std::process::id(), Uuid::now_v7().simple()),
+    };
+    let stop = CancellationToken::new();
+    // Positioned before `serve` returns: an event published after it is observed.
+    let observer = if plan.observe.is_empty() {
+        None
+    } else {
+        let name = format!(
+            "catga:{}:{}:{}:observer",
+            shared.config.key_prefix, group, consumer
+        );
+        Some(
+            Observer::new(
+                shared.clone(),
+                &plan.observe,
+                inbound.clone(),
+                stop.clone(),
+                name,
+            )
+            .await?,
+        )
     };
     groups::join(
         &mut shared.manager.clone(),
@@ -89,7 +119,7 @@ pub(crate) async fn serve(
     .await
     .map_err(crate::error::CommandError::into_transport)?;
     tracing::info!(target: "catga::redis", service = %group, consumer = %consumer,
-        streams = streams.len(), "serving");
+        streams = streams.len(), observed = plan.observe.len(), "serving");
 
     let max_in_flight = plan.max_in_flight.max(1);
     let worker = Arc::new(Worker {
@@ -103,45 +133,58 @@ pub(crate) async fn serve(
         slots: Arc::new(Semaphore::new(max_in_flight)),
         max_in_flight,
         inflight: InFlight::default(),
-        stop: CancellationToken::new(),
+        positions: Positions::default(),
+        redeliver: Redeliver::new(),
+        stop,
     });
-    let client_id = Arc::new(AtomicI64::new(0));
-    let reader = tokio::spawn(reader::run(worker.clone(), client_id.clone()));
-    let claimer = tokio::spawn(claimer::run(worker.clone()));
+    let mut blocked = Vec::new();
+    if !worker.streams.is_empty() {
+        let client_id = Arc::new(AtomicI64::new(0));
+        let reader = tokio::spawn(reader::run(worker.clone(), client_id.clone()));
+        blocked.push((reader, client_id));
+    }
+    if let Some(observer) = observer {
+        let client_id = Arc::new(AtomicI64::new(0));
+        blocked.push((tokio::spawn(observer.run(client_id.clone())), client_id));
+    }
+    let claimer = (!worker.streams.is_empty()).then(|| tokio::spawn(claimer::run(worker.clone())));
     Ok(Serving::new(move || {
-        Box::pin(shutdown(worker, reader, claimer, client_id))
+        Box::pin(shutdown(worker, blocked, claimer))
     }))
 }
 
-async fn shutdown(
-    worker: Arc<Worker>,
-    mut reader: JoinHandle<()>,
-    claimer: JoinHandle<()>,
-    client_id: Arc<AtomicI64>,
-) {
+/// A task blocked in reads on a connection of its own, and that connection's id (0 while
+/// not connected).
+type Blocked = (JoinHandle<()>, Arc<AtomicI64>);
+
+async fn shutdown(worker: Arc<Worker>, blocked: Vec<Blocked>, claimer: Option<JoinHandle<()>>) {
     worker.stop.cancel();
     // A read blocked on the server returns at the end of its block time, or at once when
-    // another connection unblocks it; what it returns is still handled.
+    // another connection unblocks it; what the reader got is still handled.
     let mut manager = worker.shared.manager.clone();
-    loop {
-        let id = client_id.load(Ordering::Acquire);
-        if id != 0 {
-            let unblocked = redis::cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(id)
-                .query_async::<()>(&mut manager)
-                .await;
-            if let Err(e) = unblocked {
-                tracing::debug!(target: "catga::redis", error = &e as &dyn std::error::Error,
-                    "could not interrupt the blocked read; waiting for its block time");
+    for (mut task, client_id) in blocked {
+        loop {
+            let id = client_id.load(Ordering::Acquire);
+            if id != 0 {
+                let unblocked = redis::cmd("CLIENT")
+                    .arg("UNBLOCK")
+                    .arg(id)
+                    .query_async::<()>(&mut manager)
+                    .await;
+                if let Err(e) = unblocked {
+                    tracing::debug!(target: "catga::redis", error = &e as &dyn std::error::Error,
+                        "could not interrupt the blocked read; waiting for its block time");
+                }
+            }
+            tokio::select! {
+                _ = &mut task => break,
+                () = tokio::time::sleep(UNBLOCK_EVERY) => {}
             }
         }
-        tokio::select! {
-            _ = &mut reader => break,
-            () = tokio::time::sleep(UNBLOCK_EVERY) => {}
-        }
     }
-    let _ = claimer.await;
+    if let Some(claimer) = claimer {
+        let _ = claimer.await;
+    }
     // Every slot back means no handler task is left.
     let all = u32::try_from(worker.max_in_flight).unwrap_or(u32::MAX);
     let _ = worker.slots.acquire_many(all).await;

@@ -4,7 +4,8 @@
 //! read before the connection broke and has not acknowledged, such as entries whose
 //! acknowledgement failed while the server was down. Then it reads new entries (`>`),
 //! blocking until some arrive. Any error drops the connection and starts over after a backoff;
-//! a group that has vanished (a server restarted without persistence) is created again.
+//! a group that has vanished (a server restarted without persistence) is created again after
+//! the last entry this instance saw, so nothing added since the restart is skipped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -43,21 +44,12 @@ pub(crate) async fn run(worker: Arc<Worker>, client_id: Arc<AtomicI64>) {
         if let ReadError::Command(command) = &error
             && command.is_no_group()
         {
-            tracing::warn!(target: "catga::redis", group = %worker.group,
-                "consumer group vanished; creating it again");
-            let mut manager = worker.shared.manager.clone();
-            let start = worker.shared.config.start;
-            if let Err(e) = groups::join(
-                &mut manager,
-                &worker.streams,
-                &worker.group,
-                &worker.consumer,
-                start,
-            )
-            .await
-            {
-                tracing::warn!(target: "catga::redis", error = &e as &dyn std::error::Error,
-                    "could not create the consumer group");
+            if let Some(created) = rejoin(&worker).await {
+                backoff.reset();
+                if created > 0 {
+                    // Read again at once: entries added since the server came back wait.
+                    continue;
+                }
             }
         } else {
             tracing::warn!(target: "catga::redis", group = %worker.group, consumer = %worker.consumer,
@@ -66,6 +58,37 @@ pub(crate) async fn run(worker: Arc<Worker>, client_id: Arc<AtomicI64>) {
         tokio::select! {
             () = tokio::time::sleep(backoff.next_delay()) => {}
             () = worker.stop.cancelled() => return,
+        }
+    }
+}
+
+/// Creates the service's vanished consumer groups again, each after the last entry this
+/// instance saw on its stream (see [`Positions`](super::positions::Positions)); how many it
+/// created (none when another instance was first), or `None` when that failed.
+async fn rejoin(worker: &Worker) -> Option<usize> {
+    let mut manager = worker.shared.manager.clone();
+    let recreated = groups::recreate(
+        &mut manager,
+        &worker.streams,
+        &worker.group,
+        &worker.consumer,
+        &worker.positions,
+    )
+    .await;
+    match recreated {
+        Ok(created) => {
+            for (stream, start) in &created {
+                tracing::warn!(target: "catga::redis", stream = %stream, group = %worker.group,
+                    start = %start,
+                    "the consumer group had vanished (a server restarted without its data, or it was deleted); created it again after the last entry this instance saw");
+            }
+            Some(created.len())
+        }
+        Err(e) => {
+            tracing::warn!(target: "catga::redis", group = %worker.group,
+                error = &e as &dyn std::error::Error,
+                "the consumer group has vanished and could not be created again; retrying");
+            None
         }
     }
 }
@@ -80,9 +103,11 @@ async fn session(
     let mut conn = blocking::connect(&worker.shared.client, config.response_timeout)
         .await
         .map_err(|e| CommandError::new("CONNECT", &first, e))?;
-    let id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut conn)
+    let name = format!(
+        "catga:{}:{}:{}:reader",
+        config.key_prefix, worker.group, worker.consumer
+    );
+    let id = blocking::identify(&mut conn, &name)
         .await
         .map_err(|e| CommandError::new("CLIENT ID", &first, e))?;
     client_id.store(id, Ordering::Release);
@@ -94,12 +119,12 @@ async fn session(
         .map(|s| (s.clone(), "0".to_string()))
         .collect();
     while !backlog.is_empty() {
-        if worker.stop.is_cancelled() {
+        let Some(count) = worker.capacity().await else {
             return Ok(());
-        }
+        };
         let (streams, ids): (Vec<&String>, Vec<&String>) =
             backlog.iter().map(|(s, id)| (s, id)).unzip();
-        let reply = read(worker, &mut conn, None, &streams, &ids).await?;
+        let reply = read(worker, &mut conn, None, count, &streams, &ids).await?;
         backoff.reset();
         let mut drained: Vec<String> = backlog.iter().map(|(s, _)| s.clone()).collect();
         for (stream, entries) in reply {
@@ -110,39 +135,33 @@ async fn session(
                 cursor.1 = last.id.clone();
                 drained.retain(|s| *s != stream);
             }
-            let counts = worker.deliveries(&stream, &entries).await;
-            for entry in entries {
-                let deliveries = counts.get(&entry.id).copied().unwrap_or(2);
-                worker.start(entry, deliveries).await;
-            }
+            worker.admit(&stream, entries, true).await;
         }
         backlog.retain(|(s, _)| !drained.contains(s));
     }
 
-    // Then new entries, as they arrive.
+    // Then new entries, as they arrive: as many as there are free slots.
     let streams: Vec<&String> = worker.streams.iter().collect();
     let new = ">".to_string();
     let ids: Vec<&String> = worker.streams.iter().map(|_| &new).collect();
     loop {
-        if worker.stop.is_cancelled() {
+        let Some(count) = worker.capacity().await else {
             return Ok(());
-        }
-        let reply = read(worker, &mut conn, Some(config.block), &streams, &ids).await?;
+        };
+        let reply = read(worker, &mut conn, Some(config.block), count, &streams, &ids).await?;
         backoff.reset();
-        for (_, entries) in reply {
-            for entry in entries {
-                // Read with `>`: its first delivery.
-                worker.start(entry, 1).await;
-            }
+        for (stream, entries) in reply {
+            worker.admit(&stream, entries, false).await;
         }
     }
 }
 
-/// One `XREADGROUP`, blocking for `block` if given.
+/// One `XREADGROUP` of at most `count` entries per stream, blocking for `block` if given.
 async fn read(
     worker: &Worker,
     conn: &mut MultiplexedConnection,
     block: Option<std::time::Duration>,
+    count: usize,
     streams: &[&String],
     ids: &[&String],
 ) -> Result<Vec<(String, Vec<Entry>)>, ReadError> {
@@ -152,7 +171,7 @@ async fn read(
         .arg(&worker.group)
         .arg(&worker.consumer)
         .arg("COUNT")
-        .arg(config.batch);
+        .arg(count);
     if let Some(block) = block {
         cmd.arg("BLOCK")
             .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX));
@@ -168,5 +187,5 @@ async fn read(
         .await
         .map_err(|_| ReadError::Stalled)?
         .map_err(|e| CommandError::new("XREADGROUP", first, e))?;
-    Ok(entry::read_reply(value)?)
+    Ok(entry::read_reply("XREADGROUP", value)?)
 }

@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::acker::Acker;
+use super::backoff::Backoff;
 use super::inflight::InFlight;
+use super::positions::Positions;
+use super::redeliver::Redeliver;
 use crate::entry::{self, Decoded, Entry, EntryError};
 use crate::error::CommandError;
 use crate::reply;
@@ -68,21 +71,75 @@ pub(crate) struct Worker {
     pub slots: Arc<Semaphore>,
     pub max_in_flight: usize,
     pub inflight: InFlight,
+    /// The last entry seen on each stream, where a vanished group is created again.
+    pub positions: Positions,
+    pub redeliver: Redeliver,
     pub acker: Acker,
     pub stop: CancellationToken,
 }
 
 impl Worker {
-    /// Hands `entry`, delivered `deliveries` times so far (this delivery included), to a
-    /// handler task once a slot is free. Waiting for the slot is the back-pressure: the
-    /// caller reads nothing more meanwhile.
-    pub async fn start(self: &Arc<Self>, entry: Entry, deliveries: u64) {
+    /// Waits until a handler slot is free (`None` once the worker stops) and returns how many
+    /// entries to read or claim now: the free slots, at most a batch. Entries taken beyond
+    /// the free slots would wait here while another instance could be handling them.
+    pub async fn capacity(&self) -> Option<usize> {
+        loop {
+            if self.stop.is_cancelled() {
+                return None;
+            }
+            let free = self.slots.available_permits();
+            if free > 0 {
+                return Some(free.min(self.shared.config.batch));
+            }
+            tokio::select! {
+                permit = self.slots.acquire() => drop(permit),
+                () = self.stop.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Takes `entries` of `stream`, just read or claimed by this consumer, into this
+    /// instance's care. Each is marked in flight at once, so the claimer keeps resetting its
+    /// idle time from now on, also while it waits for a slot: neither another instance nor
+    /// this one's claimer takes it over meanwhile. Then each goes to a handler task once a
+    /// slot is free; waiting for slots is the back-pressure, the caller takes nothing more
+    /// meanwhile. An entry already in flight here (read again after a reconnection, or
+    /// claimed back while its handler runs) is skipped: its handler settles it.
+    ///
+    /// `redelivered` entries (this consumer's own pending ones, or claimed) are counted from
+    /// the pending list; new ones (read with `>`) are on their first delivery.
+    pub async fn admit(self: &Arc<Self>, stream: &str, entries: Vec<Entry>, redelivered: bool) {
+        if let Some(last) = entries.last() {
+            self.positions.saw(stream, &last.id);
+        }
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .filter(|e| self.inflight.insert(&e.stream, &e.id))
+            .collect();
+        let counts = if redelivered {
+            self.deliveries(stream, &entries).await
+        } else {
+            HashMap::new()
+        };
+        for entry in entries {
+            // Missing from the pending list: counted as redelivered once.
+            let deliveries = if redelivered {
+                counts.get(&entry.id).copied().unwrap_or(2)
+            } else {
+                1
+            };
+            self.start(entry, deliveries).await;
+        }
+    }
+
+    /// Hands `entry` (marked in flight), delivered `deliveries` times so far (this delivery
+    /// included), to a handler task once a slot is free.
+    async fn start(self: &Arc<Self>, entry: Entry, deliveries: u64) {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            // The semaphore is never closed; should it be, the entry stays pending.
+            self.inflight.remove(&entry.stream, &entry.id);
             return;
         };
-        if !self.inflight.insert(&entry.stream, &entry.id) {
-            return;
-        }
         let worker = self.clone();
         let span = tracing::debug_span!(target: "catga::redis", "deliver",
             stream = %entry.stream, entry = %entry.id, deliveries);
@@ -105,8 +162,8 @@ impl Worker {
     }
 
     /// How often each of `entries` (this consumer's, just read or claimed) has been delivered,
-    /// from the pending list. An entry missing there counts as redelivered once.
-    pub async fn deliveries(&self, stream: &str, entries: &[Entry]) -> HashMap<String, u64> {
+    /// from the pending list.
+    async fn deliveries(&self, stream: &str, entries: &[Entry]) -> HashMap<String, u64> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return HashMap::new();
         };
@@ -148,7 +205,10 @@ impl Worker {
         let Decoded { envelope, reply_to } = match entry.decode() {
             Ok(decoded) => decoded,
             Err(EntryError::Deleted) => {
-                tracing::debug!(target: "catga::redis", "pending entry no longer exists (trimmed); dropped");
+                // Nothing is left to handle or keep: trimming (`MAXLEN`) took it before it was
+                // handled. Acknowledged, so the pending list forgets it.
+                tracing::warn!(target: "catga::redis", stream = %entry.stream, entry = %entry.id,
+                    "a pending entry was trimmed from its stream before it was handled; it is lost");
                 return Settled::Ack;
             }
             Err(error) => {
@@ -188,12 +248,13 @@ impl Worker {
         let mut envelope = Some(envelope);
         loop {
             // Decoded again for a redelivery rather than cloned for every first one: failures
-            // are the rare case.
+            // are the rare case. The same fields decoded the first time; should they not,
+            // the entry stays pending and its next delivery sets it aside.
             let Some(current) = envelope
                 .take()
                 .or_else(|| entry.decode().ok().map(|d| d.envelope))
             else {
-                return Settled::Ack;
+                return Settled::Done;
             };
             let delivery = self.delivery(deliveries);
             match self.inbound.event(route, current, delivery).await {
@@ -218,22 +279,20 @@ impl Worker {
     /// now (it went idle past the claim time and was claimed), or the server is away: it is
     /// then theirs, or pending until claimed.
     async fn reclaim(&self, entry: &Entry, deliveries: u64) -> bool {
-        let min_idle = self.shared.config.redelivery_delay.as_millis();
-        let claimed = redis::cmd("XCLAIM")
-            .arg(&*entry.stream)
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg(u64::try_from(min_idle).unwrap_or(u64::MAX))
-            .arg(&entry.id)
-            .arg("RETRYCOUNT")
-            .arg(deliveries)
-            .arg("JUSTID")
-            .query_async::<Vec<redis::Value>>(&mut self.shared.manager.clone())
+        let taken = self
+            .redeliver
+            .take_again(
+                &mut self.shared.manager.clone(),
+                &entry.stream,
+                &self.group,
+                &self.consumer,
+                &entry.id,
+                deliveries,
+            )
             .await;
-        match claimed {
-            Ok(ids) => !ids.is_empty(),
-            Err(e) => {
-                let error = CommandError::new("XCLAIM", &*entry.stream, e);
+        match taken {
+            Ok(taken) => taken,
+            Err(error) => {
                 tracing::debug!(target: "catga::redis", error = &error as &dyn std::error::Error,
                     "could not take the entry again; it stays pending");
                 false
@@ -242,7 +301,9 @@ impl Worker {
     }
 
     /// A request: the reply (or the failure, typed) goes to the caller's reply list, and the
-    /// request is acknowledged and deleted in the same transaction.
+    /// request is acknowledged and deleted in the same transaction. If that fails (the
+    /// connection is lost), it is tried again for up to the response timeout: the request ran,
+    /// and a redelivery could only answer that its outcome is in doubt.
     async fn answer(
         &self,
         entry: &Entry,
@@ -280,21 +341,36 @@ impl Worker {
                     "request without a reply key: handled, but nobody can be answered");
             }
         }
-        // A request is for one consumer; once answered, nothing needs it any more.
+        // A request stream is this service's alone, and a request is for one consumer: once
+        // answered, nothing needs it any more. (Event streams are shared by every service
+        // that handles the event: nothing is ever deleted from them.)
         pipe.cmd("XACK")
             .arg(&*entry.stream)
             .arg(&self.group)
             .arg(&entry.id)
             .ignore();
         pipe.cmd("XDEL").arg(&*entry.stream).arg(&entry.id).ignore();
-        if let Err(e) = pipe
-            .query_async::<()>(&mut self.shared.manager.clone())
-            .await
-        {
-            let error = CommandError::new("RPUSH", reply_to.unwrap_or_default(), e);
-            tracing::warn!(target: "catga::redis", message = %name,
-                error = &error as &dyn std::error::Error,
-                "could not send the reply; the request stays pending and is handled again");
+        let give_up = tokio::time::Instant::now() + self.shared.config.response_timeout;
+        let mut backoff = Backoff::default();
+        loop {
+            let sent = self
+                .shared
+                .bounded(pipe.query_async::<()>(&mut self.shared.manager.clone()))
+                .await;
+            let Err(e) = sent else {
+                return;
+            };
+            let error = CommandError::new("RPUSH", reply_to.clone().unwrap_or_default(), e);
+            let delay = backoff.next_delay();
+            if tokio::time::Instant::now() + delay >= give_up {
+                tracing::warn!(target: "catga::redis", message = %name,
+                    error = &error as &dyn std::error::Error,
+                    "could not send the reply; the request stays pending and its next delivery is answered as in doubt (or run again if it is safe to repeat)");
+                return;
+            }
+            tracing::debug!(target: "catga::redis", message = %name,
+                error = &error as &dyn std::error::Error, "could not send the reply; trying again");
+            tokio::time::sleep(delay).await;
         }
     }
 }

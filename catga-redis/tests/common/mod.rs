@@ -3,6 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod private_redis;
+pub mod redis_dead_letters;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -14,7 +17,8 @@ pub fn url() -> String {
     std::env::var("CATGA_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
 }
 
-fn required() -> bool {
+/// Whether the tests must fail rather than skip when a server is missing.
+pub fn required() -> bool {
     std::env::var("CATGA_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
 
@@ -174,4 +178,37 @@ pub async fn consumer_names(
         .into_iter()
         .map(|c| c.name)
         .collect()
+}
+
+/// How many entries `stream` holds.
+pub async fn xlen(conn: &mut MultiplexedConnection, stream: &str) -> u64 {
+    redis::cmd("XLEN")
+        .arg(stream)
+        .query_async(conn)
+        .await
+        .expect("XLEN")
+}
+
+/// The code a failure had where it happened: the remote code of a failure that crossed a
+/// transport, else the error's own.
+pub fn origin_code(error: &catga_core::Error) -> String {
+    match error.kind() {
+        catga_core::ErrorKind::Remote { remote_code, .. } => remote_code.clone(),
+        _ => error.code().to_string(),
+    }
+}
+
+/// Adds an entry with `fields` to `stream` by hand, as a foreign producer (or an attacker)
+/// might; returns its id.
+pub async fn inject(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    fields: &[(&str, &str)],
+) -> String {
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(stream).arg("*");
+    for (k, v) in fields {
+        xadd.arg(*k).arg(*v);
+    }
+    xadd.query_async(conn).await.expect("XADD")
 }

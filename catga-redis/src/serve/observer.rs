@@ -1,0 +1,195 @@
+//! The broadcast read: events every instance must see, not one instance per service
+//! ([`ServePlan::observe`](catga_core::transport::ServePlan::observe), for cache
+//! invalidation).
+//!
+//! A consumer group shares a stream's entries among a service's instances, so it cannot tell
+//! every instance. Instead each instance reads the observed event streams without a group
+//! (`XREAD`), on a connection of its own, blocking, from where each stream ended when serving
+//! began, then from the last entry it saw; each entry is reported to
+//! [`Inbound::observe`] under the name its stream carries. Nothing is acknowledged and nothing
+//! is kept on the server for the reader: it only follows the streams as they grow.
+//!
+//! While the connection is down, entries may be added and trimmed away unseen; so after every
+//! reconnection every observed name is reported once, and what depends on them (cached
+//! replies) is dropped rather than trusted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use catga_core::transport::{Inbound, TransportError};
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use crate::blocking;
+use crate::entry::{self, ShapeError};
+use crate::error::CommandError;
+use crate::transport::Shared;
+
+/// Why a read session ended.
+#[derive(Debug, thiserror::Error)]
+enum ObserveError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    #[error("no answer to `XREAD` long after its block time; the connection is presumed dead")]
+    Stalled,
+}
+
+/// One instance's broadcast reader.
+pub(crate) struct Observer {
+    shared: Arc<Shared>,
+    /// The observed streams, and the id after which each is read next.
+    cursors: Vec<(String, String)>,
+    /// The wire name each stream carries.
+    names: HashMap<String, String>,
+    inbound: Arc<dyn Inbound>,
+    stop: CancellationToken,
+    /// The connection's name in `CLIENT LIST`.
+    client_name: String,
+}
+
+impl Observer {
+    /// Prepares to observe the events named `names`, from where each stream ends now: an
+    /// event added once this returns is observed.
+    pub async fn new(
+        shared: Arc<Shared>,
+        names: &[String],
+        inbound: Arc<dyn Inbound>,
+        stop: CancellationToken,
+        client_name: String,
+    ) -> Result<Observer, TransportError> {
+        let mut manager = shared.manager.clone();
+        let mut cursors = Vec::with_capacity(names.len());
+        let mut by_stream = HashMap::with_capacity(names.len());
+        for name in names {
+            let stream = shared.keys.events(name);
+            let last: Value = redis::cmd("XREVRANGE")
+                .arg(&stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut manager)
+                .await
+                .map_err(|e| CommandError::new("XREVRANGE", &stream, e).into_transport())?;
+            let last = entry::entries("XREVRANGE", &stream, last)
+                .map_err(|e| TransportError::Protocol(e.to_string()))?;
+            // An empty or missing stream: everything it will hold is new.
+            let from = last
+                .first()
+                .map_or_else(|| "0-0".to_string(), |e| e.id.clone());
+            cursors.push((stream.clone(), from));
+            by_stream.insert(stream, name.clone());
+        }
+        Ok(Observer {
+            shared,
+            cursors,
+            names: by_stream,
+            inbound,
+            stop,
+            client_name,
+        })
+    }
+
+    /// Reads until stopped. `client_id` holds the reading connection's id while it is
+    /// connected (0 otherwise), for shutdown to interrupt a blocked read.
+    pub async fn run(mut self, client_id: Arc<AtomicI64>) {
+        let mut backoff = Backoff::default();
+        let mut reconnecting = false;
+        while !self.stop.is_cancelled() {
+            let ended = self.session(&client_id, &mut backoff, reconnecting).await;
+            client_id.store(0, Ordering::Release);
+            let Err(error) = ended else {
+                return;
+            };
+            reconnecting = true;
+            tracing::warn!(target: "catga::redis", error = &error as &dyn std::error::Error,
+                "reading the observed event streams failed; reconnecting");
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn session(
+        &mut self,
+        client_id: &AtomicI64,
+        backoff: &mut Backoff,
+        reconnected: bool,
+    ) -> Result<(), ObserveError> {
+        let config = &self.shared.config;
+        let first = self
+            .cursors
+            .first()
+            .map(|(s, _)| s.clone())
+            .unwrap_or_default();
+        let mut conn = blocking::connect(&self.shared.client, config.response_timeout)
+            .await
+            .map_err(|e| CommandError::new("CONNECT", &first, e))?;
+        let id = blocking::identify(&mut conn, &self.client_name)
+            .await
+            .map_err(|e| CommandError::new("CLIENT ID", &first, e))?;
+        client_id.store(id, Ordering::Release);
+        if reconnected {
+            // Entries may have come and gone while the connection was down.
+            tracing::info!(target: "catga::redis", observed = self.names.len(),
+                "reconnected; reporting every observed event, since one may have been missed");
+            for name in self.names.values() {
+                self.inbound.observe(name);
+            }
+        }
+        loop {
+            if self.stop.is_cancelled() {
+                return Ok(());
+            }
+            let reply = self.read(&mut conn).await?;
+            backoff.reset();
+            for (stream, entries) in reply {
+                let Some(name) = self.names.get(&stream) else {
+                    continue;
+                };
+                for _ in &entries {
+                    self.inbound.observe(name);
+                }
+                if let (Some(last), Some(cursor)) = (
+                    entries.last(),
+                    self.cursors.iter_mut().find(|(s, _)| *s == stream),
+                ) {
+                    cursor.1.clone_from(&last.id);
+                }
+            }
+        }
+    }
+
+    /// One blocking `XREAD` of every observed stream after its cursor.
+    async fn read(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<Vec<(String, Vec<entry::Entry>)>, ObserveError> {
+        let config = &self.shared.config;
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(config.batch)
+            .arg("BLOCK")
+            .arg(u64::try_from(config.block.as_millis()).unwrap_or(u64::MAX))
+            .arg("STREAMS");
+        for (stream, _) in &self.cursors {
+            cmd.arg(stream);
+        }
+        for (_, id) in &self.cursors {
+            cmd.arg(id);
+        }
+        let limit = config.block.saturating_add(config.response_timeout);
+        let first = self.cursors.first().map_or("", |(s, _)| s.as_str());
+        let value = tokio::time::timeout(limit, cmd.query_async::<Value>(conn))
+            .await
+            .map_err(|_| ObserveError::Stalled)?
+            .map_err(|e| CommandError::new("XREAD", first, e))?;
+        Ok(entry::read_reply("XREAD", value)?)
+    }
+}
