@@ -145,7 +145,15 @@ async fn a_remote_step_waits_the_applications_request_timeout_or_the_step_timeou
             panic!("unexpected {err}");
         };
         assert_eq!(failure.code, "timeout");
-        assert_eq!(started.elapsed().as_secs(), waited, "{timeout:?}");
+        // The deadline crosses the transport as wall-clock milliseconds, so the serving side
+        // may notice it a few (real) milliseconds before the caller does: a loaded machine
+        // answers `timeout` a little early, never late.
+        let waited = Duration::from_secs(waited);
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed <= waited && elapsed > waited - Duration::from_millis(500),
+            "{timeout:?}: waited {elapsed:?}"
+        );
     }
     assert_eq!(
         ledger.log(),
