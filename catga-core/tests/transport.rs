@@ -364,3 +364,23 @@ async fn an_oversized_message_is_refused_by_the_transport() {
         Err(TransportError::TooLarge { limit, .. }) if limit == 1 << 20
     ));
 }
+
+#[tokio::test]
+async fn a_reply_over_the_callers_payload_limit_is_refused_not_decoded() {
+    let bus = MemoryTransport::new();
+    let (shipping, _) = shipping_instance(&bus, &"s".repeat(4096));
+    let serving = shipping.serve().await.unwrap();
+    let caller = Catga::builder()
+        .transport(bus.clone())
+        .handlers(|_| false)
+        .max_payload_bytes(1024)
+        .build()
+        .unwrap();
+    let err = caller.send(WhoAmI).await.unwrap_err();
+    assert_eq!(err.code(), "codec");
+    assert!(
+        err.to_string().contains("exceeds the limit of 1024 bytes"),
+        "{err}"
+    );
+    serving.shutdown().await;
+}

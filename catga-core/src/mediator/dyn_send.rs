@@ -103,7 +103,7 @@ impl Terminal<DynRequest> for RemoteTerminal<'_> {
         _ctx: &Context,
     ) -> impl Future<Output = Result<AnyReply, Error>> + Send {
         let (transport, ctx, format) = (self.transport, self.ctx, self.format);
-        let timeout = self.timeout();
+        let limits = (self.timeout(), self.max_reply);
         async move {
             let info = msg.0.info();
             let payload = msg
@@ -111,7 +111,7 @@ impl Terminal<DynRequest> for RemoteTerminal<'_> {
                 .encode(format)
                 .map_err(|e| codec_error(info.name(), e))?;
             let envelope = Envelope::with_payload(info.name(), info.kind(), ctx, format, payload);
-            exchange(transport, info.name(), envelope, timeout, |bytes| {
+            exchange(transport, info.name(), envelope, limits, |bytes| {
                 (info.output_codec().decode)(format, bytes)
             })
             .await

@@ -24,6 +24,8 @@ pub(super) struct RemoteTerminal<'a> {
     pub(super) ctx: &'a Context,
     pub(super) format: WireFormat,
     default_timeout: Duration,
+    /// The largest reply decoded (`max_payload_bytes`): a reply is bytes off the wire too.
+    pub(super) max_reply: usize,
 }
 
 impl RemoteTerminal<'_> {
@@ -52,15 +54,23 @@ pub(super) fn codec_error(message: &str, source: CodecError) -> Error {
 }
 
 /// Sends `envelope` (the request `name`) and maps what comes back, `decode` reading a
-/// successful reply: one mapping for the typed and the type-erased path.
+/// successful reply of at most `max_reply` bytes: one mapping for the typed and the
+/// type-erased path.
 pub(super) async fn exchange<T>(
     transport: &dyn Transport,
     name: &'static str,
     envelope: Envelope,
-    timeout: Duration,
+    (timeout, max_reply): (Duration, usize),
     decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
 ) -> Result<T, Error> {
     match transport.request(envelope, timeout).await {
+        Ok(Reply::Ok(bytes)) if bytes.len() > max_reply => Err(codec_error(
+            name,
+            CodecError::TooLarge {
+                size: bytes.len(),
+                limit: max_reply,
+            },
+        )),
         Ok(Reply::Ok(bytes)) => decode(&bytes).map_err(|e| codec_error(name, e)),
         // The deadline travels with the request, so the handling process may notice it
         // first (its clock, its timer): that is still this call timing out, and callers
@@ -93,20 +103,14 @@ impl<M: Request> Terminal<M> for RemoteTerminal<'_> {
         _ctx: &Context,
     ) -> impl Future<Output = Result<M::Output, Error>> + Send {
         let (transport, ctx, format) = (self.transport, self.ctx, self.format);
-        let timeout = self.timeout();
+        let limits = (self.timeout(), self.max_reply);
         async move {
             let envelope =
                 Envelope::wrap(&msg, ctx, format).map_err(|e| codec_error(M::NAME, e))?;
-            exchange(
-                transport,
-                M::NAME,
-                envelope,
-                timeout,
-                |bytes| match format {
-                    WireFormat::Json => M::__decode_output(&Json, bytes),
-                    WireFormat::MessagePack => M::__decode_output(&MessagePack, bytes),
-                },
-            )
+            exchange(transport, M::NAME, envelope, limits, |bytes| match format {
+                WireFormat::Json => M::__decode_output(&Json, bytes),
+                WireFormat::MessagePack => M::__decode_output(&MessagePack, bytes),
+            })
             .await
         }
     }
@@ -140,6 +144,7 @@ impl<L: Layer> Catga<L> {
                 ctx: &ctx,
                 format: settings.wire_format,
                 default_timeout: settings.request_timeout,
+                max_reply: settings.max_payload_bytes,
             };
             if ctx.is_guarded() {
                 guard::watch(&ctx, name, self.inner.layers.run(msg, &ctx, &terminal)).await
