@@ -32,7 +32,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 
 const TICKS: u64 = 3_000;
-/// Kill the child once it handled this many.
+/// The child handles this many, then holds (unacknowledged) what it gets until it is killed.
 const KILL_AFTER: usize = 300;
 /// A failing event every this many ticks.
 const FAULT_EVERY: u64 = 100;
@@ -107,6 +107,16 @@ pub mod ticks {
     async fn tick(tick: &Tick, ledger: &Ledger, ctx: &Context) -> Result<(), Failed> {
         // Some work, so the child has events in hand when it is killed.
         tokio::time::sleep(Duration::from_millis(2)).await;
+        let handled = ledger.handled.lock().map_err(|_| Failed(false))?.len();
+        if let Some(file) = ledger.file.as_ref().filter(|_| handled >= KILL_AFTER) {
+            // The child's share is done: it holds what it gets from now on, unacknowledged,
+            // until the parent kills it (so the kill always leaves events to take over).
+            {
+                let mut file = file.lock().map_err(|_| Failed(false))?;
+                writeln!(file, "held {}", tick.n).map_err(|_| Failed(true))?;
+            }
+            std::future::pending::<()>().await;
+        }
         if let Some(file) = &ledger.file {
             let mut file = file.lock().map_err(|_| Failed(false))?;
             writeln!(file, "{}", tick.n).map_err(|_| Failed(true))?;
@@ -215,6 +225,15 @@ fn child_instance() {
 }
 
 /// The ticks the child wrote to its ledger.
+/// How many events the child holds, unacknowledged, waiting to be killed.
+fn child_held(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.starts_with("held "))
+        .count()
+}
+
 fn child_ticks(path: &Path) -> BTreeSet<u64> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -335,7 +354,7 @@ async fn a_killed_instances_events_are_taken_over_and_failures_kept_exactly_once
     };
 
     let kill_wait = tokio::time::timeout(PATIENCE, async {
-        while child_ticks(&ledger_path.0).len() < KILL_AFTER {
+        while child_ticks(&ledger_path.0).len() < KILL_AFTER || child_held(&ledger_path.0) == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
