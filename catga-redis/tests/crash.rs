@@ -29,6 +29,9 @@ const CHILD_NAME: &str = "CATGA_REDIS_CRASH_CHILD_NAME";
 const CLAIM_IDLE: &str = "CATGA_CRASH_CLAIM_IDLE_MS";
 const SERVICE: &str = "crashers";
 const EVENTS: u64 = 1_500;
+/// The child handles this many, then holds (unacknowledged) what it gets until it is killed,
+/// so the kill always leaves entries for the other instance to take over.
+const CHILD_SHARE: u64 = 150;
 
 #[event]
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +89,11 @@ pub mod crashers {
         async fn on_work(&self, event: &Work) -> Result<(), WorkError> {
             tokio::time::sleep(Duration::from_millis(5)).await; // a database write
             let mut conn = self.conn.clone();
+            if self.who == "child"
+                && count(&mut conn, &format!("{}:by:child", self.prefix)).await >= CHILD_SHARE
+            {
+                std::future::pending::<()>().await;
+            }
             let n = event.n;
             match mode(n) {
                 Mode::Succeed => {}
@@ -288,7 +296,8 @@ async fn a_consumer_process_killed_mid_stream_is_taken_over_and_nothing_is_lost(
 
     let by_child = format!("{prefix}:by:child");
     eventually("the child has handled a share", || async {
-        count(&mut raw.clone(), &by_child).await >= 150
+        count(&mut raw.clone(), &by_child).await >= CHILD_SHARE
+            && held_by(&mut raw.clone(), &stream, &child_name).await > 0
     })
     .await;
     child.kill();
