@@ -64,26 +64,28 @@ pub struct Context {
 struct Extras {
     headers: Vec<(String, String)>,
     cancellation: Option<CancellationToken>,
-    /// Set when the message arrived from a transport.
-    delivery: Option<Arc<DeliveryNote>>,
+    /// Set when the message arrived from a transport, or when its caller keeps what fails
+    /// (a follow-up event, a replay): which failures a `DeadLetter` layer already kept.
+    note: Option<Arc<FailureNote>>,
     /// Set by a caller that settles this dispatch's failures itself (a saga compensates a
     /// failed step and keeps a compensation that failed for good): a `DeadLetter` layer then
     /// keeps nothing, so one failure is kept once. Never inherited by follow-ups.
     failures_settled_by_caller: bool,
 }
 
-/// A transport delivery, and which of its failures a `DeadLetter` layer already kept (so the
-/// serving side stores each failure once).
+/// Which failures of a dispatch a `DeadLetter` layer already kept, so the caller that keeps
+/// the rest (the serving side of a transport, the publisher of follow-up events) stores each
+/// failure once; and the transport delivery, if the message arrived from one.
 #[derive(Debug)]
-pub(crate) struct DeliveryNote {
-    delivery: Delivery,
-    /// Handlers (`None`: the request's) whose failure was dead-lettered during this delivery.
+pub(crate) struct FailureNote {
+    delivery: Option<Delivery>,
+    /// Handlers (`None`: the request's) whose failure was dead-lettered during this dispatch.
     kept: Mutex<Vec<Option<&'static str>>>,
 }
 
-impl DeliveryNote {
+impl FailureNote {
     /// Whether the failure of `handler` (`None`: a request's) was dead-lettered during this
-    /// delivery.
+    /// dispatch.
     pub(crate) fn was_kept(&self, handler: Option<&str>) -> bool {
         self.kept
             .lock()
@@ -225,8 +227,8 @@ impl Context {
     pub fn delivery(&self) -> Option<Delivery> {
         self.extras
             .as_ref()
-            .and_then(|e| e.delivery.as_ref())
-            .map(|note| note.delivery)
+            .and_then(|e| e.note.as_ref())
+            .and_then(|note| note.delivery)
     }
 
     /// Queues `event` to be published when the current handler returns `Ok`.
@@ -266,12 +268,22 @@ impl Context {
 
     /// Marks this context as a transport delivery.
     pub(crate) fn with_delivery(self, delivery: Delivery) -> Self {
-        let note = Arc::new(DeliveryNote {
+        self.attempt.store(delivery.attempt, Ordering::Relaxed);
+        self.with_note(Some(delivery))
+    }
+
+    /// Marks a dispatch whose caller keeps the failures no `DeadLetter` layer kept (see
+    /// [`failure_note`](Self::failure_note)).
+    pub(crate) fn with_failure_note(self) -> Self {
+        self.with_note(None)
+    }
+
+    fn with_note(self, delivery: Option<Delivery>) -> Self {
+        let note = Arc::new(FailureNote {
             delivery,
             kept: Mutex::new(Vec::new()),
         });
-        self.attempt.store(delivery.attempt, Ordering::Relaxed);
-        self.with_extras(|extras| extras.delivery = Some(note))
+        self.with_extras(|extras| extras.note = Some(note))
     }
 
     /// Marks a dispatch whose caller settles its failures itself (see `Extras`).
@@ -287,9 +299,9 @@ impl Context {
     }
 
     /// Records that the failure of `handler` (`None`: a request's) was dead-lettered during
-    /// this delivery.
+    /// this dispatch.
     pub(crate) fn note_dead_lettered(&self, handler: Option<&'static str>) {
-        if let Some(note) = self.extras.as_ref().and_then(|e| e.delivery.as_ref()) {
+        if let Some(note) = self.extras.as_ref().and_then(|e| e.note.as_ref()) {
             note.kept
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -297,10 +309,11 @@ impl Context {
         }
     }
 
-    /// The note of this context's transport delivery, shared: the serving side reads what
-    /// the pipeline kept after the context is gone.
-    pub(crate) fn delivery_note(&self) -> Option<Arc<DeliveryNote>> {
-        self.extras.as_ref().and_then(|e| e.delivery.clone())
+    /// This dispatch's failure note, shared: the caller that keeps what failed (the serving
+    /// side, the publisher of follow-ups) reads what the pipeline kept after the context is
+    /// gone.
+    pub(crate) fn failure_note(&self) -> Option<Arc<FailureNote>> {
+        self.extras.as_ref().and_then(|e| e.note.clone())
     }
 
     /// Takes the deadline and the cancellation signal off this context: the caller's bounds,
@@ -360,7 +373,7 @@ impl Context {
                 Box::new(Extras {
                     headers: extras.headers.clone(),
                     cancellation: None,
-                    delivery: None,
+                    note: None,
                     failures_settled_by_caller: false,
                 })
             })

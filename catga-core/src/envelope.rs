@@ -245,6 +245,17 @@ impl Envelope {
         }
     }
 
+    /// The envelope of a request with a deadline `timeout` from now, unless it carries one:
+    /// how long its sender waits travels with it, so the handling side does not start it
+    /// once nobody waits (a sender without a deadline of its own still stops waiting at its
+    /// request timeout). Events keep none.
+    pub fn or_deadline_in(mut self, timeout: Duration) -> Envelope {
+        if self.kind.is_request() && self.deadline_ms.is_none() {
+            self.deadline_ms = Some(unix_ms(SystemTime::now() + timeout));
+        }
+        self
+    }
+
     /// Whether the sender of a request stopped waiting (its deadline passed). Never true for
     /// an event.
     pub fn expired(&self) -> bool {

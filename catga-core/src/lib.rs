@@ -114,9 +114,12 @@ pub mod prelude {
         Caching, CircuitBreaker, ConcurrencyLimit, DeadLetter, Idempotency, RateLimit, Retry,
         Timeout, Tracing, Validation,
     };
+    pub use crate::pipeline::Layer;
+    pub use crate::store::dead_letter::DeadLetterStore;
     pub use crate::{
-        Behavior, Catga, Command, Context, Error, ErrorKind, Event, Message, Next, Payload, Query,
-        Request, Retryable, Validate, ValidationErrors, command, event, handler, query,
+        Behavior, Catga, Command, Context, Error, ErrorKind, Event, HandlerMeta, Message, Next,
+        Payload, Query, Request, Retryable, Validate, ValidationErrors, command, event, handler,
+        query,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -60,6 +60,14 @@ pub trait Behavior: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether this behaviour keeps failures in a dead-letter store and records that in the
+    /// dispatch's context (the built-in `DeadLetter` does), so whoever keeps the rest can tell
+    /// which it kept. catga-internal.
+    #[doc(hidden)]
+    fn keeps_failures(&self) -> bool {
+        false
+    }
+
     /// An event named `name` (one [`observed_events`](Behavior::observed_events) lists) was
     /// published somewhere, or may have been while this instance could not see (a transport
     /// reports every observed name after reconnecting). Does nothing by default.
@@ -125,6 +133,10 @@ pub trait Layer: Send + Sync + 'static {
     /// Shows a remotely published event name to every behaviour ([`Behavior::observe_remote`]).
     #[doc(hidden)]
     fn observe_remote(&self, name: &str);
+
+    /// Whether any behaviour keeps failures ([`Behavior::keeps_failures`]).
+    #[doc(hidden)]
+    fn keeps_failures(&self) -> bool;
 }
 
 /// The empty stack.
@@ -149,6 +161,10 @@ impl Layer for Identity {
 
     #[inline]
     fn observe_remote(&self, _: &str) {}
+
+    fn keeps_failures(&self) -> bool {
+        false
+    }
 }
 
 /// A behaviour `outer` around the stack `inner`.
@@ -192,6 +208,10 @@ impl<B: Behavior, L: Layer> Layer for Stack<B, L> {
     fn observe_remote(&self, name: &str) {
         self.outer.observe_remote(name);
         self.inner.observe_remote(name);
+    }
+
+    fn keeps_failures(&self) -> bool {
+        self.outer.keeps_failures() || self.inner.keeps_failures()
     }
 }
 

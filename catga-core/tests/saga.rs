@@ -368,20 +368,25 @@ async fn a_compensation_given_up_on_is_kept_once_in_the_applications_store_whate
     assert_eq!(state.compensation_failures[0].index, Some(1));
     assert_eq!(state.compensation_failures[0].dead_letter, Some(kept[0].id));
 
-    // A replay that fails again is an ordinary failure: the layer keeps it.
+    // A replay that fails again leaves the letter where it was (same id, one more attempt),
+    // and no layer keeps it a second time.
     let err = app
         .replay_dead_letter(app.dead_letters(), kept[0].id)
         .await
         .unwrap_err();
     assert_eq!(err.code(), "handler");
-    assert_eq!(layer_letters.count().await.unwrap(), 1);
+    assert_eq!(layer_letters.count().await.unwrap(), 0);
+    let still = app_letters.list(10).await.unwrap();
+    assert_eq!(still.len(), 1);
+    assert_eq!(still[0].id, kept[0].id);
+    assert_eq!(still[0].attempts, kept[0].attempts + 1);
 
-    // Once the bank is back, the letter the layer kept replays the refund.
+    // Once the bank is back, the letter replays the refund.
     world.refund_broken.store(false, Ordering::SeqCst);
-    let again = layer_letters.list(1).await.unwrap();
-    app.replay_dead_letter(&layer_letters, again[0].id)
+    app.replay_dead_letter(app.dead_letters(), kept[0].id)
         .await
         .unwrap();
+    assert_eq!(app_letters.count().await.unwrap(), 0);
     assert_eq!(world.log().last().map(String::as_str), Some("refund ch_1"));
 }
 

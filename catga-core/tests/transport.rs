@@ -384,3 +384,21 @@ async fn a_reply_over_the_callers_payload_limit_is_refused_not_decoded() {
     );
     serving.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_transport_chosen_at_run_time_can_be_boxed_or_shared() {
+    let bus = MemoryTransport::new();
+    let boxed: Box<dyn Transport> = Box::new(bus.clone());
+    let shared: std::sync::Arc<dyn Transport> = std::sync::Arc::new(bus.clone());
+    let (shipping, _) = shipping_instance(&bus, "s1");
+    let serving = shipping.serve().await.unwrap();
+    for transport in [boxed, Box::new(shared)] {
+        let caller = Catga::builder()
+            .transport(transport)
+            .handlers(|_| false)
+            .build()
+            .unwrap();
+        assert_eq!(caller.send(WhoAmI).await.unwrap(), "s1");
+    }
+    serving.shutdown().await;
+}

@@ -24,6 +24,7 @@ use crate::pipeline::Layer;
 use crate::registry::Entry;
 
 use super::Catga;
+use super::keep::{self, Letter};
 use super::panic::panicked;
 use super::terminal::DynEventTerminal;
 
@@ -50,13 +51,16 @@ impl<L: Layer> Catga<L> {
         Box::pin(async move {
             for pending in queued.events {
                 let ctx = queued.caused.sibling();
-                app.publish_follow_up(&*pending.event, ctx).await;
+                app.publish_follow_up(&*pending.event, ctx, &queued.caused)
+                    .await;
             }
         })
     }
 
-    /// One queued event: to the transport if there is one, else to the handlers here.
-    async fn publish_follow_up(&self, event: &dyn AnyMessage, ctx: Context) {
+    /// One queued event: to the transport if there is one, else to the handlers here. What
+    /// fails is kept: an event the transport refused, to be published again; a failed
+    /// handler here, unless a `DeadLetter` layer kept it. `caused` holds the headers.
+    async fn publish_follow_up(&self, event: &dyn AnyMessage, ctx: Context, caused: &Context) {
         let info = event.info();
         let id = ctx.message_id();
         let (correlation, causation) = (ctx.correlation_id(), ctx.causation_id());
@@ -68,23 +72,76 @@ impl<L: Layer> Catga<L> {
                     tracing::error!(target: "catga", event = info.name(), message_id = %id,
                         correlation_id = %correlation, causation_id = ?causation, error = %error,
                         kept_as = ?kept,
-                        "a follow-up event could not be published; it is in the dead-letter store, replay it from there");
+                        "a follow-up event could not be published; the message that published it is not affected");
                     error
                 }
             }
         } else {
+            // With a `DeadLetter` layer, the dispatch notes what the layer kept.
+            let ctx = if self.inner.layers.keeps_failures() {
+                ctx.with_failure_note()
+            } else {
+                ctx
+            };
+            let note = ctx.failure_note();
             match self.publish_dyn(event, ctx).await {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::error!(target: "catga", event = info.name(), message_id = %id,
                         correlation_id = %correlation, causation_id = ?causation, error = %error,
-                        "a handler of a follow-up event failed (a DeadLetter layer keeps it); the message that published it is not affected");
-                    error
+                        "a handler of a follow-up event failed; it is kept in the dead-letter store, and the message that published it is not affected");
+                    let letter = Letter {
+                        message: info.name().to_string(),
+                        message_id: id,
+                        correlation_id: correlation,
+                        causation_id: causation,
+                        headers: caused
+                            .headers()
+                            .map(|(n, v)| (n.to_string(), v.to_string()))
+                            .collect(),
+                        payload: event.encode_json().unwrap_or_default(),
+                        attempts: 1,
+                    };
+                    let failures = keep::failures(error);
+                    let codes: Vec<&'static str> = failures.iter().map(|(_, e)| e.code()).collect();
+                    let kept_by_layer =
+                        |handler: Option<&str>| note.as_ref().is_some_and(|n| n.was_kept(handler));
+                    let _ = self.keep_failures(&letter, failures, kept_by_layer).await;
+                    for code in codes {
+                        metrics::counter!("catga_follow_up_failures_total", "event" => info.name(), "code" => code)
+                            .increment(1);
+                    }
+                    return;
                 }
             }
         };
         metrics::counter!("catga_follow_up_failures_total", "event" => info.name(), "code" => failure.code())
             .increment(1);
+    }
+
+    /// Replays an event, read from a dead letter as JSON, to the one handler (by path) that
+    /// failed; a request or an event of no handler here as the bytes path would.
+    pub(crate) async fn replay_handler(
+        &self,
+        name: &str,
+        handler: Option<&str>,
+        json: &[u8],
+        ctx: Context,
+    ) -> Result<(), Error> {
+        match self.inner.table.by_name(name) {
+            Some(info) if !info.kind().is_request() => {
+                let event =
+                    info.decode(crate::codec::WireFormat::Json, json)
+                        .map_err(|source| {
+                            Error::from(ErrorKind::Codec {
+                                message: info.name().to_string(),
+                                source,
+                            })
+                        })?;
+                self.handle_dyn(&*event, ctx, handler).await
+            }
+            _ => self.dispatch_bytes(name, json, ctx).await.map(|_| ()),
+        }
     }
 
     /// Publishes an event of a type known only at run time to all its handlers. A handler
@@ -95,15 +152,18 @@ impl<L: Layer> Catga<L> {
         ctx: Context,
     ) -> BoxFuture<'a, Result<(), Error>> {
         self.inner.layers.observe_publish(event, &ctx);
-        self.handle_dyn(event, ctx)
+        self.handle_dyn(event, ctx, None)
     }
 
     /// [`publish_dyn`](Self::publish_dyn) once behaviours have observed the publish: runs the
     /// handlers and publishes what they queued.
+    /// `only` limits it to one handler, by path (the replay of a dead letter that names the
+    /// handler that failed).
     pub(crate) fn handle_dyn<'a>(
         &'a self,
         event: &'a dyn AnyMessage,
         ctx: Context,
+        only: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let info = event.info();
@@ -111,34 +171,40 @@ impl<L: Layer> Catga<L> {
                 return Ok(());
             };
             let ctx = &ctx;
-            let runs = entry.metas().iter().enumerate().map(|(index, meta)| {
-                let scope = u32::try_from(index + 1).unwrap_or(u32::MAX);
-                async move {
-                    let terminal = DynEventTerminal {
-                        entry: &**entry,
-                        event,
-                        ctx,
-                        index,
-                        scope,
-                    };
-                    let run = self.inner.layers.run(
-                        DynEventRef {
+            let chosen = |meta: &crate::handler::HandlerMeta| only.is_none_or(|h| h == meta.name);
+            let runs = entry
+                .metas()
+                .iter()
+                .enumerate()
+                .filter(|(_, meta)| chosen(meta))
+                .map(|(index, meta)| {
+                    let scope = u32::try_from(index + 1).unwrap_or(u32::MAX);
+                    async move {
+                        let terminal = DynEventTerminal {
+                            entry: &**entry,
                             event,
+                            ctx,
+                            index,
+                            scope,
+                        };
+                        let run = self.inner.layers.run(
+                            DynEventRef {
+                                event,
+                                handler: meta.name,
+                            },
+                            ctx,
+                            &terminal,
+                        );
+                        let result = match AssertUnwindSafe(run).catch_unwind().await {
+                            Ok(result) => result,
+                            Err(panic) => Err(panicked(info.name(), meta.name, panic)),
+                        };
+                        result.map_err(|error| HandlerFailure {
                             handler: meta.name,
-                        },
-                        ctx,
-                        &terminal,
-                    );
-                    let result = match AssertUnwindSafe(run).catch_unwind().await {
-                        Ok(result) => result,
-                        Err(panic) => Err(panicked(info.name(), meta.name, panic)),
-                    };
-                    result.map_err(|error| HandlerFailure {
-                        handler: meta.name,
-                        error,
-                    })
-                }
-            });
+                            error,
+                        })
+                    }
+                });
             let results = super::guard::guarded(ctx, info.name(), async {
                 Ok(futures::future::join_all(runs).await)
             })

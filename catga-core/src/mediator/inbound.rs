@@ -13,16 +13,17 @@
 //! * A redelivered command whose first delivery may have run is run again only if it is
 //!   declared `idempotent`.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use super::Catga;
+use super::keep::{Letter, echo, failures};
 use super::panic::contained;
 use crate::codec::WireFormat;
-use crate::context::DeliveryNote;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind};
 use crate::message::MessageKind;
@@ -30,26 +31,55 @@ use crate::pipeline::Layer;
 use crate::store::dead_letter::{DeadLetterRecord, FailureStage};
 use crate::transport::{Delivery, Disposition, Inbound, Rejected, RemoteFailure, Reply};
 
-/// Longest foreign name echoed into a record or an error.
-const MAX_ECHOED: usize = 256;
+/// How many failures whose keeping failed an instance remembers (see [`Unkept`]).
+const UNKEPT_REMEMBERED: usize = 1024;
 
 /// The application, as its transport's [`Inbound`].
 pub(super) struct AppInbound<L> {
     app: Catga<L>,
+    unkept: Arc<Unkept>,
 }
 
 impl<L> AppInbound<L> {
     pub(super) fn new(app: Catga<L>) -> Self {
-        AppInbound { app }
+        AppInbound {
+            app,
+            unkept: Arc::default(),
+        }
     }
 }
 
-fn echo(text: &str) -> String {
-    let mut end = text.len().min(MAX_ECHOED);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+/// Final failures this instance could not keep (the dead-letter store failed), by message
+/// id: when the message comes back past its last delivery and is set aside unrun, its record
+/// still says what failed, not only that it was delivered too often. Bounded; the oldest
+/// go first.
+#[derive(Default)]
+struct Unkept(Mutex<VecDeque<(Uuid, Vec<Failed>)>>);
+
+/// A failure as remembered: the handler (`None`: the whole message), its code and text.
+type Failed = (Option<&'static str>, String, String);
+
+impl Unkept {
+    fn remember(&self, id: Uuid, failures: Vec<Failed>) {
+        let mut list = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        list.retain(|(known, _)| *known != id);
+        if list.len() >= UNKEPT_REMEMBERED {
+            list.pop_front();
+        }
+        list.push_back((id, failures));
     }
-    text[..end].to_string()
+
+    fn take(&self, id: Uuid) -> Option<Vec<Failed>> {
+        let mut list = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = list.iter().position(|(known, _)| *known == id)?;
+        list.remove(at).map(|(_, failures)| failures)
+    }
 }
 
 /// Why an envelope that arrived where `route` travels is not what it should be, if it is not.
@@ -80,58 +110,20 @@ fn unreadable(error: &Error) -> bool {
     matches!(error.code(), "codec" | "unknown_message")
 }
 
-/// A record of a delivery that is given up on.
-fn record(
-    envelope: &Envelope,
-    payload: Vec<u8>,
-    stage: FailureStage,
-    handler: Option<&str>,
-    code: &str,
-    error: String,
-    attempts: u32,
-) -> DeadLetterRecord {
-    DeadLetterRecord {
-        id: Uuid::now_v7(),
-        message: echo(&envelope.name),
-        handler: handler.map(str::to_string),
-        payload: Some(payload),
-        code: code.to_string(),
-        error,
-        attempts,
+/// What a record of `envelope` says, with its payload as `payload`.
+fn letter(envelope: &Envelope, payload: Vec<u8>, delivery: Delivery) -> Letter {
+    Letter {
+        message: envelope.name.to_string(),
         message_id: envelope.id,
         correlation_id: envelope.correlation_id,
         causation_id: envelope.causation_id,
         headers: envelope.headers.clone(),
-        failed_at: SystemTime::now(),
-        stage,
-        source: None,
-        raw_headers: None,
+        payload,
+        attempts: delivery.attempt,
     }
 }
 
 impl<L: Layer> Catga<L> {
-    /// Keeps `record` in the application's dead-letter store: [`Disposition::Terminate`] once
-    /// kept, [`Disposition::Retry`] (not acknowledged) if the store failed.
-    async fn keep(&self, record: DeadLetterRecord) -> Disposition {
-        let (id, message, code) = (record.id, record.message.clone(), record.code.clone());
-        let stage = record.stage;
-        match self.inner.settings.dead_letters.put_dyn(record).await {
-            Ok(()) => {
-                metrics::counter!("catga_dead_letters_total", "message" => message.clone(),
-                    "stage" => format!("{stage:?}").to_lowercase())
-                .increment(1);
-                tracing::warn!(target: "catga", message = %message, dead_letter = %id, code = %code,
-                    ?stage, "a delivery was given up on and kept in the dead-letter store");
-                Disposition::Terminate
-            }
-            Err(error) => {
-                tracing::error!(target: "catga", message = %message, code = %code, error = %error,
-                    "could not keep a failed delivery in the dead-letter store; it stays with the transport, to be delivered again");
-                Disposition::Retry
-            }
-        }
-    }
-
     /// The payload as JSON, as dead letters keep it (replay reads JSON); the bytes as
     /// received when they cannot be converted.
     fn json_payload(&self, envelope: &Envelope) -> Vec<u8> {
@@ -146,61 +138,20 @@ impl<L: Layer> Catga<L> {
             .unwrap_or_else(|| envelope.payload.clone())
     }
 
-    /// Keeps what an event's final delivery left failed, skipping what a `DeadLetter` layer
-    /// kept already, so each failure is kept once.
-    async fn keep_failed(
-        &self,
-        envelope: &Envelope,
-        delivery: Delivery,
-        note: Option<Arc<DeliveryNote>>,
-        error: Error,
-    ) -> Disposition {
-        let kept_by_layer =
-            |handler: Option<&str>| note.as_ref().is_some_and(|n| n.was_kept(handler));
-        let failures: Vec<(Option<&'static str>, Error)> = match error.into_kind() {
-            ErrorKind::Publish { failures, .. } => failures
-                .into_iter()
-                .map(|f| (Some(f.handler), f.error))
-                .collect(),
-            other => vec![(None, other.into())],
-        };
-        let mut outcome = Disposition::Terminate;
-        for (handler, error) in failures {
-            if kept_by_layer(handler) {
-                continue;
-            }
-            let letter = record(
-                envelope,
-                self.json_payload(envelope),
-                FailureStage::Handler,
-                handler,
-                error.code(),
-                error.to_string(),
-                delivery.attempt,
-            );
-            if self.keep(letter).await == Disposition::Retry {
-                outcome = Disposition::Retry;
-            }
-        }
-        outcome
-    }
-
     /// Handles one delivery of an event; see the module docs.
     async fn consume_event(
         &self,
+        unkept: &Unkept,
         problem: Option<String>,
         envelope: Envelope,
         delivery: Delivery,
     ) -> Disposition {
         let aside = |code: &str, why: String| {
-            record(
-                &envelope,
-                envelope.payload.clone(),
+            letter(&envelope, envelope.payload.clone(), delivery).record(
                 FailureStage::Delivery,
                 None,
                 code,
                 why,
-                delivery.attempt,
             )
         };
         if let Some(why) = problem {
@@ -209,17 +160,15 @@ impl<L: Layer> Catga<L> {
             return self.keep(aside("envelope", why)).await;
         }
         if delivery.is_exhausted() {
-            let why = exhausted(delivery);
-            return self.keep(aside("exhausted", why)).await;
+            return self.set_aside_exhausted(unkept, &envelope, delivery).await;
         }
         let ctx = envelope.context().with_delivery(delivery);
-        let note = ctx.delivery_note();
+        let note = ctx.failure_note();
         let name = envelope.name.clone();
         match contained(&name, self.dispatch_envelope_with(&envelope, ctx)).await {
             Ok(_) => Disposition::Ack,
             Err(error) if unreadable(&error) => {
-                let letter = aside(error.code(), error.to_string());
-                self.keep(letter).await
+                self.keep(aside(error.code(), error.to_string())).await
             }
             Err(error) if error.is_retryable() && !delivery.is_last() => {
                 tracing::debug!(target: "catga", message = %name, id = %envelope.id,
@@ -231,9 +180,57 @@ impl<L: Layer> Catga<L> {
                 tracing::warn!(target: "catga", message = %name, id = %envelope.id,
                     attempt = delivery.attempt, error = %error,
                     "event failed for good; it is kept in the dead-letter store");
-                self.keep_failed(&envelope, delivery, note, error).await
+                let kept_by_layer =
+                    |handler: Option<&str>| note.as_ref().is_some_and(|n| n.was_kept(handler));
+                let failures: Vec<_> = failures(error)
+                    .into_iter()
+                    .filter(|(handler, _)| !kept_by_layer(*handler))
+                    .collect();
+                let remembered: Vec<_> = failures
+                    .iter()
+                    .map(|(handler, e)| (*handler, e.code().to_string(), e.to_string()))
+                    .collect();
+                let letter = letter(&envelope, self.json_payload(&envelope), delivery);
+                let outcome = self.keep_failures(&letter, failures, |_| false).await;
+                if outcome == Disposition::Retry {
+                    unkept.remember(envelope.id, remembered);
+                }
+                outcome
             }
         }
+    }
+
+    /// An event delivered more often than allowed: set aside without running again, with
+    /// the failure that could not be kept on an earlier delivery if this instance saw it.
+    async fn set_aside_exhausted(
+        &self,
+        unkept: &Unkept,
+        envelope: &Envelope,
+        delivery: Delivery,
+    ) -> Disposition {
+        let why = exhausted(delivery);
+        let Some(failed) = unkept.take(envelope.id) else {
+            let record = letter(envelope, envelope.payload.clone(), delivery).record(
+                FailureStage::Delivery,
+                None,
+                "exhausted",
+                why,
+            );
+            return self.keep(record).await;
+        };
+        let letter = letter(envelope, self.json_payload(envelope), delivery);
+        let mut outcome = Disposition::Terminate;
+        for (handler, code, error) in &failed {
+            let text = format!("{error} (the dead-letter store failed then; {why})");
+            let record = letter.record(FailureStage::Handler, *handler, code, text);
+            if self.keep(record).await == Disposition::Retry {
+                outcome = Disposition::Retry;
+            }
+        }
+        if outcome == Disposition::Retry {
+            unkept.remember(envelope.id, failed);
+        }
+        outcome
     }
 
     /// Handles one delivery of a request and returns its reply; see the module docs.
@@ -251,14 +248,11 @@ impl<L: Layer> Catga<L> {
             })
         };
         let aside = |envelope: &Envelope, code: &str, why: String| {
-            record(
-                envelope,
-                envelope.payload.clone(),
+            letter(envelope, envelope.payload.clone(), delivery).record(
                 FailureStage::Delivery,
                 None,
                 code,
                 why,
-                delivery.attempt,
             )
         };
         if let Some(why) = problem {
@@ -298,6 +292,9 @@ impl<L: Layer> Catga<L> {
                     let _ = self
                         .keep(aside(&envelope, error.code(), error.to_string()))
                         .await;
+                } else if error.code() == "timeout" {
+                    tracing::info!(target: "catga", message = %name, id = %envelope.id,
+                        "the caller's deadline passed while the request was handled; it was stopped and answered `timeout`");
                 }
                 Reply::Err(RemoteFailure::of(&error))
             }
@@ -320,8 +317,11 @@ impl<L: Layer> Inbound for AppInbound<L> {
         delivery: Delivery,
     ) -> BoxFuture<'static, Disposition> {
         let problem = misrouted(route, &envelope, true);
-        let app = self.app.clone();
-        Box::pin(async move { app.consume_event(problem, envelope, delivery).await })
+        let (app, unkept) = (self.app.clone(), self.unkept.clone());
+        Box::pin(async move {
+            app.consume_event(&unkept, problem, envelope, delivery)
+                .await
+        })
     }
 
     fn request(

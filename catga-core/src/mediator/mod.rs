@@ -14,6 +14,7 @@ mod dyn_send;
 mod follow_up;
 pub(crate) mod guard;
 mod inbound;
+mod keep;
 mod panic;
 mod remote;
 mod serve;
@@ -241,7 +242,7 @@ impl<L: Layer> Catga<L> {
         // Through the type-erased path, which boxes its futures anyway: a second caller of
         // `run_event_handlers` would stop it being inlined into `publish_with`, the hot path
         // (measured: 3 % more instructions per publish).
-        let work = Box::pin(async move { app.handle_dyn(&event, ctx).await });
+        let work = Box::pin(async move { app.handle_dyn(&event, ctx, None).await });
         async move {
             let waited = detach::wait_or_detach(E::NAME, deadline, cancel, work, |result| {
                 if let Err(error) = result {

@@ -63,6 +63,7 @@ pub(super) async fn exchange<T>(
     (timeout, max_reply): (Duration, usize),
     decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
 ) -> Result<T, Error> {
+    let envelope = envelope.or_deadline_in(timeout);
     match transport.request(envelope, timeout).await {
         Ok(Reply::Ok(bytes)) if bytes.len() > max_reply => Err(codec_error(
             name,

@@ -9,9 +9,13 @@
 //! intersection of two.
 
 use std::any::Any;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use std::future::Future;
 use std::pin::Pin;
 
+use super::panic::panicked;
 use crate::context::Context;
 use crate::error::Error;
 use crate::inline::InlineSlot;
@@ -77,7 +81,11 @@ impl<'e> Terminal<DynRequest> for DynRequestTerminal<'e> {
         _ctx: &Context,
     ) -> impl Future<Output = Result<Box<dyn Any + Send>, Error>> + Send {
         let (entry, ctx) = (self.entry, self.ctx);
-        entry.call_dyn(msg.0, ctx)
+        let (message, handler) = (entry.info().name(), entry.meta().name);
+        // Inside the behaviours, so a `DeadLetter` layer sees a panic as the failure it is.
+        AssertUnwindSafe(entry.call_dyn(msg.0, ctx))
+            .catch_unwind()
+            .map(move |result| result.unwrap_or_else(|p| Err(panicked(message, handler, p))))
     }
 }
 
@@ -97,6 +105,11 @@ impl<'a> Terminal<DynEventRef<'a>> for DynEventTerminal<'_> {
         _ctx: &Context,
     ) -> impl Future<Output = Result<(), Error>> + Send {
         let (entry, event, ctx) = (self.entry, self.event, self.ctx);
-        entry.call_dyn(self.index, event, ctx, self.scope)
+        let message = event.info().name();
+        let handler = entry.metas().get(self.index).map_or("", |meta| meta.name);
+        // Inside the behaviours, so a `DeadLetter` layer sees a panic as the failure it is.
+        AssertUnwindSafe(entry.call_dyn(self.index, event, ctx, self.scope))
+            .catch_unwind()
+            .map(move |result| result.unwrap_or_else(|p| Err(panicked(message, handler, p))))
     }
 }

@@ -99,8 +99,13 @@ pub struct ServePlan {
 
 /// A running consumer: stop it with [`Serving::shutdown`], which stops taking messages and
 /// waits for the ones in flight.
+///
+/// Dropping it stops it too, without waiting: the shutdown goes on in a task of its own (on
+/// the current Tokio runtime), so an instance never keeps consuming behind a `Serving` that
+/// went out of scope. Call `shutdown().await` to know when it is done.
+#[must_use = "dropping a `Serving` stops consuming; keep it while the application serves, and call `shutdown().await` to stop"]
 pub struct Serving {
-    stop: Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>,
+    stop: Option<Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>>,
 }
 
 impl std::fmt::Debug for Serving {
@@ -113,14 +118,32 @@ impl Serving {
     /// A consumer stopped by `stop`.
     pub fn new(stop: impl FnOnce() -> BoxFuture<'static, ()> + Send + 'static) -> Self {
         Serving {
-            stop: Box::new(stop),
+            stop: Some(Box::new(stop)),
         }
     }
 
     /// Stops taking new messages and waits for those in flight to finish (and be
     /// acknowledged).
-    pub async fn shutdown(self) {
-        (self.stop)().await;
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop().await;
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let Some(stop) = self.stop.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                tracing::debug!(target: "catga", "a `Serving` was dropped; stopping it in the background");
+                drop(runtime.spawn(stop()));
+            }
+            Err(_) => tracing::warn!(target: "catga",
+                "a `Serving` was dropped outside a Tokio runtime: its consumers stop when the runtime does"),
+        }
     }
 }
 
@@ -148,4 +171,53 @@ pub trait Transport: Send + Sync + 'static {
         plan: ServePlan,
         inbound: Arc<dyn Inbound>,
     ) -> BoxFuture<'_, Result<Serving, TransportError>>;
+}
+
+/// A shared transport is a transport, so one chosen at run time can be passed around as
+/// `Arc<dyn Transport>`.
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>> {
+        (**self).publish(envelope)
+    }
+    fn request(
+        &self,
+        envelope: Envelope,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
+        (**self).request(envelope, timeout)
+    }
+    fn serve(
+        &self,
+        plan: ServePlan,
+        inbound: Arc<dyn Inbound>,
+    ) -> BoxFuture<'_, Result<Serving, TransportError>> {
+        (**self).serve(plan, inbound)
+    }
+}
+
+/// A boxed transport is a transport (`Box<dyn Transport>`, chosen at run time).
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>> {
+        (**self).publish(envelope)
+    }
+    fn request(
+        &self,
+        envelope: Envelope,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
+        (**self).request(envelope, timeout)
+    }
+    fn serve(
+        &self,
+        plan: ServePlan,
+        inbound: Arc<dyn Inbound>,
+    ) -> BoxFuture<'_, Result<Serving, TransportError>> {
+        (**self).serve(plan, inbound)
+    }
 }
