@@ -54,6 +54,7 @@ fn others<L: catga_core::pipeline::Layer>(
         .allow_unhandled::<p03::Slow>()
         .allow_unhandled::<orders::PlaceOrder>()
         .allow_unhandled::<slow_follow_up::Book>()
+        .allow_unhandled::<commit::Commit>()
 }
 
 #[event]
@@ -227,6 +228,71 @@ async fn a_committed_command_returns_its_reply_when_a_follow_up_handler_fails() 
     );
     assert_eq!(kept[0].message, "OrderPlaced");
     assert_eq!(kept[0].handler.as_deref(), Some("follow_ups::orders::mail"));
+}
+
+pub mod commit {
+    use super::*;
+
+    #[command(output = u32)]
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Commit;
+
+    #[event]
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Committed;
+
+    #[handler]
+    async fn commit(_cmd: Commit, ctx: &Context, seen: &Seen) -> Result<u32, Fatal> {
+        seen.placed.fetch_add(1, Ordering::SeqCst);
+        ctx.publish(Committed).map_err(|_| Fatal)?;
+        Ok(42)
+    }
+
+    #[handler]
+    async fn committed(_event: &Committed, seen: &Seen) -> Result<(), Transient> {
+        seen.mails.fetch_add(1, Ordering::SeqCst);
+        Err(Transient)
+    }
+}
+
+/// The reproducer `p03_followups_on_failure` as it was written: only `Retry` and `Timeout`,
+/// nothing that would hide a second run.
+#[tokio::test(start_paused = true)]
+async fn p03_a_committed_command_is_reported_and_a_retrying_caller_runs_it_once() {
+    let seen = Arc::new(Seen::default());
+    let app = others(Catga::builder())
+        .state_arc(seen.clone())
+        .handlers(|h| h.name.starts_with("follow_ups::commit::"))
+        .layer(Retry::exponential(3).base_delay(Duration::from_millis(1)))
+        .layer(Timeout::new(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+    assert_eq!(app.send(commit::Commit).await.unwrap(), 42);
+    assert_eq!(seen.placed.load(Ordering::SeqCst), 1);
+
+    seen.placed.store(0, Ordering::SeqCst);
+    for _ in 0..3 {
+        match app.send(commit::Commit).await {
+            Err(e) if e.is_retryable() => continue,
+            other => {
+                assert_eq!(other.unwrap(), 42);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        seen.placed.load(Ordering::SeqCst),
+        1,
+        "a retrying caller ran it once"
+    );
+    assert_eq!(
+        seen.mails.load(Ordering::SeqCst),
+        6,
+        "each follow-up retried in-process, three tries each"
+    );
+    let kept = app.dead_letters().list(10).await.unwrap();
+    assert_eq!(kept.len(), 2, "each failed follow-up kept once: {kept:?}");
+    assert!(kept.iter().all(|r| r.message == "Committed"), "{kept:?}");
 }
 
 /// A transport that refuses the first `refusals` publishes (the broker is away), then
