@@ -64,24 +64,34 @@ async fn settle(done: impl Fn() -> bool) {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_replay_runs_the_handler_that_failed_and_a_failed_replay_keeps_the_letter() {
-    let bus = MemoryTransport::new();
-    let runs = Arc::new(Runs::default());
-    let shipping = Catga::builder()
+/// The shipping service on `bus`, running this file's shipping handlers.
+fn shipping(bus: &MemoryTransport, runs: &Arc<Runs>) -> Catga {
+    Catga::builder()
         .state_arc(runs.clone())
         .transport(bus.clone())
         .service("shipping")
         .handlers(|h| h.name.starts_with("replay::shipping::"))
         .build()
-        .unwrap();
-    let serving = shipping.serve().await.unwrap();
-    let orders = Catga::builder()
+        .unwrap()
+}
+
+/// A publisher on `bus` with no handlers.
+fn orders(bus: &MemoryTransport) -> Catga {
+    Catga::builder()
         .transport(bus.clone())
         .service("orders")
         .handlers(|_| false)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_runs_the_handler_that_failed_and_a_failed_replay_keeps_the_letter() {
+    let bus = MemoryTransport::new();
+    let runs = Arc::new(Runs::default());
+    let shipping = shipping(&bus, &runs);
+    let serving = shipping.serve().await.unwrap();
+    let orders = orders(&bus);
     orders.publish(Mixed { n: 1 }).await.unwrap();
     let store = shipping.dead_letters();
     settle(|| futures::FutureExt::now_or_never(store.count_dyn()).and_then(Result::ok) == Some(1))
@@ -260,21 +270,10 @@ async fn a_request_whose_caller_stopped_waiting_is_not_started() {
 async fn a_dropped_serving_stops_consuming() {
     let bus = MemoryTransport::new();
     let runs = Arc::new(Runs::default());
-    let shipping = Catga::builder()
-        .state_arc(runs.clone())
-        .transport(bus.clone())
-        .service("shipping")
-        .handlers(|h| h.name.starts_with("replay::shipping::"))
-        .build()
-        .unwrap();
+    let shipping = shipping(&bus, &runs);
     drop(shipping.serve().await.unwrap());
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let orders = Catga::builder()
-        .transport(bus.clone())
-        .service("orders")
-        .handlers(|_| false)
-        .build()
-        .unwrap();
+    let orders = orders(&bus);
     orders.publish(Mixed { n: 1 }).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(

@@ -173,51 +173,41 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Serving, TransportError>>;
 }
 
-/// A shared transport is a transport, so one chosen at run time can be passed around as
-/// `Arc<dyn Transport>`.
-impl<T: Transport + ?Sized> Transport for Arc<T> {
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>> {
-        (**self).publish(envelope)
-    }
-    fn request(
-        &self,
-        envelope: Envelope,
-        timeout: Duration,
-    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
-        (**self).request(envelope, timeout)
-    }
-    fn serve(
-        &self,
-        plan: ServePlan,
-        inbound: Arc<dyn Inbound>,
-    ) -> BoxFuture<'_, Result<Serving, TransportError>> {
-        (**self).serve(plan, inbound)
-    }
+/// Implements [`Transport`] for a pointer to a transport by forwarding every method.
+macro_rules! forward_transport {
+    ($(#[$doc:meta])* $pointer:ident) => {
+        $(#[$doc])*
+        impl<T: Transport + ?Sized> Transport for $pointer<T> {
+            fn name(&self) -> &'static str {
+                (**self).name()
+            }
+            fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>> {
+                (**self).publish(envelope)
+            }
+            fn request(
+                &self,
+                envelope: Envelope,
+                timeout: Duration,
+            ) -> BoxFuture<'_, Result<Reply, TransportError>> {
+                (**self).request(envelope, timeout)
+            }
+            fn serve(
+                &self,
+                plan: ServePlan,
+                inbound: Arc<dyn Inbound>,
+            ) -> BoxFuture<'_, Result<Serving, TransportError>> {
+                (**self).serve(plan, inbound)
+            }
+        }
+    };
 }
 
-/// A boxed transport is a transport (`Box<dyn Transport>`, chosen at run time).
-impl<T: Transport + ?Sized> Transport for Box<T> {
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>> {
-        (**self).publish(envelope)
-    }
-    fn request(
-        &self,
-        envelope: Envelope,
-        timeout: Duration,
-    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
-        (**self).request(envelope, timeout)
-    }
-    fn serve(
-        &self,
-        plan: ServePlan,
-        inbound: Arc<dyn Inbound>,
-    ) -> BoxFuture<'_, Result<Serving, TransportError>> {
-        (**self).serve(plan, inbound)
-    }
-}
+forward_transport!(
+    /// A shared transport is a transport, so one chosen at run time can be passed around as
+    /// `Arc<dyn Transport>`.
+    Arc
+);
+forward_transport!(
+    /// A boxed transport is a transport (`Box<dyn Transport>`, chosen at run time).
+    Box
+);
