@@ -145,6 +145,57 @@ async fn transport(url: &str) -> RedisTransport {
         .expect("the private server is up")
 }
 
+/// How many entries of `stream` carry each of the events `ns` (read after a failure, to
+/// tell an entry the server lost from one a consumer never handled).
+async fn entries_of(url: &str, stream: &str, ns: &[u64]) -> Vec<(u64, usize)> {
+    let Ok(client) = redis::Client::open(url) else {
+        return Vec::new();
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return Vec::new();
+    };
+    // In pages: one reply of the whole stream outlasts the client's response timeout.
+    let mut entries = Vec::new();
+    let mut from = "-".to_string();
+    loop {
+        let page: redis::streams::StreamRangeReply = match redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                eprintln!("XRANGE {stream} from {from}: {e}");
+                break;
+            }
+        };
+        let Some(last) = page.ids.last() else {
+            break;
+        };
+        from = format!("({}", last.id);
+        entries.extend(page.ids);
+    }
+    ns.iter()
+        .map(|n| {
+            let body = format!("{{\"n\":{n}}}");
+            let found = entries
+                .iter()
+                .filter(|entry| {
+                    entry.map.values().any(|value| match value {
+                        redis::Value::BulkString(bytes) => bytes == body.as_bytes(),
+                        _ => false,
+                    })
+                })
+                .count();
+            (*n, found)
+        })
+        .collect()
+}
+
 /// Bounds a phase of the test, failing with what it was waiting for.
 async fn within<T>(secs: u64, what: &str, phase: impl Future<Output = T>) -> T {
     match tokio::time::timeout(Duration::from_secs(secs), phase).await {
@@ -286,28 +337,32 @@ async fn a_server_restart_mid_stream_loses_nothing_acknowledged() {
     .await;
     assert_eq!(reply.unwrap(), 42, "requests work again after the restart");
     let distinct = |runs: &HashMap<u64, u32>| (0..EVENTS).filter(|n| runs.contains_key(n)).count();
-    until_or(
-        "both services to handle every event",
-        120,
-        || {
-            distinct(&plain_state.0.snapshot()) == 10_000
-                && distinct(&dedup_state.0.snapshot()) == 10_000
-        },
-        || {
-            let missing = |runs: &HashMap<u64, u32>| {
-                (0..EVENTS)
-                    .filter(|n| !runs.contains_key(n))
-                    .take(10)
-                    .collect::<Vec<_>>()
-            };
-            format!(
-                "(plain misses {:?}…, dedup misses {:?}…)",
-                missing(&plain_state.0.snapshot()),
-                missing(&dedup_state.0.snapshot())
-            )
-        },
-    )
+    let missing = |runs: &HashMap<u64, u32>| {
+        (0..EVENTS)
+            .filter(|n| !runs.contains_key(n))
+            .take(10)
+            .collect::<Vec<_>>()
+    };
+    let all_handled = tokio::time::timeout(Duration::from_secs(120), async {
+        while distinct(&plain_state.0.snapshot()) < 10_000
+            || distinct(&dedup_state.0.snapshot()) < 10_000
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
     .await;
+    if all_handled.is_err() {
+        let plain_misses = missing(&plain_state.0.snapshot());
+        let dedup_misses = missing(&dedup_state.0.snapshot());
+        let mut wanted = plain_misses.clone();
+        wanted.extend(&dedup_misses);
+        let stored = entries_of(&url, "fault:events:Tick", &wanted).await;
+        panic!(
+            "timed out after 120 s waiting for both services to handle every event: plain \
+             misses {plain_misses:?}…, dedup misses {dedup_misses:?}…; entries in the stream \
+             for each (event, entries): {stored:?}"
+        );
+    }
     // And to acknowledge everything, so no redelivery can still change the counts.
     let mut raw = redis::Client::open(url.as_str())
         .unwrap()
@@ -340,6 +395,13 @@ async fn a_server_restart_mid_stream_loses_nothing_acknowledged() {
         .await
         .unwrap();
     let delivered = deliveries.0.load(Ordering::SeqCst);
+    assert!(
+        entries_of(&url, stream, &[EVENTS - 1])
+            .await
+            .first()
+            .is_some_and(|(_, found)| *found >= 1),
+        "the failure report finds entries by their event"
+    );
     println!(
         "fault: published {EVENTS} ({} acknowledged, {acked_at_kill} before the kill, {} failed attempts retried), \
          {stream_len} entries in the stream; plain: {} distinct handled, {plain_total} handler runs \

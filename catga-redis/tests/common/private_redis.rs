@@ -78,13 +78,18 @@ impl PrivateRedis {
     /// was taken). The server that answers must be this one (its `process_id`), never a
     /// server another test started on the same port.
     async fn spawn_and_wait(&mut self) -> bool {
-        let appendonly = match self.persistence {
-            Persistence::AppendOnly => "yes",
-            Persistence::None => "no",
+        // `always`: a write is on disk before the server answers it. With `everysec` (the
+        // default once the append-only file is on) the server may answer writes it has not
+        // yet written while a slow fsync runs, and a SIGKILL then loses them (Redis's
+        // `flushAppendOnlyFile` postpones the write for up to 2 s).
+        let (appendonly, fsync) = match self.persistence {
+            Persistence::AppendOnly => ("yes", "always"),
+            Persistence::None => ("no", "everysec"),
         };
         let child = Command::new(SERVER)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", appendonly])
+            .args(["--appendfsync", fsync])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
