@@ -25,6 +25,36 @@ pub struct HandlerMeta {
     pub location: Location,
 }
 
+impl HandlerMeta {
+    /// Whether the handler is declared in `module` or a module inside it, `module` being a
+    /// path from the crate root without the crate's name: `"shipping"` or
+    /// `"shipping::returns"`. Handler names start with the crate's name
+    /// (`shop::shipping::ship`), so this is the filter to give
+    /// [`CatgaBuilder::handlers`](crate::CatgaBuilder::handlers):
+    /// `.handlers(|h| h.is_in("shipping"))`.
+    ///
+    /// ```
+    /// # use catga_core::HandlerMeta;
+    /// # fn meta(name: &'static str) -> HandlerMeta {
+    /// #     HandlerMeta { name, location: catga_core::message::Location { file: "", line: 0 } }
+    /// # }
+    /// assert!(meta("shop::shipping::ship").is_in("shipping"));
+    /// assert!(meta("shop::shipping::returns::Returns::take").is_in("shipping"));
+    /// assert!(meta("shop::shipping::returns::Returns::take").is_in("shipping::returns"));
+    /// assert!(!meta("shop::shipping_rates::quote").is_in("shipping"));
+    /// assert!(!meta("shop::billing::charge").is_in("shipping"));
+    /// ```
+    pub fn is_in(&self, module: &str) -> bool {
+        let module = module.trim_matches(':');
+        // Skip the crate's name: the first segment.
+        let Some((_, path)) = self.name.split_once("::") else {
+            return false;
+        };
+        path.strip_prefix(module)
+            .is_some_and(|rest| rest.starts_with("::"))
+    }
+}
+
 /// The state types a handler needs but nobody registered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MissingState(pub Vec<&'static str>);

@@ -192,10 +192,16 @@ impl<L: Layer> CatgaBuilder<L> {
         self.dead_letters(store)
     }
 
-    /// Uses only the handlers `keep` accepts (by path, e.g. `|h| h.name.starts_with("shipping::")`):
-    /// for a process that links handlers it should not run, such as a gateway linking a domain
+    /// Uses only the handlers `keep` accepts, e.g. `.handlers(|h| h.is_in("shipping"))` for
+    /// the handlers declared in the crate's `shipping` module ([`HandlerMeta::is_in`]; a
+    /// handler's `name` is its full path, crate name first: `shop::shipping::ship`). For a
+    /// process that links handlers it should not run, such as a gateway linking a domain
     /// crate, or several services tested in one process. Requests whose handlers are left out
     /// are then unhandled here (routed, with a transport).
+    ///
+    /// A filter that keeps none of the linked handlers is logged at `warn` by `build()`, and
+    /// [`Catga::serve`] refuses to serve nothing
+    /// ([`TransportError::NothingToServe`](crate::transport::TransportError::NothingToServe)).
     pub fn handlers(mut self, keep: fn(&HandlerMeta) -> bool) -> Self {
         self.settings.handler_filter = Some(keep);
         self

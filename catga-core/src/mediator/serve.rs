@@ -20,8 +20,9 @@ impl<L: Layer> Catga<L> {
     /// [`transport`](crate::transport) for the rules every transport follows.
     ///
     /// # Errors
-    /// [`TransportError::NotConfigured`] without a transport, and whatever the transport
-    /// reports when it subscribes.
+    /// [`TransportError::NotConfigured`] without a transport,
+    /// [`TransportError::NothingToServe`] when the application selected no handler and no
+    /// behaviour observes events, and whatever the transport reports when it subscribes.
     pub async fn serve(&self) -> Result<Serving, TransportError> {
         let settings = &self.inner.settings;
         let Some(transport) = settings.transport.as_deref() else {
@@ -32,6 +33,11 @@ impl<L: Layer> Catga<L> {
         self.inner.layers.observed_events(&mut observe);
         observe.sort_unstable();
         observe.dedup();
+        if events.is_empty() && requests.is_empty() && observe.is_empty() {
+            return Err(TransportError::NothingToServe {
+                service: settings.service.clone(),
+            });
+        }
         let plan = ServePlan {
             service: settings.service.clone(),
             events,

@@ -57,7 +57,9 @@ impl fmt::Display for Problem {
                 f,
                 "no handler for {kind} `{message}` (declared at {declared_at})\n   \
                  help: write an `async fn` taking `{message}` with `#[handler]`, or call \
-                 `.allow_unhandled::<…>()` if another process handles it"
+                 `.allow_unhandled::<…>()` if another process handles it\n   \
+                 note: if its handler is in a library crate this binary never names, the linker \
+                 leaves that crate out: name it once in the binary (`use my_handlers as _;`)"
             ),
             Problem::DuplicateHandler { message, handlers } => {
                 write!(

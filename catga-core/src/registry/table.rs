@@ -72,6 +72,19 @@ impl Table {
         routed: bool,
         keep: Option<fn(&HandlerMeta) -> bool>,
     ) -> Result<Table, BuildError> {
+        if let Some(keep) = keep {
+            let linked = inventory::iter::<HandlerDescriptor>.into_iter().count();
+            let kept = inventory::iter::<HandlerDescriptor>
+                .into_iter()
+                .filter(|h| keep(&h.meta))
+                .count();
+            if linked > 0 && kept == 0 {
+                // Deliberate for a pure caller; a silent mistake for a service (a filter
+                // written against names without their crate prefix).
+                tracing::warn!(target: "catga", linked,
+                    "the `.handlers(…)` filter keeps none of the linked handlers: this application handles nothing itself (names start with the crate: `|h| h.is_in(\"module\")`)");
+            }
+        }
         Self::build_from(
             inventory::iter::<MessageDescriptor>
                 .into_iter()

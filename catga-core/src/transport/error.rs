@@ -36,6 +36,18 @@ pub enum TransportError {
     /// The application has no transport (`Catga::builder().transport(…)`).
     #[error("the application has no transport; add one with `Catga::builder().transport(…)`")]
     NotConfigured,
+    /// `serve()` found nothing to serve: no handler of this application was selected (the
+    /// `.handlers(…)` filter kept none) or linked (a handler crate the binary never names is
+    /// left out by the linker), and no behaviour observes events.
+    #[error(
+        "service `{service}` has nothing to serve: no handler is selected or linked; check the \
+         `.handlers(…)` filter (names start with the crate: use `|h| h.is_in(\"module\")`) and \
+         that the binary names each handler crate (`use my_handlers as _;`)"
+    )]
+    NothingToServe {
+        /// The service that was asked to serve.
+        service: String,
+    },
     /// Any other broker error, including a connection lost after the message was sent.
     #[error(transparent)]
     Broker(BoxError),

@@ -73,8 +73,10 @@ pub static DUPLICATE_HANDLER: Rule = Rule {
     family: Family::Cqrs,
     summary: "a command or query has more than one handler",
     help: "keep exactly one handler, or make the message an `#[event]` if several parties react to it",
-    rationale: "A request has one handler and one reply; `build()` refuses two. The lint finds them \
-                across crates before the program runs.",
+    rationale: "A request has one handler and one reply; `build()` refuses two at startup, wherever \
+                they are. Macro expansion sees only one `impl` block, so it reports two handlers \
+                of one message there; `cargo catga lint` finds them across modules and crates \
+                before the program runs.",
     surfaces: &[Surface::Expansion, Surface::Cli],
     allow: Allow::Never,
     bad: "#[handler]\nasync fn place(cmd: PlaceOrder) -> Result<u64, ShopError> { Ok(1) }\n\n#[handler]\nasync fn place_too(cmd: PlaceOrder) -> Result<u64, ShopError> { Ok(2) }",
