@@ -75,13 +75,20 @@ impl HandlerArgs {
                 parse_allow(&meta, Allow::Handler, "handler", &mut args.allow, findings)?;
             } else {
                 let path = &meta.path;
+                let given = tokens_text(path);
+                let help = match super::closest(&given, &["crate", "allow"]) {
+                    Some(near) => format!(
+                        "did you mean `{near}`? the arguments are `crate = \"…\"` and `allow(rule, …)`"
+                    ),
+                    None => "the arguments are `crate = \"…\"` and `allow(rule, …)`".to_string(),
+                };
                 findings.push(
                     Finding::new(
                         &catalog::UNKNOWN_ARGUMENT,
                         path.span(),
-                        format!("unknown `#[handler]` argument `{}`", tokens_text(path)),
+                        format!("unknown `#[handler]` argument `{given}`"),
                     )
-                    .with_help("the arguments are `crate = \"…\"` and `allow(rule, …)`"),
+                    .with_help(help),
                 );
                 skip_value(&meta)?;
             }

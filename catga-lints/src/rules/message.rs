@@ -238,26 +238,69 @@ impl MessageArgs {
                     Ok(())
                 })?,
                 _ => {
-                    let valid = match kind {
-                        Kind::Command => {
-                            "`output`, `name`, `local`, `idempotent`, `timeout`, `retry`, `rate_limit`, `concurrency`, `bulkhead`, `skip`, `allow`, `crate`"
-                        }
-                        Kind::Query => {
-                            "`output`, `name`, `local`, `timeout`, `retry`, `rate_limit`, `concurrency`, `bulkhead`, `cache_ttl`, `invalidated_by`, `skip`, `allow`, `crate`"
-                        }
-                        Kind::Event => {
-                            "`name`, `local`, `timeout`, `retry`, `rate_limit`, `concurrency`, `bulkhead`, `skip`, `allow`, `crate`"
-                        }
+                    let valid: &[&str] = match kind {
+                        Kind::Command => &[
+                            "output",
+                            "name",
+                            "local",
+                            "idempotent",
+                            "timeout",
+                            "retry",
+                            "rate_limit",
+                            "concurrency",
+                            "bulkhead",
+                            "skip",
+                            "allow",
+                            "crate",
+                        ],
+                        Kind::Query => &[
+                            "output",
+                            "name",
+                            "local",
+                            "timeout",
+                            "retry",
+                            "rate_limit",
+                            "concurrency",
+                            "bulkhead",
+                            "cache_ttl",
+                            "invalidated_by",
+                            "skip",
+                            "allow",
+                            "crate",
+                        ],
+                        Kind::Event => &[
+                            "name",
+                            "local",
+                            "timeout",
+                            "retry",
+                            "rate_limit",
+                            "concurrency",
+                            "bulkhead",
+                            "skip",
+                            "allow",
+                            "crate",
+                        ],
                     };
+                    let given = tokens_text(&meta.path);
                     findings.push(
                         Finding::new(
                             &catalog::UNKNOWN_ARGUMENT,
                             meta.path.span(),
-                            format!("unknown `#[{attr}]` argument `{}`", tokens_text(&meta.path)),
+                            format!("unknown `#[{attr}]` argument `{given}`"),
                         )
-                        .with_help(format!("valid arguments are {valid}")),
+                        .with_help(super::did_you_mean(&given, valid)),
                     );
-                    skip_value(&meta)?;
+                    if super::closest(&given, valid) == Some("output") {
+                        // Recover as rustc does: take it as the `output` it was meant to be,
+                        // so the one error above is the only one (a handler returning that
+                        // type would otherwise fail to match `()`).
+                        match meta.value().and_then(|v| v.parse()) {
+                            Ok(ty) => args.output = Some(ty),
+                            Err(_) => skip_value(&meta)?,
+                        }
+                    } else {
+                        skip_value(&meta)?;
+                    }
                 }
             }
             Ok(())
