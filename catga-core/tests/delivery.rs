@@ -427,7 +427,7 @@ async fn where_a_message_arrived_decides_what_it_is() {
     assert_eq!(kept[0].code, "envelope");
     assert_eq!(kept[0].stage, FailureStage::Delivery);
     assert!(
-        kept[0].error.contains("says it is a command"),
+        kept[0].error.contains("says its kind is `command`"),
         "{}",
         kept[0].error
     );

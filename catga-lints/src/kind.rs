@@ -21,6 +21,15 @@ impl Kind {
         }
     }
 
+    /// The attribute's name with its article: "a command", "a query", "an event".
+    pub const fn with_article(self) -> &'static str {
+        match self {
+            Kind::Command => "a command",
+            Kind::Query => "a query",
+            Kind::Event => "an event",
+        }
+    }
+
     /// The kind an attribute name declares.
     pub fn from_attr(name: &str) -> Option<Kind> {
         match name {

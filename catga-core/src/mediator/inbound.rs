@@ -98,7 +98,7 @@ fn misrouted(route: &str, envelope: &Envelope, event: bool) -> Option<String> {
     }
     (!ok_kind).then(|| {
         format!(
-            "the envelope says it is a {} but arrived where the {expected} `{}` travels",
+            "the envelope says its kind is `{}` but it arrived where the {expected} `{}` travels",
             envelope.kind,
             echo(route)
         )

@@ -90,7 +90,8 @@ pub static SYNC_LOCK_ACROSS_AWAIT: Rule = Rule {
     level: Level::Warning,
     family: Family::Blocking,
     summary: "a `std::sync` lock guard is held across an `.await`",
-    help: "drop the guard before awaiting (scope it in a block, or `drop(guard)`), or use `tokio::sync::Mutex`",
+    help: "end the guard's block before the `.await`: `let n = { let guard = m.lock()?; guard.len() };` \
+           (a `drop(guard)` may still leave the future not `Send`), or use `tokio::sync::Mutex`",
     rationale: "While the task is suspended the lock stays held: every other dispatch that needs it \
                 blocks its thread, and the handler's future is not `Send`.",
     surfaces: HERE_AND_CLI,

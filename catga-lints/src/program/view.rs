@@ -369,9 +369,9 @@ impl<'p> View<'p> {
                         &catalog::WRONG_VERB,
                         d.span,
                         format!(
-                            "`{}` is a {}, so it cannot be {verb}",
+                            "`{}` is {}, so it cannot be {verb}",
                             m.name,
-                            m.kind.attr()
+                            m.kind.with_article()
                         ),
                     )
                     .with_help(format!("use `.{right}(…)`")),
