@@ -275,7 +275,7 @@ pub trait Message: Send + Sync + Sized + 'static {
     label = "`send` takes a `#[command]` or `#[query]` type",
     note = "events have no single handler and no reply: use `app.publish(…)` for them",
     note = "to make `{Self}` a request, annotate it with `#[command]` or `#[query(output = …)]`",
-    note = "CATGA017 (wrong_verb), see docs/lints.md#catga017"
+    note = "CATGA017 (wrong_verb), see `cargo catga explain CATGA017`"
 )]
 pub trait Request: Message {
     #[doc(hidden)]
@@ -297,7 +297,7 @@ pub trait Query: Request {}
     label = "`publish` takes an `#[event]` type",
     note = "commands and queries have exactly one handler and a reply: use `app.send(…)` for them",
     note = "to make `{Self}` an event, annotate it with `#[event]`",
-    note = "CATGA017 (wrong_verb), see docs/lints.md#catga017"
+    note = "CATGA017 (wrong_verb), see `cargo catga explain CATGA017`"
 )]
 pub trait Event: Message<Output = ()> {}
 

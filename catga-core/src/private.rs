@@ -120,7 +120,7 @@ pub fn decode_wire<M: Message>(
     label = "not serializable",
     note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`",
     note = "if the message never leaves the process, declare it `local`, e.g. `#[command(local)]`",
-    note = "CATGA016 (wire_message_not_serde), see docs/lints.md#catga016"
+    note = "CATGA016 (wire_message_not_serde), see `cargo catga explain CATGA016`"
 )]
 pub trait WireSerialize {
     fn catga_encode<C: Codec>(&self, codec: &C) -> Result<Vec<u8>, CodecError>;
@@ -138,7 +138,7 @@ impl<T: serde::Serialize> WireSerialize for T {
     label = "not deserializable",
     note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`",
     note = "if the message never leaves the process, declare it `local`, e.g. `#[command(local)]`",
-    note = "CATGA016 (wire_message_not_serde), see docs/lints.md#catga016"
+    note = "CATGA016 (wire_message_not_serde), see `cargo catga explain CATGA016`"
 )]
 pub trait WireDeserialize: Sized {
     fn catga_decode<C: Codec>(codec: &C, bytes: &[u8]) -> Result<Self, CodecError>;
@@ -233,7 +233,7 @@ impl crate::message::Request for NoRoute {
     label = "wrong return type for a handler of `{M}`",
     note = "the `Ok` type must be the output the message declares (`#[command(output = …)]`, `#[query(output = …)]`; `()` for a bare `#[command]` or an event)",
     note = "the error type must implement `std::error::Error + Send + Sync + 'static`",
-    note = "CATGA004 (handler_return_not_result) / CATGA010 (handler_output_mismatch), see docs/lints.md#catga004"
+    note = "CATGA004 (handler_return_not_result) / CATGA010 (handler_output_mismatch), see `cargo catga explain CATGA004`"
 )]
 pub trait HandlerReturn<M> {
     type Ok;
@@ -255,7 +255,7 @@ impl<M: Message, E: StdError + Send + Sync + 'static> HandlerReturn<M> for Resul
     message = "`{Self}` is an event taken by value, but it is not `Clone`",
     label = "an event handler that takes the event by value needs `Clone`",
     note = "every handler of an event sees the same event: take it as `&{Self}`, or derive `Clone`",
-    note = "CATGA005 (event_by_value_not_clone), see docs/lints.md#catga005"
+    note = "CATGA005 (event_by_value_not_clone), see `cargo catga explain CATGA005`"
 )]
 pub trait ByValue<Role> {}
 #[diagnostic::do_not_recommend]
@@ -286,7 +286,7 @@ pub const fn assert_by_ref<E: EventByRef>() {}
     message = "`{Self}` is a query, but its handler publishes events",
     label = "a query handler cannot publish",
     note = "queries are safe to repeat, cache and run anywhere; make `{Self}` a `#[command]` if handling it changes something",
-    note = "CATGA050 (query_side_effects), see docs/lints.md#catga050"
+    note = "CATGA050 (query_side_effects), see `cargo catga explain CATGA050`"
 )]
 pub trait SideEffectsAllowed {}
 

@@ -52,7 +52,7 @@ impl Finding {
                 "\n  note: {} ({}), see {}",
                 rule.id,
                 rule.name,
-                rule.docs()
+                rule.explain()
             ));
         } else {
             text.push_str(&format!(
@@ -60,7 +60,7 @@ impl Finding {
                 rule.id,
                 rule.name,
                 rule.silence(),
-                rule.docs()
+                rule.explain()
             ));
         }
         text

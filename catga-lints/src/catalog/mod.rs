@@ -159,6 +159,12 @@ impl Rule {
         format!("docs/lints.md#{}", self.anchor())
     }
 
+    /// How a user reads the rule's explanation wherever they are (a path into this
+    /// repository means nothing in their crate): `` `cargo catga explain CATGA030` ``.
+    pub fn explain(&self) -> String {
+        format!("`cargo catga explain {}`", self.id)
+    }
+
     /// How to silence it, for the docs and diagnostics.
     pub fn silence(&self) -> String {
         let name = self.name;

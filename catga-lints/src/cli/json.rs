@@ -31,9 +31,9 @@ pub fn diagnostic(source: &Source, finding: &Finding) -> Value {
     let at = position(source, finding);
     let code_line = source.text.lines().nth(at.line - 1).unwrap_or("");
     let silence = if rule.level == Level::Error {
-        format!("see {}", rule.docs())
+        format!("see {}", rule.explain())
     } else {
-        format!("silence with {}; see {}", rule.silence(), rule.docs())
+        format!("silence with {}; see {}", rule.silence(), rule.explain())
     };
     let child = |level: &str, message: String| json!({ "message": message, "code": null, "level": level, "spans": [], "children": [], "rendered": null });
     json!({

@@ -75,7 +75,7 @@ pub fn human(source: &Source, finding: &Finding) -> String {
         "{gutter} = note: `{}` ({}){how}; see {}",
         rule.name,
         rule.id,
-        rule.docs()
+        rule.explain()
     );
     text.push('\n');
     text
