@@ -205,6 +205,7 @@ pub static RULES: &[&Rule] = &[
     &INVALID_POLICY,
     &WIRE_MESSAGE_NOT_SERDE,
     &WRONG_VERB,
+    &CONTEXT_BY_VALUE,
     &BLOCKING_SLEEP,
     &BLOCKING_FS,
     &BLOCKING_NET,

@@ -164,3 +164,20 @@ pub static HANDLER_OUTPUT_MISMATCH: Rule = Rule {
     bad: "#[command(output = u64)]\npub struct PlaceOrder;\n\n#[handler]\nasync fn place(cmd: PlaceOrder) -> Result<String, ShopError> { Ok(String::new()) }",
     good: "#[command(output = u64)]\npub struct PlaceOrder;\n\n#[handler]\nasync fn place(cmd: PlaceOrder) -> Result<u64, ShopError> { Ok(1) }",
 };
+
+/// CATGA018.
+pub static CONTEXT_BY_VALUE: Rule = Rule {
+    id: "CATGA018",
+    name: "context_by_value",
+    level: Level::Error,
+    family: Family::HandlerShape,
+    summary: "a handler takes the `Context` by value",
+    help: "borrow it: `ctx: &Context`",
+    rationale: "The context belongs to the dispatch, which keeps using it after the handler \
+                returns (to publish the events the handler queued, and to read its deadline); \
+                the handler borrows it for the call.",
+    surfaces: HERE_AND_CLI,
+    allow: Allow::Never,
+    bad: "#[handler]\nasync fn place(cmd: PlaceOrder, ctx: Context) -> Result<u64, ShopError> { Ok(1) }",
+    good: "#[handler]\nasync fn place(cmd: PlaceOrder, ctx: &Context) -> Result<u64, ShopError> { Ok(1) }",
+};

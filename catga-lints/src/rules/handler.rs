@@ -289,7 +289,7 @@ pub fn analyze(
                 ),
                 ty if is_context(ty) => findings.push(
                     Finding::new(
-                        &catalog::HANDLER_MUTABLE_PARAMETER,
+                        &catalog::CONTEXT_BY_VALUE,
                         ty.span(),
                         "the context is borrowed, not owned",
                     )
