@@ -65,6 +65,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod registry;
 pub mod saga;
+pub mod secret;
 mod slot_pool;
 pub mod state;
 pub mod static_app;

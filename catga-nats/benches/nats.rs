@@ -370,7 +370,8 @@ fn main() {
             return;
         }
         Err(_) => {
-            println!("skipping the NATS benches: no answer from {url} within 5 s");
+            let shown = catga_core::secret::redact_url(&url);
+            println!("skipping the NATS benches: no answer from {shown} within 5 s");
             return;
         }
     }

@@ -1,13 +1,17 @@
 //! Connecting: the builder [`NatsTransport::connect`] returns, awaited to connect.
 
+use std::fmt;
 use std::future::IntoFuture;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy, StorageType};
+use catga_core::secret::redact_url;
 use futures::future::BoxFuture;
 
+use crate::auth::Auth;
 use crate::error::NatsError;
 use crate::reconnect::Reconnects;
 use crate::settings::Settings;
@@ -23,20 +27,37 @@ use crate::transport::{NatsTransport, Shared};
 /// yet (limits retention), so consumers re-created after a server lost its state still find
 /// every event published since. A stream created earlier with another retention keeps it
 /// (nats-server cannot change a stream's retention; a warning says so).
+///
+/// Its `Debug` output, the errors connecting returns and the transport's logs show the URL
+/// with its credentials hidden ([`redact_url`]) and never the value of a credential option.
 #[must_use = "a `Connect` does nothing until it is awaited"]
-#[derive(Debug)]
 pub struct Connect {
     url: String,
+    auth: Auth,
     settings: Settings,
 }
 
+impl fmt::Debug for Connect {
+    /// Written by hand so that a credential can never reach a log through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connect")
+            .field("url", &redact_url(&self.url))
+            .field("auth", &self.auth)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
 impl NatsTransport {
-    /// Connects to the NATS server at `url` (`nats://host:4222`; credentials may be given in
-    /// the URL as `nats://user:password@host`). Set options on the returned [`Connect`], then
-    /// `.await` it.
+    /// Connects to the NATS server at `url` (`nats://host:4222`, `tls://host:4222` for TLS).
+    /// Credentials may be given in the URL, percent-encoded: `nats://user:password@host`, or
+    /// `nats://token@host` for a token; or with [`Connect::user_and_password`],
+    /// [`Connect::token`], [`Connect::nkey`] and [`Connect::credentials_file`]. Set options on
+    /// the returned [`Connect`], then `.await` it.
     pub fn connect(url: impl Into<String>) -> Connect {
         Connect {
             url: url.into(),
+            auth: Auth::default(),
             settings: Settings::default(),
         }
     }
@@ -126,6 +147,36 @@ impl Connect {
         self
     }
 
+    /// Authenticates with a user and password (instead of any given in the URL).
+    pub fn user_and_password(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.auth.user_password = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Authenticates with a token (instead of any credentials given in the URL).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.auth.token = Some(token.into());
+        self
+    }
+
+    /// Authenticates with an NKey: `seed` is the user's seed (`SU…`), which signs the
+    /// server's challenge and is never sent.
+    pub fn nkey(mut self, seed: impl Into<String>) -> Self {
+        self.auth.nkey = Some(seed.into());
+        self
+    }
+
+    /// Authenticates with a credentials file (a user JWT and its NKey seed, as `nsc`
+    /// writes them), read when connecting.
+    pub fn credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.auth.credentials_file = Some(path.into());
+        self
+    }
+
     fn check(&self) -> Result<String, NatsError> {
         let settings = &self.settings;
         subject::check_prefix(&settings.prefix)?;
@@ -156,19 +207,22 @@ impl Connect {
 
     async fn run(self) -> Result<NatsTransport, NatsError> {
         let stream = self.check()?;
+        // The only form of the URL that reaches an error or a log.
+        let url = redact_url(&self.url).into_owned();
         let reconnects = Reconnects::new();
         let mut options = async_nats::ConnectOptions::new().event_callback(reconnects.callback());
         if let Some(name) = &self.settings.connection_name {
             options = options.name(name);
         }
-        let client =
-            options
-                .connect(self.url.as_str())
-                .await
-                .map_err(|source| NatsError::Connect {
-                    url: self.url.clone(),
-                    source,
-                })?;
+        let (address, options) = self.auth.apply(&self.url, options).await?;
+        tracing::debug!(target: "catga::nats", url = %url, auth = ?self.auth, "connecting to NATS");
+        let client = options
+            .connect(address)
+            .await
+            .map_err(|source| NatsError::Connect {
+                url: url.clone(),
+                source,
+            })?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(self.settings.publish_timeout)
             // Many concurrent publishes wait for a free ack slot instead of failing.
@@ -184,7 +238,7 @@ impl Connect {
             reconnects,
         };
         shared.ensure_stream().await?;
-        tracing::info!(target: "catga::nats", url = %self.url, stream = %shared.stream,
+        tracing::info!(target: "catga::nats", url = %url, stream = %shared.stream,
             prefix = %shared.settings.prefix, "NATS transport ready");
         Ok(NatsTransport {
             shared: Arc::new(shared),

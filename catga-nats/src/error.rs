@@ -23,14 +23,24 @@ pub enum NatsError {
     /// A name the configuration derives subjects or stream names from is invalid.
     #[error(transparent)]
     Name(#[from] NameError),
-    /// The first connection to the server failed.
+    /// The first connection to the server failed, or the URL is not a NATS server URL.
     #[error("could not connect to NATS at `{url}`")]
     Connect {
-        /// The server URL.
+        /// The server URL with its credentials hidden
+        /// ([`redact_url`](catga_core::secret::redact_url)): errors end up in logs.
         url: String,
         /// The client's error.
         #[source]
         source: async_nats::ConnectError,
+    },
+    /// The [credentials file](crate::Connect::credentials_file) could not be read or parsed.
+    #[error("could not load the NATS credentials file `{}`", path.display())]
+    Credentials {
+        /// The file (its path only: the contents are a secret).
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The server does not have JetStream enabled, or refused to create or update the stream.
     #[error("could not create or update the JetStream stream `{stream}` on `{subjects}`")]

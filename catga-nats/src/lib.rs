@@ -156,6 +156,7 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod connect;
 mod error;
 mod header_block;

@@ -443,8 +443,9 @@ fn main() {
         tokio::time::timeout(Duration::from_secs(3), ping).await
     });
     if !matches!(reachable, Ok(Ok(_))) {
+        let shown = catga_core::secret::redact_url(&url);
         println!(
-            "skipping the redis benches: no redis server answers at {url} (set CATGA_REDIS_URL)"
+            "skipping the redis benches: no redis server answers at {shown} (set CATGA_REDIS_URL)"
         );
         return;
     }

@@ -47,12 +47,22 @@ pub(crate) async fn identify(conn: &mut MultiplexedConnection, name: &str) -> Re
 }
 
 /// Idle connections for callers waiting on reply lists.
-#[derive(Debug)]
 pub(crate) struct BlockingPool {
     client: Client,
     idle: Mutex<Vec<MultiplexedConnection>>,
     max_idle: usize,
     connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for BlockingPool {
+    /// Without the client: its `Debug` shows the connection settings, the ACL username
+    /// among them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingPool")
+            .field("max_idle", &self.max_idle)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BlockingPool {

@@ -1,13 +1,16 @@
 //! Configuring and connecting a [`RedisTransport`].
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use catga_core::secret::{REDACTED, redact_url};
+use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::blocking::BlockingPool;
 use crate::config::{Config, StartFrom};
-use crate::error::{ConnectError, redact};
+use crate::error::ConnectError;
 use crate::keys::Keys;
 use crate::request::RequestScript;
 use crate::transport::{RedisTransport, Shared};
@@ -18,19 +21,55 @@ const MAX_IDLE_BLOCKING: usize = 32;
 
 /// Settings for a [`RedisTransport`], from [`RedisTransport::connect`]; finish with
 /// [`build`](RedisTransportBuilder::build).
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output and the errors `build` returns show the URL with its credentials hidden
+/// ([`redact_url`]) and never the [`username`](Self::username) or
+/// [`password`](Self::password) options.
+#[derive(Clone)]
 #[must_use = "a builder does nothing until `build().await`"]
 pub struct RedisTransportBuilder {
     url: String,
+    username: Option<String>,
+    password: Option<String>,
     config: Config,
+}
+
+impl fmt::Debug for RedisTransportBuilder {
+    /// Written by hand so that a credential can never reach a log through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |value: &Option<String>| value.as_ref().map(|_| REDACTED);
+        f.debug_struct("RedisTransportBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("username", &hidden(&self.username))
+            .field("password", &hidden(&self.password))
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl RedisTransportBuilder {
     pub(crate) fn new(url: String) -> Self {
         RedisTransportBuilder {
             url,
+            username: None,
+            password: None,
             config: Config::default(),
         }
+    }
+
+    /// The password to authenticate with (`AUTH`), instead of one in the URL: the ACL user's
+    /// with [`username`](Self::username), else the default user's (`requirepass`). Handy
+    /// when the password comes from a secret store and the URL from configuration.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// The ACL user to authenticate as, instead of one in the URL (with
+    /// [`password`](Self::password) or the URL's password).
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
     }
 
     /// The prefix of every key (default `catga`): streams are `{prefix}:events:{name}` and
@@ -194,12 +233,25 @@ impl RedisTransportBuilder {
         {
             return Err(ConnectError::BlankInstance { name: name.clone() });
         }
-        let url = redact(&self.url);
-        let client =
-            redis::Client::open(self.url.as_str()).map_err(|source| ConnectError::InvalidUrl {
-                url: url.clone(),
-                source,
-            })?;
+        // The only form of the URL that reaches an error or a log.
+        let url = redact_url(&self.url).into_owned();
+        let invalid = |source| ConnectError::InvalidUrl {
+            url: url.clone(),
+            source,
+        };
+        let mut info = self.url.as_str().into_connection_info().map_err(invalid)?;
+        if self.username.is_some() || self.password.is_some() {
+            let mut settings = info.redis_settings().clone();
+            if let Some(username) = &self.username {
+                settings = settings.set_username(username);
+            }
+            if let Some(password) = &self.password {
+                settings = settings.set_password(password);
+            }
+            info = info.set_redis_settings(settings);
+        }
+        tracing::debug!(target: "catga::redis", url = %url, "connecting to Redis");
+        let client = redis::Client::open(info).map_err(invalid)?;
         let timeout = self.config.response_timeout;
         // Few, short reconnection attempts per command: a command fails within about a
         // second while the server is down, and the next command tries again, so callers (and

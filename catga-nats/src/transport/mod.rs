@@ -31,9 +31,20 @@ use crate::subject::Subjects;
 /// catga's transport over NATS: JetStream for events, request/reply with queue groups for
 /// commands and queries. Cheap to clone (clones share one connection). See the
 /// [crate docs](crate) for the subjects, the delivery guarantees and the failure behaviour.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NatsTransport {
     pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for NatsTransport {
+    /// The names it uses, not the client's internals: what reaches a log through `{:?}`
+    /// stays short, and holds nothing about how the client authenticated.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsTransport")
+            .field("prefix", &self.shared.settings.prefix)
+            .field("stream", &self.shared.stream)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the clones of a transport share.

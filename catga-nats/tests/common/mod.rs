@@ -44,7 +44,9 @@ impl Corner {
         let client = match probe {
             Ok(client) => client,
             Err(e) => {
-                let why = format!("NATS is unreachable at {url}: {e}");
+                // CATGA_NATS_URL may hold credentials: only its redacted form is printed.
+                let shown = catga_core::secret::redact_url(&url);
+                let why = format!("NATS is unreachable at {shown}: {e}");
                 if services_required() {
                     panic!("{test}: {why} (CATGA_REQUIRE_SERVICES=1)");
                 }

@@ -41,6 +41,8 @@ pub fn free_port() -> u16 {
 /// A private server (JetStream on, file store in `store`).
 pub struct PrivateServer {
     binary: PathBuf,
+    /// More command-line options (authentication, for one).
+    args: Vec<String>,
     pub port: u16,
     pub store: PathBuf,
     child: Option<Child>,
@@ -50,9 +52,15 @@ impl PrivateServer {
     /// Starts a server on a free port with a fresh store directory, and waits until it
     /// listens.
     pub async fn start(binary: &Path, label: &str) -> PrivateServer {
+        PrivateServer::start_with(binary, label, &[]).await
+    }
+
+    /// [`start`](Self::start), with more command-line options (`--user`, `--auth`, …).
+    pub async fn start_with(binary: &Path, label: &str, args: &[&str]) -> PrivateServer {
         let store = std::env::temp_dir().join(super::unique(label));
         let mut server = PrivateServer {
             binary: binary.to_path_buf(),
+            args: args.iter().map(|arg| arg.to_string()).collect(),
             port: free_port(),
             store,
             child: None,
@@ -72,6 +80,7 @@ impl PrivateServer {
             .arg(self.port.to_string())
             .arg("-sd")
             .arg(&self.store)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -49,12 +49,14 @@ impl Server {
     pub async fn get(test: &str) -> Option<Server> {
         let url = url();
         if let Err(why) = reachable(&url).await {
+            // CATGA_REDIS_URL may hold a password: only its redacted form is printed.
+            let shown = catga_core::secret::redact_url(&url);
             assert!(
                 !required(),
-                "CATGA_REQUIRE_SERVICES=1 but redis at {url} is unreachable: {why}"
+                "CATGA_REQUIRE_SERVICES=1 but redis at {shown} is unreachable: {why}"
             );
             eprintln!(
-                "skipping {test}: redis at {url} is unreachable ({why}); set CATGA_REDIS_URL"
+                "skipping {test}: redis at {shown} is unreachable ({why}); set CATGA_REDIS_URL"
             );
             return None;
         }

@@ -37,11 +37,21 @@ pub struct PrivateRedis {
     pub port: u16,
     dir: PathBuf,
     persistence: Persistence,
+    /// The default user's password (`--requirepass`), in [`url`](Self::url) too.
+    password: Option<String>,
 }
 
 impl PrivateRedis {
     /// Starts a server on a free port and waits until it answers.
     pub async fn start(persistence: Persistence) -> PrivateRedis {
+        PrivateRedis::start_with_password(persistence, None).await
+    }
+
+    /// [`start`](Self::start), the default user needing `password` when one is given.
+    pub async fn start_with_password(
+        persistence: Persistence,
+        password: Option<&str>,
+    ) -> PrivateRedis {
         let dir = std::env::temp_dir().join(format!("catga-redis-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).expect("a directory for the server");
         let mut server = PrivateRedis {
@@ -49,6 +59,7 @@ impl PrivateRedis {
             port: 0,
             dir,
             persistence,
+            password: password.map(str::to_string),
         };
         // A port the OS just handed out is free again once the listener is dropped, but
         // another process (other tests on this machine) may take it first: then this server
@@ -90,6 +101,11 @@ impl PrivateRedis {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", appendonly])
             .args(["--appendfsync", fsync])
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass", p.as_str()]),
+            )
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -119,12 +135,19 @@ impl PrivateRedis {
                 self.child = None;
                 false
             }
-            Err(_) => panic!("the private redis-server on {url} did not come up"),
+            Err(_) => panic!(
+                "the private redis-server on port {} did not come up",
+                self.port
+            ),
         }
     }
 
+    /// The server's URL, with its password if it has one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// SIGKILL: no chance to flush or say goodbye.

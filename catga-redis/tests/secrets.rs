@@ -1,0 +1,217 @@
+//! No credential, from the URL or from an option, reaches an error, a log line (the client's
+//! included, at TRACE) or a `Debug` output; credentials still authenticate.
+//!
+//! Every log line of this test binary goes to one buffer (a global subscriber, which also
+//! takes the `log` records of the redis crate), and each test checks the whole buffer after
+//! its own steps.
+
+mod common;
+
+use std::error::Error;
+use std::io::Write;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use catga_redis::{ConnectError, RedisTransport};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::FmtSpan;
+
+use common::private_redis::{self, Persistence, PrivateRedis};
+
+/// What must never be shown.
+const SECRETS: [&str; 4] = ["secretpass", "secrettoken", "wrongsecret", "secretuser"];
+
+/// The log output of this test binary.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// Captures every event and span (with its fields) at TRACE, from every crate, from now on.
+fn logs() -> &'static Logs {
+    static LOGS: OnceLock<Logs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(FmtSpan::FULL)
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .try_init()
+            .expect("the only subscriber of this test binary");
+        logs
+    })
+}
+
+/// The error, its sources (`Display`) and its `Debug`.
+fn everything_about(error: &ConnectError) -> String {
+    let mut shown = format!("{error:?}\n{error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        shown.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    shown
+}
+
+fn assert_hidden(what: &str, shown: &str) {
+    for secret in SECRETS {
+        assert!(!shown.contains(secret), "{what} shows `{secret}`:\n{shown}");
+    }
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+#[tokio::test]
+async fn a_failed_connect_shows_no_credential_in_its_error_or_the_logs() {
+    let logs = logs();
+    let port = closed_port();
+    let cases = [
+        (
+            format!("redis://secretuser:secretpass@127.0.0.1:{port}/0"),
+            format!("redis://***@127.0.0.1:{port}/0"),
+        ),
+        (
+            "redis+unix:///nonexistent/catga.sock?db=0&pass=secretpass".to_string(),
+            "redis+unix:///nonexistent/catga.sock?db=0&pass=***".to_string(),
+        ),
+    ];
+    for (url, redacted) in cases {
+        let error = RedisTransport::connect(url)
+            .username("secretuser")
+            .password("secrettoken")
+            .response_timeout(Duration::from_secs(1))
+            .build()
+            .await
+            .expect_err("nothing listens there");
+        assert!(
+            matches!(error, ConnectError::Unreachable { .. }),
+            "{error:?}"
+        );
+        let shown = everything_about(&error);
+        assert_hidden("the error", &shown);
+        assert!(
+            shown.contains(&redacted),
+            "the error still names the server:\n{shown}"
+        );
+    }
+    let text = logs.text();
+    assert_hidden("the logs", &text);
+    // The capture works.
+    assert!(
+        text.contains(&format!("url=redis://***@127.0.0.1:{port}/0")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_url_that_does_not_parse_shows_no_credential() {
+    let logs = logs();
+    for url in [
+        "http://secretuser:secretpass@127.0.0.1:6379",
+        "redis://secretuser:secretpass@127.0.0.1:6379/notadb",
+    ] {
+        let error = RedisTransport::connect(url)
+            .build()
+            .await
+            .expect_err("not a redis URL");
+        assert!(
+            matches!(error, ConnectError::InvalidUrl { .. }),
+            "{error:?}"
+        );
+        let shown = everything_about(&error);
+        assert_hidden("the error", &shown);
+        assert!(shown.contains("***@127.0.0.1:6379"), "{shown}");
+    }
+    assert_hidden("the logs", &logs.text());
+}
+
+#[test]
+fn the_builder_debug_shows_no_credential() {
+    let builder = RedisTransport::connect("rediss://secretuser:secretpass@127.0.0.1:6380/0")
+        .key_prefix("shop")
+        .username("secretuser")
+        .password("secrettoken");
+    let shown = format!("{builder:?}");
+    assert_hidden("the builder", &shown);
+    assert!(shown.contains("rediss://***@127.0.0.1:6380/0"), "{shown}");
+    assert!(shown.contains("password: Some(\"***\")"), "{shown}");
+    assert!(shown.contains("key_prefix: \"shop\""), "{shown}");
+}
+
+#[tokio::test]
+async fn a_password_from_the_url_or_the_option_authenticates_and_stays_hidden() {
+    if !private_redis::available("a_password_from_the_url_or_the_option_authenticates") {
+        return;
+    }
+    let logs = logs();
+    let server = PrivateRedis::start_with_password(Persistence::None, Some("secretpass")).await;
+    let port = server.port;
+
+    let transports = [
+        RedisTransport::connect(format!("redis://:secretpass@127.0.0.1:{port}"))
+            .key_prefix("secrets")
+            .build()
+            .await,
+        RedisTransport::connect(format!("redis://default:secretpass@127.0.0.1:{port}"))
+            .key_prefix("secrets")
+            .build()
+            .await,
+        RedisTransport::connect(format!("redis://127.0.0.1:{port}"))
+            .key_prefix("secrets")
+            .password("secretpass")
+            .build()
+            .await,
+    ];
+    for (i, transport) in transports.into_iter().enumerate() {
+        let transport = transport.unwrap_or_else(|e| panic!("connection {i}: {e:?}"));
+        let shown = format!("{transport:?}");
+        assert_hidden("the transport", &shown);
+        assert!(shown.contains("secrets"), "{shown}");
+    }
+
+    let refused = [
+        RedisTransport::connect(format!("redis://:wrongsecret@127.0.0.1:{port}")),
+        RedisTransport::connect(format!("redis://127.0.0.1:{port}")).password("wrongsecret"),
+    ];
+    for builder in refused {
+        let error = builder.build().await.expect_err("a wrong password");
+        let shown = everything_about(&error);
+        assert_hidden("the error", &shown);
+        assert!(shown.contains("AuthenticationFailed"), "{shown}");
+    }
+    assert_hidden("the logs", &logs.text());
+}
