@@ -35,6 +35,18 @@ pub struct OrderPlaced {
 #[error("no courier can take order {0}")]
 pub struct NoCourier(u64);
 
+/// The error's code and details travel with it: a caller in another process reads the same
+/// `code()` and `details()` as one in this process would.
+impl ErrorCode for NoCourier {
+    fn code(&self) -> &'static str {
+        "depot.no_courier"
+    }
+
+    fn details(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "order": self.0 }))
+    }
+}
+
 /// The shipping service: what it handles lives in this module, so its application keeps only
 /// these handlers.
 pub mod shipping {
@@ -83,12 +95,26 @@ async fn run(transport: impl Transport + Clone) -> Result<(), Box<dyn std::error
     let tracking = orders.send(Ship { order: 7 }).await?;
     println!("  -> tracking number {tracking}");
 
-    println!("its handler's error comes back typed:");
+    // Not the `NoCourier` value (a Rust type does not cross processes, so `downcast_ref`
+    // finds it only where the handler ran), but everything a caller acts on: the same code,
+    // details, retryability and validation field errors as if `shipping` ran in this process,
+    // and which service failed.
+    println!(
+        "its handler's error comes back with the code, details and retryability it had there:"
+    );
     let err = orders
         .send(Ship { order: 13 })
         .await
         .expect_err("order 13 has no courier");
-    println!("  -> error code `{}`: {err}", err.code());
+    let service = err.remote().and_then(|failure| failure.service.as_deref());
+    let details = err.details().map(ToString::to_string).unwrap_or_default();
+    println!(
+        "  -> code `{}`, retryable: {}, details {details}, failed in {}",
+        err.code(),
+        err.is_retryable(),
+        service.unwrap_or("this process")
+    );
+    println!("  -> {err}");
 
     println!("publish an event; the shipping service handles it:");
     orders.publish(OrderPlaced { order: 7 }).await?;

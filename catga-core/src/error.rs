@@ -16,43 +16,35 @@
 //! assert_eq!(err.code(), "handler");
 //! assert!(err.downcast_ref::<OutOfStock>().is_some());
 //! ```
+//!
+//! ## The same error here and in another process
+//!
+//! A request whose handler runs in another process fails with [`ErrorKind::Remote`], and
+//! reads the same as if the handler had run here: [`Error::code`], [`Error::is_retryable`],
+//! [`Error::is_in_doubt`], [`Error::validation_errors`] and [`Error::details`] give what they
+//! would have given there. Code against those, not against the kind, for behaviour that must
+//! not depend on where a handler runs. [`Error::remote`] tells that it failed elsewhere (and
+//! in which service); [`Error::downcast_ref`] works only where the handler ran, since a type
+//! does not cross a process. A handler error type gives itself a code that crosses with it
+//! by implementing [`ErrorCode`].
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::time::Duration;
 
-use crate::codec::CodecError;
+mod domain;
+mod kind;
+mod millis;
+
+pub use domain::{ErrorCode, Retryable};
+pub(crate) use domain::{MAX_CODE, well_formed};
+pub use kind::{ErrorKind, HandlerFailure};
+pub use millis::Millis;
+
+use crate::transport::RemoteFailure;
 use crate::validation::ValidationErrors;
 
 /// A boxed error from user code.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
-
-/// Marks a handler error type as transient, so [`Retry`](crate::behavior::Retry) tries again.
-///
-/// Handler errors are not retryable unless their type implements this trait and returns
-/// `true`; the handler attribute picks the implementation up automatically.
-///
-/// ```
-/// use catga_core::Retryable;
-///
-/// #[derive(Debug, thiserror::Error)]
-/// enum DbError {
-///     #[error("connection lost")]
-///     ConnectionLost,
-///     #[error("constraint violated")]
-///     Constraint,
-/// }
-///
-/// impl Retryable for DbError {
-///     fn is_retryable(&self) -> bool {
-///         matches!(self, DbError::ConnectionLost)
-///     }
-/// }
-/// ```
-pub trait Retryable {
-    /// Whether the same message may succeed if handled again.
-    fn is_retryable(&self) -> bool;
-}
 
 /// Why a dispatch failed. Match on [`Error::kind`]; use [`Error::code`] for a stable string.
 ///
@@ -62,202 +54,6 @@ pub trait Retryable {
 /// the box costs nothing on success.
 pub struct Error {
     kind: Box<ErrorKind>,
-}
-
-/// What went wrong, one variant per stable [`Error::code`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// No handler is registered for this command or query.
-    #[error("no handler for `{message}`")]
-    NoHandler {
-        /// The message's wire name.
-        message: &'static str,
-    },
-    /// Bytes arrived for a wire name no message type has.
-    #[error("unknown message name `{name}`")]
-    UnknownMessage {
-        /// The name as received (lossily decoded, truncated to 256 bytes).
-        name: String,
-    },
-    /// The message was dispatched through the wrong verb (an event given to `send`, a command
-    /// to `publish`); only possible on the bytes path, the typed API rejects it at compile time.
-    #[error("`{message}` is a {actual}, not a {expected}")]
-    WrongKind {
-        /// The message's wire name.
-        message: &'static str,
-        /// What the caller asked for.
-        expected: &'static str,
-        /// What the message is.
-        actual: &'static str,
-    },
-    /// The message failed validation; every field error is listed.
-    #[error("`{message}` is invalid: {errors}")]
-    Validation {
-        /// The message's wire name.
-        message: &'static str,
-        /// All field errors.
-        errors: ValidationErrors,
-    },
-    /// The deadline passed before the handler finished; the handler was dropped.
-    #[error("`{message}` timed out{}", after.map(|d| format!(" after {d:?}")).unwrap_or_default())]
-    Timeout {
-        /// The message's wire name.
-        message: &'static str,
-        /// The limit that was exceeded, when known.
-        after: Option<Duration>,
-    },
-    /// The context's cancellation signal fired; the handler was dropped.
-    #[error("`{message}` was cancelled")]
-    Cancelled {
-        /// The message's wire name.
-        message: &'static str,
-    },
-    /// Bytes could not be decoded or encoded.
-    #[error("codec error for `{message}`: {source}")]
-    Codec {
-        /// The message's wire name (or the name as received).
-        message: String,
-        /// What went wrong.
-        #[source]
-        source: CodecError,
-    },
-    /// The handler returned an error.
-    #[error("handler `{handler}` for `{message}` failed: {source}")]
-    Handler {
-        /// The message's wire name.
-        message: &'static str,
-        /// The handler's path, e.g. `shop::Orders::place`.
-        handler: &'static str,
-        /// Whether the handler's error type says trying again may help.
-        retryable: bool,
-        /// The handler's own error; see [`Error::downcast_ref`].
-        #[source]
-        source: BoxError,
-    },
-    /// One or more handlers of a published event failed. Every failure is listed; handlers
-    /// that succeeded are not undone.
-    #[error("{} of the handlers of `{event}` failed: {}", failures.len(), DisplayFailures(failures))]
-    Publish {
-        /// The event's wire name.
-        event: &'static str,
-        /// One entry per failed handler.
-        failures: Vec<HandlerFailure>,
-    },
-    /// The circuit breaker for this message is open: recent dispatches failed, so this one was
-    /// refused without running. Not retryable: retrying would defeat the breaker.
-    #[error("the circuit for `{message}` is open; it will let a probe through in {retry_after:?}")]
-    CircuitOpen {
-        /// The message's wire name.
-        message: &'static str,
-        /// How long until the breaker lets a probe through.
-        retry_after: Duration,
-    },
-    /// The rate limit for this message was reached, and waiting for a permit would have
-    /// passed the deadline (or the limiter fails fast).
-    #[error("`{message}` is rate limited; the next permit is free in {retry_after:?}")]
-    RateLimited {
-        /// The message's wire name.
-        message: &'static str,
-        /// How long until a permit is free.
-        retry_after: Duration,
-    },
-    /// Too many dispatches of this message (or its group) are in flight and its queue is full,
-    /// so this one was shed.
-    #[error("`{message}` was shed: {in_flight} in flight and the queue of {queue} is full")]
-    Overloaded {
-        /// The message's wire name.
-        message: &'static str,
-        /// The in-flight limit that was reached.
-        in_flight: usize,
-        /// The queue capacity that was reached.
-        queue: usize,
-    },
-    /// The transport failed: the broker is unreachable, nobody serves the message, the reply
-    /// did not arrive before the deadline, …
-    #[error("transport `{transport}` failed for `{message}`: {source}")]
-    Transport {
-        /// The message's wire name.
-        message: String,
-        /// Which transport (`nats`, `redis`, `memory`).
-        transport: &'static str,
-        /// What went wrong.
-        #[source]
-        source: crate::transport::TransportError,
-    },
-    /// The message was handled in another process and failed there.
-    #[error("`{message}` failed in another process ({remote_code}): {detail}")]
-    Remote {
-        /// The message's wire name.
-        message: String,
-        /// The error's code over there ([`Error::code`] of the remote error).
-        remote_code: String,
-        /// The remote error, as displayed there.
-        detail: String,
-        /// Whether the remote side said retrying may help.
-        retryable: bool,
-    },
-    /// A store behind a behaviour (idempotency, dead letters, …) failed.
-    #[error("{operation} failed: {source}")]
-    Store {
-        /// What was being done, e.g. `idempotency store: begin`.
-        operation: &'static str,
-        /// The store's own error.
-        #[source]
-        source: BoxError,
-    },
-    /// The handler panicked. The panic was contained to this message (a message that arrived
-    /// from a transport, or a follow-up event): the consumer keeps serving and the caller
-    /// gets this error at once. Not retryable: a panic is a bug, and running the same message
-    /// again would most likely panic again.
-    #[error("the handler of `{message}` panicked: {detail}")]
-    Panicked {
-        /// The message's wire name.
-        message: String,
-        /// The panic's message, when it was a string.
-        detail: String,
-    },
-    /// A redelivered request whose first delivery may have run: the instance handling it
-    /// stopped before answering. It is not run again, because the message is not declared
-    /// safe to repeat (`#[command(idempotent)]`); it is kept in the dead-letter store.
-    #[error(
-        "`{message}` may already have been handled by an instance that stopped before answering; it is not `idempotent`, so it was not run again"
-    )]
-    InDoubt {
-        /// The message's wire name.
-        message: String,
-    },
-    /// A handler queued more events with `ctx.publish` than the limit allows.
-    #[error("`{message}` queued more than {limit} events in one dispatch")]
-    TooManyEvents {
-        /// The message whose handler queued them.
-        message: &'static str,
-        /// The limit.
-        limit: usize,
-    },
-}
-
-/// One failed handler of a published event.
-#[derive(Debug)]
-pub struct HandlerFailure {
-    /// The handler's path.
-    pub handler: &'static str,
-    /// Its error.
-    pub error: Error,
-}
-
-struct DisplayFailures<'a>(&'a [HandlerFailure]);
-
-impl fmt::Display for DisplayFailures<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, failure) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "[{}] {}", failure.handler, failure.error)?;
-        }
-        Ok(())
-    }
 }
 
 impl From<ErrorKind> for Error {
@@ -299,12 +95,24 @@ impl Error {
     }
 
     /// Wraps a handler's error. A `catga_core::Error` returned by a handler is passed through
-    /// unchanged rather than nested.
+    /// unchanged rather than nested. `#[handler]` does this for the handlers it wraps, and
+    /// also reads the error type's [`Retryable`] and [`ErrorCode`].
     pub fn from_handler<E>(message: &'static str, handler: &'static str, error: E) -> Error
     where
         E: StdError + Send + Sync + 'static,
     {
-        Self::from_handler_classified(message, handler, error, false)
+        Self::from_handler_classified(message, handler, error, false, None)
+    }
+
+    /// Wraps a handler's error whose type has a stable code ([`ErrorCode`]): its code and
+    /// details are the error's. For handlers written by hand; `#[handler]` finds the code
+    /// itself.
+    pub fn from_handler_coded<E>(message: &'static str, handler: &'static str, error: E) -> Error
+    where
+        E: StdError + ErrorCode + Send + Sync + 'static,
+    {
+        let coded = (error.code(), error.details());
+        Self::from_handler_classified(message, handler, error, false, Some(coded))
     }
 
     #[doc(hidden)]
@@ -313,6 +121,7 @@ impl Error {
         handler: &'static str,
         error: E,
         retryable: bool,
+        coded: Option<(&'static str, Option<serde_json::Value>)>,
     ) -> Error
     where
         E: StdError + Send + Sync + 'static,
@@ -320,17 +129,26 @@ impl Error {
         let boxed: BoxError = Box::new(error);
         match boxed.downcast::<Error>() {
             Ok(own) => *own,
-            Err(source) => ErrorKind::Handler {
-                message,
-                handler,
-                retryable,
-                source,
+            Err(source) => {
+                let (code, details) = match coded {
+                    Some((declared, details)) => (domain::domain_code(declared, handler), details),
+                    None => ("handler", None),
+                };
+                ErrorKind::Handler {
+                    message,
+                    handler,
+                    retryable,
+                    code,
+                    details,
+                    source,
+                }
+                .into()
             }
-            .into(),
         }
     }
 
-    /// A stable, machine-readable name for the kind of failure.
+    /// A stable, machine-readable name for the failure: the same whether the handler ran in
+    /// this process or in another ([`ErrorKind::Remote`] has the code the error had there).
     ///
     /// | code | kind |
     /// |---|---|
@@ -341,7 +159,7 @@ impl Error {
     /// | `timeout` | [`ErrorKind::Timeout`] |
     /// | `cancelled` | [`ErrorKind::Cancelled`] |
     /// | `codec` | [`ErrorKind::Codec`] |
-    /// | `handler` | [`ErrorKind::Handler`] |
+    /// | `handler`, or the error type's own ([`ErrorCode`]) | [`ErrorKind::Handler`] |
     /// | `publish` | [`ErrorKind::Publish`] |
     /// | `too_many_events` | [`ErrorKind::TooManyEvents`] |
     /// | `circuit_open` | [`ErrorKind::CircuitOpen`] |
@@ -349,10 +167,10 @@ impl Error {
     /// | `overloaded` | [`ErrorKind::Overloaded`] |
     /// | `store` | [`ErrorKind::Store`] |
     /// | `transport` | [`ErrorKind::Transport`] |
-    /// | `remote` | [`ErrorKind::Remote`] (the remote code is in the kind) |
     /// | `panic` | [`ErrorKind::Panicked`] |
     /// | `in_doubt` | [`ErrorKind::InDoubt`] |
-    pub fn code(&self) -> &'static str {
+    /// | the code it had over there; also `envelope`, `exhausted` (a serving side's refusals) | [`ErrorKind::Remote`] |
+    pub fn code(&self) -> &str {
         use ErrorKind::*;
         match &*self.kind {
             NoHandler { .. } => "no_handler",
@@ -362,7 +180,7 @@ impl Error {
             Timeout { .. } => "timeout",
             Cancelled { .. } => "cancelled",
             Codec { .. } => "codec",
-            Handler { .. } => "handler",
+            Handler { code, .. } => code,
             Publish { .. } => "publish",
             TooManyEvents { .. } => "too_many_events",
             CircuitOpen { .. } => "circuit_open",
@@ -370,7 +188,7 @@ impl Error {
             Overloaded { .. } => "overloaded",
             Store { .. } => "store",
             Transport { .. } => "transport",
-            Remote { .. } => "remote",
+            Remote { failure, .. } => &failure.code,
             Panicked { .. } => "panic",
             InDoubt { .. } => "in_doubt",
         }
@@ -379,12 +197,13 @@ impl Error {
     /// Whether the same message may succeed if dispatched again: timeouts, store failures, and
     /// handler errors whose type implements [`Retryable`] and says so. A failed publish is
     /// retryable only if every failure is. Refusals by a protective behaviour (an open circuit,
-    /// a rate limit, shed load) are not: retrying them at once defeats their purpose.
+    /// a rate limit, shed load) are not: retrying them at once defeats their purpose. A remote
+    /// failure is retryable if it was where it happened.
     pub fn is_retryable(&self) -> bool {
         match &*self.kind {
             ErrorKind::Timeout { .. } | ErrorKind::Store { .. } => true,
             ErrorKind::Transport { source, .. } => source.is_retryable(),
-            ErrorKind::Remote { retryable, .. } => *retryable,
+            ErrorKind::Remote { failure, .. } => failure.retryable,
             ErrorKind::Handler { retryable, .. } => *retryable,
             ErrorKind::Publish { failures, .. } => {
                 !failures.is_empty() && failures.iter().all(|f| f.error.is_retryable())
@@ -397,8 +216,9 @@ impl Error {
     /// handed to its handler and the outcome was lost, so running it again may do it twice.
     /// A timeout or cancellation while the pipeline ran, a panic, a request sent to a broker
     /// whose reply never came (a transport timeout, a connection lost after sending, a reply
-    /// that could not be read), a failure the remote side reports as a timeout, a redelivered
-    /// request answered [`InDoubt`](ErrorKind::InDoubt).
+    /// that could not be read), a redelivered request answered
+    /// [`InDoubt`](ErrorKind::InDoubt), and a remote failure that was in doubt where it
+    /// happened.
     ///
     /// Errors known to have happened before any handler ran are not in doubt: no handler, a
     /// validation failure, an open circuit, a rate limit, shed load, nobody serving the
@@ -416,19 +236,15 @@ impl Error {
             | ErrorKind::Panicked { .. }
             | ErrorKind::InDoubt { .. } => true,
             ErrorKind::Transport { source, .. } => source.is_in_doubt(),
-            ErrorKind::Remote { remote_code, .. } => {
-                matches!(
-                    remote_code.as_str(),
-                    "timeout" | "cancelled" | "panic" | "transport" | "in_doubt"
-                )
-            }
+            ErrorKind::Remote { failure, .. } => failure.in_doubt,
             ErrorKind::Publish { failures, .. } => failures.iter().any(|f| f.error.is_in_doubt()),
             _ => false,
         }
     }
 
     /// The handler's own error, if this is (or, for a publish, contains) a handler error of
-    /// type `E`.
+    /// type `E` returned in this process. A handler's error type does not cross a transport:
+    /// for a request handled elsewhere, use [`Error::code`] and [`Error::details`].
     pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
         match &*self.kind {
             ErrorKind::Handler { source, .. } => source.downcast_ref::<E>(),
@@ -439,10 +255,32 @@ impl Error {
         }
     }
 
-    /// The field errors, if this is a validation failure.
+    /// The field errors, if this is a validation failure, here or in the process that
+    /// handled the request.
     pub fn validation_errors(&self) -> Option<&ValidationErrors> {
         match &*self.kind {
             ErrorKind::Validation { errors, .. } => Some(errors),
+            ErrorKind::Remote { failure, .. } => failure.validation.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The structured details of a handler error whose type has them
+    /// ([`ErrorCode::details`]), here or in the process that handled the request.
+    pub fn details(&self) -> Option<&serde_json::Value> {
+        match &*self.kind {
+            ErrorKind::Handler { details, .. } => details.as_ref(),
+            ErrorKind::Remote { failure, .. } => failure.details.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The failure as another process reported it, if the request was handled there: which
+    /// service ([`RemoteFailure::service`]) and the error's text there. `None` for an error
+    /// of this process (a timeout noticed by either side is this call's timeout).
+    pub fn remote(&self) -> Option<&RemoteFailure> {
+        match &*self.kind {
+            ErrorKind::Remote { failure, .. } => Some(failure),
             _ => None,
         }
     }
@@ -501,11 +339,56 @@ mod tests {
         assert!(!local.is_retryable());
         let remote = Error::from(ErrorKind::Remote {
             message: "Charge".to_string(),
-            remote_code: local.code().to_string(),
-            detail: local.to_string(),
-            retryable: local.is_retryable(),
+            failure: RemoteFailure::of(&local),
         });
         assert!(remote.is_in_doubt());
+        assert!(!remote.is_retryable());
+        assert_eq!(remote.code(), "in_doubt");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("no courier for order {0}")]
+    struct NoCourier(u64);
+
+    impl ErrorCode for NoCourier {
+        fn code(&self) -> &'static str {
+            "shipping.no_courier"
+        }
+        fn details(&self) -> Option<serde_json::Value> {
+            Some(serde_json::json!({ "order": self.0 }))
+        }
+    }
+
+    #[test]
+    fn a_domain_code_and_its_details_read_the_same_across_a_transport() {
+        let local = Error::from_handler_coded("Ship", "shipping::ship", NoCourier(9));
+        assert_eq!(local.code(), "shipping.no_courier");
+        assert_eq!(local.details(), Some(&serde_json::json!({ "order": 9 })));
+        assert!(local.remote().is_none());
+        let remote = Error::from(ErrorKind::Remote {
+            message: "Ship".to_string(),
+            failure: RemoteFailure::of(&local).with_service("shipping"),
+        });
+        assert_eq!(remote.code(), local.code());
+        assert_eq!(remote.details(), local.details());
+        assert_eq!(remote.is_retryable(), local.is_retryable());
+        assert_eq!(remote.is_in_doubt(), local.is_in_doubt());
+        assert_eq!(
+            remote.remote().and_then(|r| r.service.as_deref()),
+            Some("shipping")
+        );
+        assert!(remote.downcast_ref::<NoCourier>().is_none());
+        assert_eq!(
+            remote.to_string(),
+            format!("`Ship` failed in service `shipping` (shipping.no_courier): {local}")
+        );
+    }
+
+    #[test]
+    fn plain_handler_errors_keep_the_code_handler() {
+        let err = Error::from_handler("X", "h", Boom);
+        assert_eq!(err.code(), "handler");
+        assert!(err.details().is_none());
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub use aggregate::{Aggregate, Loaded, Repository};
 pub use catga_macros::{command, event, handler, query, static_app};
 pub use codec::{Codec, CodecError, Json, MessagePack, WireFormat};
 pub use context::{Context, MAX_PENDING_EVENTS};
-pub use error::{BoxError, Error, ErrorKind, HandlerFailure, Retryable};
+pub use error::{BoxError, Error, ErrorCode, ErrorKind, HandlerFailure, Retryable};
 pub use handler::{EventHandler, HandlerMeta, RequestHandler};
 pub use id::{SnowflakeGenerator, SnowflakeId};
 pub use inline::INLINE_FUTURE_BYTES;
@@ -118,9 +118,9 @@ pub mod prelude {
     pub use crate::pipeline::Layer;
     pub use crate::store::dead_letter::DeadLetterStore;
     pub use crate::{
-        Behavior, Catga, Command, Context, Error, ErrorKind, Event, HandlerMeta, Message, Next,
-        Payload, Query, Request, Retryable, Validate, ValidationErrors, command, event, handler,
-        query,
+        Behavior, Catga, Command, Context, Error, ErrorCode, ErrorKind, Event, HandlerMeta,
+        Message, Next, Payload, Query, Request, Retryable, Validate, ValidationErrors, command,
+        event, handler, query,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -357,6 +357,25 @@ impl<T> NoRetryable for Probe<'_, T> {
     }
 }
 
+pub trait ViaErrorCode {
+    fn catga_error_code(&self) -> Option<(&'static str, Option<serde_json::Value>)>;
+}
+impl<T: crate::error::ErrorCode> ViaErrorCode for &Probe<'_, T> {
+    #[inline]
+    fn catga_error_code(&self) -> Option<(&'static str, Option<serde_json::Value>)> {
+        Some((self.0.code(), self.0.details()))
+    }
+}
+pub trait NoErrorCode {
+    fn catga_error_code(&self) -> Option<(&'static str, Option<serde_json::Value>)>;
+}
+impl<T> NoErrorCode for Probe<'_, T> {
+    #[inline]
+    fn catga_error_code(&self) -> Option<(&'static str, Option<serde_json::Value>)> {
+        None
+    }
+}
+
 pub trait ViaIdempotencyKey {
     fn catga_idempotency_key(&self) -> Option<String>;
 }

@@ -330,7 +330,7 @@ impl<A: StaticApp, L: Layer> StaticCatga<A, L> {
                         error = %failure.error,
                         "a handler of a follow-up event failed (a DeadLetter layer keeps it); the message that published it is not affected");
                     metrics::counter!("catga_follow_up_failures_total", "event" => info.name(),
-                        "code" => failure.error.code())
+                        "code" => failure.error.code().to_string())
                     .increment(1);
                 }
                 if child.pending_len() > 0 {

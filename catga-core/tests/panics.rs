@@ -124,17 +124,10 @@ async fn a_panicking_request_is_answered_at_once_and_the_next_hundred_are_too() 
         Duration::ZERO,
         "answered at once, not after the 30 s request timeout"
     );
-    let ErrorKind::Remote {
-        remote_code,
-        retryable,
-        ..
-    } = err.kind()
-    else {
-        panic!("{err:?}");
-    };
-    assert_eq!(remote_code, "panic");
+    assert!(matches!(err.kind(), ErrorKind::Remote { .. }), "{err:?}");
+    assert_eq!(err.code(), "panic");
     assert!(
-        !retryable,
+        !err.is_retryable(),
         "a panic is a bug: running it again would panic again"
     );
     assert!(err.is_in_doubt());

@@ -246,7 +246,7 @@ async fn send_batch_keeps_input_order_and_bounds_concurrency() {
     let log = std::sync::Arc::new(Log::default());
     let app = app(&log);
     let results = app.send_batch((10..=16).map(|n| Square { n })).await;
-    let squares: Vec<Result<u64, &'static str>> = results
+    let squares: Vec<Result<u64, &str>> = results
         .iter()
         .map(|r| r.as_ref().map(|v| *v).map_err(|e| e.code()))
         .collect();

@@ -106,7 +106,7 @@ impl Service {
     }
 }
 
-fn code<T>(result: &Result<T, Error>) -> &'static str {
+fn code<T>(result: &Result<T, Error>) -> &str {
     match result {
         Ok(_) => "ok",
         Err(e) => e.code(),

@@ -142,19 +142,15 @@ async fn a_handler_error_comes_back_typed_not_as_a_timeout() {
         })
         .await
         .unwrap_err();
-    let ErrorKind::Remote {
-        remote_code,
-        detail,
-        retryable,
-        ..
-    } = err.kind()
-    else {
+    let ErrorKind::Remote { failure, .. } = err.kind() else {
         panic!("unexpected {err:?}");
     };
-    assert_eq!(remote_code, "handler");
-    assert!(detail.contains("no courier for order 9"), "{detail}");
-    assert!(!retryable);
-    assert_eq!(err.code(), "remote");
+    assert!(
+        failure.message.contains("no courier for order 9"),
+        "{failure:?}"
+    );
+    assert_eq!(err.code(), "handler", "the code it had where it failed");
+    assert!(!err.is_retryable());
     serving.shutdown().await;
 }
 

@@ -16,19 +16,18 @@
 //! JetStream publish with deduplication.
 //!
 //! A request's reply is the handler's encoded output as the body; a failed request's reply
-//! carries the [`RemoteFailure`] in the `catga-error-code` and `catga-error-retryable` headers
-//! with the error's text as the body (a body, unlike a header value, may hold any text, line
-//! breaks included).
+//! is marked by the `catga-error-code` header (the error's code, so `nats sub` shows what
+//! failed) and carries the [`RemoteFailure`] document as the body (a body, unlike a header
+//! value, may hold any text, line breaks included).
 
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use catga_core::envelope::{Envelope, EnvelopeError, header};
-use catga_core::transport::{RemoteFailure, Reply};
+use catga_core::transport::{RemoteFailure, Reply, ReplyError};
 use catga_core::{MessageKind, WireFormat};
 
-/// The reply header that marks a failure, holding the error's stable code.
+/// The reply header that marks a failure, holding the error's stable code; the failure
+/// itself is the body.
 pub const ERROR_CODE: &str = "catga-error-code";
-/// The reply header saying whether retrying the failed request may help (`true`/`false`).
-pub const ERROR_RETRYABLE: &str = "catga-error-retryable";
 /// JetStream's message id header, which the server deduplicates by.
 pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
 
@@ -262,32 +261,21 @@ fn single_line(text: &str) -> HeaderValue {
     flat.parse().unwrap_or_default()
 }
 
-/// A failed request's reply headers; the error's text goes in the body.
-pub(crate) fn from_failure(failure: &RemoteFailure) -> HeaderMap {
+/// A failed request's reply: its headers and body.
+pub(crate) fn from_failure(failure: &RemoteFailure) -> (HeaderMap, Vec<u8>) {
     let mut map = HeaderMap::new();
     map.insert(
         HeaderName::from_static(ERROR_CODE),
         single_line(&failure.code),
     );
-    map.insert(
-        HeaderName::from_static(ERROR_RETRYABLE),
-        single_line(if failure.retryable { "true" } else { "false" }),
-    );
-    map
+    (map, failure.encode())
 }
 
 /// Reads a reply: a failure when it carries `catga-error-code`, else the handler's output.
-pub(crate) fn to_reply(headers: Option<&HeaderMap>, body: Vec<u8>) -> Reply {
-    let code = headers.and_then(|map| map.get(ERROR_CODE));
-    match code {
-        Some(code) => Reply::Err(RemoteFailure {
-            code: code.as_str().to_string(),
-            message: String::from_utf8_lossy(&body).into_owned(),
-            retryable: headers
-                .and_then(|map| map.get(ERROR_RETRYABLE))
-                .is_some_and(|value| value.as_str() == "true"),
-        }),
-        None => Reply::Ok(body),
+pub(crate) fn to_reply(headers: Option<&HeaderMap>, body: Vec<u8>) -> Result<Reply, ReplyError> {
+    match headers.and_then(|map| map.get(ERROR_CODE)) {
+        Some(_) => RemoteFailure::decode(&body).map(Reply::Err),
+        None => Ok(Reply::Ok(body)),
     }
 }
 
@@ -459,15 +447,20 @@ mod tests {
     }
 
     #[test]
-    fn failures_round_trip_with_their_text_in_the_body() {
-        let failure = RemoteFailure {
-            code: "handler".into(),
-            message: "no courier\nfor order 9".into(),
-            retryable: true,
-        };
-        let map = from_failure(&failure);
-        let reply = to_reply(Some(&map), failure.message.clone().into_bytes());
-        assert_eq!(reply, Reply::Err(failure));
-        assert_eq!(to_reply(None, b"40".to_vec()), Reply::Ok(b"40".to_vec()));
+    fn failures_round_trip_in_the_body() {
+        let mut failure = RemoteFailure::new("orders.out_of_stock", "no courier\nfor order 9");
+        failure.retryable = true;
+        failure.details = Some(serde_json::json!({ "order": 9 }));
+        let (map, body) = from_failure(&failure);
+        assert_eq!(
+            map.get(ERROR_CODE).map(|v| v.as_str()),
+            Some("orders.out_of_stock")
+        );
+        assert_eq!(to_reply(Some(&map), body).unwrap(), Reply::Err(failure));
+        assert_eq!(
+            to_reply(None, b"40".to_vec()).unwrap(),
+            Reply::Ok(b"40".to_vec())
+        );
+        assert!(to_reply(Some(&map), b"no courier".to_vec()).is_err());
     }
 }

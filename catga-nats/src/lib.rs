@@ -72,8 +72,10 @@
 //! for an event `catga-id`, which travels as `Nats-Msg-Id`. An event published with nothing on
 //! its context thus carries one header, as a raw JetStream publish with deduplication would; a
 //! request carries `catga-id` and `catga-deadline`. User headers whose names start with
-//! `Nats-` are refused: the server acts on those. A failed request's reply has the [`ERROR_CODE`] and [`ERROR_RETRYABLE`] headers and
-//! the error's text as its body.
+//! `Nats-` are refused: the server acts on those. A failed request's reply has the
+//! [`ERROR_CODE`] header (the error's code) and the failure document as its body
+//! (`catga_core::transport::RemoteFailure`, JSON: code, text, retryable, in doubt, service,
+//! validation field errors, details).
 //!
 //! ## Delivery guarantees
 //! * **Events: at least once per service.** `publish` returns once the stream stored the
@@ -121,9 +123,10 @@
 //! * A **panic**, in a handler or in the transport's code around it, fails its one message:
 //!   a request gets an error reply at once (code `panic`, not retryable), an event is kept
 //!   and terminated; the consumer and the subscription go on.
-//! * A handler error on a request comes back to the caller as `ErrorKind::Remote` with the
-//!   error's code (reply headers `catga-error-code`, `catga-error-retryable`, the text as the
-//!   body). No subscriber is `TransportError::NoResponders` at once; no reply before the
+//! * A handler error on a request comes back to the caller as `ErrorKind::Remote`, reading
+//!   as it did on the serving side: the same code, retryability, doubt, validation field
+//!   errors and details (the reply header `catga-error-code`, the failure document as the
+//!   body; a body that is not one is `TransportError::UnreadableReply`). No subscriber is `TransportError::NoResponders` at once; no reply before the
 //!   caller's deadline is `TransportError::Timeout`.
 //! * **Errors and doubt.** `TransportError::Unreachable` means nothing was sent: the client
 //!   was not connected (it would queue the message and send it later). Once sent, a failure
@@ -169,6 +172,6 @@ mod transport;
 
 pub use connect::Connect;
 pub use error::NatsError;
-pub use headers::{ERROR_CODE, ERROR_RETRYABLE, InvalidHeader};
+pub use headers::{ERROR_CODE, InvalidHeader};
 pub use subject::NameError;
 pub use transport::NatsTransport;

@@ -1,11 +1,10 @@
 //! A reply as it travels back through the reply list: one value, a tag byte then the body.
 //!
-//! `K` + the encoded reply for success; `E` + `code`, `\n`, `1`/`0` (retryable), `\n`, then the
-//! message for a failure, so a handler error reaches the caller as the typed
-//! [`RemoteFailure`] it was, not as a timeout. The error code is a stable identifier without
-//! newlines, and the message comes last, so it may contain anything.
+//! `K` + the encoded reply for success; `E` + the [`RemoteFailure`] document for a failure,
+//! so a handler error reaches the caller as the typed failure it was (its code, validation
+//! field errors, details, retryability and doubt), not as a timeout.
 
-use catga_core::transport::{RemoteFailure, Reply};
+use catga_core::transport::{RemoteFailure, Reply, TransportError};
 
 const OK: u8 = b'K';
 const ERR: u8 = b'E';
@@ -20,42 +19,27 @@ pub(crate) fn encode(reply: &Reply) -> Vec<u8> {
             out
         }
         Reply::Err(failure) => {
-            let mut out = Vec::with_capacity(failure.code.len() + failure.message.len() + 5);
+            let document = failure.encode();
+            let mut out = Vec::with_capacity(document.len() + 1);
             out.push(ERR);
-            // A code is a stable identifier; should one ever hold a newline, it must not be
-            // able to shift the fields.
-            out.extend(failure.code.bytes().filter(|b| *b != b'\n'));
-            out.push(b'\n');
-            out.push(if failure.retryable { b'1' } else { b'0' });
-            out.push(b'\n');
-            out.extend_from_slice(failure.message.as_bytes());
+            out.extend_from_slice(&document);
             out
         }
     }
 }
 
-/// Reads a list value back as a reply; `None` if it is not one (not written by a catga
-/// server).
-pub(crate) fn decode(frame: &[u8]) -> Option<Reply> {
-    let (&tag, body) = frame.split_first()?;
-    match tag {
-        OK => Some(Reply::Ok(body.to_vec())),
-        ERR => {
-            let mut parts = body.splitn(3, |b| *b == b'\n');
-            let code = std::str::from_utf8(parts.next()?).ok()?;
-            let retryable = match parts.next()? {
-                b"1" => true,
-                b"0" => false,
-                _ => return None,
-            };
-            let message = String::from_utf8_lossy(parts.next()?).into_owned();
-            Some(Reply::Err(RemoteFailure {
-                code: code.to_string(),
-                message,
-                retryable,
-            }))
-        }
-        _ => None,
+/// Reads a list value back as a reply: [`TransportError::Protocol`] if it is not one (not
+/// written by a catga server), [`TransportError::UnreadableReply`] for a failure that cannot
+/// be read.
+pub(crate) fn decode(key: &str, frame: &[u8]) -> Result<Reply, TransportError> {
+    match frame.split_first() {
+        Some((&OK, body)) => Ok(Reply::Ok(body.to_vec())),
+        Some((&ERR, body)) => RemoteFailure::decode(body)
+            .map(Reply::Err)
+            .map_err(TransportError::UnreadableReply),
+        _ => Err(TransportError::Protocol(format!(
+            "the reply in `{key}` is not a catga reply"
+        ))),
     }
 }
 
@@ -65,22 +49,16 @@ mod tests {
 
     #[test]
     fn replies_round_trip() {
+        let mut coded = RemoteFailure::new("orders.out_of_stock", "no courier\nfor order 9");
+        coded.details = Some(serde_json::json!({ "order": 9 }));
         let cases = [
             Reply::Ok(Vec::new()),
             Reply::Ok(b"{\"id\":4}\n\xff".to_vec()),
-            Reply::Err(RemoteFailure {
-                code: "handler".into(),
-                message: "no courier\nfor order 9".into(),
-                retryable: false,
-            }),
-            Reply::Err(RemoteFailure {
-                code: "timeout".into(),
-                message: String::new(),
-                retryable: true,
-            }),
+            Reply::Err(coded),
+            Reply::Err(RemoteFailure::new("timeout", "").with_in_doubt(true)),
         ];
         for reply in cases {
-            assert_eq!(decode(&encode(&reply)), Some(reply.clone()), "{reply:?}");
+            assert_eq!(decode("k", &encode(&reply)).unwrap(), reply, "{reply:?}");
         }
     }
 
@@ -90,12 +68,11 @@ mod tests {
             &b""[..],
             b"X",
             b"E",
-            b"Ehandler",
-            b"Ehandler\n",
-            b"Ehandler\nyes\nmsg",
+            b"Ehandler\n0\nmsg",
             b"E\xff\n1\nmsg",
+            b"E{}",
         ] {
-            assert_eq!(decode(frame), None, "{frame:?}");
+            assert!(decode("k", frame).is_err(), "{frame:?}");
         }
     }
 }

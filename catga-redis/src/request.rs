@@ -7,7 +7,8 @@
 //! `Unreachable` (the connection was refused) mean the request was not added, so sending it
 //! again is safe. Everything else leaves it in doubt, because it may be handled: a connection
 //! lost or timed out while the script ran (`Broker`), any failure while waiting for the
-//! reply (`Broker`), no reply in time (`Timeout`), a reply that is not one (`Protocol`).
+//! reply (`Broker`), no reply in time (`Timeout`), a reply that is not one (`Protocol`), a
+//! failure reply that cannot be read (`UnreadableReply`).
 
 use std::time::Duration;
 
@@ -98,13 +99,7 @@ impl Shared {
                 // The request is on its stream: whatever failed here, it may be handled.
                 Err(error) => return Err(error.into_transport_after_send()),
                 Ok(None) => return Err(TransportError::Timeout(timeout)),
-                Ok(Some(frame)) => {
-                    return reply::decode(&frame).ok_or_else(|| {
-                        TransportError::Protocol(format!(
-                            "the reply in `{key}` is not a catga reply"
-                        ))
-                    });
-                }
+                Ok(Some(frame)) => return reply::decode(key, &frame),
             }
         }
     }

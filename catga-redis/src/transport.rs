@@ -130,7 +130,7 @@ impl Shared {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("no answer within {bound:?}"),
+                format!("no answer within {}", catga_core::error::Millis(bound)),
             )
             .into()),
         }

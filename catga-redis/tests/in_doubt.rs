@@ -19,7 +19,7 @@ use catga_core::transport::{Transport, TransportError};
 use catga_core::{MessageKind, WireFormat};
 use catga_redis::RedisTransport;
 use common::private_redis::{Persistence, PrivateRedis};
-use common::{Server, eventually, origin_code, pending, xlen};
+use common::{Server, eventually, pending, xlen};
 use redis::aio::MultiplexedConnection;
 
 #[command(output = u64)]
@@ -203,7 +203,7 @@ async fn a_command_whose_instance_died_is_answered_in_doubt_and_kept_not_run_aga
         return;
     };
     let err = result.unwrap_err();
-    assert_eq!(origin_code(&err), "in_doubt", "{err:?}");
+    assert_eq!(err.code(), "in_doubt", "{err:?}");
     assert!(err.is_in_doubt(), "the caller knows it may have been done");
     assert!(!err.is_retryable(), "and is not told to do it again");
     assert_eq!(state.charged.load(Ordering::SeqCst), 0, "not charged again");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use catga_core::prelude::*;
 use catga_core::store::dead_letter::{DeadLetterStore, MemoryDeadLetterStore};
 use catga_redis::RedisTransport;
-use common::{Server, eventually, origin_code, pending, xlen};
+use common::{Server, eventually, pending, xlen};
 
 #[event]
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,7 +119,7 @@ async fn a_panicking_request_is_answered_at_once_and_the_next_hundred_are_too() 
     let caller = caller(&redis);
 
     let err = caller.send(CrashRequest).await.unwrap_err();
-    assert_eq!(origin_code(&err), "panic", "{err:?}");
+    assert_eq!(err.code(), "panic", "{err:?}");
     assert!(!err.is_retryable(), "a bug does not go away by retrying");
     for n in 0..100 {
         assert_eq!(caller.send(Echo { n }).await.unwrap(), n);

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use catga_core::envelope::header;
 use catga_core::prelude::*;
 use catga_core::store::dead_letter::{DeadLetterStore, FailureStage, MemoryDeadLetterStore};
+use catga_core::transport::RemoteFailure;
 use catga_redis::RedisTransport;
 use common::{Server, eventually, inject, pending, xlen};
 use redis::aio::MultiplexedConnection;
@@ -283,11 +284,12 @@ async fn an_event_smuggled_onto_a_request_stream_is_refused_and_answered() {
             .query_async(&mut raw)
             .await
             .unwrap();
-        assert!(
-            reply.starts_with(b"Eenvelope\n0\n"),
-            "answered with a typed refusal, not retryable: {}",
-            String::from_utf8_lossy(&reply)
-        );
+        let failure = reply
+            .strip_prefix(b"E")
+            .and_then(|document| RemoteFailure::decode(document).ok())
+            .unwrap_or_else(|| panic!("not a failure: {}", String::from_utf8_lossy(&reply)));
+        assert_eq!(failure.code, "envelope", "a typed refusal: {failure:?}");
+        assert!(!failure.retryable && !failure.in_doubt, "{failure:?}");
     }
     eventually("both are kept", || async {
         letters.count().await.unwrap() >= 2

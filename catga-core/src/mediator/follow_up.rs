@@ -103,7 +103,8 @@ impl<L: Layer> Catga<L> {
                         attempts: 1,
                     };
                     let failures = keep::failures(error);
-                    let codes: Vec<&'static str> = failures.iter().map(|(_, e)| e.code()).collect();
+                    let codes: Vec<String> =
+                        failures.iter().map(|(_, e)| e.code().to_string()).collect();
                     let kept_by_layer =
                         |handler: Option<&str>| note.as_ref().is_some_and(|n| n.was_kept(handler));
                     let _ = self.keep_failures(&letter, failures, kept_by_layer).await;
@@ -115,7 +116,7 @@ impl<L: Layer> Catga<L> {
                 }
             }
         };
-        metrics::counter!("catga_follow_up_failures_total", "event" => info.name(), "code" => failure.code())
+        metrics::counter!("catga_follow_up_failures_total", "event" => info.name(), "code" => failure.code().to_string())
             .increment(1);
     }
 

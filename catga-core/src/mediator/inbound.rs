@@ -107,7 +107,12 @@ fn misrouted(route: &str, envelope: &Envelope, event: bool) -> Option<String> {
 
 /// Bytes that will never be readable here: kept aside, not redelivered.
 fn unreadable(error: &Error) -> bool {
-    matches!(error.code(), "codec" | "unknown_message")
+    // By kind: a request this message's handler sent elsewhere may have failed there with
+    // the same code, and that says nothing about these bytes.
+    matches!(
+        error.kind(),
+        ErrorKind::Codec { .. } | ErrorKind::UnknownMessage { .. }
+    )
 }
 
 /// What a record of `envelope` says, with its payload as `payload`.
@@ -240,13 +245,8 @@ impl<L: Layer> Catga<L> {
         mut envelope: Envelope,
         delivery: Delivery,
     ) -> Reply {
-        let refuse = |code: &str, message: String| {
-            Reply::Err(RemoteFailure {
-                code: code.to_string(),
-                message,
-                retryable: false,
-            })
-        };
+        let service = self.inner.settings.service.as_str();
+        let fail = |failure: RemoteFailure| Reply::Err(failure.with_service(service));
         let aside = |envelope: &Envelope, code: &str, why: String| {
             letter(envelope, envelope.payload.clone(), delivery).record(
                 FailureStage::Delivery,
@@ -257,7 +257,7 @@ impl<L: Layer> Catga<L> {
         };
         if let Some(why) = problem {
             let _ = self.keep(aside(&envelope, "envelope", why.clone())).await;
-            return refuse("envelope", why);
+            return fail(RemoteFailure::new("envelope", why));
         }
         // A request's kind is this registry's to say: a transport may not carry it (NATS
         // requests travel as `command`, their subject naming the message).
@@ -276,12 +276,13 @@ impl<L: Layer> Catga<L> {
             let _ = self
                 .keep(aside(&envelope, error.code(), error.to_string()))
                 .await;
-            return Reply::Err(RemoteFailure::of(&error));
+            return fail(RemoteFailure::of(&error));
         }
         if delivery.is_exhausted() {
             let why = exhausted(delivery);
             let _ = self.keep(aside(&envelope, "exhausted", why.clone())).await;
-            return refuse("exhausted", why);
+            // Its earlier deliveries never settled: they may have run.
+            return fail(RemoteFailure::new("exhausted", why).with_in_doubt(true));
         }
         let ctx = envelope.context().with_delivery(delivery);
         let name = envelope.name.clone();
@@ -292,11 +293,11 @@ impl<L: Layer> Catga<L> {
                     let _ = self
                         .keep(aside(&envelope, error.code(), error.to_string()))
                         .await;
-                } else if error.code() == "timeout" {
+                } else if matches!(error.kind(), ErrorKind::Timeout { .. }) {
                     tracing::info!(target: "catga", message = %name, id = %envelope.id,
                         "the caller's deadline passed while the request was handled; it was stopped and answered `timeout`");
                 }
-                Reply::Err(RemoteFailure::of(&error))
+                fail(RemoteFailure::of(&error))
             }
         }
     }

@@ -74,18 +74,17 @@ pub(super) async fn exchange<T>(
         )),
         Ok(Reply::Ok(bytes)) => decode(&bytes).map_err(|e| codec_error(name, e)),
         // The deadline travels with the request, so the handling process may notice it
-        // first (its clock, its timer): that is still this call timing out, and callers
-        // should see one kind of error whichever side won the race.
+        // first (its clock, its timer): that is still this call timing out after the time it
+        // allowed, and callers should see one error whichever side won the race. (A domain
+        // code cannot be `timeout`: catga's codes are reserved.)
         Ok(Reply::Err(failure)) if failure.code == "timeout" => Err(ErrorKind::Timeout {
             message: name,
-            after: None,
+            after: Some(timeout),
         }
         .into()),
         Ok(Reply::Err(failure)) => Err(ErrorKind::Remote {
             message: name.to_string(),
-            remote_code: failure.code,
-            detail: failure.message,
-            retryable: failure.retryable,
+            failure,
         }
         .into()),
         Err(TransportError::Timeout(after)) => Err(ErrorKind::Timeout {

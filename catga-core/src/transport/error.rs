@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::error::BoxError;
+use super::ReplyError;
+use crate::error::{BoxError, Millis};
 
 /// Why a transport could not deliver.
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +18,7 @@ pub enum TransportError {
     #[error("no service handles `{0}`")]
     NoResponders(String),
     /// The reply did not arrive in time.
-    #[error("no reply within {0:?}")]
+    #[error("no reply within {}", Millis(*.0))]
     Timeout(Duration),
     /// The message is larger than the transport accepts.
     #[error("the message is {size} bytes; the transport accepts at most {limit}")]
@@ -30,6 +31,10 @@ pub enum TransportError {
     /// The broker answered something unexpected.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A failure reply came back that could not be read (too large, not a failure
+    /// document): the request may have been handled.
+    #[error("the reply could not be read")]
+    UnreadableReply(#[source] ReplyError),
     /// The transport was shut down.
     #[error("the transport is shut down")]
     Closed,
@@ -76,6 +81,7 @@ impl TransportError {
             TransportError::Timeout(_)
                 | TransportError::Broker(_)
                 | TransportError::Protocol(_)
+                | TransportError::UnreadableReply(_)
                 | TransportError::Closed
         )
     }

@@ -15,7 +15,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Delivery, Disposition, Inbound, Reply, ServePlan, Serving, Transport, TransportError};
+use super::{
+    Delivery, Disposition, Inbound, RemoteFailure, Reply, ServePlan, Serving, Transport,
+    TransportError,
+};
 use crate::envelope::Envelope;
 
 /// Messages larger than this are refused (as a broker would).
@@ -236,6 +239,11 @@ impl Transport for MemoryTransport {
                 reply: Some(tx),
             });
             match tokio::time::timeout(timeout, rx).await {
+                // A failure crosses as the bytes every transport sends, so it reads here
+                // exactly as it would from another process.
+                Ok(Ok(Reply::Err(failure))) => RemoteFailure::decode(&failure.encode())
+                    .map(Reply::Err)
+                    .map_err(TransportError::UnreadableReply),
                 Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(_)) => Err(TransportError::Closed),
                 Err(_) => Err(TransportError::Timeout(timeout)),

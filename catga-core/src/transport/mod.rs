@@ -25,7 +25,9 @@
 //!   ([`Disposition::Retry`]). Nothing is acknowledged or terminated before it was handled or
 //!   stored where a person can find it: when the store itself fails, the answer is `Retry`.
 //! * a **request** is answered with its [`Reply`], always: a handler error, a panic, an
-//!   expired deadline all become a typed failure, never silence.
+//!   expired deadline all become a typed failure ([`RemoteFailure`]), never silence. The
+//!   caller reads it as the same error it was where it happened: same code, retryability,
+//!   doubt, validation field errors and details.
 //! * bytes that are not an envelope at all ([`Rejected`]) are kept the same way.
 //!
 //! Where a message arrived decides what it is: the transport says which event or request its
@@ -33,6 +35,7 @@
 //! never dispatched.
 
 mod error;
+mod failure;
 mod inbound;
 mod memory;
 
@@ -42,11 +45,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 pub use error::TransportError;
+pub use failure::{MAX_FAILURE_BYTES, RemoteFailure, ReplyError};
 pub use inbound::{Delivery, Disposition, Inbound, Rejected};
 pub use memory::MemoryTransport;
 
 use crate::envelope::Envelope;
-use crate::error::Error;
 
 /// The other side's answer to a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,28 +58,6 @@ pub enum Reply {
     Ok(Vec<u8>),
     /// The handler (or the pipeline around it) failed.
     Err(RemoteFailure),
-}
-
-/// A failure as it crosses a transport.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RemoteFailure {
-    /// The error's stable code ([`Error::code`]).
-    pub code: String,
-    /// The error, as displayed.
-    pub message: String,
-    /// Whether retrying may help ([`Error::is_retryable`]).
-    pub retryable: bool,
-}
-
-impl RemoteFailure {
-    /// The failure of a local error, to send back.
-    pub fn of(error: &Error) -> Self {
-        RemoteFailure {
-            code: error.code().to_string(),
-            message: error.to_string(),
-            retryable: error.is_retryable(),
-        }
-    }
 }
 
 /// What a service consumes: its name (instances with the same name share the load) and the

@@ -136,7 +136,7 @@ async fn lookup(query: Lookup) -> Result<u32, Down> {
 }
 
 /// The error code of a dispatch's outcome (`ok` for a success).
-pub fn code<T>(result: &Result<T, Error>) -> &'static str {
+pub fn code<T>(result: &Result<T, Error>) -> &str {
     result.as_ref().map_or_else(Error::code, |_| "ok")
 }
 

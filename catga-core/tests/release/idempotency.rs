@@ -183,7 +183,7 @@ fn a_waiting_repeat_times_out_at_its_deadline() {
             tokio::time::sleep(Duration::from_millis(1)).await;
             let ctx = Context::new().with_timeout(HELD);
             let timed_out = app.send_with(job(key, Act::Ok), ctx).await;
-            (code(&timed_out), started.elapsed())
+            (code(&timed_out).to_string(), started.elapsed())
         };
         let (first, repeat) = tokio::join!(holder, repeat);
         let again = app.send(job(key, Act::Ok)).await;

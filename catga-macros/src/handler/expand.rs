@@ -78,10 +78,11 @@ pub fn handler(krate: &TokenStream, t: &Target<'_>) -> TokenStream {
             ::core::result::Result::Ok(__ok) => ::core::result::Result::Ok(__ok),
             ::core::result::Result::Err(__err) => {
                 #[allow(unused_imports)]
-                use #p::{NoRetryable as _, ViaRetryable as _};
+                use #p::{NoErrorCode as _, NoRetryable as _, ViaErrorCode as _, ViaRetryable as _};
                 let __retryable = (&&#p::Probe(&__err)).catga_retryable();
+                let __coded = (&&#p::Probe(&__err)).catga_error_code();
                 ::core::result::Result::Err(#p::Error::from_handler_classified(
-                    <#msg as #krate::Message>::NAME, __NAME, __err, __retryable,
+                    <#msg as #krate::Message>::NAME, __NAME, __err, __retryable, __coded,
                 ))
             }
         }

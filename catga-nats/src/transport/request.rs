@@ -33,10 +33,8 @@ impl Shared {
             .payload(envelope.payload.into())
             .timeout(Some(timeout));
         match self.client.send_request(subject.clone(), request).await {
-            Ok(reply) => Ok(headers::to_reply(
-                reply.headers.as_ref(),
-                Vec::from(reply.payload),
-            )),
+            Ok(reply) => headers::to_reply(reply.headers.as_ref(), Vec::from(reply.payload))
+                .map_err(TransportError::UnreadableReply),
             Err(e) => Err(NatsError::request(&envelope.name, &subject, e, timeout)),
         }
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_nats::Subscriber;
 use catga_core::transport::{Delivery, Inbound, Rejected, RemoteFailure, Reply, TransportError};
+use catga_core::{Error, ErrorKind};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -110,11 +111,11 @@ async fn respond(
     let reply = work.catch_unwind().await.unwrap_or_else(|_| {
         tracing::error!(target: "catga::nats", subject = %subject,
             "answering a request panicked outside the application; it gets an error reply");
-        Reply::Err(RemoteFailure {
-            code: "panic".to_string(),
-            message: format!("answering `{name}` panicked"),
-            retryable: false,
-        })
+        let error = Error::from(ErrorKind::Panicked {
+            message: name.to_string(),
+            detail: "answering the request panicked outside the application".to_string(),
+        });
+        Reply::Err(RemoteFailure::of(&error))
     });
     match reply_to {
         Some(to) => send_reply(&shared, to, reply).await,
@@ -134,11 +135,7 @@ async fn answer(message: async_nats::Message, name: &str, inbound: &dyn Inbound)
             let subject = message.subject.to_string();
             tracing::warn!(target: "catga::nats", subject = %subject, error = %why,
                 "a request with an unreadable envelope was set aside");
-            let failure = RemoteFailure {
-                code: "envelope".to_string(),
-                message: why.to_string(),
-                retryable: false,
-            };
+            let failure = RemoteFailure::new("envelope", why.to_string());
             let _ = inbound
                 .reject(Rejected {
                     source: format!("nats request ({subject})"),
@@ -167,28 +164,27 @@ async fn send_reply(shared: &Shared, to: async_nats::Subject, reply: Reply) {
         Reply::Ok(output) => {
             let limit = shared.client.max_payload();
             if output.len() > limit {
-                // Too large to send: say so, rather than leave the caller to time out.
-                let failure = RemoteFailure {
-                    code: "transport".to_string(),
-                    message: TransportError::TooLarge {
+                // Too large to send: say so, rather than leave the caller to time out. The
+                // handler ran, so its outcome is in doubt for the caller.
+                let failure = RemoteFailure::new(
+                    "transport",
+                    TransportError::TooLarge {
                         size: output.len(),
                         limit,
                     }
                     .to_string(),
-                    retryable: false,
-                };
-                (
-                    Some(headers::from_failure(&failure)),
-                    failure.message.into_bytes(),
                 )
+                .with_in_doubt(true);
+                let (map, body) = headers::from_failure(&failure);
+                (Some(map), body)
             } else {
                 (None, output)
             }
         }
-        Reply::Err(failure) => (
-            Some(headers::from_failure(&failure)),
-            failure.message.into_bytes(),
-        ),
+        Reply::Err(failure) => {
+            let (map, body) = headers::from_failure(&failure);
+            (Some(map), body)
+        }
     };
     let sent = match map {
         Some(map) => {

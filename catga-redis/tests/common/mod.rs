@@ -191,15 +191,6 @@ pub async fn xlen(conn: &mut MultiplexedConnection, stream: &str) -> u64 {
         .expect("XLEN")
 }
 
-/// The code a failure had where it happened: the remote code of a failure that crossed a
-/// transport, else the error's own.
-pub fn origin_code(error: &catga_core::Error) -> String {
-    match error.kind() {
-        catga_core::ErrorKind::Remote { remote_code, .. } => remote_code.clone(),
-        _ => error.code().to_string(),
-    }
-}
-
 /// Adds an entry with `fields` to `stream` by hand, as a foreign producer (or an attacker)
 /// might; returns its id.
 pub async fn inject(
