@@ -90,6 +90,15 @@ mod behaviours_doctests {}
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/transports.md")]
 mod transports_doctests {}
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/sagas-and-aggregates.md")]
+mod sagas_and_aggregates_doctests {}
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/nats.md")]
+mod nats_doctests {}
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/redis.md")]
+mod redis_doctests {}
 
 pub use aggregate::{Aggregate, Loaded, Repository};
 pub use catga_macros::{command, event, handler, query, static_app};

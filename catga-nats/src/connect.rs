@@ -289,7 +289,7 @@ impl Shared {
                 tracing::warn!(target: "catga::nats", stream = %self.stream, retention = ?current,
                     "the events stream exists with another retention than limits, which nats-server cannot change; it is kept. \
                      After a server loses its state, events published before each service re-created its consumer are not stored \
-                     (see docs/transports.md to move the events to a stream with limits retention)");
+                     (see docs/nats.md to move the events to a stream with limits retention)");
                 self.jetstream
                     .create_or_update_stream(self.stream_config(current))
                     .await

@@ -94,7 +94,7 @@
 //!   than the stream's length loses the oldest entries it had not read. An event published
 //!   before a service's consumer group exists reaches it only with [`StartFrom::Beginning`].
 //!
-//! `docs/transports.md` has the details and the measured takeover and recovery times.
+//! `docs/redis.md` has the details and the measured takeover and recovery times.
 
 #![warn(missing_docs)]
 
