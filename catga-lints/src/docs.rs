@@ -33,8 +33,8 @@ cargo catga explain CATGA025                # this page's entry for one rule
 
 `cargo catga lint` exits with 1 when it reports an error (or, with `--deny warnings`, a
 warning), 2 when it cannot run (bad arguments, unreadable files), and 0 otherwise. In this
-workspace `.ci/run` runs it over each example program (the example and `examples/lib.rs`)
-with `--deny warnings`. Paths given on the command line are linted as one program; without
+workspace `.ci/run` runs it over each example program (the example and its package's
+`lib.rs`) with `--deny warnings`. Paths given on the command line are linted as one program; without
 paths, each target of the workspace is its own program.
 
 A warning can be silenced where it is reported, for one item: `#[handler(allow(unwrap_in_handler))]`
