@@ -80,6 +80,7 @@ pub mod __private;
 // The guides' code blocks run as doctests, so they cannot drift from the API.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
+#[doc(test(attr(deny(warnings))))] // the first code a user copies compiles cleanly
 mod readme_doctests {}
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/quickstart.md")]

@@ -32,14 +32,16 @@ cargo catga explain CATGA025                # this page's entry for one rule
 ```
 
 `cargo catga lint` exits with 1 when it reports an error (or, with `--deny warnings`, a
-warning), 2 when it cannot run (bad arguments, unreadable files), and 0 otherwise. In this
-workspace `.ci/run` runs it over each example program (the example and `examples/lib.rs`)
-with `--deny warnings`. Paths given on the command line are linted as one program; without
-paths, each target of the workspace is its own program.
+warning), 2 when it cannot run (bad arguments, unreadable files, a mistake in the
+configuration below), and 0 otherwise. Paths given on the command line are linted as one
+program; without paths, each target of the workspace is its own program (its modules, found by
+following `mod` items, its package's library and the workspace libraries it depends on). In
+this workspace `.ci/run` runs `cargo catga lint --deny warnings` in the root, and over each
+example program (the example and its package's `lib.rs`).
 
 A warning can be silenced where it is reported, for one item: `#[handler(allow(unwrap_in_handler))]`
-on a handler, `#[event(allow(event_name_tense))]` on a message. Errors cannot be silenced: the
-code does not work as written.
+on a handler, `#[event(allow(event_name_tense))]` on a message; or for whole files in the
+[configuration](#configuration). Errors cannot be silenced: the code does not work as written.
 
 **Limits.** Rules that look at handler bodies (blocking calls, panics, locks, external calls)
 are syntactic: they see the code as written, not types, and they look into macro calls only
@@ -49,6 +51,31 @@ expand). While a macro expands it sees one item, so CATGA050 there catches `ctx.
 a query handler, and `cargo catga lint` also catches a query handler sending a command;
 CATGA060 and CATGA061 need to know a message's kind and are reported by `cargo catga lint`
 only. Each rule has a test with a near miss that must not fire.
+
+## Configuration
+
+Code that is wrong on purpose (test fixtures, compile-fail cases) and rules that do not suit
+some files are configured once, in the workspace's root `Cargo.toml`:
+
+```toml
+[workspace.metadata.catga.lint]
+# Not linted, nor the modules these files declare.
+exclude = [\"tests/fixtures/**\", \"tests/startup.rs\"]
+
+# A warning or note silenced in the files that match (a rule's name or id per key).
+[workspace.metadata.catga.lint.allow]
+command_without_idempotency = [\"crates/*/tests/**\"]
+```
+
+Patterns are relative to the workspace root and use `/`: `*` matches within one path segment,
+`?` one character, `**` any number of segments; a pattern that matches a directory covers
+everything under it (`tests/fixtures` is `tests/fixtures/**`). `cargo catga lint` reads the
+table through `cargo metadata` when it finds the workspace's files itself, and ends its summary
+with how many files it excluded. Files and directories given on the command line are linted as
+given, configuration or not, so `cargo catga lint tests/fixtures` still checks a fixture. An
+unknown key, an unknown rule, a pattern that leaves the workspace, or an error-level rule under
+`allow` stops the run (exit 2): errors cannot be silenced, only their files excluded. This
+repository's own `Cargo.toml` excludes its fixtures and the trybuild cases this way.
 ";
 
 /// The whole page.

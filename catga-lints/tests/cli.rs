@@ -209,28 +209,27 @@ fn catga(args: &[&str]) -> Output {
         .expect("run cargo-catga")
 }
 
-/// Each example is its own program (with the examples' library), linted as `.ci/run` does:
-/// linted together, a transport used by one would make another's commands look remote.
+/// Each example is its own program (with its package's library), linted as `.ci/run` does:
+/// linted together, a transport used by one would make another's commands look remote. The
+/// examples live in two packages, `examples/` and `examples/transports/`.
 #[test]
 fn the_workspace_examples_lint_clean() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut examples: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|name| name.ends_with(".rs") && name != "lib.rs")
-        .map(|name| format!("examples/{name}"))
-        .collect();
+    let mut examples: Vec<(String, String)> = Vec::new();
+    for package in ["examples", "examples/transports"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(package);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".rs") && name != "lib.rs" {
+                examples.push((format!("{package}/lib.rs"), format!("{package}/{name}")));
+            }
+        }
+    }
     examples.sort();
     assert!(examples.len() >= 2, "{examples:?}");
-    for example in &examples {
-        let output = catga(&[
-            "catga",
-            "lint",
-            "--deny",
-            "warnings",
-            "examples/lib.rs",
-            example,
-        ]);
+    for (library, example) in &examples {
+        let output = catga(&["catga", "lint", "--deny", "warnings", library, example]);
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(output.status.code(), Some(0), "{example}: {stderr}");
         assert!(

@@ -5,10 +5,15 @@
 //! It also says which files form one linked program (a *unit*): a target's modules, its own
 //! package's library, and the libraries of the workspace packages it depends on. Duplicate
 //! handlers and wire names only matter within one program; given paths are one program.
+//!
+//! In the workspace, files the [configuration](super::config) excludes are not read, nor are the
+//! modules they declare.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use super::config::Config;
 
 /// The files to lint and the linked programs they form.
 pub struct Discovered {
@@ -16,12 +21,26 @@ pub struct Discovered {
     pub files: Vec<PathBuf>,
     /// Each linked program, as indices into `files`.
     pub units: Vec<Vec<usize>>,
+    /// The workspace's lint configuration (empty when paths were given).
+    pub config: Config,
+    /// How many files the configuration excluded.
+    pub excluded: usize,
 }
 
 /// Finds the files to lint.
 pub fn files(paths: &[PathBuf]) -> Result<Discovered, String> {
+    let mut config = Config::default();
+    let mut excluded = 0;
     let units: Vec<BTreeSet<PathBuf>> = if paths.is_empty() {
-        workspace_units()?
+        let metadata = cargo_metadata()?;
+        config = Config::from_metadata(&metadata)?;
+        let mut tree = Tree {
+            config: &config,
+            excluded: BTreeSet::new(),
+        };
+        let units = workspace_units(&metadata, &mut tree);
+        excluded = tree.excluded.len();
+        units
     } else {
         let mut found = BTreeSet::new();
         for path in paths {
@@ -48,7 +67,12 @@ pub fn files(paths: &[PathBuf]) -> Result<Discovered, String> {
         .iter()
         .map(|u| u.iter().filter_map(index).collect())
         .collect();
-    Ok(Discovered { files, units })
+    Ok(Discovered {
+        files,
+        units,
+        config,
+        excluded,
+    })
 }
 
 /// A path as diagnostics show it: relative to the current directory when inside it.
@@ -77,8 +101,8 @@ fn walk(dir: &Path, found: &mut BTreeSet<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Every target of every workspace member, as the set of files of the program it links.
-fn workspace_units() -> Result<Vec<BTreeSet<PathBuf>>, String> {
+/// `cargo metadata` for the workspace of the current directory.
+fn cargo_metadata() -> Result<serde_json::Value, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let output = Command::new(&cargo)
         .args(["metadata", "--no-deps", "--format-version", "1"])
@@ -90,8 +114,12 @@ fn workspace_units() -> Result<Vec<BTreeSet<PathBuf>>, String> {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .map_err(|e| format!("`cargo metadata` printed something that is not JSON: {e}"))?;
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("`cargo metadata` printed something that is not JSON: {e}"))
+}
+
+/// Every target of every workspace member, as the set of files of the program it links.
+fn workspace_units(metadata: &serde_json::Value, tree: &mut Tree) -> Vec<BTreeSet<PathBuf>> {
     let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
 
     // Each package's library files, and the workspace packages it depends on (by name).
@@ -106,7 +134,7 @@ fn workspace_units() -> Result<Vec<BTreeSet<PathBuf>>, String> {
                 && let Some(src) = target["src_path"].as_str()
             {
                 let mut files = BTreeSet::new();
-                module_tree(Path::new(src), true, &mut files);
+                tree.module_tree(Path::new(src), true, &mut files);
                 libraries.insert(name.clone(), files);
             }
         }
@@ -155,7 +183,7 @@ fn workspace_units() -> Result<Vec<BTreeSet<PathBuf>>, String> {
                 continue;
             }
             let mut files = BTreeSet::new();
-            module_tree(Path::new(src), true, &mut files);
+            tree.module_tree(Path::new(src), true, &mut files);
             let is_lib = kinds
                 .iter()
                 .any(|k| k == "lib" || k == "rlib" || k == "proc-macro");
@@ -171,7 +199,7 @@ fn workspace_units() -> Result<Vec<BTreeSet<PathBuf>>, String> {
             units.push(files);
         }
     }
-    Ok(units)
+    units
 }
 
 fn kinds(target: &serde_json::Value) -> Vec<String> {
@@ -183,52 +211,65 @@ fn kinds(target: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// Adds `file` and every file its `mod` items load. `owns_dir` says whether its submodules
-/// live next to it (a crate root or `mod.rs`) or in a directory named after it.
-fn module_tree(file: &Path, owns_dir: bool, found: &mut BTreeSet<PathBuf>) {
-    if !found.insert(file.to_path_buf()) {
-        return;
-    }
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return;
-    };
-    // A file that does not parse is still linted (and reported); its modules cannot be found.
-    let Ok(ast) = syn::parse_file(&text) else {
-        return;
-    };
-    let parent = file.parent().unwrap_or(Path::new("."));
-    let dir = if owns_dir {
-        parent.to_path_buf()
-    } else {
-        parent.join(file.file_stem().unwrap_or_default())
-    };
-    modules(&ast.items, &dir, found);
+/// Follows `mod` items from crate roots, leaving out what the configuration excludes.
+struct Tree<'a> {
+    config: &'a Config,
+    /// The files left out.
+    excluded: BTreeSet<PathBuf>,
 }
 
-fn modules(items: &[syn::Item], dir: &Path, found: &mut BTreeSet<PathBuf>) {
-    for item in items {
-        let syn::Item::Mod(m) = item else { continue };
-        let name = m.ident.to_string();
-        let path_attr = m.attrs.iter().find_map(|a| match &a.meta {
-            syn::Meta::NameValue(nv) if nv.path.is_ident("path") => match &nv.value {
-                syn::Expr::Lit(syn::ExprLit {
-                    lit: syn::Lit::Str(s),
-                    ..
-                }) => Some(s.value()),
+impl Tree<'_> {
+    /// Adds `file` and every file its `mod` items load. `owns_dir` says whether its submodules
+    /// live next to it (a crate root or `mod.rs`) or in a directory named after it.
+    fn module_tree(&mut self, file: &Path, owns_dir: bool, found: &mut BTreeSet<PathBuf>) {
+        if self.config.excludes(file) {
+            self.excluded.insert(file.to_path_buf());
+            return;
+        }
+        if !found.insert(file.to_path_buf()) {
+            return;
+        }
+        let Ok(text) = std::fs::read_to_string(file) else {
+            return;
+        };
+        // A file that does not parse is still linted (and reported); its modules cannot be found.
+        let Ok(ast) = syn::parse_file(&text) else {
+            return;
+        };
+        let parent = file.parent().unwrap_or(Path::new("."));
+        let dir = if owns_dir {
+            parent.to_path_buf()
+        } else {
+            parent.join(file.file_stem().unwrap_or_default())
+        };
+        self.modules(&ast.items, &dir, found);
+    }
+
+    fn modules(&mut self, items: &[syn::Item], dir: &Path, found: &mut BTreeSet<PathBuf>) {
+        for item in items {
+            let syn::Item::Mod(m) = item else { continue };
+            let name = m.ident.to_string();
+            let path_attr = m.attrs.iter().find_map(|a| match &a.meta {
+                syn::Meta::NameValue(nv) if nv.path.is_ident("path") => match &nv.value {
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(s),
+                        ..
+                    }) => Some(s.value()),
+                    _ => None,
+                },
                 _ => None,
-            },
-            _ => None,
-        });
-        match (&m.content, path_attr) {
-            (Some((_, items)), _) => modules(items, &dir.join(&name), found),
-            (None, Some(path)) => module_tree(&dir.join(path), true, found),
-            (None, None) => {
-                let flat = dir.join(format!("{name}.rs"));
-                let nested = dir.join(&name).join("mod.rs");
-                if flat.is_file() {
-                    module_tree(&flat, false, found);
-                } else if nested.is_file() {
-                    module_tree(&nested, true, found);
+            });
+            match (&m.content, path_attr) {
+                (Some((_, items)), _) => self.modules(items, &dir.join(&name), found),
+                (None, Some(path)) => self.module_tree(&dir.join(path), true, found),
+                (None, None) => {
+                    let flat = dir.join(format!("{name}.rs"));
+                    let nested = dir.join(&name).join("mod.rs");
+                    if flat.is_file() {
+                        self.module_tree(&flat, false, found);
+                    } else if nested.is_file() {
+                        self.module_tree(&nested, true, found);
+                    }
                 }
             }
         }

@@ -5,7 +5,9 @@
 //! Arguments are parsed by hand: there are five flags, and the crate stays free of
 //! dependencies for `catga-macros`, which depends on it.
 
+mod config;
 mod discover;
+mod glob;
 mod json;
 mod render;
 
@@ -20,8 +22,9 @@ usage: cargo catga lint [--deny warnings] [--allow RULE]... [--message-format hu
        cargo catga explain RULE
        cargo catga rules
 
-lint     check handlers and messages (the workspace in the current directory, or the given
-         files and directories); exits 1 on errors (and on warnings with --deny warnings)
+lint     check handlers and messages (the workspace in the current directory, less what
+         [workspace.metadata.catga.lint] excludes, or the given files and directories as
+         given); exits 1 on errors (and on warnings with --deny warnings)
 explain  print the documentation of one rule (an id like CATGA025 or a name)
 rules    list every rule";
 
@@ -186,10 +189,21 @@ pub fn lint(opts: &LintOptions, out: &mut dyn Write, err: &mut dyn Write) -> i32
         .iter()
         .map(|unit| unit.iter().filter_map(|&f| parsed_as[f]).collect())
         .collect();
+    // The file each source was read from, for the configuration's per-path `allow`.
+    let source_files: Vec<&PathBuf> = files
+        .iter()
+        .zip(&parsed_as)
+        .filter_map(|(file, parsed)| parsed.map(|_| file))
+        .collect();
     let (sources, findings) = Program::new(sources, units).check();
     let findings: Vec<Located> = findings
         .into_iter()
         .filter(|l| !opts.allow.iter().any(|r| r.id == l.finding.rule.id))
+        .filter(|l| {
+            !discovered
+                .config
+                .allows(l.finding.rule, source_files[l.source])
+        })
         .collect();
     let count = |level| {
         findings
@@ -215,9 +229,13 @@ pub fn lint(opts: &LintOptions, out: &mut dyn Write, err: &mut dyn Write) -> i32
                     render::human(&sources[located.source], &located.finding)
                 );
             }
+            let excluded = match discovered.excluded {
+                0 => String::new(),
+                n => format!("; {n} excluded by {}", config::TABLE),
+            };
             let _ = writeln!(
                 err,
-                "catga lint: {} in {} files ({} lines)",
+                "catga lint: {} in {} files ({} lines){excluded}",
                 render::tally(errors, warnings, notes),
                 files.len(),
                 lines
