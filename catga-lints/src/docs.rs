@@ -13,7 +13,11 @@ with a stable id that is never reused):
 
 * **while the macros expand** (`#[handler]`, `#[command]`, …): errors are compile errors at the
   offending span; warnings are `deprecated` warnings that name the rule, e.g.
-  `use of deprecated unit struct CATGA030_unwrap_in_handler: `unwrap` in a handler can panic`;
+  `use of deprecated unit struct CATGA030_unwrap_in_handler: `unwrap` in a handler can panic`.
+  **A crate or module that says `#![allow(deprecated)]` therefore hides every catga warning
+  in it** (a proc macro on stable Rust has no other way to warn). Silence one rule on one item
+  with `allow(rule)` in its attribute instead, and run `cargo catga lint --deny warnings` in
+  CI: it reports the same warnings whatever the crate allows;
 * **by the compiler**, for checks that need types the macro cannot see (is the event `Clone`?
   is this message a query?), through `#[diagnostic::on_unimplemented]` messages that name the
   rule;
