@@ -115,6 +115,38 @@ impl Error {
         Self::from_handler_classified(message, handler, error, false, Some(coded))
     }
 
+    /// Wraps a handler's error already boxed: what `#[handler]` does with any error type
+    /// that converts into a [`BoxError`] (`anyhow::Error` and `eyre::Report` give up the
+    /// error they wrap, so [`Error::downcast_ref`] finds it; a catga [`Error`] inside is
+    /// returned as it is, with its code and retryability).
+    #[doc(hidden)]
+    pub fn from_handler_boxed(
+        message: &'static str,
+        handler: &'static str,
+        boxed: BoxError,
+        retryable: bool,
+        coded: Option<(&'static str, Option<serde_json::Value>)>,
+    ) -> Error {
+        match boxed.downcast::<Error>() {
+            Ok(own) => *own,
+            Err(source) => {
+                let (code, details) = match coded {
+                    Some((declared, details)) => (domain::domain_code(declared, handler), details),
+                    None => ("handler", None),
+                };
+                ErrorKind::Handler {
+                    message,
+                    handler,
+                    retryable,
+                    code,
+                    details,
+                    source,
+                }
+                .into()
+            }
+        }
+    }
+
     #[doc(hidden)]
     pub fn from_handler_classified<E>(
         message: &'static str,
@@ -247,7 +279,18 @@ impl Error {
     /// for a request handled elsewhere, use [`Error::code`] and [`Error::details`].
     pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
         match &*self.kind {
-            ErrorKind::Handler { source, .. } => source.downcast_ref::<E>(),
+            // Along the source chain: an error wrapped with context (`anyhow`'s `.context`,
+            // `eyre`'s `.wrap_err`) still finds the error it wraps.
+            ErrorKind::Handler { source, .. } => {
+                let mut current: Option<&(dyn StdError + 'static)> = Some(source.as_ref());
+                while let Some(error) = current {
+                    if let Some(found) = error.downcast_ref::<E>() {
+                        return Some(found);
+                    }
+                    current = error.source();
+                }
+                None
+            }
             ErrorKind::Publish { failures, .. } => {
                 failures.iter().find_map(|f| f.error.downcast_ref::<E>())
             }

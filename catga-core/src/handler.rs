@@ -7,7 +7,12 @@
 //!
 //! A handler's parameters are the message (by value; an event also by `&E`), optionally
 //! `&Context`, and `&T` references to state registered with the builder. It returns
-//! `Result<Output, E>` for any `E: std::error::Error + Send + Sync + 'static`.
+//! `Result<Output, E>` for any `E: std::error::Error + Send + Sync + 'static`, or one of the
+//! error types services write: `anyhow::Result<Output>`, `eyre::Result<Output>`,
+//! `Result<Output, Box<dyn Error + Send + Sync>>`, `Result<Output, String>`. The error a wrapper
+//! holds stays reachable with [`Error::downcast_ref`](crate::Error::downcast_ref), also under
+//! added context; a catga [`Error`](crate::Error) propagated through one with `?` keeps its
+//! retryability.
 
 use std::future::Future;
 

@@ -4,7 +4,7 @@ pub use inventory;
 pub use serde;
 
 pub use crate::codec::{Codec, CodecError, Json, MessagePack, WireFormat};
-pub use crate::error::{Error, HandlerFailure};
+pub use crate::error::{BoxError, Error, HandlerFailure};
 pub use crate::handler::{
     EventHandler, EventRole, HandlerMeta, MissingState, OwnedHandler, RequestHandler, RequestRole,
 };
@@ -23,7 +23,9 @@ pub use crate::validation::ValidationErrors;
 pub use futures::future::BoxFuture;
 pub use futures::join;
 
-use std::error::Error as StdError;
+use std::cell::Cell;
+use std::fmt;
+use std::ops::Deref;
 use std::time::Duration;
 
 use crate::message::{Event, Message};
@@ -232,17 +234,21 @@ impl crate::message::Request for NoRoute {
     message = "a handler of `{M}` must return `Result<{M}::Output, E>`, not `{Self}`",
     label = "wrong return type for a handler of `{M}`",
     note = "the `Ok` type must be the output the message declares (`#[command(output = …)]`, `#[query(output = …)]`; `()` for a bare `#[command]` or an event)",
-    note = "the error type must implement `std::error::Error + Send + Sync + 'static`",
+    note = "the error type must implement `std::error::Error + Send + Sync + 'static`, or be `anyhow::Error`, `eyre::Report`, `Box<dyn std::error::Error + Send + Sync>` or `String`",
     note = "CATGA004 (handler_return_not_result) / CATGA010 (handler_output_mismatch), see `cargo catga explain CATGA004`"
 )]
 pub trait HandlerReturn<M> {
     type Ok;
-    type Err: StdError + Send + Sync + 'static;
+    /// Anything that becomes a boxed error: every `std::error::Error + Send + Sync + 'static`,
+    /// and `anyhow::Error`, `eyre::Report`, `Box<dyn Error + Send + Sync>`, `String`, `&str`.
+    type Err: Into<crate::error::BoxError> + 'static;
     fn into_result(self) -> Result<Self::Ok, Self::Err>;
 }
 
 #[diagnostic::do_not_recommend]
-impl<M: Message, E: StdError + Send + Sync + 'static> HandlerReturn<M> for Result<M::Output, E> {
+impl<M: Message, E: Into<crate::error::BoxError> + 'static> HandlerReturn<M>
+    for Result<M::Output, E>
+{
     type Ok = M::Output;
     type Err = E;
     #[inline]
@@ -412,4 +418,122 @@ impl<T> NoCacheKey for Probe<'_, T> {
     fn catga_cache_key(&self) -> Option<String> {
         None
     }
+}
+
+// ---- a handler's error, boxed the best way its type allows ----
+
+/// A handler's error, owned, for `(&&&ErrorSlot::new(e)).catga_box_error()`: the first impl
+/// that applies to the concrete type wins (generated code only).
+pub struct ErrorSlot<T>(Cell<Option<T>>);
+
+impl<T> ErrorSlot<T> {
+    #[inline]
+    pub fn new(error: T) -> Self {
+        ErrorSlot(Cell::new(Some(error)))
+    }
+}
+
+/// What a slot held: each is taken once, by the one conversion method resolution picked.
+fn taken<T>(slot: &ErrorSlot<T>, box_it: impl FnOnce(T) -> BoxError) -> BoxError {
+    match slot.0.take() {
+        Some(error) => box_it(error),
+        None => Box::new(AlreadyTaken),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the handler's error was already taken")]
+struct AlreadyTaken;
+
+/// A `std::error::Error`: boxed as it is, so `Error::downcast_ref` finds it.
+pub trait ViaStdError {
+    fn catga_box_error(&self) -> BoxError;
+}
+impl<T: std::error::Error + Send + Sync + 'static> ViaStdError for &&&ErrorSlot<T> {
+    #[inline]
+    fn catga_box_error(&self) -> BoxError {
+        taken(self, |e| Box::new(e))
+    }
+}
+
+/// A type that dereferences to the error it wraps (`anyhow::Error`, `eyre::Report`,
+/// `Box<dyn Error + Send + Sync>`): kept whole, with the wrapped error as its source, so
+/// `Error::downcast_ref` finds that error (and anything under it) along the source chain.
+pub trait ViaWrapper {
+    fn catga_box_error(&self) -> BoxError;
+}
+impl<T> ViaWrapper for &&ErrorSlot<T>
+where
+    T: Deref<Target = dyn std::error::Error + Send + Sync + 'static>
+        + fmt::Display
+        + fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    #[inline]
+    fn catga_box_error(&self) -> BoxError {
+        taken(self, |e| Box::new(Wrapper(e)))
+    }
+}
+
+/// Anything else that converts into a boxed error (`String`, `&str`).
+pub trait ViaInto {
+    fn catga_box_error(&self) -> BoxError;
+}
+impl<T: Into<BoxError>> ViaInto for &ErrorSlot<T> {
+    #[inline]
+    fn catga_box_error(&self) -> BoxError {
+        taken(self, Into::into)
+    }
+}
+
+/// Any other type: only in a program that does not compile (the handler's return type is
+/// already reported, CATGA004); this keeps that the only error.
+pub trait ViaNothing {
+    fn catga_box_error(&self) -> BoxError;
+}
+impl<T> ViaNothing for ErrorSlot<T> {
+    #[inline]
+    fn catga_box_error(&self) -> BoxError {
+        taken(self, |_| Box::new(AlreadyTaken))
+    }
+}
+
+/// See [`ViaWrapper`]: shows as the wrapper does, and offers what it wraps as the source.
+struct Wrapper<T>(T);
+
+impl<T: fmt::Display> fmt::Display for Wrapper<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `{:#}` on anyhow/eyre prints the whole context chain on one line.
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Wrapper<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<T> std::error::Error for Wrapper<T>
+where
+    T: Deref<Target = dyn std::error::Error + Send + Sync + 'static> + fmt::Display + fmt::Debug,
+{
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Whether a boxed handler error carries a catga [`Error`] somewhere along its source chain
+/// that is retryable (a dispatch the handler propagated with `?` through `anyhow`).
+pub fn inner_retryable(error: &BoxError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(e) = current {
+        if let Some(own) = e.downcast_ref::<Error>() {
+            return own.is_retryable();
+        }
+        current = e.source();
+    }
+    false
 }

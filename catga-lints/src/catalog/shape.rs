@@ -60,7 +60,7 @@ pub static HANDLER_RETURN_NOT_RESULT: Rule = Rule {
     level: Level::Error,
     family: Family::HandlerShape,
     summary: "a handler must return `Result<Output, E>`",
-    help: "return `Result<Output, E>` where `E: std::error::Error + Send + Sync + 'static`",
+    help: "return `Result<Output, E>` where `E: std::error::Error + Send + Sync + 'static`, or `anyhow::Result<Output>`, `eyre::Result<Output>`, `Result<Output, Box<dyn Error + Send + Sync>>`, `Result<Output, String>`",
     rationale: "Failure is part of every handler's contract: retries, dead letters and the caller's \
                 error all need the handler's own error value, not a panic or a silent default.",
     surfaces: &[Surface::Expansion, Surface::Compiler, Surface::Cli],

@@ -81,8 +81,12 @@ pub fn handler(krate: &TokenStream, t: &Target<'_>) -> TokenStream {
                 use #p::{NoErrorCode as _, NoRetryable as _, ViaErrorCode as _, ViaRetryable as _};
                 let __retryable = (&&#p::Probe(&__err)).catga_retryable();
                 let __coded = (&&#p::Probe(&__err)).catga_error_code();
-                ::core::result::Result::Err(#p::Error::from_handler_classified(
-                    <#msg as #krate::Message>::NAME, __NAME, __err, __retryable, __coded,
+                #[allow(unused_imports)]
+                use #p::{ViaInto as _, ViaNothing as _, ViaStdError as _, ViaWrapper as _};
+                let __boxed = (&&&#p::ErrorSlot::new(__err)).catga_box_error();
+                let __retryable = __retryable || #p::inner_retryable(&__boxed);
+                ::core::result::Result::Err(#p::Error::from_handler_boxed(
+                    <#msg as #krate::Message>::NAME, __NAME, __boxed, __retryable, __coded,
                 ))
             }
         }
