@@ -158,25 +158,7 @@ impl Error {
     where
         E: StdError + Send + Sync + 'static,
     {
-        let boxed: BoxError = Box::new(error);
-        match boxed.downcast::<Error>() {
-            Ok(own) => *own,
-            Err(source) => {
-                let (code, details) = match coded {
-                    Some((declared, details)) => (domain::domain_code(declared, handler), details),
-                    None => ("handler", None),
-                };
-                ErrorKind::Handler {
-                    message,
-                    handler,
-                    retryable,
-                    code,
-                    details,
-                    source,
-                }
-                .into()
-            }
-        }
+        Self::from_handler_boxed(message, handler, Box::new(error), retryable, coded)
     }
 
     /// A stable, machine-readable name for the failure: the same whether the handler ran in

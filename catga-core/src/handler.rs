@@ -11,7 +11,7 @@
 //! error types services write: `anyhow::Result<Output>`, `eyre::Result<Output>`,
 //! `Result<Output, Box<dyn Error + Send + Sync>>`, `Result<Output, String>`. The error a wrapper
 //! holds stays reachable with [`Error::downcast_ref`](crate::Error::downcast_ref), also under
-//! added context; a catga [`Error`](crate::Error) propagated through one with `?` keeps its
+//! added context; a catga [`Error`] propagated through one with `?` keeps its
 //! retryability.
 
 use std::future::Future;

@@ -11,6 +11,23 @@ use crate::kind::Kind;
 use crate::rules::duration::parse_millis;
 use crate::rules::handler::{parse_allow, skip_value, tokens_text};
 
+/// The arguments each message attribute takes, in the order the docs list them.
+#[rustfmt::skip]
+const COMMAND_ARGUMENTS: &[&str] = &[
+    "output", "name", "local", "idempotent", "timeout", "retry", "rate_limit", "concurrency",
+    "bulkhead", "skip", "allow", "crate",
+];
+#[rustfmt::skip]
+const QUERY_ARGUMENTS: &[&str] = &[
+    "output", "name", "local", "timeout", "retry", "rate_limit", "concurrency", "bulkhead",
+    "cache_ttl", "invalidated_by", "skip", "allow", "crate",
+];
+#[rustfmt::skip]
+const EVENT_ARGUMENTS: &[&str] = &[
+    "name", "local", "timeout", "retry", "rate_limit", "concurrency", "bulkhead", "skip",
+    "allow", "crate",
+];
+
 /// Fields above which a message is over budget (CATGA062).
 pub const MAX_FIELDS: usize = 64;
 /// Bytes of inline arrays above which a message is over budget (CATGA062).
@@ -238,48 +255,10 @@ impl MessageArgs {
                     Ok(())
                 })?,
                 _ => {
-                    let valid: &[&str] = match kind {
-                        Kind::Command => &[
-                            "output",
-                            "name",
-                            "local",
-                            "idempotent",
-                            "timeout",
-                            "retry",
-                            "rate_limit",
-                            "concurrency",
-                            "bulkhead",
-                            "skip",
-                            "allow",
-                            "crate",
-                        ],
-                        Kind::Query => &[
-                            "output",
-                            "name",
-                            "local",
-                            "timeout",
-                            "retry",
-                            "rate_limit",
-                            "concurrency",
-                            "bulkhead",
-                            "cache_ttl",
-                            "invalidated_by",
-                            "skip",
-                            "allow",
-                            "crate",
-                        ],
-                        Kind::Event => &[
-                            "name",
-                            "local",
-                            "timeout",
-                            "retry",
-                            "rate_limit",
-                            "concurrency",
-                            "bulkhead",
-                            "skip",
-                            "allow",
-                            "crate",
-                        ],
+                    let valid = match kind {
+                        Kind::Command => COMMAND_ARGUMENTS,
+                        Kind::Query => QUERY_ARGUMENTS,
+                        Kind::Event => EVENT_ARGUMENTS,
                     };
                     let given = tokens_text(&meta.path);
                     findings.push(
