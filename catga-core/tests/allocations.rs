@@ -2,49 +2,12 @@
 //!
 //! Counts are deterministic, so they are asserted; time is not (see `benches/dispatch.rs`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod counting_alloc;
+
 use std::convert::Infallible;
 use std::future::Future;
 
 use catga_core::prelude::*;
-
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: delegates every call to `System`; only counts, on the calling thread.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-fn note_allocation() {
-    // `try_with`: the allocator runs during thread-local teardown too.
-    let _ = COUNTING.try_with(|on| {
-        if on.get() {
-            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-        }
-    });
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 /// Allocations made on this thread while polling `make()`'s futures to completion `CALLS`
 /// times (after a warm-up). Exact: the tests compare it with `CALLS × expected per call`.
@@ -58,13 +21,12 @@ fn allocations<F: Future>(mut make: impl FnMut() -> F) -> u64 {
         for _ in 0..3 {
             make().await;
         }
-        COUNT.set(0);
-        COUNTING.set(true);
-        for _ in 0..CALLS {
-            make().await;
-        }
-        COUNTING.set(false);
-        COUNT.get()
+        counting_alloc::allocations_of(async {
+            for _ in 0..CALLS {
+                make().await;
+            }
+        })
+        .await
     })
 }
 

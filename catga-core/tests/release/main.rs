@@ -13,6 +13,8 @@ mod breaker;
 mod caching;
 mod common;
 mod concurrency;
+#[path = "../counting_alloc/mod.rs"]
+mod counting_alloc;
 mod idempotency;
 mod idempotency_store;
 mod passive;
