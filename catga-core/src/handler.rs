@@ -91,7 +91,9 @@ pub trait RequestHandler<M: Request>: 'static {
     label = "no `#[handler]` for `{E}` here",
     note = "write an `async fn` taking `{E}` or `&{E}` and annotate it with `#[handler]`"
 )]
-pub trait EventHandler<E: Event>: 'static {
+// Bounded by `Message`, not `Event`: a handler that borrows a command is reported once, by
+// `assert_by_ref`, and its impl still type-checks instead of repeating the mistake.
+pub trait EventHandler<E: Message>: 'static {
     /// What the handler borrows, resolved once at build time.
     type State: Send + Sync + 'static;
     /// Name and location.

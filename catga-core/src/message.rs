@@ -255,6 +255,15 @@ pub trait Message: Send + Sync + Sized + 'static {
     fn __bind_owned<H: crate::handler::OwnedHandler<Self>>(
         states: &crate::state::States,
     ) -> Result<crate::registry::Binding, crate::handler::MissingState>;
+    /// Binds a handler that borrows the message: `bind_event` for an event. Only events
+    /// override it; for a request the handler is a compile error (`assert_by_ref`), so the
+    /// default never runs.
+    #[doc(hidden)]
+    fn __bind_borrowed<H: crate::handler::EventHandler<Self>>(
+        _states: &crate::state::States,
+    ) -> Result<crate::registry::Binding, crate::handler::MissingState> {
+        Err(crate::handler::MissingState(Vec::new()))
+    }
     #[doc(hidden)]
     fn __try_clone(&self) -> Option<Self>;
     #[doc(hidden)]

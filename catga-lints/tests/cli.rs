@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 
 use catga_lints::RULES;
 
-const FIXTURES: &[&str] = &["shape", "messages", "bodies", "program"];
+const FIXTURES: &[&str] = &["shape", "messages", "bodies", "program", "workspace"];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,16 +20,22 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs `cargo catga lint` in the fixture's directory with its `args` file and `extra`.
+/// Runs `cargo catga lint` in the fixture's directory with its `args` file and `extra`: on
+/// `src`, or on the whole workspace when the fixture is one (it has a `Cargo.toml`).
 fn lint(name: &str, extra: &[&str]) -> Output {
     let dir = fixture(name);
     let args = std::fs::read_to_string(dir.join("args")).unwrap_or_default();
+    let paths: &[&str] = if dir.join("Cargo.toml").is_file() {
+        &[]
+    } else {
+        &["src"]
+    };
     Command::new(env!("CARGO_BIN_EXE_cargo-catga"))
         .current_dir(&dir)
         .args(["catga", "lint"])
         .args(args.split_whitespace())
         .args(extra)
-        .arg("src")
+        .args(paths)
         .output()
         .expect("run cargo-catga")
 }

@@ -29,7 +29,10 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     }
     let warnings = lint::emit(&findings, |rule| args.allows(rule), &mut errors);
     let Some(ident) = ident else {
-        return quote!(#item)
+        // A rejected shape (generic, borrowing) still gets stand-in impls, so the type's uses
+        // type-check and the one error above is the only one the user reads.
+        let stand_in = stand_in(kind, &krate, &item, &args);
+        return quote!(#item #stand_in)
             .into_iter()
             .chain(errors.into_compile_errors())
             .collect();
@@ -71,10 +74,22 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
             },
         ),
     };
-    let bind_owned = if kind == Kind::Event {
-        quote!(#krate::__private::bind_event::<Self, H>(states))
+    let (bind_owned, bind_borrowed) = if kind == Kind::Event {
+        (
+            quote!(#krate::__private::bind_event::<Self, H>(states)),
+            quote! {
+                fn __bind_borrowed<H: #krate::__private::EventHandler<Self>>(
+                    states: &#krate::__private::States,
+                ) -> ::core::result::Result<#krate::__private::Binding, #krate::__private::MissingState> {
+                    #krate::__private::bind_event::<Self, H>(states)
+                }
+            },
+        )
     } else {
-        quote!(#krate::__private::bind_request::<Self, H>(states))
+        (
+            quote!(#krate::__private::bind_request::<Self, H>(states)),
+            quote!(),
+        )
     };
     let wire = !args.local;
     let (decode, encode) = if wire {
@@ -204,6 +219,8 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
                     #bind_owned
                 }
 
+                #bind_borrowed
+
                 #[inline]
                 fn __try_clone(&self) -> ::core::option::Option<Self> {
                     #[allow(unused_imports)]
@@ -248,6 +265,78 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
             #krate::__private::inventory::submit! {
                 #krate::__private::MessageDescriptor { info: <#ident as #krate::Message>::info }
             }
+        };
+    }
+}
+
+/// Impls of the message traits for a type whose shape the macro rejected (generic, or
+/// borrowing), carrying its generics and satisfied wherever the type could be a message at
+/// all. The crate already fails to compile with the shape error, so the bodies never run;
+/// they exist only so that every use of the type does not add a "not a message" error.
+fn stand_in(kind: Kind, krate: &TokenStream, item: &Item, args: &MessageArgs) -> TokenStream {
+    let (ident, generics) = match item {
+        Item::Struct(s) => (&s.ident, &s.generics),
+        Item::Enum(e) => (&e.ident, &e.generics),
+        _ => return TokenStream::new(),
+    };
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let predicates = where_clause.into_iter().flat_map(|w| w.predicates.iter());
+    let bounds = quote! {
+        where #(#predicates,)* Self: ::core::marker::Send + ::core::marker::Sync + 'static
+    };
+    let p = quote!(#krate::__private);
+    let never = quote!(::core::unreachable!(
+        "a message the macro rejected is never dispatched"
+    ));
+    let output = match (&args.output, kind) {
+        (Some(ty), Kind::Command | Kind::Query) => quote!(#ty),
+        _ => quote!(()),
+    };
+    let (variant, role, marker) = match kind {
+        Kind::Command => (quote!(Command), quote!(RequestRole), quote!(Command)),
+        Kind::Query => (quote!(Query), quote!(RequestRole), quote!(Query)),
+        Kind::Event => (quote!(Event), quote!(EventRole), quote!(Event)),
+    };
+    let request = if kind == Kind::Event {
+        TokenStream::new()
+    } else {
+        quote! {
+            impl #impl_generics #krate::Request for #ident #ty_generics #bounds {
+                fn __encode_output<C: #p::Codec>(_: &C, _: &Self::Output)
+                    -> ::core::result::Result<::std::vec::Vec<u8>, #p::CodecError> { #never }
+                fn __decode_output<C: #p::Codec>(_: &C, _: &[u8])
+                    -> ::core::result::Result<Self::Output, #p::CodecError> { #never }
+            }
+        }
+    };
+    let side_effects = if kind == Kind::Query {
+        TokenStream::new()
+    } else {
+        quote!(impl #impl_generics #p::SideEffectsAllowed for #ident #ty_generics #bounds {})
+    };
+    quote! {
+        #[allow(unreachable_code, unused_variables)]
+        const _: () = {
+            impl #impl_generics #krate::Message for #ident #ty_generics #bounds {
+                type Output = #output;
+                const NAME: &'static str = "";
+                const KIND: #p::MessageKind = #p::MessageKind::#variant;
+                type __Role = #p::#role;
+                fn info() -> &'static #p::MessageInfo { #never }
+                fn __bind_owned<H: #p::OwnedHandler<Self>>(_: &#p::States)
+                    -> ::core::result::Result<#p::Binding, #p::MissingState> { #never }
+                fn __try_clone(&self) -> ::core::option::Option<Self> { #never }
+                fn __idempotency_key(&self) -> ::core::option::Option<::std::string::String> { #never }
+                fn __cache_key(&self) -> ::core::option::Option<::std::string::String> { #never }
+                fn __validate(&self) -> ::core::result::Result<(), #p::ValidationErrors> { #never }
+                fn __decode<C: #p::Codec>(_: &C, _: &[u8])
+                    -> ::core::result::Result<Self, #p::CodecError> { #never }
+                fn __encode<C: #p::Codec>(&self, _: &C)
+                    -> ::core::result::Result<::std::vec::Vec<u8>, #p::CodecError> { #never }
+            }
+            #request
+            impl #impl_generics #krate::#marker for #ident #ty_generics #bounds {}
+            #side_effects
         };
     }
 }

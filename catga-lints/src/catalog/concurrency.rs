@@ -26,8 +26,10 @@ pub static UNSYNC_STATE: Rule = Rule {
     family: Family::Concurrency,
     summary: "handler state holds `Cell`, `RefCell` or `Rc`, which cannot be shared between threads",
     help: "use `Mutex`/`RwLock` instead of `RefCell`, atomics instead of `Cell`, `Arc` instead of `Rc`",
-    rationale: "State is shared by concurrent dispatches on several threads, so it must be `Sync`; \
-                this says which field is the problem before the compiler's trait error does.",
+    rationale: "State is shared by concurrent dispatches on several threads, so it must be `Sync`. \
+                rustc reports a missing `Sync` once per place the state crosses threads (the \
+                handler's future, the state table, `.state(…)`), and `#[handler]` sees only \
+                `&Counter`, not its fields; this rule reads the type and names the field.",
     surfaces: &[Surface::Cli],
     allow: Allow::CommandLine,
     bad: "pub struct Orders { cache: RefCell<HashMap<u64, Order>> }",

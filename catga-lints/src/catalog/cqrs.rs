@@ -98,3 +98,21 @@ pub static DUPLICATE_WIRE_NAME: Rule = Rule {
     bad: "#[command(name = \"orders.place\")]\npub struct PlaceOrder;\n\n#[command(name = \"orders.place\")]\npub struct PlaceOrderV2;",
     good: "#[command(name = \"orders.place\")]\npub struct PlaceOrder;\n\n#[command(name = \"orders.place.v2\")]\npub struct PlaceOrderV2;",
 };
+
+/// CATGA056.
+pub static UNLINKED_HANDLERS: Rule = Rule {
+    id: "CATGA056",
+    name: "unlinked_handlers",
+    level: Level::Warning,
+    family: Family::Cqrs,
+    summary: "an executable depends on a crate with handlers but never names it, so its handlers are left out",
+    help: "name the crate once in the executable, e.g. `use my_handlers as _;` next to `main`",
+    rationale: "rustc loads a dependency only when code names it; a crate listed in `Cargo.toml` \
+                but never named is not linked, its `#[handler]` registrations are not in the \
+                program, and `build()` finds no handler for its messages. The lint follows \
+                what each binary, test, example and bench names, crate by crate.",
+    surfaces: &[Surface::Cli],
+    allow: Allow::CommandLine,
+    bad: "// Cargo.toml: my_handlers = { path = \"../my_handlers\" }\nfn main() {\n    let app = Catga::builder().build();\n}",
+    good: "use my_handlers as _; // links the crate, and with it its handlers\n\nfn main() {\n    let app = Catga::builder().build();\n}",
+};

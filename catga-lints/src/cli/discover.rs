@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::config::Config;
+use crate::program::{CrateFiles, Crates};
 
 /// The files to lint and the linked programs they form.
 pub struct Discovered {
@@ -21,6 +22,11 @@ pub struct Discovered {
     pub files: Vec<PathBuf>,
     /// Each linked program, as indices into `files`.
     pub units: Vec<Vec<usize>>,
+    /// Each file's module path (`["shop", "orders"]`), when it was found from a crate root.
+    pub modules: Vec<Option<Vec<String>>>,
+    /// The workspace's libraries and executables, for the linking rule (empty when paths
+    /// were given).
+    pub crates: Crates<usize>,
     /// The workspace's lint configuration (empty when paths were given).
     pub config: Config,
     /// How many files the configuration excluded.
@@ -31,15 +37,19 @@ pub struct Discovered {
 pub fn files(paths: &[PathBuf]) -> Result<Discovered, String> {
     let mut config = Config::default();
     let mut excluded = 0;
+    let mut modules = BTreeMap::new();
+    let mut crates = Crates::default();
     let units: Vec<BTreeSet<PathBuf>> = if paths.is_empty() {
         let metadata = cargo_metadata()?;
         config = Config::from_metadata(&metadata)?;
         let mut tree = Tree {
             config: &config,
             excluded: BTreeSet::new(),
+            modules: BTreeMap::new(),
         };
-        let units = workspace_units(&metadata, &mut tree);
+        let units = workspace_units(&metadata, &mut tree, &mut crates);
         excluded = tree.excluded.len();
+        modules = tree.modules;
         units
     } else {
         let mut found = BTreeSet::new();
@@ -67,9 +77,13 @@ pub fn files(paths: &[PathBuf]) -> Result<Discovered, String> {
         .iter()
         .map(|u| u.iter().filter_map(index).collect())
         .collect();
+    let modules = files.iter().map(|f| modules.get(f).cloned()).collect();
+    let crates = crates.map(|f| index(f));
     Ok(Discovered {
         files,
         units,
+        modules,
+        crates,
         config,
         excluded,
     })
@@ -119,36 +133,81 @@ fn cargo_metadata() -> Result<serde_json::Value, String> {
 }
 
 /// Every target of every workspace member, as the set of files of the program it links.
-fn workspace_units(metadata: &serde_json::Value, tree: &mut Tree) -> Vec<BTreeSet<PathBuf>> {
+fn workspace_units(
+    metadata: &serde_json::Value,
+    tree: &mut Tree,
+    crates: &mut Crates<PathBuf>,
+) -> Vec<BTreeSet<PathBuf>> {
     let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
 
-    // Each package's library files, and the workspace packages it depends on (by name).
+    // Each package's library crate name (a `[lib] name` may differ from the package's).
+    let lib_names: BTreeMap<String, String> = packages
+        .iter()
+        .filter_map(|package| {
+            let target = package["targets"].as_array()?.iter().find(|t| is_lib(t))?;
+            Some((
+                package["name"].as_str()?.to_string(),
+                crate_name(target["name"].as_str()?),
+            ))
+        })
+        .collect();
+    // Each package's library files, and the workspace packages it depends on: by package
+    // name (to follow) and by the name its code uses (a `package = …` rename changes it).
     let mut libraries: BTreeMap<String, BTreeSet<PathBuf>> = BTreeMap::new();
     let mut depends: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    let mut code_names: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
     for package in &packages {
         let name = package["name"].as_str().unwrap_or_default().to_string();
         for target in package["targets"].as_array().into_iter().flatten() {
-            if kinds(target)
-                .iter()
-                .any(|k| k == "lib" || k == "rlib" || k == "proc-macro")
+            if is_lib(target)
                 && let Some(src) = target["src_path"].as_str()
             {
                 let mut files = BTreeSet::new();
-                tree.module_tree(Path::new(src), true, &mut files);
+                let root = vec![crate_name(target["name"].as_str().unwrap_or_default())];
+                tree.module_tree(Path::new(src), true, root, &mut files);
                 libraries.insert(name.clone(), files);
             }
         }
         let (mut normal, mut dev) = (Vec::new(), Vec::new());
+        let (mut normal_code, mut dev_code) = (Vec::new(), Vec::new());
         for dep in package["dependencies"].as_array().into_iter().flatten() {
             if dep["path"].is_null() {
                 continue;
             }
             let dep_name = dep["name"].as_str().unwrap_or_default().to_string();
+            let code = dep["rename"].as_str().map_or_else(
+                || {
+                    lib_names
+                        .get(&dep_name)
+                        .cloned()
+                        .unwrap_or_else(|| crate_name(&dep_name))
+                },
+                crate_name,
+            );
             match dep["kind"].as_str() {
-                Some("dev") => dev.push(dep_name),
+                Some("dev") => {
+                    dev.push(dep_name);
+                    dev_code.push(code);
+                }
                 Some("build") => {}
-                _ => normal.push(dep_name),
+                _ => {
+                    normal.push(dep_name);
+                    normal_code.push(code);
+                }
             }
+        }
+        code_names.insert(name.clone(), (normal_code.clone(), dev_code));
+        if let Some(lib) = lib_names.get(&name) {
+            crates.libraries.push(CrateFiles {
+                name: lib.clone(),
+                files: libraries
+                    .get(&name)
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect(),
+                depends: normal_code,
+            });
         }
         depends.insert(name, (normal, dev));
     }
@@ -182,24 +241,44 @@ fn workspace_units(metadata: &serde_json::Value, tree: &mut Tree) -> Vec<BTreeSe
             if kinds.iter().any(|k| k == "custom-build") {
                 continue;
             }
+            let target_name = target["name"].as_str().unwrap_or_default();
             let mut files = BTreeSet::new();
-            tree.module_tree(Path::new(src), true, &mut files);
-            let is_lib = kinds
-                .iter()
-                .any(|k| k == "lib" || k == "rlib" || k == "proc-macro");
+            let root = vec![crate_name(target_name)];
+            tree.module_tree(Path::new(src), true, root, &mut files);
             let mut roots = normal.clone();
-            if !is_lib {
+            if !is_lib(target) {
                 // Tests, examples, benches and binaries link their own library and dev-dependencies.
+                let (normal_code, dev_code) = code_names.get(&name).cloned().unwrap_or_default();
+                let mut code = normal_code;
+                code.extend(lib_names.get(&name).cloned());
                 roots.push(name.clone());
                 if !kinds.iter().any(|k| k == "bin") {
                     roots.extend(dev.iter().cloned());
+                    code.extend(dev_code);
                 }
+                let kind = kinds.first().map_or("bin", String::as_str);
+                crates.executables.push(CrateFiles {
+                    name: format!("{kind} `{target_name}` of `{name}`"),
+                    files: files.iter().cloned().collect(),
+                    depends: code,
+                });
             }
             files.extend(linked(roots));
             units.push(files);
         }
     }
     units
+}
+
+fn is_lib(target: &serde_json::Value) -> bool {
+    kinds(target)
+        .iter()
+        .any(|k| k == "lib" || k == "rlib" || k == "proc-macro")
+}
+
+/// A crate's name as code writes it: `my-handlers` → `my_handlers`.
+fn crate_name(name: &str) -> String {
+    name.replace('-', "_")
 }
 
 fn kinds(target: &serde_json::Value) -> Vec<String> {
@@ -216,12 +295,21 @@ struct Tree<'a> {
     config: &'a Config,
     /// The files left out.
     excluded: BTreeSet<PathBuf>,
+    /// Each file's module path, as first reached from a crate root.
+    modules: BTreeMap<PathBuf, Vec<String>>,
 }
 
 impl Tree<'_> {
     /// Adds `file` and every file its `mod` items load. `owns_dir` says whether its submodules
     /// live next to it (a crate root or `mod.rs`) or in a directory named after it.
-    fn module_tree(&mut self, file: &Path, owns_dir: bool, found: &mut BTreeSet<PathBuf>) {
+    fn module_tree(
+        &mut self,
+        file: &Path,
+        owns_dir: bool,
+        module: Vec<String>,
+        found: &mut BTreeSet<PathBuf>,
+    ) {
+        let file = &lexical(file);
         if self.config.excludes(file) {
             self.excluded.insert(file.to_path_buf());
             return;
@@ -229,6 +317,9 @@ impl Tree<'_> {
         if !found.insert(file.to_path_buf()) {
             return;
         }
+        self.modules
+            .entry(file.to_path_buf())
+            .or_insert_with(|| module.clone());
         let Ok(text) = std::fs::read_to_string(file) else {
             return;
         };
@@ -242,13 +333,20 @@ impl Tree<'_> {
         } else {
             parent.join(file.file_stem().unwrap_or_default())
         };
-        self.modules(&ast.items, &dir, found);
+        self.submodules(&ast.items, &dir, &module, found);
     }
 
-    fn modules(&mut self, items: &[syn::Item], dir: &Path, found: &mut BTreeSet<PathBuf>) {
+    fn submodules(
+        &mut self,
+        items: &[syn::Item],
+        dir: &Path,
+        parent: &[String],
+        found: &mut BTreeSet<PathBuf>,
+    ) {
         for item in items {
             let syn::Item::Mod(m) = item else { continue };
             let name = m.ident.to_string();
+            let module = [parent, std::slice::from_ref(&name)].concat();
             let path_attr = m.attrs.iter().find_map(|a| match &a.meta {
                 syn::Meta::NameValue(nv) if nv.path.is_ident("path") => match &nv.value {
                     syn::Expr::Lit(syn::ExprLit {
@@ -260,18 +358,39 @@ impl Tree<'_> {
                 _ => None,
             });
             match (&m.content, path_attr) {
-                (Some((_, items)), _) => self.modules(items, &dir.join(&name), found),
-                (None, Some(path)) => self.module_tree(&dir.join(path), true, found),
+                (Some((_, items)), _) => {
+                    self.submodules(items, &dir.join(&name), &module, found);
+                }
+                (None, Some(path)) => self.module_tree(&dir.join(path), true, module, found),
                 (None, None) => {
                     let flat = dir.join(format!("{name}.rs"));
                     let nested = dir.join(&name).join("mod.rs");
                     if flat.is_file() {
-                        self.module_tree(&flat, false, found);
+                        self.module_tree(&flat, false, module, found);
                     } else if nested.is_file() {
-                        self.module_tree(&nested, true, found);
+                        self.module_tree(&nested, true, module, found);
                     }
                 }
             }
         }
     }
+}
+
+/// `file` with `.` and `dir/..` removed, without touching the file system (a target's
+/// `path = "../../src/x.rs"` is shown as `src/x.rs`, and one file has one spelling).
+fn lexical(file: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in file.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -142,7 +142,7 @@ fn parse_lint(args: &[String]) -> Result<LintOptions, String> {
 
 /// Lints, prints, and returns the exit code.
 pub fn lint(opts: &LintOptions, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let discovered = match discover::files(&opts.paths) {
+    let mut discovered = match discover::files(&opts.paths) {
         Ok(found) => found,
         Err(message) => {
             let _ = writeln!(err, "error: {message}");
@@ -154,7 +154,7 @@ pub fn lint(opts: &LintOptions, out: &mut dyn Write, err: &mut dyn Write) -> i32
     // For each file, its index among the sources, or `None` if it did not parse.
     let mut parsed_as: Vec<Option<usize>> = Vec::new();
     let mut parse_errors = Vec::new();
-    for file in files {
+    for (file, module) in files.iter().zip(&discovered.modules) {
         let text = match std::fs::read_to_string(file) {
             Ok(text) => text,
             Err(e) => {
@@ -169,6 +169,7 @@ pub fn lint(opts: &LintOptions, out: &mut dyn Write, err: &mut dyn Write) -> i32
                     path: discover::display(file),
                     text,
                     ast,
+                    module: module.clone(),
                 });
             }
             Err(e) => {
@@ -195,7 +196,8 @@ pub fn lint(opts: &LintOptions, out: &mut dyn Write, err: &mut dyn Write) -> i32
         .zip(&parsed_as)
         .filter_map(|(file, parsed)| parsed.map(|_| file))
         .collect();
-    let (sources, findings) = Program::new(sources, units).check();
+    let crates = std::mem::take(&mut discovered.crates).map(|&f| parsed_as[f]);
+    let (sources, findings) = Program::new(sources, units).with_crates(crates).check();
     let findings: Vec<Located> = findings
         .into_iter()
         .filter(|l| !opts.allow.iter().any(|r| r.id == l.finding.rule.id))

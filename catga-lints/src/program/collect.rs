@@ -17,6 +17,8 @@ use super::{HandlerDecl, MessageDecl, Program, StructDecl};
 pub(super) struct Collect<'p> {
     pub(super) program: &'p mut Program,
     pub(super) source: usize,
+    /// The module being walked, when the file's module path is known.
+    pub(super) module: Option<Vec<String>>,
 }
 
 /// The attribute named `name` (the last path segment: `#[handler]`, `#[catga_core::handler]`).
@@ -95,10 +97,22 @@ impl Collect<'_> {
                 },
             );
         }
+        if let Item::Use(u) = item
+            && let Some(module) = &self.module
+        {
+            self.program.paths.use_tree(module, &u.tree);
+        }
         if let Item::Mod(m) = item
             && let Some((_, items)) = &m.content
         {
+            if let Some(module) = &mut self.module {
+                module.push(m.ident.to_string());
+                self.program.paths.module(module);
+            }
             self.items(items);
+            if let Some(module) = &mut self.module {
+                module.pop();
+            }
         }
     }
 
@@ -113,9 +127,14 @@ impl Collect<'_> {
                 .name
                 .as_ref()
                 .map_or_else(|| name.clone(), syn::LitStr::value);
+            let path = self
+                .module
+                .as_ref()
+                .map(|module| self.program.paths.message(module, &name));
             self.program.messages.push(MessageDecl {
                 source: self.source,
                 kind,
+                path,
                 name,
                 span: ident.span(),
                 wire,
@@ -170,6 +189,7 @@ impl Collect<'_> {
         findings.append(&mut facts.findings);
         self.program.handlers.push(HandlerDecl {
             source: self.source,
+            module: self.module.clone(),
             name,
             sig,
             args,

@@ -3,6 +3,8 @@
 //! 040, 041, 050–055, 060, 061), on top of every per-item rule the macros also run.
 
 mod collect;
+mod linking;
+mod paths;
 mod syntax;
 mod view;
 mod wiring;
@@ -14,6 +16,8 @@ use syn::Type;
 use syn::visit::Visit;
 
 use collect::Collect;
+pub use linking::{CrateFiles, Crates};
+use paths::{AbsPath, Paths};
 use view::View;
 use wiring::Wiring;
 
@@ -32,6 +36,9 @@ pub struct Source {
     pub text: String,
     /// Its syntax tree.
     pub ast: syn::File,
+    /// Its module path (`["shop", "orders"]`) when known, so handlers are matched to messages
+    /// by path; without it, by name.
+    pub module: Option<Vec<String>>,
 }
 
 /// A finding in a file (an index into [`Program::sources`]).
@@ -48,6 +55,8 @@ pub struct Located {
 struct MessageDecl {
     source: usize,
     kind: Kind,
+    /// Its absolute path, when the file's module is known.
+    path: Option<AbsPath>,
     name: String,
     span: Span,
     wire: String,
@@ -59,6 +68,8 @@ struct MessageDecl {
 #[derive(Debug)]
 struct HandlerDecl {
     source: usize,
+    /// The module it is written in, when known (its message type is resolved there).
+    module: Option<Vec<String>>,
     name: String,
     sig: Signature,
     args: HandlerArgs,
@@ -91,6 +102,10 @@ pub struct Program {
     handled_elsewhere: Vec<String>,
     /// Linked programs: source indices of a target and the libraries it links.
     units: Vec<Vec<usize>>,
+    /// Modules, `use` items and message paths, for matching handlers by path.
+    paths: Paths,
+    /// The workspace's crates, for the linking rule (CATGA056).
+    crates: Crates<usize>,
     findings: Vec<Located>,
 }
 
@@ -101,9 +116,13 @@ impl Program {
     pub fn new(sources: Vec<Source>, units: Vec<Vec<usize>>) -> Program {
         let mut program = Program::default();
         for (index, source) in sources.iter().enumerate() {
+            if let Some(module) = &source.module {
+                program.paths.module(module);
+            }
             let mut collect = Collect {
                 program: &mut program,
                 source: index,
+                module: source.module.clone(),
             };
             collect.items(&source.ast.items);
             let mut wiring = Wiring::default();
@@ -116,6 +135,14 @@ impl Program {
         program.sources = sources;
         program.units = units;
         program
+    }
+
+    /// Adds the workspace's crate graph (indices into the sources), so the linking rule can
+    /// find handler crates an executable depends on but never names (CATGA056).
+    #[must_use]
+    pub fn with_crates(mut self, crates: Crates<usize>) -> Program {
+        self.crates = crates;
+        self
     }
 
     /// Runs the whole-program rules and returns every finding, sorted by place.
@@ -141,6 +168,7 @@ impl Program {
         for unit in &self.units {
             View::new(self, unit).unit_rules(&mut out);
         }
+        linking::unlinked_handlers(self, &mut out);
         // A source in several units (a library linked into each of its tests) is checked once
         // per unit; report each finding once.
         let mut seen = std::collections::HashSet::new();

@@ -14,13 +14,16 @@ use crate::rules::handler::Taking;
 use crate::rules::naming;
 
 use super::syntax::{OkType, has, last_ident, normalize, ok_type, unsync};
-use super::{HandlerDecl, MessageDecl, Program, StructDecl};
+use super::{AbsPath, HandlerDecl, MessageDecl, Program, StructDecl};
 
 /// The declarations of some sources: the whole workspace, or one linked program (a target with
 /// the libraries it links).
 pub(super) struct View<'p> {
     messages: Vec<&'p MessageDecl>,
     handlers: Vec<&'p HandlerDecl>,
+    /// For each handler, the declared messages its parameter type names (`None`: the path
+    /// could not be followed, so it is matched by name).
+    targets: Vec<Option<Vec<AbsPath>>>,
     structs: HashMap<&'p str, &'p StructDecl>,
     mutable_statics: Vec<&'p (usize, Span, String)>,
     other_dispatches: Vec<&'p (usize, Dispatch)>,
@@ -31,17 +34,26 @@ pub(super) struct View<'p> {
 impl<'p> View<'p> {
     pub(super) fn new(program: &'p Program, sources: &[usize]) -> View<'p> {
         let inside = |source: &usize| sources.contains(source);
+        let handlers: Vec<&HandlerDecl> = program
+            .handlers
+            .iter()
+            .filter(|h| inside(&h.source))
+            .collect();
+        let targets = handlers
+            .iter()
+            .map(|h| {
+                let module = h.module.as_ref()?;
+                program.paths.messages_named(module, &h.sig.message)
+            })
+            .collect();
         View {
+            targets,
             messages: program
                 .messages
                 .iter()
                 .filter(|m| inside(&m.source))
                 .collect(),
-            handlers: program
-                .handlers
-                .iter()
-                .filter(|h| inside(&h.source))
-                .collect(),
+            handlers,
             structs: program
                 .structs
                 .iter()
@@ -73,9 +85,20 @@ impl<'p> View<'p> {
     fn handlers_of(&self, m: &MessageDecl) -> Vec<&'p HandlerDecl> {
         self.handlers
             .iter()
-            .copied()
-            .filter(|h| last_ident(&h.sig.message).as_deref() == Some(m.name.as_str()))
+            .zip(&self.targets)
+            .filter(|(h, target)| handles(h, target.as_deref(), m))
+            .map(|(h, _)| *h)
             .collect()
+    }
+
+    /// The message a handler takes, matched as [`handles`] does.
+    fn message_of(&self, index: usize) -> Option<&'p MessageDecl> {
+        let h = self.handlers.get(index)?;
+        let target = self.targets.get(index)?.as_deref();
+        self.messages
+            .iter()
+            .copied()
+            .find(|m| handles(h, target, m))
     }
 
     /// Rules about each message that hold whatever links it: a handler anywhere in the
@@ -228,11 +251,8 @@ impl<'p> View<'p> {
 
     fn handler_rules(&self, out: &mut Vec<(usize, Finding)>) {
         let mut reported_state = std::collections::HashSet::new();
-        for h in &self.handlers {
-            let Some(message_name) = last_ident(&h.sig.message) else {
-                continue;
-            };
-            let Some(m) = self.message(&message_name) else {
+        for (index, h) in self.handlers.iter().enumerate() {
+            let Some(m) = self.message_of(index) else {
                 continue;
             };
             if m.kind == Kind::Event && h.sig.taking == Taking::Value && !has(&m.derives, "Clone") {
@@ -378,5 +398,15 @@ impl<'p> View<'p> {
                 ));
             }
         }
+    }
+}
+
+/// Whether handler `h`, whose parameter type resolved to `target`, handles message `m`: by
+/// path when both paths are known (a same-named type elsewhere does not count), by the last
+/// identifier when either is not (paths given on the command line, a path not followed).
+fn handles(h: &HandlerDecl, target: Option<&[AbsPath]>, m: &MessageDecl) -> bool {
+    match (target, &m.path) {
+        (Some(found), Some(path)) => found.contains(path),
+        _ => last_ident(&h.sig.message).as_deref() == Some(m.name.as_str()),
     }
 }

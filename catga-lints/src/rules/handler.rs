@@ -136,7 +136,7 @@ pub(crate) fn parse_allow(
                     inner.path.span(),
                     format!("unknown rule `{name}` in `allow(…)`"),
                 )
-                .with_help("name a rule of docs/lints.md, e.g. `allow(unwrap_in_handler)`"),
+                .with_help(unknown_rule_help(&name)),
             ),
         }
         Ok(())
@@ -479,5 +479,18 @@ fn is_context(ty: &Type) -> bool {
             .last()
             .is_some_and(|s| s.ident == "Context" && s.arguments.is_empty()),
         _ => false,
+    }
+}
+
+/// The help for an unknown rule name: the closest rule name if one is near, and where the
+/// list is (a command, since a path into catga's repository means nothing in a user's crate).
+fn unknown_rule_help(name: &str) -> String {
+    let names: Vec<&str> = catalog::RULES.iter().map(|r| r.name).collect();
+    match super::closest(name, &names) {
+        Some(near) => format!("did you mean `{near}`? `cargo catga rules` lists every rule"),
+        None => {
+            "name a rule, e.g. `allow(unwrap_in_handler)`; `cargo catga rules` lists every rule"
+                .to_owned()
+        }
     }
 }

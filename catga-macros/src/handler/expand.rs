@@ -72,10 +72,19 @@ pub fn handler(krate: &TokenStream, t: &Target<'_>) -> TokenStream {
     let into_result = quote_spanned!(ret.span()=>
         <_ as #p::HandlerReturn<#msg>>::into_result(__result)
     );
+    // A borrowing handler replies `()`: its message's output is `()` when it is an event; for
+    // a command (a mistake `assert_by_ref` reports) the value is dropped, so the mistake is
+    // not reported a second time as a type mismatch.
+    let ok = match sig.taking {
+        Taking::Value => quote!(__ok),
+        Taking::Ref => quote!({
+            let _ = __ok;
+        }),
+    };
     let call_body = quote! {
         let __result = #callee( #(#args),* ).await;
         match #into_result {
-            ::core::result::Result::Ok(__ok) => ::core::result::Result::Ok(__ok),
+            ::core::result::Result::Ok(__ok) => ::core::result::Result::Ok(#ok),
             ::core::result::Result::Err(__err) => {
                 #[allow(unused_imports)]
                 use #p::{NoErrorCode as _, NoRetryable as _, ViaErrorCode as _, ViaRetryable as _};
@@ -175,7 +184,7 @@ pub fn handler(krate: &TokenStream, t: &Target<'_>) -> TokenStream {
                         #p::HandlerDescriptor {
                             message: <#msg as #krate::Message>::info,
                             meta: <#marker as #p::EventHandler<#msg>>::META,
-                            bind: #p::bind_event::<#msg, #marker>,
+                            bind: <#msg as #krate::Message>::__bind_borrowed::<#marker>,
                         }
                     }
                 };
