@@ -277,7 +277,8 @@ pub const fn assert_by_value<M: Message + ByValue<M::__Role>>() {}
     message = "`{Self}` is taken by reference, so this is an event handler, but `{Self}` is not an event",
     label = "commands and queries are taken by value",
     note = "take a command or query by value (`cmd: {Self}`); only events can be borrowed (`event: &MyEvent`)",
-    note = "if `{Self}` is state, put the message first: state parameters come after it"
+    note = "if `{Self}` is state, put the message first: state parameters come after it",
+    note = "CATGA019 (request_by_reference), see `cargo catga explain CATGA019`"
 )]
 pub trait EventByRef: Event {}
 #[diagnostic::do_not_recommend]

@@ -181,3 +181,20 @@ pub static CONTEXT_BY_VALUE: Rule = Rule {
     bad: "#[handler]\nasync fn place(cmd: PlaceOrder, ctx: Context) -> Result<u64, ShopError> { Ok(1) }",
     good: "#[handler]\nasync fn place(cmd: PlaceOrder, ctx: &Context) -> Result<u64, ShopError> { Ok(1) }",
 };
+
+/// CATGA019.
+pub static REQUEST_BY_REFERENCE: Rule = Rule {
+    id: "CATGA019",
+    name: "request_by_reference",
+    level: Level::Error,
+    family: Family::HandlerShape,
+    summary: "a handler borrows a command or query (`&PlaceOrder`); only events can be borrowed",
+    help: "take it by value: `cmd: PlaceOrder`",
+    rationale: "A request has exactly one handler, which owns it: the dispatch moves the message \
+                into the call. Borrowing is how a handler says it shares an event with the other \
+                handlers of that event, so `&M` makes the handler an event handler.",
+    surfaces: TYPES_AND_CLI,
+    allow: Allow::Never,
+    bad: "#[handler]\nasync fn place(cmd: &PlaceOrder) -> Result<u64, ShopError> { Ok(1) }",
+    good: "#[handler]\nasync fn place(cmd: PlaceOrder) -> Result<u64, ShopError> { Ok(1) }",
+};

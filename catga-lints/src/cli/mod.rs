@@ -237,9 +237,10 @@ pub fn lint(opts: &LintOptions, out: &mut dyn Write, err: &mut dyn Write) -> i32
             };
             let _ = writeln!(
                 err,
-                "catga lint: {} in {} files ({} lines){excluded}",
+                "catga lint: {} in {} file{} ({} lines){excluded}",
                 render::tally(errors, warnings, notes),
                 files.len(),
+                if files.len() == 1 { "" } else { "s" },
                 lines
             );
         }

@@ -69,8 +69,9 @@ impl Paths {
     /// The absolute paths `segments` may mean in `module` (several when a glob may supply the
     /// first segment).
     fn absolute(&self, module: &[String], segments: &[String], hops: usize) -> Vec<AbsPath> {
+        // Nothing left: the path named the module itself (`use super::*;` globs `super`).
         let Some((first, rest)) = segments.split_first() else {
-            return Vec::new();
+            return vec![module.to_vec()];
         };
         if hops > MAX_HOPS {
             return Vec::new();
@@ -267,5 +268,15 @@ mod tests {
         assert_eq!(resolve(&paths, "app", "s::PlaceOrder"), shop);
         uses(&mut paths, "app", "use billing::*;");
         assert_eq!(resolve(&paths, "app", "PlaceOrder"), billing, "glob");
+        // A child module that globs its parent's names (`use super::*;`).
+        uses(&mut paths, "app::handlers", "use super::*;");
+        assert_eq!(
+            resolve(&paths, "app::handlers", "PlaceOrder"),
+            billing,
+            "super glob"
+        );
+        paths.module(&module("shop::orders::inner"));
+        uses(&mut paths, "shop::orders::inner", "use super::*;");
+        assert_eq!(resolve(&paths, "shop::orders::inner", "PlaceOrder"), shop);
     }
 }

@@ -121,7 +121,7 @@ impl<'p> View<'p> {
                         format!(
                             "{} `{}` has no handler in the linted crates",
                             m.kind.attr(),
-                            m.name
+                            shown_path(m)
                         ),
                     ),
                 ));
@@ -218,7 +218,7 @@ impl<'p> View<'p> {
             if decls.len() > 1 {
                 let all = decls
                     .iter()
-                    .map(|d| format!("`{}`", d.name))
+                    .map(|d| format!("`{}`", shown_path(d)))
                     .collect::<Vec<_>>()
                     .join(", ");
                 for d in &decls[1..] {
@@ -267,6 +267,21 @@ impl<'p> View<'p> {
                         ),
                     ),
                 ));
+            }
+            if m.kind.is_request() && h.sig.taking == Taking::Ref {
+                out.push((
+                    h.source,
+                    Finding::new(
+                        &catalog::REQUEST_BY_REFERENCE,
+                        h.sig.message.span(),
+                        format!(
+                            "`{}` is a {} taken by reference; only events can be borrowed",
+                            m.name,
+                            m.kind.attr()
+                        ),
+                    ),
+                ));
+                continue;
             }
             match ok_type(&h.sig.ret) {
                 OkType::Found(ok) => {
@@ -409,4 +424,11 @@ fn handles(h: &HandlerDecl, target: Option<&[AbsPath]>, m: &MessageDecl) -> bool
         (Some(found), Some(path)) => found.contains(path),
         _ => last_ident(&h.sig.message).as_deref() == Some(m.name.as_str()),
     }
+}
+
+/// A message as a finding names it: its path when known (two types may share a name).
+fn shown_path(m: &MessageDecl) -> String {
+    m.path
+        .as_ref()
+        .map_or_else(|| m.name.clone(), |path| path.join("::"))
 }
