@@ -30,10 +30,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::delivery::Delivery;
 use crate::error::Error;
+use crate::message::AnyMessage;
 use crate::message::Event;
-use crate::payload::AnyMessage;
-use crate::transport::Delivery;
 
 /// How many events one handler invocation may queue with [`Context::publish`].
 pub const MAX_PENDING_EVENTS: usize = 4096;

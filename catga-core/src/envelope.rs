@@ -169,10 +169,9 @@ impl Envelope {
         ctx: &Context,
         format: WireFormat,
     ) -> Result<Envelope, CodecError> {
-        let payload = match format {
-            WireFormat::Json => msg.__encode(&crate::codec::Json)?,
-            WireFormat::MessagePack => msg.__encode(&crate::codec::MessagePack)?,
-        };
+        // Encoded with `Json` only, then converted: one instantiation per type (see `codec`).
+        let json = msg.__encode(&crate::codec::Json)?;
+        let payload = crate::codec::json_into(format, json, std::any::type_name::<M>())?;
         Ok(Self::with_payload(M::NAME, M::KIND, ctx, format, payload))
     }
 

@@ -34,14 +34,17 @@ use std::fmt;
 mod domain;
 mod kind;
 mod millis;
+// Re-exported by `transport`, their public home: errors a transport reports.
+pub(crate) mod remote;
+pub(crate) mod transport;
 
 pub use domain::{ErrorCode, Retryable};
 pub(crate) use domain::{MAX_CODE, well_formed};
 pub use kind::{ErrorKind, HandlerFailure};
 pub use millis::Millis;
 
-use crate::transport::RemoteFailure;
 use crate::validation::ValidationErrors;
+use remote::RemoteFailure;
 
 /// A boxed error from user code.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;

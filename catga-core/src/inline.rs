@@ -184,9 +184,9 @@ impl<T> Future for SlotFuture<'_, T> {
                 }
                 result
             }
-            // Polled after completion: a contract violation by the caller; stay pending
-            // rather than panic in library code.
-            State::Done => Poll::Pending,
+            // Polled after completion: a contract violation by the caller, reported the way
+            // std's futures report it (an `async fn` panics too), rather than a silent hang.
+            State::Done => panic!("`SlotFuture` polled after completion"),
         }
     }
 }
@@ -230,6 +230,17 @@ mod tests {
         let b = SlotFuture::new(slot.as_ref(), async { 3 });
         assert!(b.is_inline(), "the slot is reusable after completion");
         assert_eq!(block_on(b), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "polled after completion")]
+    fn polling_after_completion_panics_as_std_futures_do() {
+        let slot = pin!(InlineSlot::new());
+        let mut done = pin!(SlotFuture::new(slot.as_ref(), async { 1 }));
+        let waker = std::task::Waker::noop();
+        let mut cx = TaskContext::from_waker(waker);
+        assert_eq!(done.as_mut().poll(&mut cx), Poll::Ready(1));
+        let _ = done.as_mut().poll(&mut cx);
     }
 
     #[test]

@@ -47,12 +47,15 @@
 //! [`Catga`] (building and dispatching), [`pipeline`] and [`behavior`] (behaviours).
 
 #![warn(missing_docs)]
+// `unsafe` lives in `inline.rs` and `slot_pool.rs` only; every block says why it is sound.
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod aggregate;
 pub mod behavior;
 mod clock;
 pub mod codec;
 pub mod context;
+mod delivery;
 pub mod envelope;
 pub mod error;
 pub mod handler;
@@ -110,8 +113,9 @@ pub use handler::{EventHandler, HandlerMeta, RequestHandler};
 pub use id::{SnowflakeGenerator, SnowflakeId};
 pub use inline::INLINE_FUTURE_BYTES;
 pub use mediator::{Catga, CatgaBuilder};
+pub use message::AnyMessage;
 pub use message::{Command, Event, Location, Message, MessageInfo, MessageKind, Query, Request};
-pub use payload::{AnyMessage, Payload};
+pub use payload::Payload;
 pub use pipeline::{Behavior, Identity, Layer, Next, Stack};
 pub use registry::{BuildError, Problem};
 pub use saga::{Saga, SagaError, SagaState, SagaStatus};

@@ -17,10 +17,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::any::Any;
+use std::time::Duration;
 
-use crate::codec::{Codec, CodecError, WireFormat};
-use crate::payload::AnyMessage;
-pub use crate::policy::MessagePolicy;
+use crate::codec::{Codec, CodecError, Json, WireFormat, json_into};
+use crate::policy::{Rate, Skip};
 use crate::validation::ValidationErrors;
 
 /// The role of a message.
@@ -74,8 +74,12 @@ pub struct MessageInfo {
     slot: Slot,
 }
 
-/// Decodes a message of a type known only through its [`MessageInfo`].
-type DecodeFn = fn(WireFormat, &[u8]) -> Result<Box<dyn AnyMessage>, CodecError>;
+/// Decodes a JSON payload into a message of a type known only through its [`MessageInfo`].
+///
+/// The stored functions are JSON-only: they are the code generated per message type, and
+/// MessagePack is converted to and from JSON around them by code compiled once (see
+/// `codec::msgpack`), so a message type costs one serde instantiation per direction.
+type DecodeFn = fn(&[u8]) -> Result<Box<dyn AnyMessage>, CodecError>;
 
 /// An output of a type known only at run time.
 type AnyOutput = Box<dyn Any + Send>;
@@ -85,10 +89,30 @@ type AnyOutput = Box<dyn Any + Send>;
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 pub struct OutputCodec {
-    /// Encodes an output, which must be of the message's output type.
-    pub encode: fn(WireFormat, &(dyn Any + Send)) -> Result<Vec<u8>, CodecError>,
-    /// Decodes an output.
-    pub decode: fn(WireFormat, &[u8]) -> Result<AnyOutput, CodecError>,
+    /// Encodes an output, which must be of the message's output type, as JSON.
+    pub(crate) encode_json: fn(&(dyn Any + Send)) -> Result<Vec<u8>, CodecError>,
+    /// Decodes an output from JSON.
+    pub(crate) decode_json: fn(&[u8]) -> Result<AnyOutput, CodecError>,
+    /// The output type's name, for errors (a function: `type_name` is not `const`).
+    pub(crate) type_name: fn() -> &'static str,
+}
+
+impl OutputCodec {
+    /// Encodes an output, which must be of the message's output type, in `format`.
+    pub(crate) fn encode(
+        &self,
+        format: WireFormat,
+        output: &(dyn Any + Send),
+    ) -> Result<Vec<u8>, CodecError> {
+        let json = (self.encode_json)(output)?;
+        crate::codec::json_into(format, json, (self.type_name)())
+    }
+
+    /// Decodes an output from `bytes` in `format`.
+    pub(crate) fn decode(&self, format: WireFormat, bytes: &[u8]) -> Result<AnyOutput, CodecError> {
+        let json = crate::codec::json_of(format, bytes, (self.type_name)())?;
+        (self.decode_json)(&json).map_err(|e| crate::codec::in_format(format, e))
+    }
 }
 
 impl MessageInfo {
@@ -130,7 +154,8 @@ impl MessageInfo {
         format: WireFormat,
         bytes: &[u8],
     ) -> Result<Box<dyn AnyMessage>, CodecError> {
-        (self.decode)(format, bytes)
+        let json = crate::codec::json_of(format, bytes, self.type_name)?;
+        (self.decode)(&json).map_err(|e| crate::codec::in_format(format, e))
     }
 
     /// The stable wire name.
@@ -250,21 +275,6 @@ pub trait Message: Send + Sync + Sized + 'static {
     fn info() -> &'static MessageInfo;
 
     #[doc(hidden)]
-    type __Role: crate::handler::Role;
-    #[doc(hidden)]
-    fn __bind_owned<H: crate::handler::OwnedHandler<Self>>(
-        states: &crate::state::States,
-    ) -> Result<crate::registry::Binding, crate::handler::MissingState>;
-    /// Binds a handler that borrows the message: `bind_event` for an event. Only events
-    /// override it; for a request the handler is a compile error (`assert_by_ref`), so the
-    /// default never runs.
-    #[doc(hidden)]
-    fn __bind_borrowed<H: crate::handler::EventHandler<Self>>(
-        _states: &crate::state::States,
-    ) -> Result<crate::registry::Binding, crate::handler::MissingState> {
-        Err(crate::handler::MissingState(Vec::new()))
-    }
-    #[doc(hidden)]
     fn __try_clone(&self) -> Option<Self>;
     #[doc(hidden)]
     fn __validate(&self) -> Result<(), ValidationErrors>;
@@ -309,6 +319,95 @@ pub trait Query: Request {}
     note = "CATGA017 (wrong_verb), see `cargo catga explain CATGA017`"
 )]
 pub trait Event: Message<Output = ()> {}
+
+/// Per-message settings from the attribute, read by behaviours. Every field is "not set" by
+/// default, and then the behaviour's own configuration applies.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MessagePolicy {
+    /// `timeout = "2s"`: overrides the [`Timeout`](crate::behavior::Timeout) behaviour's limit.
+    pub timeout: Option<Duration>,
+    /// `retry = n`: attempts in all for [`Retry`](crate::behavior::Retry) (`1` disables it).
+    pub max_attempts: Option<u32>,
+    /// `#[command(idempotent)]`: declared safe to handle more than once. `cargo catga lint`
+    /// (CATGA061) reads it.
+    pub idempotent: bool,
+    /// `skip(…)`: behaviours that leave this message alone.
+    pub skip: Skip,
+    /// `rate_limit = "100/s"`: this message's own rate, for
+    /// [`RateLimit`](crate::behavior::RateLimit).
+    pub rate_limit: Option<Rate>,
+    /// `concurrency = 8`: this message's own in-flight limit, for
+    /// [`ConcurrencyLimit`](crate::behavior::ConcurrencyLimit).
+    pub max_in_flight: Option<u32>,
+    /// `bulkhead = "database"`: the named concurrency group this message shares with others,
+    /// for [`ConcurrencyLimit::group`](crate::behavior::ConcurrencyLimit::group).
+    pub bulkhead: Option<&'static str>,
+    /// `cache_ttl = "30s"` (queries): cache replies this long, for
+    /// [`Caching`](crate::behavior::Caching).
+    pub cache_ttl: Option<Duration>,
+    /// `invalidated_by(OrderPlaced, …)` (queries): events that make cached replies stale.
+    pub invalidated_by: &'static [fn() -> &'static MessageInfo],
+}
+
+/// Any message, type-erased. Every message type implements it.
+pub trait AnyMessage: Any + Send + Sync {
+    /// Static facts about the message's type.
+    fn info(&self) -> &'static MessageInfo;
+    /// A copy, if the message type is `Clone`.
+    fn clone_boxed(&self) -> Option<Box<dyn AnyMessage>>;
+    /// Runs the message's [`Validate`](crate::Validate) implementation, if it has one.
+    fn validate(&self) -> Result<(), ValidationErrors>;
+    /// For downcasting to the concrete message type.
+    fn as_any(&self) -> &dyn Any;
+    /// For downcasting an owned message to its concrete type.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+    /// The message as JSON (an error for a `local` message).
+    fn encode_json(&self) -> Result<Vec<u8>, CodecError> {
+        self.encode(WireFormat::Json)
+    }
+    /// The message in `format` (an error for a `local` message).
+    fn encode(&self, format: WireFormat) -> Result<Vec<u8>, CodecError>;
+    /// The key it declares with [`IdempotencyKey`](crate::behavior::IdempotencyKey), if any.
+    fn idempotency_key(&self) -> Option<String>;
+    /// The key it declares with [`CacheKey`](crate::behavior::CacheKey), if any.
+    fn cache_key(&self) -> Option<String>;
+}
+
+impl<M: Message> AnyMessage for M {
+    fn info(&self) -> &'static MessageInfo {
+        M::info()
+    }
+    fn clone_boxed(&self) -> Option<Box<dyn AnyMessage>> {
+        self.__try_clone()
+            .map(|m| Box::new(m) as Box<dyn AnyMessage>)
+    }
+    fn validate(&self) -> Result<(), ValidationErrors> {
+        self.__validate()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+    fn encode(&self, format: WireFormat) -> Result<Vec<u8>, CodecError> {
+        // Encoded with `Json` only, then converted: one instantiation per type (see `codec`).
+        self.__encode(&Json)
+            .and_then(|json| json_into(format, json, std::any::type_name::<Self>()))
+    }
+    fn idempotency_key(&self) -> Option<String> {
+        self.__idempotency_key()
+    }
+    fn cache_key(&self) -> Option<String> {
+        self.__cache_key()
+    }
+}
+
+impl std::fmt::Debug for dyn AnyMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AnyMessage({})", self.info().name())
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,70 +8,9 @@
 
 use std::any::Any;
 
-use crate::codec::{CodecError, Json, MessagePack, WireFormat};
-use crate::message::{Message, MessageInfo, Request};
+use crate::codec::{CodecError, Json, WireFormat};
+use crate::message::{AnyMessage, Message, MessageInfo, Request};
 use crate::validation::ValidationErrors;
-
-/// Any message, type-erased. Every message type implements it.
-pub trait AnyMessage: Any + Send + Sync {
-    /// Static facts about the message's type.
-    fn info(&self) -> &'static MessageInfo;
-    /// A copy, if the message type is `Clone`.
-    fn clone_boxed(&self) -> Option<Box<dyn AnyMessage>>;
-    /// Runs the message's [`Validate`](crate::Validate) implementation, if it has one.
-    fn validate(&self) -> Result<(), ValidationErrors>;
-    /// For downcasting to the concrete message type.
-    fn as_any(&self) -> &dyn Any;
-    /// For downcasting an owned message to its concrete type.
-    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
-    /// The message as JSON (an error for a `local` message).
-    fn encode_json(&self) -> Result<Vec<u8>, CodecError> {
-        self.encode(WireFormat::Json)
-    }
-    /// The message in `format` (an error for a `local` message).
-    fn encode(&self, format: WireFormat) -> Result<Vec<u8>, CodecError>;
-    /// The key it declares with [`IdempotencyKey`](crate::behavior::IdempotencyKey), if any.
-    fn idempotency_key(&self) -> Option<String>;
-    /// The key it declares with [`CacheKey`](crate::behavior::CacheKey), if any.
-    fn cache_key(&self) -> Option<String>;
-}
-
-impl<M: Message> AnyMessage for M {
-    fn info(&self) -> &'static MessageInfo {
-        M::info()
-    }
-    fn clone_boxed(&self) -> Option<Box<dyn AnyMessage>> {
-        self.__try_clone()
-            .map(|m| Box::new(m) as Box<dyn AnyMessage>)
-    }
-    fn validate(&self) -> Result<(), ValidationErrors> {
-        self.__validate()
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
-        self
-    }
-    fn encode(&self, format: WireFormat) -> Result<Vec<u8>, CodecError> {
-        match format {
-            WireFormat::Json => self.__encode(&Json),
-            WireFormat::MessagePack => self.__encode(&MessagePack),
-        }
-    }
-    fn idempotency_key(&self) -> Option<String> {
-        self.__idempotency_key()
-    }
-    fn cache_key(&self) -> Option<String> {
-        self.__cache_key()
-    }
-}
-
-impl std::fmt::Debug for dyn AnyMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AnyMessage({})", self.info().name())
-    }
-}
 
 mod sealed {
     pub trait Sealed {}
@@ -211,13 +150,13 @@ impl Payload for DynRequest {
         info: &'static MessageInfo,
         output: &Box<dyn Any + Send>,
     ) -> Result<Vec<u8>, CodecError> {
-        (info.output_codec().encode)(WireFormat::Json, &**output)
+        info.output_codec().encode(WireFormat::Json, &**output)
     }
     fn decode_output(
         info: &'static MessageInfo,
         bytes: &[u8],
     ) -> Result<Box<dyn Any + Send>, CodecError> {
-        (info.output_codec().decode)(WireFormat::Json, bytes)
+        info.output_codec().decode(WireFormat::Json, bytes)
     }
 }
 

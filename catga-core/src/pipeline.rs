@@ -31,7 +31,8 @@ use std::future::Future;
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::payload::{AnyMessage, Payload};
+use crate::message::AnyMessage;
+use crate::payload::Payload;
 
 /// Middleware around a dispatch. See the [module docs](self).
 pub trait Behavior: Send + Sync + 'static {

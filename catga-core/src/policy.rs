@@ -1,4 +1,5 @@
-//! Per-message settings for behaviours, written in the message's attribute.
+//! The values of per-message behaviour settings ([`Skip`], [`Rate`]); the settings themselves
+//! are [`MessagePolicy`](crate::message::MessagePolicy), part of a message's info.
 //!
 //! ```rust,standalone_crate
 //! use catga_core::prelude::*;
@@ -17,37 +18,6 @@
 
 use std::fmt;
 use std::time::Duration;
-
-use crate::message::MessageInfo;
-
-/// Per-message settings from the attribute, read by behaviours. Every field is "not set" by
-/// default, and then the behaviour's own configuration applies.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MessagePolicy {
-    /// `timeout = "2s"`: overrides the [`Timeout`](crate::behavior::Timeout) behaviour's limit.
-    pub timeout: Option<Duration>,
-    /// `retry = n`: attempts in all for [`Retry`](crate::behavior::Retry) (`1` disables it).
-    pub max_attempts: Option<u32>,
-    /// `#[command(idempotent)]`: declared safe to handle more than once. `cargo catga lint`
-    /// (CATGA061) reads it.
-    pub idempotent: bool,
-    /// `skip(…)`: behaviours that leave this message alone.
-    pub skip: Skip,
-    /// `rate_limit = "100/s"`: this message's own rate, for
-    /// [`RateLimit`](crate::behavior::RateLimit).
-    pub rate_limit: Option<Rate>,
-    /// `concurrency = 8`: this message's own in-flight limit, for
-    /// [`ConcurrencyLimit`](crate::behavior::ConcurrencyLimit).
-    pub max_in_flight: Option<u32>,
-    /// `bulkhead = "database"`: the named concurrency group this message shares with others,
-    /// for [`ConcurrencyLimit::group`](crate::behavior::ConcurrencyLimit::group).
-    pub bulkhead: Option<&'static str>,
-    /// `cache_ttl = "30s"` (queries): cache replies this long, for
-    /// [`Caching`](crate::behavior::Caching).
-    pub cache_ttl: Option<Duration>,
-    /// `invalidated_by(OrderPlaced, …)` (queries): events that make cached replies stale.
-    pub invalidated_by: &'static [fn() -> &'static MessageInfo],
-}
 
 /// A set of behaviours a message opts out of: `#[command(skip(retry, circuit_breaker))]`.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -8,12 +8,12 @@ pub use crate::error::{BoxError, Error, HandlerFailure};
 pub use crate::handler::{
     EventHandler, EventRole, HandlerMeta, MissingState, OwnedHandler, RequestHandler, RequestRole,
 };
+pub use crate::message::AnyMessage;
 pub use crate::message::{Location, MessageInfo, MessageKind, MessagePolicy, OutputCodec};
-pub use crate::payload::AnyMessage;
 pub use crate::pipeline::Layer;
 pub use crate::policy::{Rate, Skip};
 pub use crate::registry::{
-    Binding, HandlerDescriptor, MessageDescriptor, bind_event, bind_request,
+    Bind, Binding, HandlerDescriptor, MessageDescriptor, bind_event, bind_request,
 };
 pub use crate::state::States;
 pub use crate::static_app::{
@@ -38,46 +38,49 @@ pub const fn millis(ms: u64) -> Duration {
 /// The type-erased JSON codec of a request's output (stored in `MessageInfo`).
 pub const fn request_output_json<M: crate::message::Request>() -> OutputCodec {
     OutputCodec {
-        encode: encode_output_json::<M>,
-        decode: decode_output_json::<M>,
+        encode_json: encode_output_json::<M>,
+        decode_json: decode_output_json::<M>,
+        type_name: std::any::type_name::<M::Output>,
     }
 }
 
+// The functions below are compiled once per message type, so they do only what needs the
+// type; format conversion and error wording live in non-generic code (`OutputCodec`,
+// `MessageInfo::decode`). `match` rather than `map`/`map_err`: a closure in a generic
+// function is one more function per type.
+
 fn encode_output_json<M: crate::message::Request>(
-    format: WireFormat,
     output: &(dyn std::any::Any + Send),
 ) -> Result<Vec<u8>, CodecError> {
     match output.downcast_ref::<M::Output>() {
-        Some(output) => match format {
-            WireFormat::Json => M::__encode_output(&Json, output),
-            WireFormat::MessagePack => M::__encode_output(&MessagePack, output),
-        },
-        None => Err(CodecError::Encode {
-            codec: "json",
-            type_name: std::any::type_name::<M::Output>(),
-            source: "an output of another type reached this message's codec".into(),
-        }),
+        Some(output) => M::__encode_output(&Json, output),
+        None => Err(wrong_output(std::any::type_name::<M::Output>())),
+    }
+}
+
+#[cold]
+fn wrong_output(type_name: &'static str) -> CodecError {
+    CodecError::Encode {
+        codec: "json",
+        type_name,
+        source: "an output of another type reached this message's codec".into(),
     }
 }
 
 fn decode_output_json<M: crate::message::Request>(
-    format: WireFormat,
     bytes: &[u8],
 ) -> Result<Box<dyn std::any::Any + Send>, CodecError> {
-    let output = match format {
-        WireFormat::Json => M::__decode_output(&Json, bytes),
-        WireFormat::MessagePack => M::__decode_output(&MessagePack, bytes),
-    };
-    output.map(|o| Box::new(o) as Box<dyn std::any::Any + Send>)
+    match M::__decode_output(&Json, bytes) {
+        Ok(output) => Ok(Box::new(output)),
+        Err(e) => Err(e),
+    }
 }
 
 /// The output codec of an event: its handlers return `()`, encoded as `null`.
 pub const EVENT_OUTPUT_JSON: OutputCodec = OutputCodec {
-    encode: |format, _| match format {
-        WireFormat::Json => Ok(b"null".to_vec()),
-        WireFormat::MessagePack => MessagePack.encode(&()),
-    },
-    decode: |_, _| Ok(Box::new(())),
+    encode_json: |_| Ok(b"null".to_vec()),
+    decode_json: |_| Ok(Box::new(())),
+    type_name: || "()",
 };
 
 #[diagnostic::on_unimplemented(
@@ -99,16 +102,13 @@ pub const fn rate(count: u32, period_ms: u64) -> Rate {
     Rate::new(count, Duration::from_millis(period_ms))
 }
 
-/// Decodes a payload into `M`, type-erased (stored in `MessageInfo`).
-pub fn decode_wire<M: Message>(
-    format: WireFormat,
-    bytes: &[u8],
-) -> Result<Box<dyn AnyMessage>, CodecError> {
-    let msg = match format {
-        WireFormat::Json => M::__decode(&Json, bytes),
-        WireFormat::MessagePack => M::__decode(&MessagePack, bytes),
-    };
-    msg.map(|m| Box::new(m) as Box<dyn AnyMessage>)
+/// Decodes a JSON payload into `M`, type-erased (stored in `MessageInfo`, which converts
+/// other formats to JSON first).
+pub fn decode_wire<M: Message>(json: &[u8]) -> Result<Box<dyn AnyMessage>, CodecError> {
+    match M::__decode(&Json, json) {
+        Ok(msg) => Ok(Box::new(msg)),
+        Err(e) => Err(e),
+    }
 }
 
 // ---- wire capability: a readable error instead of serde's bound failure ----
@@ -165,7 +165,6 @@ impl Message for NoRoute {
     type Output = ();
     const NAME: &'static str = "catga.no_route";
     const KIND: MessageKind = MessageKind::Command;
-    type __Role = RequestRole;
     fn info() -> &'static MessageInfo {
         static INFO: MessageInfo = MessageInfo::__new(
             "catga.no_route",
@@ -190,9 +189,6 @@ impl Message for NoRoute {
         );
         &INFO
     }
-    fn __bind_owned<H: OwnedHandler<Self>>(states: &States) -> Result<Binding, MissingState> {
-        bind_request::<Self, H>(states)
-    }
     fn __try_clone(&self) -> Option<Self> {
         match *self {}
     }
@@ -212,6 +208,13 @@ impl Message for NoRoute {
     }
     fn __encode<C: Codec>(&self, _: &C) -> Result<Vec<u8>, CodecError> {
         match *self {}
+    }
+}
+
+impl Bind for NoRoute {
+    type __Role = RequestRole;
+    fn __bind_owned<H: OwnedHandler<Self>>(states: &States) -> Result<Binding, MissingState> {
+        bind_request::<Self, H>(states)
     }
 }
 
@@ -271,7 +274,7 @@ impl<T: Message + Clone> ByValue<EventRole> for T {}
 
 /// Compile-time check for a handler that takes its message by value: fine for requests, needs
 /// `Clone` for events.
-pub const fn assert_by_value<M: Message + ByValue<M::__Role>>() {}
+pub const fn assert_by_value<M: Bind + ByValue<<M as Bind>::__Role>>() {}
 
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is taken by reference, so this is an event handler, but `{Self}` is not an event",

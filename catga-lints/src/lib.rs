@@ -21,6 +21,7 @@
 //! `docs/lints.md` is [`docs::render`]ed from the catalogue; a test keeps them identical.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod catalog;
 pub mod docs;

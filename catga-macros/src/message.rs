@@ -186,7 +186,6 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
                 type Output = #output;
                 const NAME: &'static str = #wire_name;
                 const KIND: #krate::__private::MessageKind = #krate::__private::MessageKind::#kind_variant;
-                type __Role = #krate::__private::#role;
 
                 fn info() -> &'static #krate::__private::MessageInfo {
                     static INFO: #krate::__private::MessageInfo = #krate::__private::MessageInfo::__new(
@@ -213,13 +212,6 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
                     &INFO
                 }
 
-                fn __bind_owned<H: #krate::__private::OwnedHandler<Self>>(
-                    states: &#krate::__private::States,
-                ) -> ::core::result::Result<#krate::__private::Binding, #krate::__private::MissingState> {
-                    #bind_owned
-                }
-
-                #bind_borrowed
 
                 #[inline]
                 fn __try_clone(&self) -> ::core::option::Option<Self> {
@@ -256,6 +248,19 @@ pub fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
                 #[allow(unused_variables)]
                 fn __encode<C: #krate::__private::Codec>(&self, codec: &C)
                     -> ::core::result::Result<::std::vec::Vec<u8>, #krate::__private::CodecError> { #encode }
+            }
+
+            #[automatically_derived]
+            impl #krate::__private::Bind for #ident {
+                type __Role = #krate::__private::#role;
+
+                fn __bind_owned<H: #krate::__private::OwnedHandler<Self>>(
+                    states: &#krate::__private::States,
+                ) -> ::core::result::Result<#krate::__private::Binding, #krate::__private::MissingState> {
+                    #bind_owned
+                }
+
+                #bind_borrowed
             }
 
             #request_impl
@@ -321,10 +326,7 @@ fn stand_in(kind: Kind, krate: &TokenStream, item: &Item, args: &MessageArgs) ->
                 type Output = #output;
                 const NAME: &'static str = "";
                 const KIND: #p::MessageKind = #p::MessageKind::#variant;
-                type __Role = #p::#role;
                 fn info() -> &'static #p::MessageInfo { #never }
-                fn __bind_owned<H: #p::OwnedHandler<Self>>(_: &#p::States)
-                    -> ::core::result::Result<#p::Binding, #p::MissingState> { #never }
                 fn __try_clone(&self) -> ::core::option::Option<Self> { #never }
                 fn __idempotency_key(&self) -> ::core::option::Option<::std::string::String> { #never }
                 fn __cache_key(&self) -> ::core::option::Option<::std::string::String> { #never }
@@ -333,6 +335,11 @@ fn stand_in(kind: Kind, krate: &TokenStream, item: &Item, args: &MessageArgs) ->
                     -> ::core::result::Result<Self, #p::CodecError> { #never }
                 fn __encode<C: #p::Codec>(&self, _: &C)
                     -> ::core::result::Result<::std::vec::Vec<u8>, #p::CodecError> { #never }
+            }
+            impl #impl_generics #p::Bind for #ident #ty_generics #bounds {
+                type __Role = #p::#role;
+                fn __bind_owned<H: #p::OwnedHandler<Self>>(_: &#p::States)
+                    -> ::core::result::Result<#p::Binding, #p::MissingState> { #never }
             }
             #request
             impl #impl_generics #krate::#marker for #ident #ty_generics #bounds {}

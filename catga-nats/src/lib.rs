@@ -158,6 +158,7 @@
 //! event is reported as possibly missed.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod auth;
 mod connect;

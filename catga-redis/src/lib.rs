@@ -97,6 +97,7 @@
 //! `docs/redis.md` has the details and the measured takeover and recovery times.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod blocking;
 mod builder;

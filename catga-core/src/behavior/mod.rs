@@ -1,6 +1,6 @@
 //! Built-in behaviours. Add them with [`CatgaBuilder::layer`](crate::CatgaBuilder::layer);
 //! the first added runs outermost. Each is off until added, and each reads per-message
-//! settings from the message's attribute ([`MessagePolicy`](crate::policy::MessagePolicy));
+//! settings from the message's attribute ([`MessagePolicy`](crate::message::MessagePolicy));
 //! `skip(name)` in the attribute exempts a message from any of them.
 //!
 //! | behaviour | what it does | per-message setting |

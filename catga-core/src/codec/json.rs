@@ -13,32 +13,46 @@ impl Codec for Json {
     const NAME: &'static str = "json";
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        serde_json::to_vec(value).map_err(|e| CodecError::Encode {
-            codec: Self::NAME,
-            type_name: std::any::type_name::<T>(),
-            source: Box::new(e),
-        })
+        // `match` and a non-generic error function: this body is compiled once per type.
+        match serde_json::to_vec(value) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => Err(encode_error(e, std::any::type_name::<T>())),
+        }
     }
 
     /// `serde_json` refuses a payload nesting more than [`MAX_DEPTH`] arrays or objects
     /// itself (its fixed recursion limit); that refusal is reported as
     /// [`CodecError::TooDeep`].
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            let type_name = std::any::type_name::<T>();
-            if too_deep(&e) {
-                return CodecError::TooDeep {
-                    codec: Self::NAME,
-                    type_name,
-                    limit: MAX_DEPTH,
-                };
-            }
-            CodecError::Malformed {
-                codec: Self::NAME,
-                type_name,
-                source: Box::new(e),
-            }
-        })
+        match serde_json::from_slice(bytes) {
+            Ok(value) => Ok(value),
+            Err(e) => Err(decode_error(e, std::any::type_name::<T>())),
+        }
+    }
+}
+
+#[cold]
+fn encode_error(e: serde_json::Error, type_name: &'static str) -> CodecError {
+    CodecError::Encode {
+        codec: Json::NAME,
+        type_name,
+        source: Box::new(e),
+    }
+}
+
+#[cold]
+fn decode_error(e: serde_json::Error, type_name: &'static str) -> CodecError {
+    if too_deep(&e) {
+        return CodecError::TooDeep {
+            codec: Json::NAME,
+            type_name,
+            limit: MAX_DEPTH,
+        };
+    }
+    CodecError::Malformed {
+        codec: Json::NAME,
+        type_name,
+        source: Box::new(e),
     }
 }
 

@@ -18,6 +18,7 @@ mod msgpack;
 pub use depth::MAX_DEPTH;
 pub use json::Json;
 pub use msgpack::MessagePack;
+pub(crate) use msgpack::{in_format, json_into, json_of};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

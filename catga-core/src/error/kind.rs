@@ -3,9 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::remote::RemoteFailure;
 use super::{BoxError, Error, Millis};
 use crate::codec::CodecError;
-use crate::transport::RemoteFailure;
 use crate::validation::ValidationErrors;
 
 /// What went wrong, one variant per kind of failure; [`Error::code`] names each with a stable
@@ -132,7 +132,7 @@ pub enum ErrorKind {
         transport: &'static str,
         /// What went wrong.
         #[source]
-        source: crate::transport::TransportError,
+        source: super::transport::TransportError,
     },
     /// The request was handled in another process and failed there. Its code, retryability,
     /// doubt, validation field errors and details are the ones it had there

@@ -72,12 +72,15 @@ impl<L: Layer> Catga<L> {
         match self.inner.table.entry(info) {
             Some(Entry::Request(entry)) => {
                 let output = self.call_local_dyn(&**entry, msg, &ctx).await?;
-                let reply = (info.output_codec().encode)(format, &*output).map_err(|source| {
-                    Error::from(crate::ErrorKind::Codec {
-                        message: info.name().to_string(),
-                        source,
-                    })
-                })?;
+                let reply = info
+                    .output_codec()
+                    .encode(format, &*output)
+                    .map_err(|source| {
+                        Error::from(crate::ErrorKind::Codec {
+                            message: info.name().to_string(),
+                            source,
+                        })
+                    })?;
                 Ok(Some(reply))
             }
             Some(Entry::Event(_)) | None if !info.kind().is_request() => {

@@ -17,7 +17,8 @@ use crate::codec::WireFormat;
 use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind};
-use crate::payload::{AnyMessage, DynRequest};
+use crate::message::AnyMessage;
+use crate::payload::DynRequest;
 use crate::pipeline::{Layer, Terminal};
 use crate::registry::{AnyRequestEntry, Entry};
 
@@ -90,7 +91,8 @@ impl<L: Layer> Catga<L> {
             .decode(WireFormat::Json, payload)
             .map_err(|e| codec_error(info.name(), e))?;
         let output = self.send_dyn(msg, ctx).await?;
-        (info.output_codec().encode)(WireFormat::Json, &*output)
+        info.output_codec()
+            .encode(WireFormat::Json, &*output)
             .map(Some)
             .map_err(|e| codec_error(info.name(), e))
     }
@@ -112,7 +114,7 @@ impl Terminal<DynRequest> for RemoteTerminal<'_> {
                 .map_err(|e| codec_error(info.name(), e))?;
             let envelope = Envelope::with_payload(info.name(), info.kind(), ctx, format, payload);
             exchange(transport, info.name(), envelope, limits, |bytes| {
-                (info.output_codec().decode)(format, bytes)
+                info.output_codec().decode(format, bytes)
             })
             .await
         }

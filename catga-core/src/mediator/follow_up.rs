@@ -19,7 +19,8 @@ use futures::future::BoxFuture;
 
 use crate::context::{Context, Pending};
 use crate::error::{Error, ErrorKind, HandlerFailure};
-use crate::payload::{AnyMessage, DynEventRef};
+use crate::message::AnyMessage;
+use crate::payload::DynEventRef;
 use crate::pipeline::Layer;
 use crate::registry::Entry;
 

@@ -17,6 +17,7 @@ mod inbound;
 mod keep;
 mod panic;
 mod remote;
+mod replay;
 mod serve;
 mod terminal;
 

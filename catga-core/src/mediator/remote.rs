@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use super::Catga;
 use super::guard;
-use crate::codec::{CodecError, Json, MessagePack, WireFormat};
+use crate::codec::{CodecError, Json, WireFormat, in_format, json_of};
 use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind};
+use crate::message::AnyMessage;
 use crate::message::{Event, Request};
-use crate::payload::{AnyMessage, Payload};
+use crate::payload::Payload;
 use crate::pipeline::{Layer, Terminal};
 use crate::store::dead_letter::FailureStage;
 use crate::transport::{Reply, Transport, TransportError};
@@ -107,9 +108,9 @@ impl<M: Request> Terminal<M> for RemoteTerminal<'_> {
         async move {
             let envelope =
                 Envelope::wrap(&msg, ctx, format).map_err(|e| codec_error(M::NAME, e))?;
-            exchange(transport, M::NAME, envelope, limits, |bytes| match format {
-                WireFormat::Json => M::__decode_output(&Json, bytes),
-                WireFormat::MessagePack => M::__decode_output(&MessagePack, bytes),
+            exchange(transport, M::NAME, envelope, limits, |bytes| {
+                let json = json_of(format, bytes, std::any::type_name::<M::Output>())?;
+                M::__decode_output(&Json, &json).map_err(|e| in_format(format, e))
             })
             .await
         }

@@ -92,7 +92,7 @@ impl<'e> Terminal<DynRequest> for DynRequestTerminal<'e> {
 /// One handler of an event known only at run time (holds the event, as [`EventTerminal`]).
 pub(crate) struct DynEventTerminal<'e> {
     pub(crate) entry: &'e dyn AnyEventEntry,
-    pub(crate) event: &'e dyn crate::payload::AnyMessage,
+    pub(crate) event: &'e dyn crate::message::AnyMessage,
     pub(crate) ctx: &'e Context,
     pub(crate) index: usize,
     pub(crate) scope: u32,

@@ -3,11 +3,33 @@
 use std::any::Any;
 use std::marker::PhantomData;
 
-use crate::handler::{EventHandler, HandlerMeta, MissingState, RequestHandler};
-use crate::message::{Event, MessageInfo, Request};
+use crate::handler::{EventHandler, HandlerMeta, MissingState, OwnedHandler, RequestHandler, Role};
+use crate::message::{Event, Message, MessageInfo, Request};
 use crate::registry::entry::{BoundEvent, BoundRequest, EventEntry, RequestEntry};
 use crate::registry::{AnyEventEntry, AnyRequestEntry};
 use crate::state::States;
+
+/// The macros' binding glue for a message type: its role, and how a handler of it becomes a
+/// table entry. Implemented by the message attributes beside [`Message`]; kept out of
+/// `Message` so the message layer depends on nothing above it.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a catga message",
+    label = "not a command, query or event",
+    note = "annotate the type with `#[command]`, `#[query(output = …)]` or `#[event]`"
+)]
+pub trait Bind: Message {
+    /// The message's kind as a type, so compile-time checks can depend on it.
+    type __Role: Role;
+    /// Binds the handler `H` that takes the message by value.
+    fn __bind_owned<H: OwnedHandler<Self>>(states: &States) -> Result<Binding, MissingState>;
+    /// Binds a handler that borrows the message: `bind_event` for an event. Only events
+    /// override it; for a request the handler is a compile error (`assert_by_ref`), so the
+    /// default never runs.
+    fn __bind_borrowed<H: EventHandler<Self>>(_states: &States) -> Result<Binding, MissingState> {
+        Err(MissingState(Vec::new()))
+    }
+}
 
 /// A declared message type, submitted by the message attributes.
 #[derive(Debug)]

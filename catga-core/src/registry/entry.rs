@@ -14,8 +14,8 @@ use std::pin::{Pin, pin};
 use std::task::Poll;
 
 use crate::inline::{InlineSlot, SlotFuture, fits};
+use crate::message::AnyMessage;
 use crate::message::{Event, MessageInfo, Request};
-use crate::payload::AnyMessage;
 
 /// A request handler with its type erased but its message type known.
 pub(crate) trait ErasedRequestHandler<M: Request>: Send + Sync {
@@ -25,6 +25,40 @@ pub(crate) trait ErasedRequestHandler<M: Request>: Send + Sync {
         ctx: &'a Context,
         slot: Pin<&'a InlineSlot>,
     ) -> SlotFuture<'a, Result<M::Output, Error>>;
+
+    /// The type-erased call of the bytes path: the handler's future boxed, its output boxed.
+    /// Built per handler from the same `attempt` as [`call`](Self::call), so a message type
+    /// adds no future of its own to compile (the bytes path allocates anyway).
+    fn call_any<'a>(
+        &'a self,
+        msg: M,
+        ctx: &'a Context,
+    ) -> BoxFuture<'a, Result<Box<dyn Any + Send>, Error>>;
+}
+
+pin_project_lite::pin_project! {
+    /// A request handler's attempt whose output is boxed: the type-erased call's future
+    /// (hand-written: `futures`' `Map` costs several functions per handler to compile).
+    struct BoxOutput<F> {
+        #[pin]
+        attempt: F,
+    }
+}
+
+impl<T: Send + 'static, F: Future<Output = Result<T, Error>>> Future for BoxOutput<F> {
+    type Output = Result<Box<dyn Any + Send>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match std::task::ready!(self.project().attempt.poll(cx)) {
+            Ok(output) => Poll::Ready(Ok(Box::new(output))),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// The future of a call that reached the wrong entry (a bug in catga; see `mismatch`).
+fn mismatched<'a>(info: &'static MessageInfo) -> BoxFuture<'a, Result<Box<dyn Any + Send>, Error>> {
+    Box::pin(futures::future::ready(Err(mismatch(info))))
 }
 
 /// An event handler with its type erased but its event type known.
@@ -92,6 +126,16 @@ impl<M: Request, H: RequestHandler<M>> ErasedRequestHandler<M> for BoundRequest<
         let future = attempt(ctx, H::call(&self.state, msg, ctx));
         store(future, slot, &self.spilled, H::META.name)
     }
+
+    fn call_any<'a>(
+        &'a self,
+        msg: M,
+        ctx: &'a Context,
+    ) -> BoxFuture<'a, Result<Box<dyn Any + Send>, Error>> {
+        Box::pin(BoxOutput {
+            attempt: attempt(ctx, H::call(&self.state, msg, ctx)),
+        })
+    }
 }
 
 impl<E: Event, H: EventHandler<E>> ErasedEventHandler<E> for BoundEvent<E, H> {
@@ -116,64 +160,100 @@ pin_project_lite::pin_project! {
     /// and is polled with that scope set so what it queues is tagged with it.
     ///
     /// A hand-written future rather than an `async fn`: it sits on every dispatch, and a plain
-    /// struct has no state machine to enter and no drop glue to run.
-    pub(crate) struct Attempt<'c, F> {
+    /// struct has no state machine to enter and no drop glue to run. What is discarded is a
+    /// type (`D`), not a value, so a request handler's attempt does not compile the event
+    /// path's scoped poll.
+    pub(crate) struct Attempt<'c, F, D> {
         ctx: &'c Context,
-        discard: Discard,
+        discard: D,
         #[pin]
         handler: F,
     }
 }
 
+/// What a failed attempt discards, and how its handler is polled.
+pub(crate) trait Discard: Copy {
+    fn poll<F: Future>(
+        self,
+        handler: Pin<&mut F>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<F::Output>;
+    fn discard(self, ctx: &Context);
+}
+
+/// Everything queued after this many events (a request's attempt).
 #[derive(Clone, Copy)]
-enum Discard {
-    /// Everything queued after this many events.
-    After(usize),
-    /// Everything queued by this handler scope.
-    Scope(u32),
+pub(crate) struct After(usize);
+
+/// Everything queued by this handler scope (an event handler's attempt).
+#[derive(Clone, Copy)]
+pub(crate) struct Scope(u32);
+
+impl Discard for After {
+    #[inline(always)]
+    fn poll<F: Future>(
+        self,
+        handler: Pin<&mut F>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<F::Output> {
+        handler.poll(cx)
+    }
+    fn discard(self, ctx: &Context) {
+        if let Some(pending) = ctx.pending() {
+            pending.truncate(self.0);
+        }
+    }
+}
+
+impl Discard for Scope {
+    #[inline]
+    fn poll<F: Future>(
+        self,
+        handler: Pin<&mut F>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<F::Output> {
+        in_scope(self.0, || handler.poll(cx))
+    }
+    fn discard(self, ctx: &Context) {
+        if let Some(pending) = ctx.pending() {
+            pending.discard_scope(self.0);
+        }
+    }
 }
 
 /// A request handler's attempt.
 #[inline]
-pub(crate) fn attempt<F>(ctx: &Context, handler: F) -> Attempt<'_, F> {
+pub(crate) fn attempt<F>(ctx: &Context, handler: F) -> Attempt<'_, F, After> {
     Attempt {
         ctx,
-        discard: Discard::After(ctx.pending_len()),
+        discard: After(ctx.pending_len()),
         handler,
     }
 }
 
 /// An event handler's attempt, tagged with its scope in the publish.
 #[inline]
-pub(crate) fn scoped_attempt<F>(ctx: &Context, scope: u32, handler: F) -> Attempt<'_, F> {
+pub(crate) fn scoped_attempt<F>(ctx: &Context, scope: u32, handler: F) -> Attempt<'_, F, Scope> {
     Attempt {
         ctx,
-        discard: Discard::Scope(scope),
+        discard: Scope(scope),
         handler,
     }
 }
 
-impl<T, F> Future for Attempt<'_, F>
+impl<T, F, D> Future for Attempt<'_, F, D>
 where
     F: Future<Output = Result<T, Error>>,
+    D: Discard,
 {
     type Output = Result<T, Error>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let polled = match *this.discard {
-            Discard::After(_) => this.handler.poll(cx),
-            Discard::Scope(scope) => in_scope(scope, || this.handler.poll(cx)),
-        };
-        let result = std::task::ready!(polled);
-        if result.is_err()
-            && let Some(pending) = this.ctx.pending()
-        {
-            match *this.discard {
-                Discard::After(mark) => pending.truncate(mark),
-                Discard::Scope(scope) => pending.discard_scope(scope),
-            }
+        let result = std::task::ready!(this.discard.poll(this.handler, cx));
+        if result.is_err() {
+            this.discard.discard(this.ctx);
         }
         Poll::Ready(result)
     }
@@ -238,15 +318,10 @@ impl<M: Request> AnyRequestEntry for RequestEntry<M> {
         msg: Box<dyn AnyMessage>,
         ctx: &'a Context,
     ) -> BoxFuture<'a, Result<Box<dyn Any + Send>, Error>> {
-        Box::pin(async move {
-            let msg = msg
-                .into_any()
-                .downcast::<M>()
-                .map_err(|_| mismatch(M::info()))?;
-            let slot = pin!(InlineSlot::new());
-            let output = self.handler.call(*msg, ctx, slot.as_ref()).await?;
-            Ok(Box::new(output) as Box<dyn Any + Send>)
-        })
+        match msg.into_any().downcast::<M>() {
+            Ok(msg) => self.handler.call_any(*msg, ctx),
+            Err(_) => mismatched(M::info()),
+        }
     }
 }
 

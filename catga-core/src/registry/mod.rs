@@ -11,7 +11,9 @@ mod entry;
 mod problem;
 mod table;
 
-pub use descriptor::{Binding, HandlerDescriptor, MessageDescriptor, bind_event, bind_request};
+pub use descriptor::{
+    Bind, Binding, HandlerDescriptor, MessageDescriptor, bind_event, bind_request,
+};
 pub use entry::{AnyEventEntry, AnyRequestEntry};
 pub(crate) use entry::{EventHandlerBox, RequestEntry, attempt, call_event, scoped_attempt};
 pub use problem::{BuildError, Problem};

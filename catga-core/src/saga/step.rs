@@ -5,8 +5,8 @@ use std::marker::PhantomData;
 
 use crate::codec::{CodecError, Json};
 use crate::error::{Error, ErrorKind};
+use crate::message::AnyMessage;
 use crate::message::{MessageInfo, Request};
-use crate::payload::AnyMessage;
 
 /// A step with its command types erased, so steps of different commands share one list.
 /// The saga sends what it builds as `send` would (`Catga::send_dyn`); the step, which knows

@@ -34,8 +34,6 @@
 //! subject or stream carries, and an envelope that claims to be something else is rejected,
 //! never dispatched.
 
-mod error;
-mod failure;
 mod inbound;
 mod memory;
 
@@ -44,9 +42,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use error::TransportError;
-pub use failure::{MAX_FAILURE_BYTES, RemoteFailure, ReplyError};
-pub use inbound::{Delivery, Disposition, Inbound, Rejected};
+// Defined with the errors (`error` depends on nothing above it), named here.
+pub use crate::delivery::Delivery;
+pub use crate::error::remote::{MAX_FAILURE_BYTES, RemoteFailure, ReplyError};
+pub use crate::error::transport::TransportError;
+pub use inbound::{Disposition, Inbound, Rejected};
 pub use memory::MemoryTransport;
 
 use crate::envelope::Envelope;

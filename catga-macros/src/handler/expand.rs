@@ -146,7 +146,7 @@ pub fn handler(krate: &TokenStream, t: &Target<'_>) -> TokenStream {
                         #p::HandlerDescriptor {
                             message: <#msg as #krate::Message>::info,
                             meta: <#marker as #p::OwnedHandler<#msg>>::META,
-                            bind: <#msg as #krate::Message>::__bind_owned::<#marker>,
+                            bind: <#msg as #p::Bind>::__bind_owned::<#marker>,
                         }
                     }
                 };
@@ -184,7 +184,7 @@ pub fn handler(krate: &TokenStream, t: &Target<'_>) -> TokenStream {
                         #p::HandlerDescriptor {
                             message: <#msg as #krate::Message>::info,
                             meta: <#marker as #p::EventHandler<#msg>>::META,
-                            bind: <#msg as #krate::Message>::__bind_borrowed::<#marker>,
+                            bind: <#msg as #p::Bind>::__bind_borrowed::<#marker>,
                         }
                     }
                 };

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::ReplyError;
-use crate::error::{BoxError, Millis};
+use super::remote::ReplyError;
+use super::{BoxError, Millis};
 
 /// Why a transport could not deliver.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, MAX_CODE, well_formed};
+use super::{Error, MAX_CODE, well_formed};
 use crate::validation::ValidationErrors;
 
 /// The most bytes of a failure document read back ([`RemoteFailure::decode`]); what
