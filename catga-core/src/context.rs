@@ -499,11 +499,11 @@ impl Drop for RestoreScope {
 
 /// Deadlines are stored as encoded nanoseconds so they fit an atomic (0: none).
 fn encode_instant(at: Instant) -> u64 {
-    crate::clock::nanos(at)
+    crate::monotonic::nanos(at)
 }
 
 fn decode_instant(raw: u64) -> Option<Instant> {
-    crate::clock::instant(raw)
+    crate::monotonic::instant(raw)
 }
 
 #[cfg(test)]

@@ -123,7 +123,7 @@ impl Error {
     /// error they wrap, so [`Error::downcast_ref`] finds it; a catga [`Error`] inside is
     /// returned as it is, with its code and retryability).
     #[doc(hidden)]
-    pub fn from_handler_boxed(
+    pub fn __from_handler_boxed(
         message: &'static str,
         handler: &'static str,
         boxed: BoxError,
@@ -150,8 +150,7 @@ impl Error {
         }
     }
 
-    #[doc(hidden)]
-    pub fn from_handler_classified<E>(
+    fn from_handler_classified<E>(
         message: &'static str,
         handler: &'static str,
         error: E,
@@ -161,7 +160,7 @@ impl Error {
     where
         E: StdError + Send + Sync + 'static,
     {
-        Self::from_handler_boxed(message, handler, Box::new(error), retryable, coded)
+        Self::__from_handler_boxed(message, handler, Box::new(error), retryable, coded)
     }
 
     /// A stable, machine-readable name for the failure: the same whether the handler ran in
@@ -186,6 +185,7 @@ impl Error {
     /// | `transport` | [`ErrorKind::Transport`] |
     /// | `panic` | [`ErrorKind::Panicked`] |
     /// | `in_doubt` | [`ErrorKind::InDoubt`] |
+    /// | `internal` | [`ErrorKind::Internal`] (a bug in catga) |
     /// | the code it had over there; also `envelope`, `exhausted` (a serving side's refusals) | [`ErrorKind::Remote`] |
     pub fn code(&self) -> &str {
         use ErrorKind::*;
@@ -208,6 +208,7 @@ impl Error {
             Remote { failure, .. } => &failure.code,
             Panicked { .. } => "panic",
             InDoubt { .. } => "in_doubt",
+            Internal { .. } => "internal",
         }
     }
 

@@ -150,10 +150,9 @@ impl<E: Event, H: OwnedHandler<E>> EventHandler<E> for H {
         // `#[handler]` checked at compile time that a by-value event is `Clone`.
         match event.__try_clone() {
             Some(owned) => H::call(state, owned, ctx).await,
-            None => Err(crate::ErrorKind::WrongKind {
+            None => Err(crate::ErrorKind::Internal {
                 message: E::NAME,
-                expected: "a `Clone` event for a by-value handler",
-                actual: "an event that is not `Clone`",
+                what: "a by-value handler of an event that is not `Clone`",
             }
             .into()),
         }

@@ -52,7 +52,6 @@
 
 pub mod aggregate;
 pub mod behavior;
-mod clock;
 pub mod codec;
 pub mod context;
 mod delivery;
@@ -63,10 +62,13 @@ pub mod id;
 mod inline;
 pub mod mediator;
 pub mod message;
+mod monotonic;
 pub mod payload;
 pub mod pipeline;
 pub mod policy;
-pub mod registry;
+// Macro support and the dispatch table: named publicly only through `__private` (and
+// `BuildError`/`Problem` at the root).
+mod registry;
 pub mod saga;
 pub mod secret;
 mod slot_pool;
@@ -90,7 +92,7 @@ mod readme_doctests {}
 mod quickstart_doctests {}
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/behaviours.md")]
-mod behaviours_doctests {}
+mod behaviors_doctests {}
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/transports.md")]
 mod transports_doctests {}

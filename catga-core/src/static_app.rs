@@ -161,8 +161,9 @@ pub struct StaticBuilder<A, L = Identity> {
 }
 
 impl<A: StaticApp> StaticBuilder<A, Identity> {
+    /// What `static_app!`'s `builder()` returns (users call that, or `Default`).
     #[doc(hidden)]
-    pub fn new() -> Self {
+    pub fn __new() -> Self {
         StaticBuilder {
             states: States::new(),
             layers: Identity,
@@ -173,7 +174,7 @@ impl<A: StaticApp> StaticBuilder<A, Identity> {
 
 impl<A: StaticApp> Default for StaticBuilder<A, Identity> {
     fn default() -> Self {
-        Self::new()
+        Self::__new()
     }
 }
 

@@ -104,7 +104,7 @@ fn send_allocates_nothing() {
 }
 
 #[test]
-fn send_through_three_noop_behaviours_allocates_nothing() {
+fn send_through_three_noop_behaviors_allocates_nothing() {
     let app = Catga::builder()
         .layer(Noop)
         .layer(Noop)
@@ -175,7 +175,7 @@ async fn announce(_cmd: Announce, ctx: &Context) -> Result<(), Error> {
 }
 
 #[test]
-fn protective_behaviours_allocate_nothing_on_their_happy_path() {
+fn protective_behaviors_allocate_nothing_on_their_happy_path() {
     use catga_core::behavior::{CircuitBreaker, ConcurrencyLimit, RateLimit, Trip};
     use catga_core::policy::Rate;
     let app = Catga::builder()

@@ -209,7 +209,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
         impl #name {
             /// Starts building this application: register state and behaviours, then `build()`.
             #vis fn builder() -> #p::StaticBuilder<#name> {
-                #p::StaticBuilder::new()
+                #p::StaticBuilder::__new()
             }
         }
 

@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::per_message::PerMessage;
-use crate::clock::{duration_nanos, now_nanos};
 use crate::context::Context;
 use crate::error::{Error, ErrorKind};
+use crate::monotonic::{duration_nanos, now_nanos};
 use crate::payload::Payload;
 use crate::pipeline::{Behavior, Next};
 use crate::policy::Skip;

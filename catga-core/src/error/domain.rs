@@ -84,6 +84,7 @@ const RESERVED: &[&str] = &[
     "no_handler",
     "unknown_message",
     "wrong_kind",
+    "internal",
     "validation",
     "timeout",
     "cancelled",

@@ -176,6 +176,16 @@ pub enum ErrorKind {
         /// The message's wire name.
         message: String,
     },
+    /// A fault inside catga itself: a type-erased value reached code expecting another type.
+    /// It cannot happen through the public API; it is reported rather than panicking, so a bug
+    /// in catga fails one dispatch, with this text to report, instead of the process.
+    #[error("internal error in catga while handling `{message}`: {what} (please report it)")]
+    Internal {
+        /// The message's wire name.
+        message: &'static str,
+        /// What was found wrong.
+        what: &'static str,
+    },
     /// A handler queued more events with `ctx.publish` than the limit allows.
     #[error("`{message}` queued more than {limit} events in one dispatch")]
     TooManyEvents {

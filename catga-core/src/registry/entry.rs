@@ -298,10 +298,9 @@ pub trait AnyRequestEntry: Any + Send + Sync {
 /// A message of the wrong type reached a type-erased entry: a bug in catga, reported rather
 /// than panicking.
 fn mismatch(info: &'static MessageInfo) -> Error {
-    crate::ErrorKind::WrongKind {
+    crate::ErrorKind::Internal {
         message: info.name(),
-        expected: info.type_name(),
-        actual: "another type",
+        what: "a message of another type reached this message's table entry",
     }
     .into()
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::Saga;
+use super::progress::{SagaState, SagaStatus};
 use super::run::failure;
-use super::state::{SagaState, SagaStatus};
 use crate::error::{Error, ErrorKind};
 use crate::mediator::Catga;
 use crate::pipeline::Layer;

@@ -87,16 +87,16 @@
 
 mod builder;
 mod compensate;
+mod progress;
 mod run;
-mod state;
 mod step;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use builder::{SagaBuildError, SagaBuilder};
+pub use progress::{CompletedStep, SagaState, SagaStatus, StepFailure};
 pub use run::SagaError;
-pub use state::{CompletedStep, SagaState, SagaStatus, StepFailure};
 
 use crate::store::dead_letter::DynDeadLetterStore;
 use step::ErasedStep;

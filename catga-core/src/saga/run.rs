@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::Saga;
-use super::state::{CompletedStep, SagaState, SagaStatus, StepFailure};
+use super::progress::{CompletedStep, SagaState, SagaStatus, StepFailure};
 use crate::context::Context;
 use crate::envelope::header;
 use crate::error::Error;

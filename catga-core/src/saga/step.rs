@@ -66,10 +66,9 @@ where
         // The reply comes from `C`'s own handler or output codec: another type would be a
         // bug in catga, reported rather than panicking.
         let output = reply.downcast::<C::Output>().map_err(|_| {
-            Error::from(ErrorKind::WrongKind {
+            Error::from(ErrorKind::Internal {
                 message: C::NAME,
-                expected: std::any::type_name::<C::Output>(),
-                actual: "another type",
+                what: "a saga step's reply is not of its command's output type",
             })
         })?;
         C::__encode_output(&Json, &output).map_err(|source| {

@@ -245,7 +245,7 @@ async fn a_failing_event_handler_is_dead_lettered_with_its_name() {
 }
 
 #[test]
-fn the_behaviours_report_their_counters() {
+fn the_behaviors_report_their_counters() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     let recorder = DebuggingRecorder::new();

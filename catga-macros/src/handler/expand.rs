@@ -94,7 +94,7 @@ pub fn handler(krate: &TokenStream, t: &Target<'_>) -> TokenStream {
                 use #p::{ViaInto as _, ViaNothing as _, ViaStdError as _, ViaWrapper as _};
                 let __boxed = (&&&#p::ErrorSlot::new(__err)).catga_box_error();
                 let __retryable = __retryable || #p::inner_retryable(&__boxed);
-                ::core::result::Result::Err(#p::Error::from_handler_boxed(
+                ::core::result::Result::Err(#p::Error::__from_handler_boxed(
                     <#msg as #krate::Message>::NAME, __NAME, __boxed, __retryable, __coded,
                 ))
             }

@@ -350,7 +350,7 @@ async fn timeout_and_retry_compose_in_the_order_added() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_callers_deadline_holds_without_a_timeout_behaviour() {
+async fn the_callers_deadline_holds_without_a_timeout_behavior() {
     let journal = std::sync::Arc::new(Journal::default());
     let app = Catga::builder().state_arc(journal).build().unwrap();
     let started = Instant::now();

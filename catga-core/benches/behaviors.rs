@@ -2,7 +2,7 @@
 //! bare `send` (and a plain `async fn`) in the same run.
 //!
 //! ```text
-//! cargo bench -p catga-core --bench behaviours
+//! cargo bench -p catga-core --bench behaviors
 //! ```
 
 use std::convert::Infallible;
@@ -30,7 +30,7 @@ async fn plain(a: u64, b: u64) -> Result<u64, Infallible> {
     Ok(a + b)
 }
 
-fn behaviours(c: &mut Criterion) {
+fn behaviors(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -133,5 +133,5 @@ fn behaviours(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, behaviours);
+criterion_group!(benches, behaviors);
 criterion_main!(benches);
