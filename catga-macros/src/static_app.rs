@@ -13,6 +13,8 @@ struct App {
     name: Ident,
     krate: Option<LitStr>,
     routes: Vec<Route>,
+    /// Mistakes found while parsing that do not stop it, reported with the rest.
+    problems: Vec<syn::Error>,
 }
 
 enum Route {
@@ -46,6 +48,7 @@ impl Parse for App {
         let body;
         braced!(body in input);
         let mut routes = Vec::new();
+        let mut problems = Vec::new();
         while !body.is_empty() {
             let message: Type = body.parse()?;
             body.parse::<Token![=>]>()?;
@@ -54,15 +57,16 @@ impl Parse for App {
                 bracketed!(list in body);
                 let handlers: Punctuated<Type, Token![,]> = Punctuated::parse_terminated(&list)?;
                 if handlers.is_empty() {
-                    return Err(syn::Error::new(
+                    problems.push(syn::Error::new(
                         message.span(),
                         "an event listed in `static_app!` needs at least one handler\n  help: remove the line, or list handlers: `MyEvent => [a, b]`",
                     ));
+                } else {
+                    routes.push(Route::Event {
+                        message,
+                        handlers: handlers.into_iter().collect(),
+                    });
                 }
-                routes.push(Route::Event {
-                    message,
-                    handlers: handlers.into_iter().collect(),
-                });
             } else {
                 routes.push(Route::Request {
                     message,
@@ -80,6 +84,7 @@ impl Parse for App {
             name,
             krate,
             routes,
+            problems,
         })
     }
 }
@@ -90,6 +95,9 @@ pub fn expand(input: TokenStream) -> TokenStream {
         Err(e) => return e.to_compile_error(),
     };
     let mut errors = crate::args::Errors::default();
+    for problem in &app.problems {
+        errors.push(problem.clone());
+    }
     let krate = crate::args::crate_path(app.krate.as_ref(), &mut errors);
     let p = quote!(#krate::__private);
     let App {
