@@ -6,85 +6,27 @@
 //! its own steps.
 
 mod common;
+#[path = "../../catga-core/tests/secret_capture/mod.rs"]
+mod secret_capture;
 
-use std::error::Error;
-use std::io::Write;
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use catga_redis::{ConnectError, RedisTransport};
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::FmtSpan;
 
 use common::private_redis::{self, Persistence, PrivateRedis};
+use secret_capture::logs;
 
 /// What must never be shown.
 const SECRETS: [&str; 4] = ["secretpass", "secrettoken", "wrongsecret", "secretuser"];
 
-/// The log output of this test binary.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-}
-
-/// Captures every event and span (with its fields) at TRACE, from every crate, from now on.
-fn logs() -> &'static Logs {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Logs::default();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_span_events(FmtSpan::FULL)
-            .with_ansi(false)
-            .with_writer(logs.clone())
-            .try_init()
-            .expect("the only subscriber of this test binary");
-        logs
-    })
-}
-
-/// The error, its sources (`Display`) and its `Debug`.
+/// `everything_about` and `assert_hidden` with this crate's error type and secrets.
 fn everything_about(error: &ConnectError) -> String {
-    let mut shown = format!("{error:?}\n{error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        shown.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    shown
+    secret_capture::everything_about(error)
 }
 
 fn assert_hidden(what: &str, shown: &str) {
-    for secret in SECRETS {
-        assert!(!shown.contains(secret), "{what} shows `{secret}`:\n{shown}");
-    }
+    secret_capture::assert_hidden(&SECRETS, what, shown);
 }
 
 /// A loopback port nothing listens on (bound, then released).

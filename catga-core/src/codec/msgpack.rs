@@ -30,14 +30,9 @@ impl Codec for MessagePack {
     const NAME: &'static str = "msgpack";
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        let json = Json
-            .encode(value)
-            .map_err(|e| relabel(e, std::any::type_name::<T>()))?;
-        json_to_msgpack(&json).map_err(|source| CodecError::Encode {
-            codec: Self::NAME,
-            type_name: std::any::type_name::<T>(),
-            source,
-        })
+        let type_name = std::any::type_name::<T>();
+        let json = Json.encode(value).map_err(|e| relabel(e, type_name))?;
+        json_into(super::WireFormat::MessagePack, json, type_name)
     }
 
     /// Refuses a payload nesting more than [`MAX_DEPTH`](super::MAX_DEPTH) arrays or maps
@@ -45,18 +40,7 @@ impl Codec for MessagePack {
     /// allows, and does not count enums; see the `depth` module).
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
         let type_name = std::any::type_name::<T>();
-        if depth::msgpack_within(bytes, MAX_DEPTH).is_err() {
-            return Err(CodecError::TooDeep {
-                codec: Self::NAME,
-                type_name,
-                limit: MAX_DEPTH,
-            });
-        }
-        let json = msgpack_to_json(bytes).map_err(|source| CodecError::Malformed {
-            codec: Self::NAME,
-            type_name,
-            source,
-        })?;
+        let json = json_of(super::WireFormat::MessagePack, bytes, type_name)?;
         Json.decode(&json).map_err(|e| relabel(e, type_name))
     }
 }
