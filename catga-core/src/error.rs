@@ -43,7 +43,7 @@ pub(crate) use domain::{MAX_CODE, well_formed};
 pub use kind::{ErrorKind, HandlerFailure};
 pub use millis::Millis;
 
-use crate::validation::ValidationErrors;
+use crate::validate::ValidationErrors;
 use remote::RemoteFailure;
 
 /// A boxed error from user code.

@@ -47,7 +47,7 @@
 //! [`Catga`] (building and dispatching), [`pipeline`] and [`behavior`] (behaviours).
 
 #![warn(missing_docs)]
-// `unsafe` lives in `inline.rs` and `slot_pool.rs` only; every block says why it is sound.
+// `unsafe` lives in `dispatch/inline.rs` and `dispatch/slot_pool.rs` only; every block says why it is sound.
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod aggregate;
@@ -55,11 +55,12 @@ pub mod behavior;
 pub mod codec;
 pub mod context;
 mod delivery;
+// The machinery that runs a handler's future (inline slots, attempts, guards, joins, outcomes).
+mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod handler;
 pub mod id;
-mod inline;
 pub mod mediator;
 pub mod message;
 mod monotonic;
@@ -71,12 +72,11 @@ pub mod policy;
 mod registry;
 pub mod saga;
 pub mod secret;
-mod slot_pool;
 pub mod state;
 pub mod static_app;
 pub mod store;
 pub mod transport;
-pub mod validation;
+pub mod validate;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -110,10 +110,10 @@ pub use aggregate::{Aggregate, Loaded, Repository};
 pub use catga_macros::{command, event, handler, query, static_app};
 pub use codec::{Codec, CodecError, Json, MessagePack, WireFormat};
 pub use context::{Context, MAX_PENDING_EVENTS};
+pub use dispatch::inline::INLINE_FUTURE_BYTES;
 pub use error::{BoxError, Error, ErrorCode, ErrorKind, HandlerFailure, Retryable};
 pub use handler::{EventHandler, HandlerMeta, RequestHandler};
 pub use id::{SnowflakeGenerator, SnowflakeId};
-pub use inline::INLINE_FUTURE_BYTES;
 pub use mediator::{Catga, CatgaBuilder};
 pub use message::AnyMessage;
 pub use message::{Command, Event, Location, Message, MessageInfo, MessageKind, Query, Request};
@@ -123,7 +123,7 @@ pub use registry::{BuildError, Problem};
 pub use saga::{Saga, SagaError, SagaState, SagaStatus};
 pub use static_app::{StaticBuilder, StaticCatga};
 pub use tokio_util::sync::CancellationToken;
-pub use validation::{FieldError, Validate, ValidationErrors};
+pub use validate::{FieldError, Validate, ValidationErrors};
 
 /// Everything a typical application module needs: `use catga_core::prelude::*;`.
 pub mod prelude {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::codec::{Codec, CodecError, Json, WireFormat, json_into};
 use crate::policy::{Rate, Skip};
-use crate::validation::ValidationErrors;
+use crate::validate::ValidationErrors;
 
 /// The role of a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -10,13 +10,18 @@ use std::any::Any;
 
 use crate::codec::{CodecError, Json, WireFormat};
 use crate::message::{AnyMessage, Message, MessageInfo, Request};
-use crate::validation::ValidationErrors;
+use crate::validate::ValidationErrors;
 
 mod sealed {
     pub trait Sealed {}
 }
 
 /// The message flowing through the behaviour stack. Implemented by catga only.
+///
+/// A *typed* message, not bytes: where catga means encoded bytes (a transport's body, a
+/// dead letter's stored copy) it says "payload bytes" and uses `Vec<u8>`/`&[u8]`; this trait
+/// is what a [`Behavior`](crate::Behavior) is generic over, so one behaviour serves every
+/// message type.
 pub trait Payload: sealed::Sealed + Send + Sync + Sized {
     /// What a successful dispatch returns: the request's output, or `()` for an event handler.
     type Output: Send;

@@ -113,6 +113,11 @@ pub trait Terminal<P: Payload>: Sync {
 }
 
 /// A whole behaviour stack. Built by `.layer(…)`; you do not implement it.
+///
+/// Not tower's `Layer`: tower's wraps one service in one middleware and is implemented by
+/// each middleware; catga's is the finished stack of every [`Behavior`] added with
+/// `.layer(…)` (tower's `ServiceBuilder` output plays that part), and a behaviour implements
+/// [`Behavior`], never this. Name it only as a bound, e.g. `Catga<L: Layer>`.
 pub trait Layer: Send + Sync + 'static {
     /// Runs `msg` through every behaviour of the stack and then `terminal`.
     #[doc(hidden)]
@@ -138,6 +143,24 @@ pub trait Layer: Send + Sync + 'static {
     /// Whether any behaviour keeps failures ([`Behavior::keeps_failures`]).
     #[doc(hidden)]
     fn keeps_failures(&self) -> bool;
+
+    /// This stack with `B` appended as its innermost behaviour: the type `.layer(b)` builds
+    /// (the first behaviour added stays outermost). Name it to add behaviours in a function
+    /// generic over the stack:
+    ///
+    /// ```
+    /// use catga_core::behavior::Tracing;
+    /// use catga_core::{CatgaBuilder, Layer};
+    ///
+    /// fn with_tracing<L: Layer>(builder: CatgaBuilder<L>) -> CatgaBuilder<L::With<Tracing>> {
+    ///     builder.layer(Tracing)
+    /// }
+    /// ```
+    type With<B: Behavior>: Layer;
+
+    /// Appends `behavior` as the innermost behaviour.
+    #[doc(hidden)]
+    fn __push_inner<B: Behavior>(self, behavior: B) -> Self::With<B>;
 }
 
 /// The empty stack.
@@ -165,6 +188,15 @@ impl Layer for Identity {
 
     fn keeps_failures(&self) -> bool {
         false
+    }
+
+    type With<B: Behavior> = Stack<B, Identity>;
+
+    fn __push_inner<B: Behavior>(self, behavior: B) -> Self::With<B> {
+        Stack {
+            outer: behavior,
+            inner: Identity,
+        }
     }
 }
 
@@ -214,6 +246,15 @@ impl<B: Behavior, L: Layer> Layer for Stack<B, L> {
     fn keeps_failures(&self) -> bool {
         self.outer.keeps_failures() || self.inner.keeps_failures()
     }
+
+    type With<C: Behavior> = Stack<B, L::With<C>>;
+
+    fn __push_inner<C: Behavior>(self, behavior: C) -> Self::With<C> {
+        Stack {
+            outer: self.outer,
+            inner: self.inner.__push_inner(behavior),
+        }
+    }
 }
 
 /// [`Next`] for a stack: the inner layers, then the terminal.
@@ -237,32 +278,5 @@ impl<P: Payload, L: Layer, T: Terminal<P>> Next<P> for NextLayer<'_, '_, '_, L, 
     #[inline]
     fn run(self, msg: P) -> impl Future<Output = Result<P::Output, Error>> + Send {
         self.layer.run(msg, self.ctx, self.terminal)
-    }
-}
-
-/// Appends a behaviour as the innermost layer of a stack (so the first added stays outermost).
-#[doc(hidden)]
-pub trait PushInner<B> {
-    type Output: Layer;
-    fn push_inner(self, behavior: B) -> Self::Output;
-}
-
-impl<B: Behavior> PushInner<B> for Identity {
-    type Output = Stack<B, Identity>;
-    fn push_inner(self, behavior: B) -> Self::Output {
-        Stack {
-            outer: behavior,
-            inner: Identity,
-        }
-    }
-}
-
-impl<A: Behavior, L: Layer + PushInner<B>, B: Behavior> PushInner<B> for Stack<A, L> {
-    type Output = Stack<A, L::Output>;
-    fn push_inner(self, behavior: B) -> Self::Output {
-        Stack {
-            outer: self.outer,
-            inner: self.inner.push_inner(behavior),
-        }
     }
 }

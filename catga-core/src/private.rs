@@ -4,6 +4,7 @@ pub use inventory;
 pub use serde;
 
 pub use crate::codec::{Codec, CodecError, Json, MessagePack, WireFormat};
+pub use crate::dispatch::outcome::Outcome;
 pub use crate::error::{BoxError, Error, HandlerFailure};
 pub use crate::handler::{
     EventHandler, EventRole, HandlerMeta, MissingState, OwnedHandler, RequestHandler, RequestRole,
@@ -19,7 +20,7 @@ pub use crate::state::States;
 pub use crate::static_app::{
     StaticApp, StaticBuilder, StaticRoute, StaticSubscribers, run_static_event,
 };
-pub use crate::validation::ValidationErrors;
+pub use crate::validate::ValidationErrors;
 pub use futures::future::BoxFuture;
 pub use futures::join;
 
@@ -332,7 +333,7 @@ impl<T> NoClone<T> for Probe<'_, T> {
 pub trait ViaValidate {
     fn catga_validate(&self) -> Result<(), ValidationErrors>;
 }
-impl<T: crate::validation::Validate> ViaValidate for &Probe<'_, T> {
+impl<T: crate::validate::Validate> ViaValidate for &Probe<'_, T> {
     #[inline]
     fn catga_validate(&self) -> Result<(), ValidationErrors> {
         self.0.validate()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::remote::RemoteFailure;
 use super::{BoxError, Error, Millis};
 use crate::codec::CodecError;
-use crate::validation::ValidationErrors;
+use crate::validate::ValidationErrors;
 
 /// What went wrong, one variant per kind of failure; [`Error::code`] names each with a stable
 /// code.

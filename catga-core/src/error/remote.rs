@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Error, MAX_CODE, well_formed};
-use crate::validation::ValidationErrors;
+use crate::validate::ValidationErrors;
 
 /// The most bytes of a failure document read back ([`RemoteFailure::decode`]); what
 /// [`RemoteFailure::encode`] writes always fits.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::codec::WireFormat;
 use crate::handler::HandlerMeta;
 use crate::message::{MessageInfo, Request};
-use crate::pipeline::{Behavior, Identity, Layer, PushInner};
+use crate::pipeline::{Behavior, Identity, Layer};
 use crate::registry::{BuildError, Table};
 use crate::state::States;
 use crate::store::dead_letter::{DeadLetterStore, DynDeadLetterStore, MemoryDeadLetterStore};
@@ -100,13 +100,10 @@ impl<L: Layer> CatgaBuilder<L> {
     }
 
     /// Adds a behaviour inside the ones added before it.
-    pub fn layer<B: Behavior>(self, behavior: B) -> CatgaBuilder<L::Output>
-    where
-        L: PushInner<B>,
-    {
+    pub fn layer<B: Behavior>(self, behavior: B) -> CatgaBuilder<L::With<B>> {
         CatgaBuilder {
             states: self.states,
-            layers: self.layers.push_inner(behavior),
+            layers: self.layers.__push_inner(behavior),
             settings: self.settings,
         }
     }

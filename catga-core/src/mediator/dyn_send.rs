@@ -10,11 +10,11 @@ use std::any::Any;
 use std::future::Future;
 
 use super::Catga;
-use super::guard::guarded;
 use super::remote::{RemoteTerminal, codec_error, exchange};
 use super::terminal::DynRequestTerminal;
 use crate::codec::WireFormat;
 use crate::context::Context;
+use crate::dispatch::guard::guarded;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind};
 use crate::message::AnyMessage;

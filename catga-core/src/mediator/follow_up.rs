@@ -18,7 +18,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::context::{Context, Pending};
-use crate::error::{Error, ErrorKind, HandlerFailure};
+use crate::dispatch::join::scope_of;
+use crate::dispatch::outcome::Outcome;
+use crate::dispatch::panic::panicked;
+use crate::error::{Error, ErrorKind};
 use crate::message::AnyMessage;
 use crate::payload::DynEventRef;
 use crate::pipeline::Layer;
@@ -26,7 +29,6 @@ use crate::registry::Entry;
 
 use super::Catga;
 use super::keep::{self, Letter};
-use super::panic::panicked;
 use super::terminal::DynEventTerminal;
 
 /// The events one dispatch queued, and the context they are caused under (each gets a
@@ -180,7 +182,7 @@ impl<L: Layer> Catga<L> {
                 .enumerate()
                 .filter(|(_, meta)| chosen(meta))
                 .map(|(index, meta)| {
-                    let scope = u32::try_from(index + 1).unwrap_or(u32::MAX);
+                    let scope = scope_of(index);
                     async move {
                         let terminal = DynEventTerminal {
                             entry: &**entry,
@@ -201,31 +203,21 @@ impl<L: Layer> Catga<L> {
                             Ok(result) => result,
                             Err(panic) => Err(panicked(info.name(), meta.name, panic)),
                         };
-                        result.map_err(|error| HandlerFailure {
-                            handler: meta.name,
-                            error,
-                        })
+                        (meta.name, result)
                     }
                 });
-            let results = super::guard::guarded(ctx, info.name(), async {
+            let results = crate::dispatch::guard::guarded(ctx, info.name(), async {
                 Ok(futures::future::join_all(runs).await)
             })
             .await?;
-            let failures: Vec<HandlerFailure> =
-                results.into_iter().filter_map(Result::err).collect();
+            let mut outcome = Outcome::new();
+            for (handler, result) in results {
+                outcome.note(handler, result);
+            }
             if ctx.pending_len() > 0 {
                 self.publish_queued(Self::queued(ctx)).await;
             }
-            outcome(info.name(), failures)
+            outcome.finish(info.name())
         })
-    }
-}
-
-/// A publish's outcome: `Ok` when no handler failed, else every failure under the event's name.
-pub(crate) fn outcome(event: &'static str, failures: Vec<HandlerFailure>) -> Result<(), Error> {
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(ErrorKind::Publish { event, failures }.into())
     }
 }

@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 use super::Catga;
 use super::keep::{Letter, echo, failures};
-use super::panic::contained;
 use crate::codec::WireFormat;
+use crate::dispatch::panic::contained;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind};
 use crate::message::MessageKind;

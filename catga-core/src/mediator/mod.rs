@@ -12,10 +12,8 @@ mod bytes;
 mod detach;
 mod dyn_send;
 mod follow_up;
-pub(crate) mod guard;
 mod inbound;
 mod keep;
-mod panic;
 mod remote;
 mod replay;
 mod serve;
@@ -31,16 +29,18 @@ pub use builder::{
     CatgaBuilder, DEFAULT_BATCH_CONCURRENCY, DEFAULT_DEAD_LETTER_CAPACITY,
     DEFAULT_MAX_PAYLOAD_BYTES,
 };
-pub(crate) use follow_up::outcome;
 
 use crate::context::Context;
-use crate::error::{Error, HandlerFailure};
-use crate::inline::InlineSlot;
+use crate::dispatch::guard;
+use crate::dispatch::inline::InlineSlot;
+use crate::dispatch::join::{join_in_place, scope_of};
+use crate::dispatch::outcome::Outcome;
+use crate::dispatch::slot_pool::SlotLease;
+use crate::error::Error;
 use crate::message::{Event, Request};
 use crate::payload::EventRef;
 use crate::pipeline::{Identity, Layer};
 use crate::registry::{EventHandlerBox, Table};
-use crate::slot_pool::SlotLease;
 use terminal::{EventTerminal, RequestTerminal};
 
 /// The application: handlers, state and behaviours, ready to dispatch. See the
@@ -221,11 +221,11 @@ impl<L: Layer> Catga<L> {
             // move this future, and a publish through a transport uses no slot (slot_pool.rs).
             let lease = SlotLease::take();
             let slots = lease.slots();
-            let failures = self.run_event_handlers(handlers, &event, &ctx, slots).await;
+            let outcome = self.run_event_handlers(handlers, &event, &ctx, slots).await;
             if ctx.pending_len() > 0 {
                 self.publish_queued(Self::queued(&ctx)).await;
             }
-            follow_up::outcome(E::NAME, failures)
+            outcome.finish(E::NAME)
         }
     }
 
@@ -256,7 +256,7 @@ impl<L: Layer> Catga<L> {
         }
     }
 
-    /// Runs every handler of one event concurrently; returns the failures.
+    /// Runs every handler of one event concurrently; returns their outcome.
     ///
     /// Up to four handlers run without allocating, in the caller's `slots`; the per-handler
     /// futures that `join!` moves around are then a few words each. More handlers are joined
@@ -271,7 +271,7 @@ impl<L: Layer> Catga<L> {
         event: &'a E,
         ctx: &'a Context,
         slots: [Pin<&'a InlineSlot>; 4],
-    ) -> impl Future<Output = Vec<HandlerFailure>> + 'a {
+    ) -> impl Future<Output = Outcome> + 'a {
         // An `async` block, not an `async fn`: see `publish_with`.
         async move {
             let terminal = |index: usize| EventTerminal {
@@ -281,14 +281,9 @@ impl<L: Layer> Catga<L> {
                 scope: scope_of(index),
                 slot: slots[index],
             };
-            let mut failures = Vec::new();
+            let mut outcome = Outcome::new();
             let mut note = |index: usize, result: Result<(), Error>| {
-                if let Err(error) = result {
-                    failures.push(HandlerFailure {
-                        handler: handlers[index].0.name,
-                        error,
-                    });
-                }
+                outcome.note(handlers[index].0.name, result);
             };
             match handlers.len() {
                 0 => {}
@@ -333,7 +328,7 @@ impl<L: Layer> Catga<L> {
                     }
                 }
             }
-            failures
+            outcome
         }
     }
 
@@ -349,37 +344,4 @@ impl<L: Layer> Catga<L> {
             terminal,
         )
     }
-}
-
-/// Polls every future where it is pinned until all are done, handing each output to `done`
-/// (with the future's index) as it arrives. Unlike `futures::join!`, nothing is moved: `join!` keeps each future in a
-/// `MaybeDone` and moves the whole value out to take its output.
-async fn join_in_place<F: Future>(
-    futures: &mut [Pin<&mut F>],
-    mut done: impl FnMut(usize, F::Output),
-) {
-    // Callers pass at most four futures; the set of pending ones is a bitmask.
-    debug_assert!(futures.len() < 64);
-    let mut pending: u64 = (1u64 << futures.len()) - 1;
-    std::future::poll_fn(|cx| {
-        for (i, future) in futures.iter_mut().enumerate() {
-            if pending & (1 << i) != 0
-                && let std::task::Poll::Ready(output) = future.as_mut().poll(cx)
-            {
-                pending &= !(1 << i);
-                done(i, output);
-            }
-        }
-        if pending == 0 {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
-}
-
-/// The scope tag of a publish's `index`-th handler (0 means "no handler").
-fn scope_of(index: usize) -> u32 {
-    u32::try_from(index + 1).unwrap_or(u32::MAX)
 }

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::Catga;
-use super::guard;
 use crate::codec::{CodecError, Json, WireFormat, in_format, json_of};
 use crate::context::Context;
+use crate::dispatch::guard;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind};
 use crate::message::AnyMessage;

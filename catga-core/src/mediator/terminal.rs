@@ -15,10 +15,10 @@ use futures::FutureExt;
 use std::future::Future;
 use std::pin::Pin;
 
-use super::panic::panicked;
 use crate::context::Context;
+use crate::dispatch::inline::InlineSlot;
+use crate::dispatch::panic::panicked;
 use crate::error::Error;
-use crate::inline::InlineSlot;
 use crate::message::{Event, Request};
 use crate::payload::{DynEventRef, DynRequest, EventRef};
 use crate::pipeline::Terminal;

@@ -124,20 +124,8 @@ impl MessageArgs {
                     }
                     args.name = Some(lit);
                 }
-                "crate" => {
-                    let lit: LitStr = meta.value()?.parse()?;
-                    if lit.parse::<syn::Path>().is_err() {
-                        findings.push(
-                            Finding::new(
-                                &catalog::UNKNOWN_ARGUMENT,
-                                lit.span(),
-                                "`crate` must be a path",
-                            )
-                            .with_help("write e.g. `crate = \"::my_catga\"`"),
-                        );
-                    }
-                    args.krate = Some(lit);
-                }
+                // Validated where it is used: `catga-macros`' `crate_path`, one place for every macro.
+                "crate" => args.krate = Some(meta.value()?.parse()?),
                 "local" => args.local = true,
                 "idempotent" if kind == Kind::Command => args.idempotent = true,
                 "timeout" => {

@@ -18,7 +18,7 @@ use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 
-use crate::inline::InlineSlot;
+use crate::dispatch::inline::InlineSlot;
 
 /// Blocks a thread keeps for itself.
 const KEPT_PER_THREAD: usize = 8;
@@ -107,7 +107,7 @@ impl Drop for SlotLease {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inline::SlotFuture;
+    use crate::dispatch::inline::SlotFuture;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -1,0 +1,24 @@
+//! The dispatch machinery every path shares, in one place.
+//!
+//! A dispatch is a table lookup (`registry`), a trip through the behaviour stack
+//! (`pipeline`), and a handler's future. What runs that future is here:
+//!
+//! * [`inline`]: the slot a handler's future is stored in without allocating, and the
+//!   future that polls it there ([`SlotFuture`](inline::SlotFuture));
+//! * [`slot_pool`]: reused blocks of slots for in-process publishes;
+//! * [`attempt`]: one attempt of a handler, which drops the events a failed attempt queued;
+//! * [`guard`]: the context's deadline and cancellation around a dispatch;
+//! * [`join`]: joining a publish's handler futures where they are pinned;
+//! * [`panic`]: containing a handler's panic to its one message;
+//! * [`outcome`]: the one place a publish's handler failures become its result.
+//!
+//! The mediator, the static app and the transports' inbound path all use these; nothing here
+//! depends on them.
+
+pub(crate) mod attempt;
+pub(crate) mod guard;
+pub(crate) mod inline;
+pub(crate) mod join;
+pub(crate) mod outcome;
+pub(crate) mod panic;
+pub(crate) mod slot_pool;
