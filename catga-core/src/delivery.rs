@@ -7,7 +7,7 @@ pub struct Delivery {
     /// This delivery's number, from 1: the broker's delivery count (NATS `num_delivered`,
     /// Redis' pending-entry delivery count).
     pub attempt: u32,
-    /// The most deliveries the transport makes (`max_deliver`, `max_deliveries`): the
+    /// The most deliveries the transport makes (its `max_deliveries`): the
     /// delivery numbered this is the last, and one numbered higher (the message kept
     /// crashing or stalling its consumer) is set aside unhandled.
     pub max_attempts: u32,

@@ -99,12 +99,8 @@ mod transports_doctests {}
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/sagas-and-aggregates.md")]
 mod sagas_and_aggregates_doctests {}
-#[cfg(doctest)]
-#[doc = include_str!("../../docs/nats.md")]
-mod nats_doctests {}
-#[cfg(doctest)]
-#[doc = include_str!("../../docs/redis.md")]
-mod redis_doctests {}
+// docs/nats.md and docs/redis.md compile as doctests of catga-nats and catga-redis, whose
+// APIs they show.
 
 pub use aggregate::{Aggregate, Loaded, Repository};
 pub use catga_macros::{command, event, handler, query, static_app};

@@ -69,7 +69,7 @@ fn text() -> String {
     "x".repeat(PAYLOAD)
 }
 
-async fn transport(url: &str, prefix: &str) -> Result<NatsTransport, catga_nats::NatsError> {
+async fn transport(url: &str, prefix: &str) -> Result<NatsTransport, catga_nats::ConnectError> {
     NatsTransport::connect(url)
         .prefix(prefix)
         .stream(format!("{prefix}-events"))

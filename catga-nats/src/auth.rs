@@ -14,7 +14,7 @@ use async_nats::{ConnectErrorKind, ConnectOptions, ServerAddr};
 use catga_core::secret::{REDACTED, redact_url};
 use percent_encoding::percent_decode_str;
 
-use crate::error::NatsError;
+use crate::error::ConnectError;
 
 /// The credentials set on the builder. Its `Debug` shows which are set, never their values.
 #[derive(Clone, Default)]
@@ -48,10 +48,10 @@ enum UrlCredentials {
 /// The server address without its userinfo, and the credentials the userinfo held.
 ///
 /// # Errors
-/// [`NatsError::Connect`] (kind `ServerParse`, the URL shown redacted) when `url` is not a
-/// NATS server URL or its userinfo is not UTF-8 once decoded.
-fn split_url(url: &str) -> Result<(ServerAddr, Option<UrlCredentials>), NatsError> {
-    let invalid = |source: Box<dyn std::error::Error + Send + Sync>| NatsError::Connect {
+/// [`ConnectError::InvalidUrl`] (the URL shown redacted) when `url` is not a NATS server URL
+/// or its userinfo is not UTF-8 once decoded.
+fn split_url(url: &str) -> Result<(ServerAddr, Option<UrlCredentials>), ConnectError> {
+    let invalid = |source: Box<dyn std::error::Error + Send + Sync>| ConnectError::InvalidUrl {
         url: redact_url(url).into_owned(),
         source: async_nats::ConnectError::with_source(ConnectErrorKind::ServerParse, source),
     };
@@ -90,13 +90,13 @@ impl Auth {
     /// password or a token, which take precedence.
     ///
     /// # Errors
-    /// [`NatsError::Connect`] for a URL that does not parse; [`NatsError::Credentials`] when
-    /// the credentials file cannot be read or parsed.
+    /// [`ConnectError::InvalidUrl`] for a URL that does not parse;
+    /// [`ConnectError::Credentials`] when the credentials file cannot be read or parsed.
     pub async fn apply(
         &self,
         url: &str,
         mut options: ConnectOptions,
-    ) -> Result<(ServerAddr, ConnectOptions), NatsError> {
+    ) -> Result<(ServerAddr, ConnectOptions), ConnectError> {
         let (address, from_url) = split_url(url)?;
         let explicit = self.user_password.is_some() || self.token.is_some();
         match from_url {
@@ -116,14 +116,12 @@ impl Auth {
             options = options.nkey(seed.clone());
         }
         if let Some(path) = &self.credentials_file {
-            options =
-                options
-                    .credentials_file(path)
-                    .await
-                    .map_err(|source| NatsError::Credentials {
-                        path: path.clone(),
-                        source,
-                    })?;
+            options = options.credentials_file(path).await.map_err(|source| {
+                ConnectError::Credentials {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
         }
         Ok((address, options))
     }

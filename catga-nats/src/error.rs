@@ -1,7 +1,8 @@
 //! What the NATS transport reports, with the subject, stream or consumer involved.
 //!
-//! [`NatsTransport::connect`](crate::NatsTransport::connect) returns a [`NatsError`]; the
-//! [`Transport`](catga_core::transport::Transport) methods return catga's
+//! Connecting ([`NatsTransport::connect`](crate::NatsTransport::connect), awaited) fails with a
+//! [`ConnectError`], whose variants are those of the Redis transport's for the same failures.
+//! The [`Transport`](catga_core::transport::Transport) methods return catga's
 //! [`TransportError`], whose broker variants carry a [`NatsError`] as their source, so the
 //! subject and the client's own error stay reachable through `source()`.
 
@@ -11,30 +12,55 @@ use async_nats::jetstream;
 use catga_core::transport::TransportError;
 
 use crate::headers::InvalidHeader;
-use crate::subject::NameError;
 
-/// A failure of the NATS transport, with its context.
+/// Why awaiting [`NatsConnect`](crate::NatsConnect) failed. Its variants are those of
+/// `catga_redis::ConnectError` for the same failures, and read the same way.
+///
+/// Every error shows the URL with its credentials hidden
+/// ([`redact_url`](catga_core::secret::redact_url)), never a credential option's value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum NatsError {
-    /// The configuration cannot work (a bad prefix or stream name, a zero batch size, …).
-    #[error("invalid NATS transport configuration: {0}")]
-    Config(String),
-    /// A name the configuration derives subjects or stream names from is invalid.
-    #[error(transparent)]
-    Name(#[from] NameError),
-    /// The first connection to the server failed, or the URL is not a NATS server URL.
-    #[error("could not connect to NATS at `{url}`")]
-    Connect {
-        /// The server URL with its credentials hidden
-        /// ([`redact_url`](catga_core::secret::redact_url)): errors end up in logs.
+pub enum ConnectError {
+    /// An option the transport cannot use. Options are checked before anything is sent, so
+    /// nothing was.
+    #[error("invalid value {value} for `{option}`: {reason}")]
+    InvalidOption {
+        /// The builder method that set it, e.g. `batch`.
+        option: &'static str,
+        /// The value given, as Rust writes it (`0`, `"a b"`, `0ns`, `[]`).
+        value: String,
+        /// Why it cannot be used, and what to write instead.
+        reason: &'static str,
+    },
+    /// The URL does not parse as a NATS server URL.
+    #[error("`{url}` is not a nats url\nhelp: write `nats://host:4222`, or `tls://host:4222`")]
+    InvalidUrl {
+        /// The URL with its credentials hidden: errors end up in logs.
         url: String,
-        /// The client's error.
+        /// What the client said.
         #[source]
         source: async_nats::ConnectError,
     },
-    /// The [credentials file](crate::Connect::credentials_file) could not be read or parsed.
-    #[error("could not load the NATS credentials file `{}`", path.display())]
+    /// The server could not be reached (refused, timed out, TLS failed, name not resolved).
+    #[error("the nats server at `{url}` is unreachable")]
+    Unreachable {
+        /// The URL with its credentials hidden: errors end up in logs.
+        url: String,
+        /// What the client said.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The server refused the credentials (wrong user, password, token or key).
+    #[error("the nats server at `{url}` refused the credentials")]
+    Unauthorized {
+        /// The URL with its credentials hidden: errors end up in logs.
+        url: String,
+        /// What the client said.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The [credentials file](crate::NatsConnect::credentials_file) could not be read or parsed.
+    #[error("the nats credentials file `{}` could not be loaded", path.display())]
     Credentials {
         /// The file (its path only: the contents are a secret).
         path: std::path::PathBuf,
@@ -42,6 +68,36 @@ pub enum NatsError {
         #[source]
         source: std::io::Error,
     },
+    /// The server does not have JetStream enabled, or refused to create or update the events
+    /// stream.
+    #[error("the nats server at `{url}` could not set up the events stream")]
+    Stream {
+        /// The URL with its credentials hidden: errors end up in logs.
+        url: String,
+        /// What failed: a [`NatsError::Stream`] naming the stream and its subjects.
+        #[source]
+        source: NatsError,
+    },
+}
+
+impl ConnectError {
+    /// A failed first connection, as the variant that says why.
+    pub(crate) fn connect(url: String, source: async_nats::ConnectError) -> Self {
+        use async_nats::ConnectErrorKind as Kind;
+        match source.kind() {
+            Kind::Authentication | Kind::AuthorizationViolation => {
+                ConnectError::Unauthorized { url, source }
+            }
+            Kind::ServerParse => ConnectError::InvalidUrl { url, source },
+            _ => ConnectError::Unreachable { url, source },
+        }
+    }
+}
+
+/// A failure of the NATS transport while it runs, with its context.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsError {
     /// The server does not have JetStream enabled, or refused to create or update the stream.
     #[error("could not create or update the JetStream stream `{stream}` on `{subjects}`")]
     Stream {

@@ -29,10 +29,10 @@
 //!     .prefix("shop")                            // subjects shop.events.…, shop.requests.…
 //!     .stream("SHOP_EVENTS")                     // the JetStream stream, created or updated
 //!     .duplicate_window(Duration::from_secs(120))
-//!     .max_deliver(5)                            // handler runs of a failing event, at most
+//!     .max_deliveries(5)                         // handler runs of a failing event, at most
 //!     .max_age(Duration::from_secs(7 * 24 * 3600)) // how long the stream keeps events
-//!     .backoff([Duration::from_secs(1), Duration::from_secs(10)])
-//!     .await?;
+//!     .backoff([Duration::from_secs(1), Duration::from_secs(10)]) // by attempt, last repeats
+//!     .await?;                                   // checks every option, then connects
 //! let app = Catga::builder()
 //!     .transport(nats)
 //!     .service("mailer")                         // instances of a service share the load
@@ -43,6 +43,14 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Options
+//! [`NatsConnect`] lists them, with their defaults and valid values; the Redis transport
+//! (`catga-redis`) has the same names for the same knobs (`prefix`, `max_deliveries`,
+//! `backoff`, `ack_wait`, `batch`, `fetch_wait`, `response_timeout`; `docs/transports.md` has
+//! the table) and is finished the same way, with `.await`. Awaiting the builder checks every
+//! option before anything is sent: a value the transport cannot use is refused with
+//! [`ConnectError::InvalidOption`] (the option, the value, why), never replaced by another.
 //!
 //! ## Subjects and names
 //! Events are published on `{prefix}.events.{wire name}` into one stream capturing
@@ -81,7 +89,7 @@
 //! * **Events: at least once per service.** `publish` returns once the stream stored the
 //!   event. It carries `Nats-Msg-Id` = the message id, so a copy republished within the
 //!   duplicate window (default 2 minutes) is dropped by the server. The stream keeps every
-//!   event for its retention period ([`Connect::max_age`], default a week), consumed or not
+//!   event for its retention period ([`NatsConnect::max_age`], default a week), consumed or not
 //!   (limits retention). Each service's durable consumer gets every event published after it
 //!   was first created. An event is acknowledged (`+ACK`) only after its handlers ran, or
 //!   terminated (`+TERM`) only after it was kept in the application's dead-letter store; an
@@ -93,14 +101,14 @@
 //!   and decides whether to retry (the `Retry` behaviour does only for what is safe to repeat).
 //!
 //! ## The delivery budget
-//! An event's handlers run at most [`max_deliver`](Connect::max_deliver) times per service
+//! An event's handlers run at most [`max_deliveries`](NatsConnect::max_deliveries) times per service
 //! (default 5), each delivery counting once: a `Retry` layer does not repeat an event that
 //! came from the transport, the transport's redelivery does. A retryable failure before the
-//! last delivery is negatively acknowledged (`-NAK`) with the next [`backoff`](Connect::backoff)
+//! last delivery is negatively acknowledged (`-NAK`) with the next [`backoff`](NatsConnect::backoff)
 //! delay. A failure on the last delivery, or one that is not retryable (a panic, a decode
 //! error), is kept once in the dead-letter store (by a `DeadLetter` layer, or the
 //! application's own store, `Catga::dead_letters`) and then terminated. A delivery that never
-//! settled (its process crashed or hung) counts too: delivery `max_deliver + 1` is kept
+//! settled (its process crashed or hung) counts too: delivery `max_deliveries + 1` is kept
 //! unrun (code `exhausted`) and terminated. When the store cannot keep a failure, nothing is
 //! acknowledged: the event is delivered again later. The server's own `max_deliver` is left
 //! unlimited (a consumer created with one is updated), so the server never drops an event
@@ -160,19 +168,29 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+// The guide's code blocks compile as doctests of this crate (catga-core, which includes the
+// other guides, cannot name this crate), so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/nats.md")]
+mod guide_doctests {}
+
 mod auth;
-mod connect;
+mod builder;
+mod config;
 mod error;
 mod header_block;
 mod headers;
 mod reconnect;
-mod settings;
 mod subject;
 mod subject_cache;
 mod transport;
 
-pub use connect::Connect;
-pub use error::NatsError;
+pub use builder::NatsConnect;
+pub use error::{ConnectError, NatsError};
 pub use headers::{ERROR_CODE, InvalidHeader};
-pub use subject::NameError;
 pub use transport::NatsTransport;
+
+/// The transport's types, for `use catga_nats::prelude::*`.
+pub mod prelude {
+    pub use crate::NatsTransport;
+}

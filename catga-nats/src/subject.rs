@@ -20,21 +20,6 @@ use crate::subject_cache::SubjectCache;
 /// name, which is limited to 255 bytes).
 pub(crate) const MAX_NAME: usize = 200;
 
-/// Why a configured prefix or stream name cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
-    /// The subject prefix is empty, has an empty token, whitespace or a wildcard.
-    #[error(
-        "the subject prefix `{0}` is not valid; help: use dot-separated tokens without whitespace, `*` or `>`, such as `catga` or `shop.prod`"
-    )]
-    Prefix(String),
-    /// The stream name is empty or has a character stream names cannot hold.
-    #[error(
-        "the stream name `{0}` is not valid; help: use letters, digits, `_` and `-`, such as `CATGA_EVENTS`"
-    )]
-    Stream(String),
-}
-
 fn is_literal(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '/')
 }
@@ -129,32 +114,41 @@ pub(crate) fn default_stream_name(prefix: &str) -> String {
     bounded(format!("{}-events", encode_strict(prefix)))
 }
 
-/// Checks a subject prefix.
+/// Checks a subject prefix: dot-separated tokens, each non-empty, without whitespace,
+/// control characters or the wildcards `*` and `>` (NATS subject rules).
 ///
 /// # Errors
-/// [`NameError::Prefix`] when it is empty or holds an empty token, whitespace or a wildcard.
-pub(crate) fn check_prefix(prefix: &str) -> Result<(), NameError> {
-    let bad_token = |token: &str| {
-        token.is_empty()
-            || token
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>')
-    };
-    if prefix.split('.').any(bad_token) {
-        return Err(NameError::Prefix(prefix.to_string()));
+/// Why the prefix cannot start a subject.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), &'static str> {
+    if prefix.split('.').any(str::is_empty) {
+        return Err(
+            "a subject token is empty (a blank prefix, or a leading, trailing or doubled \
+             `.`)\nhelp: use dot-separated tokens, such as `catga` or `shop.prod`",
+        );
+    }
+    let bad = |c: char| c.is_whitespace() || c.is_control() || c == '*' || c == '>';
+    if prefix.chars().any(bad) {
+        return Err(
+            "a subject cannot hold whitespace, control characters, `*` or `>`\n\
+             help: use dot-separated tokens, such as `catga` or `shop.prod`",
+        );
     }
     Ok(())
 }
 
-/// Checks a configured stream name.
+/// Checks a configured stream name: ASCII letters, digits, `_` and `-`, at most [`MAX_NAME`]
+/// bytes (the server stores it as a file name).
 ///
 /// # Errors
-/// [`NameError::Stream`] when it is empty, too long, or holds anything but ASCII letters,
-/// digits, `_` and `-`.
-pub(crate) fn check_stream_name(name: &str) -> Result<(), NameError> {
+/// Why the name cannot name a stream.
+pub(crate) fn check_stream_name(name: &str) -> Result<(), &'static str> {
     let fine = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    if name.is_empty() || name.len() > MAX_NAME || !name.chars().all(fine) {
-        return Err(NameError::Stream(name.to_string()));
+    if name.is_empty() || !name.chars().all(fine) {
+        return Err("a stream name is letters, digits, `_` and `-`\n\
+             help: such as `CATGA_EVENTS`, or leave `stream` unset to derive it from the prefix");
+    }
+    if name.len() > MAX_NAME {
+        return Err("longer than 200 bytes (the server stores it as a file name)");
     }
     Ok(())
 }

@@ -177,7 +177,7 @@ async fn transport(url: &str, prefix: &str, stream: &str) -> NatsTransport {
         .stream(stream)
         .ack_wait(ack_wait())
         .fetch_wait(Duration::from_secs(1))
-        .max_deliver(MAX_DELIVER)
+        .max_deliveries(MAX_DELIVER)
         .backoff([Duration::from_millis(20), Duration::from_millis(50)])
         .await
         .expect("connect")

@@ -1,5 +1,5 @@
 //! The delivery budget is catga's (p14, p14b, rel_r3, rel_r5 on NATS): an event's handlers
-//! run at most `max_deliver` times (the `Retry` layer does not multiply that), one poison
+//! run at most `max_deliveries` times (the `Retry` layer does not multiply that), one poison
 //! event leaves exactly one dead letter and is terminated, an event that succeeds on a later
 //! delivery leaves none, a delivery that never settled (its consumer crashed each time) is set
 //! aside unrun once the budget is spent, and nothing is acknowledged while the dead-letter
@@ -79,7 +79,11 @@ pub mod worker {
 }
 
 async fn nats(corner: &Corner) -> NatsTransport {
-    corner.transport().max_deliver(MAX_DELIVER).await.unwrap()
+    corner
+        .transport()
+        .max_deliveries(MAX_DELIVER)
+        .await
+        .unwrap()
 }
 
 /// A worker with a `DeadLetter` layer outside a `Retry` layer (the order the docs advise).
@@ -140,7 +144,7 @@ async fn one_poison_event_leaves_one_dead_letter_after_max_deliver_runs() {
     assert_eq!(
         runs.of(1),
         MAX_DELIVER,
-        "a retryable failure runs max_deliver times: Retry does not multiply deliveries"
+        "a retryable failure runs max_deliveries times: Retry does not multiply deliveries"
     );
     assert_eq!(runs.of(2), 1, "a failure that is not retryable runs once");
     let retried = kept.iter().find(|r| r.message_id == retryable).unwrap();
@@ -188,7 +192,7 @@ async fn an_event_that_succeeds_on_a_later_delivery_leaves_no_dead_letter() {
 }
 
 /// A consumer that crashes on an event never settles it: the server delivers it again after
-/// the acknowledgement wait. Once it was delivered `max_deliver` times, the next delivery is
+/// the acknowledgement wait. Once it was delivered `max_deliveries` times, the next delivery is
 /// set aside without running, kept once, and terminated. The crashes are pulls that never
 /// acknowledge, made with plain async-nats on the service's durable consumer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,7 +203,7 @@ async fn an_event_that_never_settles_is_set_aside_unrun_once_the_budget_is_spent
     let ack_wait = Duration::from_secs(1);
     let nats = corner
         .transport()
-        .max_deliver(MAX_DELIVER)
+        .max_deliveries(MAX_DELIVER)
         .ack_wait(ack_wait)
         .await
         .unwrap();

@@ -242,7 +242,7 @@ async fn a_failing_event_runs_at_most_max_deliver_times_then_is_terminated() {
     let Some(corner) = Corner::new("a_failing_event_is_delivered_at_most").await else {
         return;
     };
-    let nats = corner.transport().max_deliver(3).await.unwrap();
+    let nats = corner.transport().max_deliveries(3).await.unwrap();
     let service = common::unique("shipping");
     let (app, seen) = shipping(&nats, &service);
     let serving = app.serve().await.unwrap();
@@ -275,7 +275,7 @@ async fn a_failing_event_runs_at_most_max_deliver_times_then_is_terminated() {
     .await;
     // Longer than every backoff step: a fourth delivery would have happened by now.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(seen.attempts(1), 3, "max_deliver bounds the deliveries");
+    assert_eq!(seen.attempts(1), 3, "max_deliveries bounds the deliveries");
     assert_eq!(seen.attempts(2), 1, "a final failure is not redelivered");
     serving.shutdown().await;
 }

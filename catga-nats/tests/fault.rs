@@ -115,7 +115,7 @@ async fn transport(url: &str) -> NatsTransport {
         .stream("FAULT")
         .ack_wait(Duration::from_secs(2))
         .fetch_wait(Duration::from_secs(1))
-        .publish_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2))
         .backoff([Duration::from_millis(50)])
         .await
         .expect("connect to the private server")

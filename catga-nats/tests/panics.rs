@@ -167,7 +167,7 @@ async fn a_panicking_event_is_kept_once_and_terminated_and_the_consumer_goes_on(
     let nats = corner
         .transport()
         .ack_wait(ack_wait)
-        .max_deliver(3)
+        .max_deliveries(3)
         .await
         .unwrap();
     let letters = MemoryDeadLetterStore::new();

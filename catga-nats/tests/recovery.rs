@@ -114,7 +114,7 @@ async fn transport(url: &str) -> NatsTransport {
         .stream("REC")
         .ack_wait(Duration::from_secs(5))
         .fetch_wait(Duration::from_secs(1))
-        .publish_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2))
         .await
         .expect("connect to the private server")
 }

@@ -8,7 +8,7 @@ mod common;
 #[path = "../../catga-core/tests/secret_capture/mod.rs"]
 mod secret_capture;
 
-use catga_nats::{NatsError, NatsTransport};
+use catga_nats::{ConnectError, NatsTransport};
 
 use common::server::{PrivateServer, binary_or_skip, free_port};
 use secret_capture::logs;
@@ -23,7 +23,7 @@ const SECRETS: [&str; 5] = [
 ];
 
 /// `everything_about` and `assert_hidden` with this crate's error type and secrets.
-fn everything_about(error: &NatsError) -> String {
+fn everything_about(error: &ConnectError) -> String {
     secret_capture::everything_about(error)
 }
 
@@ -45,7 +45,10 @@ async fn a_failed_connect_shows_no_credential_in_its_error_or_the_logs() {
             .user_and_password("secretuser", "secretpass")
             .await
             .expect_err("nothing listens on the port");
-        assert!(matches!(error, NatsError::Connect { .. }), "{error:?}");
+        assert!(
+            matches!(error, ConnectError::Unreachable { .. }),
+            "{error:?}"
+        );
         let shown = everything_about(&error);
         assert_hidden("the error", &shown);
         assert!(
@@ -136,6 +139,10 @@ async fn credentials_from_the_url_or_the_options_authenticate_and_stay_hidden() 
     ];
     for refused in refused {
         let error = refused.expect_err("wrong credentials");
+        assert!(
+            matches!(error, ConnectError::Unauthorized { .. }),
+            "{error:?}"
+        );
         let shown = everything_about(&error);
         assert_hidden("the error", &shown);
         assert!(shown.contains("authorization violation"), "{shown}");

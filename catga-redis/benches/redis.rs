@@ -183,10 +183,9 @@ async fn raw_once(conn: &mut MultiplexedConnection) -> Duration {
 async fn catga_once(conn: &mut MultiplexedConnection, url: &str) -> Duration {
     let prefix = prefix("catga");
     let redis = RedisTransport::connect(url)
-        .key_prefix(prefix.clone())
+        .prefix(prefix.clone())
         .start_from(StartFrom::Beginning)
         .batch(BATCH)
-        .build()
         .await
         .unwrap();
     prefill(conn, &redis.event_stream("Tick")).await;
@@ -392,8 +391,7 @@ fn round_trip(c: &mut Criterion, rt: &Runtime, url: &str) {
     let prefix_catga = prefix("rr-catga");
     let (server, client, serving) = rt.block_on(async {
         let redis = RedisTransport::connect(url)
-            .key_prefix(prefix_catga.clone())
-            .build()
+            .prefix(prefix_catga.clone())
             .await
             .unwrap();
         let server = Catga::builder()

@@ -1,10 +1,16 @@
-//! Configuring and connecting a [`RedisTransport`].
+//! Connecting: the builder [`RedisTransport::connect`] returns, awaited to connect.
+//!
+//! The builder records options and does nothing else; `.await` checks every option (see
+//! `config.rs`) before any I/O, then connects. The NATS transport's builder has the same
+//! shape, the same names for the same options and the same errors.
 
 use std::fmt;
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
 use catga_core::secret::{REDACTED, redact_url};
+use futures::future::BoxFuture;
 use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -12,33 +18,44 @@ use crate::blocking::BlockingPool;
 use crate::config::{Config, StartFrom};
 use crate::error::ConnectError;
 use crate::keys::Keys;
-use crate::request::RequestScript;
+use crate::transport::request::RequestScript;
 use crate::transport::{RedisTransport, Shared};
 
 /// How many idle connections for reply waits are kept (more are opened under load, and
 /// closed when they come back).
 const MAX_IDLE_BLOCKING: usize = 32;
 
-/// Settings for a [`RedisTransport`], from [`RedisTransport::connect`]; finish with
-/// [`build`](RedisTransportBuilder::build).
+/// Configures a [`RedisTransport`]; `.await` it to connect. Obtain one with
+/// [`RedisTransport::connect`].
 ///
-/// Its `Debug` output and the errors `build` returns show the URL with its credentials hidden
-/// ([`redact_url`]) and never the [`username`](Self::username) or
-/// [`password`](Self::password) options.
+/// Setting an option only records it. Awaiting checks every option first, before anything is
+/// sent, and refuses one the transport cannot use with [`ConnectError::InvalidOption`] (a zero
+/// [`batch`](Self::batch), an empty [`backoff`](Self::backoff), a blank
+/// [`instance`](Self::instance), …): no value is silently replaced by another. Then it
+/// connects, checking that the server answers.
+///
+/// Its `Debug` output and the errors connecting returns show the URL with its credentials
+/// hidden ([`redact_url`]) and never the value of a credential option.
+///
+/// # Errors
+/// Awaiting it fails with [`ConnectError::InvalidOption`] for an option it cannot use,
+/// [`ConnectError::InvalidUrl`] for a URL that does not parse,
+/// [`ConnectError::Unreachable`] when the server cannot be reached, and
+/// [`ConnectError::Unauthorized`] when it refuses the credentials.
 #[derive(Clone)]
-#[must_use = "a builder does nothing until `build().await`"]
-pub struct RedisTransportBuilder {
+#[must_use = "a `RedisConnect` does nothing until it is awaited"]
+pub struct RedisConnect {
     url: String,
     username: Option<String>,
     password: Option<String>,
     config: Config,
 }
 
-impl fmt::Debug for RedisTransportBuilder {
+impl fmt::Debug for RedisConnect {
     /// Written by hand so that a credential can never reach a log through `{:?}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hidden = |value: &Option<String>| value.as_ref().map(|_| REDACTED);
-        f.debug_struct("RedisTransportBuilder")
+        f.debug_struct("RedisConnect")
             .field("url", &redact_url(&self.url))
             .field("username", &hidden(&self.username))
             .field("password", &hidden(&self.password))
@@ -47,42 +64,84 @@ impl fmt::Debug for RedisTransportBuilder {
     }
 }
 
-impl RedisTransportBuilder {
-    pub(crate) fn new(url: String) -> Self {
-        RedisTransportBuilder {
-            url,
+impl RedisTransport {
+    /// Connects to the server at `url` (`redis://host:port/db`; `rediss://` for TLS if the
+    /// `redis` crate's TLS feature is enabled). Credentials may be given in the URL,
+    /// percent-encoded (`redis://user:password@host/0`, `redis://:password@host/0` for the
+    /// default user), or with [`RedisConnect::user_and_password`] and
+    /// [`RedisConnect::password`]. Set options on the returned [`RedisConnect`], then `.await`
+    /// it.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), catga_redis::ConnectError> {
+    /// use std::time::Duration;
+    /// use catga_redis::RedisTransport;
+    ///
+    /// let redis = RedisTransport::connect("redis://127.0.0.1:6379")
+    ///     .prefix("shop")
+    ///     .ack_wait(Duration::from_secs(60))
+    ///     .await?;
+    /// # let _ = redis;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connect(url: impl Into<String>) -> RedisConnect {
+        RedisConnect {
+            url: url.into(),
             username: None,
             password: None,
             config: Config::default(),
         }
     }
+}
 
-    /// The password to authenticate with (`AUTH`), instead of one in the URL: the ACL user's
-    /// with [`username`](Self::username), else the default user's (`requirepass`). Handy
-    /// when the password comes from a secret store and the URL from configuration.
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
-        self
-    }
-
-    /// The ACL user to authenticate as, instead of one in the URL (with
-    /// [`password`](Self::password) or the URL's password).
-    pub fn username(mut self, username: impl Into<String>) -> Self {
-        self.username = Some(username.into());
-        self
-    }
-
+impl RedisConnect {
     /// The prefix of every key (default `catga`): streams are `{prefix}:events:{name}` and
     /// `{prefix}:requests:{name}`, replies `{prefix}:replies:{id}`. Applications that must not
     /// see each other's messages use different prefixes.
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config.key_prefix = prefix.into();
+    ///
+    /// Not empty, without whitespace, control characters or the glob characters
+    /// `* ? [ ] \`, so `redis-cli --scan --pattern '{prefix}:*'` shows exactly its keys; such
+    /// as `shop` or `shop:prod`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.prefix = prefix.into();
+        self
+    }
+
+    /// Names this process's instance (default: a random name for each `serve()`). The name is
+    /// the instance's consumer name in each consumer group, so an instance restarted under the
+    /// same name takes up the entries it had read and not acknowledged as soon as it serves
+    /// again, instead of leaving them to another instance after
+    /// [`ack_wait`](Self::ack_wait).
+    ///
+    /// The name must be unique among the live instances of a service: use something stable
+    /// that no other running instance has, such as the pod name, a StatefulSet ordinal or the
+    /// hostname. Run one `serve()` per name at a time: two consumers under one name would
+    /// share, and handle twice, each other's unacknowledged entries. A blank name (empty or
+    /// only whitespace) is refused.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), catga_redis::ConnectError> {
+    /// use catga_redis::RedisTransport;
+    ///
+    /// // In Kubernetes, the pod name; unset, the name is blank and connecting says so.
+    /// let pod = std::env::var("HOSTNAME").unwrap_or_default();
+    /// let redis = RedisTransport::connect("redis://127.0.0.1:6379")
+    ///     .instance(pod)
+    ///     .await?;
+    /// # let _ = redis;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn instance(mut self, name: impl Into<String>) -> Self {
+        self.config.instance = Some(name.into());
         self
     }
 
     /// Trims each stream to about `n` entries on every add (`XADD … MAXLEN ~ n`; default
-    /// 100,000). Trimming does not wait for consumers: an entry a service has not read yet is
-    /// dropped if `n` newer ones arrive first. Size it for the longest backlog you expect.
+    /// 100,000, at least 1). Trimming does not wait for consumers: an entry a service has not
+    /// read yet is dropped if `n` newer ones arrive first. Size it for the longest backlog
+    /// you expect.
     pub fn max_len(mut self, n: usize) -> Self {
         self.config.max_len = Some(n);
         self
@@ -95,107 +154,88 @@ impl RedisTransportBuilder {
         self
     }
 
-    /// How long one read waits for new entries before asking again (default 2 s). It bounds
-    /// nothing a user sees: shutdown interrupts the wait.
-    pub fn block(mut self, wait: Duration) -> Self {
-        self.config.block = wait.max(Duration::from_millis(1));
+    /// How many times an event's handlers run for a service at most, first delivery included
+    /// (default 5, at least 1): catga's delivery budget. A retryable failure before the last
+    /// delivery is delivered again after the [`backoff`](Self::backoff) delay; a failure on
+    /// the last one (or a failure that is not retryable) is kept in the application's
+    /// dead-letter store (by a `DeadLetter` layer, or else by the application's own store)
+    /// and then acknowledged. A `Retry` layer does not multiply the runs: events delivered by
+    /// a transport are not retried in process. An entry delivered more often than this
+    /// without ever being settled (it crashed or stalled its consumer each time) is set aside
+    /// without running (code `exhausted`).
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.config.max_deliveries = n;
         self
     }
 
-    /// How many entries one read takes from each stream (default 64, at least 1).
-    pub fn batch(mut self, n: usize) -> Self {
-        self.config.batch = n.max(1);
+    /// The delays before redelivering an event whose handler failed with a retryable error,
+    /// by attempt: the first after delivery 1 failed, the second after delivery 2, …; the
+    /// last repeats (default 0.5 s, 2 s, 10 s). At least one delay (`Duration::ZERO` for
+    /// none). The entry stays pending with this instance, which takes it again (`XCLAIM`,
+    /// counting the delivery) after the delay, holding the handler slot meanwhile; should the
+    /// instance die, another claims it after [`ack_wait`](Self::ack_wait).
+    pub fn backoff(mut self, delays: impl IntoIterator<Item = Duration>) -> Self {
+        self.config.backoff = delays.into_iter().collect();
         self
     }
 
-    /// Names this process's instance (default: a random name for each `serve()`). The name is
-    /// the instance's consumer name in each consumer group, so an instance restarted under the
-    /// same name takes up the entries it had read and not acknowledged as soon as it serves
-    /// again, instead of leaving them to another instance after
-    /// [`claim_idle`](Self::claim_idle).
-    ///
-    /// The name must be unique among the live instances of a service: use something stable
-    /// that no other running instance has, such as the pod name, a StatefulSet ordinal or the
-    /// hostname. Run one `serve()` per name at a time: two consumers under one name would
-    /// share, and handle twice, each other's unacknowledged entries.
-    ///
-    /// [`build`](Self::build) refuses a blank name (empty or only whitespace) with
-    /// [`ConnectError::BlankInstance`].
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), catga_redis::ConnectError> {
-    /// use catga_redis::RedisTransport;
-    ///
-    /// // In Kubernetes, the pod name; unset, the name is blank and `build` says so.
-    /// let pod = std::env::var("HOSTNAME").unwrap_or_default();
-    /// let redis = RedisTransport::connect("redis://127.0.0.1:6379")
-    ///     .instance(pod)
-    ///     .build()
-    ///     .await?;
-    /// # let _ = redis;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn instance(mut self, name: impl Into<String>) -> Self {
-        self.config.instance = Some(name.into());
-        self
-    }
-
-    /// How long another instance's consumer may stay idle, with nothing pending, before it is
-    /// removed from its consumer group (`XGROUP DELCONSUMER`; default 5 minutes). An instance
-    /// that died leaves its consumer listed; besides the clutter, a request then counts it as
-    /// serving and waits out its timeout instead of failing at once with `NoResponders`. A
-    /// consumer with entries pending is kept until [`claim_idle`](Self::claim_idle) has moved
-    /// them to a live instance, and forgotten afterwards.
-    ///
-    /// Keep it comfortably above [`block`](Self::block): a live instance's idle time starts
-    /// again at each read, which comes every `block`, so a shorter time would remove live
-    /// instances between reads (they come back with their next read, but in between a request
-    /// may be refused).
-    pub fn forget_idle(mut self, idle: Duration) -> Self {
-        self.config.forget_idle = idle.max(Duration::from_millis(1));
-        self
-    }
-
-    /// How long an entry stays unacknowledged before another instance of the service claims it
-    /// (`XAUTOCLAIM`; default 30 s): the time to recover the work of an instance that died.
-    /// Its entries are taken over between one and about 1.25 claim idle times after it read
-    /// them (the claimer looks every quarter of it). Short settings work (the crash test runs
-    /// with 2 s); keep it above the longest a handler runs without the process being able to
-    /// mark it alive: entries being handled are kept from going idle while their handler runs,
-    /// so only an instance that stopped (killed, frozen, cut off) loses them.
+    /// How long a delivered entry may stay unacknowledged before another instance of the
+    /// service claims it (`XAUTOCLAIM`; default 30 s, at least 200 ms): the time to recover
+    /// the work of an instance that died. Its entries are taken over between one and about
+    /// 1.25 `ack_wait` after it read them (the claimer looks every quarter of it). Short
+    /// settings work (the crash test runs with 2 s); entries being handled are kept from going
+    /// idle while their handler runs, so only an instance that stopped (killed, frozen, cut
+    /// off) loses them.
     ///
     /// A request taken over this way may have run on the instance that died: a command not
     /// declared `#[command(idempotent)]` is then answered `in_doubt` and kept in the
     /// application's dead-letter store instead of being run again; queries and idempotent
     /// commands run again.
-    pub fn claim_idle(mut self, idle: Duration) -> Self {
-        self.config.claim_idle = idle.max(Duration::from_millis(1));
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.config.ack_wait = wait;
         self
     }
 
-    /// The most times an event is delivered (default 5), which is also the most times its
-    /// handlers run: a retryable failure before the last delivery is delivered again after
-    /// [`redelivery_delay`](Self::redelivery_delay); a failure on the last delivery, or a
-    /// failure that is not retryable, on any delivery, is kept once in the application's
-    /// dead-letter store (by a `DeadLetter` layer, or else by the application's own store)
-    /// and then acknowledged. A `Retry` layer does not multiply the runs: events delivered by
-    /// a transport are not retried in process. An entry delivered more often than this without
-    /// ever being settled (it crashed or stalled its consumer each time) is set aside without
-    /// running (code `exhausted`).
-    pub fn max_deliveries(mut self, n: u32) -> Self {
-        self.config.max_deliveries = n.max(1);
+    /// How many entries one read takes from each stream (default 64, at least 1). A read also
+    /// takes no more than the service's free in-flight slots.
+    pub fn batch(mut self, n: usize) -> Self {
+        self.config.batch = n;
         self
     }
 
-    /// How long after a retryable failure an event is delivered again (default 500 ms; keep it
-    /// below [`claim_idle`](Self::claim_idle)).
-    pub fn redelivery_delay(mut self, delay: Duration) -> Self {
-        self.config.redelivery_delay = delay;
+    /// How long one read waits on the server for new entries before asking again (default
+    /// 2 s, at least 10 ms; `XREADGROUP … BLOCK`). It bounds nothing a user sees: shutdown
+    /// interrupts the wait.
+    pub fn fetch_wait(mut self, wait: Duration) -> Self {
+        self.config.fetch_wait = wait;
         self
     }
 
-    /// The largest payload sent (default 1 MiB); a larger message fails with
+    /// How long another instance's consumer may stay idle, with nothing pending, before it is
+    /// removed from its consumer group (`XGROUP DELCONSUMER`; default 5 minutes, at least
+    /// 100 ms, and longer than [`fetch_wait`](Self::fetch_wait)). An instance that died leaves
+    /// its consumer listed; besides the clutter, a request then counts it as serving and
+    /// waits out its timeout instead of failing at once with `NoResponders`. A consumer with
+    /// entries pending is kept until [`ack_wait`](Self::ack_wait) has moved them to a live
+    /// instance, and forgotten afterwards.
+    ///
+    /// Keep it comfortably above `fetch_wait`: a live instance's idle time starts again at
+    /// each read, which comes every `fetch_wait`, so a shorter time would remove live
+    /// instances between reads (they come back with their next read, but in between a request
+    /// may be refused); one that is not longer is refused.
+    pub fn forget_idle(mut self, idle: Duration) -> Self {
+        self.config.forget_idle = idle;
+        self
+    }
+
+    /// How long connecting and each command that does not block may take before it fails
+    /// (default 5 s, at least 1 ms).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.config.response_timeout = timeout;
+        self
+    }
+
+    /// The largest payload sent (default 1 MiB, at least 1 byte); a larger message fails with
     /// `TransportError::TooLarge` before anything is sent.
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.config.max_payload = bytes;
@@ -208,31 +248,37 @@ impl RedisTransportBuilder {
         self
     }
 
-    /// How long an unread reply is kept (default 60 s): a reply whose caller gave up expires.
+    /// How long an unread reply is kept (default 60 s, at least 1 ms): a reply whose caller
+    /// gave up expires.
     pub fn reply_ttl(mut self, ttl: Duration) -> Self {
-        self.config.reply_ttl = ttl.max(Duration::from_millis(1));
+        self.config.reply_ttl = ttl;
         self
     }
 
-    /// How long a non-blocking command may take before it fails, and how long connecting may
-    /// take (default 5 s).
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.config.response_timeout = timeout;
+    /// Authenticates as an ACL user with its password (`AUTH user password`), instead of
+    /// any credentials in the URL. Handy when the password comes from a secret store and the
+    /// URL from configuration.
+    pub fn user_and_password(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.username = Some(user.into());
+        self.password = Some(password.into());
         self
     }
 
-    /// Connects (checking the server answers) and returns the transport.
-    ///
-    /// # Errors
-    /// [`ConnectError::BlankInstance`] for a blank [`instance`](Self::instance) name,
-    /// [`ConnectError::InvalidUrl`] for a URL that does not parse, and
-    /// [`ConnectError::Unreachable`] when the server cannot be reached.
-    pub async fn build(self) -> Result<RedisTransport, ConnectError> {
-        if let Some(name) = &self.config.instance
-            && name.trim().is_empty()
-        {
-            return Err(ConnectError::BlankInstance { name: name.clone() });
-        }
+    /// Authenticates with a password only (`AUTH password`): the default user's
+    /// (`requirepass`), or that of the user named in the URL; it replaces a password in the
+    /// URL.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    async fn run(self) -> Result<RedisTransport, ConnectError> {
+        // Every option first: nothing is sent for a configuration that cannot work.
+        self.config.check()?;
         // The only form of the URL that reaches an error or a log.
         let url = redact_url(&self.url).into_owned();
         let invalid = |source| ConnectError::InvalidUrl {
@@ -255,7 +301,7 @@ impl RedisTransportBuilder {
         let timeout = self.config.response_timeout;
         // Few, short reconnection attempts per command: a command fails within about a
         // second while the server is down, and the next command tries again, so callers (and
-        // the consumers' own backoff) decide how long to keep trying.
+        // the consumers' own waits) decide how long to keep trying.
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout))
@@ -264,13 +310,12 @@ impl RedisTransportBuilder {
             .set_max_delay(Duration::from_millis(500));
         let manager = ConnectionManager::new_with_config(client.clone(), manager_config)
             .await
-            .map_err(|source| ConnectError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+            .map_err(|source| ConnectError::connect(url.clone(), source))?;
         let blocking = BlockingPool::new(client.clone(), MAX_IDLE_BLOCKING, timeout);
+        tracing::info!(target: "catga::redis", url = %url, prefix = %self.config.prefix,
+            "Redis transport ready");
         Ok(RedisTransport::from_shared(Arc::new(Shared {
-            keys: Keys::new(&self.config.key_prefix),
+            keys: Keys::new(&self.config.prefix),
             client,
             manager,
             blocking,
@@ -280,14 +325,23 @@ impl RedisTransportBuilder {
     }
 }
 
+impl IntoFuture for RedisConnect {
+    type Output = Result<RedisTransport, ConnectError>;
+    type IntoFuture = BoxFuture<'static, Self::Output>;
+
+    /// Checks every option and connects, checking that the server answers.
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn a_bad_url_is_a_typed_error_that_hides_the_password() {
-        let err = RedisTransportBuilder::new("http://user:secret@host".into())
-            .build()
+        let err = RedisTransport::connect("http://user:secret@host")
             .await
             .unwrap_err();
         assert!(matches!(err, ConnectError::InvalidUrl { .. }), "{err:?}");

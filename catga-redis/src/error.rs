@@ -1,43 +1,74 @@
 //! What can go wrong talking to Redis, with what the transport was doing at the time.
+//!
+//! Connecting ([`RedisTransport::connect`](crate::RedisTransport::connect), awaited) fails
+//! with a [`ConnectError`], whose variants are those of the NATS transport's for the same
+//! failures. The [`Transport`](catga_core::transport::Transport) methods return catga's
+//! [`TransportError`], whose broker variants carry a [`CommandError`] as their source, so the
+//! command and key stay reachable through `source()`.
 
 use catga_core::transport::TransportError;
 use redis::RedisError;
 
-/// Why [`RedisTransportBuilder::build`](crate::RedisTransportBuilder::build) failed.
+/// Why awaiting [`RedisConnect`](crate::RedisConnect) failed. Its variants are those of
+/// `catga_nats::ConnectError` for the same failures, and read the same way.
+///
+/// Every error shows the URL with its credentials hidden
+/// ([`redact_url`](catga_core::secret::redact_url)), never a credential option's value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
+    /// An option the transport cannot use. Options are checked before anything is sent, so
+    /// nothing was.
+    #[error("invalid value {value} for `{option}`: {reason}")]
+    InvalidOption {
+        /// The builder method that set it, e.g. `batch`.
+        option: &'static str,
+        /// The value given, as Rust writes it (`0`, `"a b"`, `0ns`, `[]`).
+        value: String,
+        /// Why it cannot be used, and what to write instead.
+        reason: &'static str,
+    },
     /// The URL does not parse as a Redis URL.
     #[error("`{url}` is not a redis url\nhelp: write `redis://host:port/db`")]
     InvalidUrl {
-        /// The URL with its credentials hidden
-        /// ([`redact_url`](catga_core::secret::redact_url)): errors end up in logs.
+        /// The URL with its credentials hidden: errors end up in logs.
         url: String,
         /// What the client said.
         #[source]
         source: RedisError,
     },
-    /// The server did not answer.
+    /// The server could not be reached (refused, timed out, name not resolved).
     #[error("the redis server at `{url}` is unreachable")]
     Unreachable {
-        /// The URL with its credentials hidden
-        /// ([`redact_url`](catga_core::secret::redact_url)): errors end up in logs.
+        /// The URL with its credentials hidden: errors end up in logs.
         url: String,
         /// What the client said.
         #[source]
         source: RedisError,
     },
-    /// The [instance name](crate::RedisTransportBuilder::instance) is empty or only whitespace:
-    /// most likely a variable meant to hold it (a pod name, a hostname) was unset.
-    #[error(
-        "the instance name {name:?} is blank\nhelp: name the instance after something unique \
-         among the service's live instances, such as its pod name or hostname, or leave \
-         `instance` unset for a random name"
-    )]
-    BlankInstance {
-        /// The name as given.
-        name: String,
+    /// The server refused the credentials (a wrong user or password, or none where one is
+    /// required).
+    #[error("the redis server at `{url}` refused the credentials")]
+    Unauthorized {
+        /// The URL with its credentials hidden: errors end up in logs.
+        url: String,
+        /// What the client said.
+        #[source]
+        source: RedisError,
     },
+}
+
+impl ConnectError {
+    /// A failed first connection, as the variant that says why.
+    pub(crate) fn connect(url: String, source: RedisError) -> Self {
+        let refused = source.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(source.code(), Some("NOAUTH" | "WRONGPASS"));
+        if refused {
+            ConnectError::Unauthorized { url, source }
+        } else {
+            ConnectError::Unreachable { url, source }
+        }
+    }
 }
 
 /// A Redis command that failed: which one, on which key. It is the source of the

@@ -29,9 +29,8 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let redis = RedisTransport::connect("redis://127.0.0.1:6379")
-//!     .key_prefix("shop")
-//!     .build()
-//!     .await?;
+//!     .prefix("shop")                            // keys shop:events:…, shop:requests:…
+//!     .await?;                                   // checks every option, then connects
 //! let app = Catga::builder().transport(redis).service("shipping").build()?;
 //! // Consume `Ship` requests and `OrderShipped` events, sharing them with every other
 //! // instance of the `shipping` service.
@@ -46,6 +45,14 @@
 //! # }
 //! ```
 //!
+//! ## Options
+//! [`RedisConnect`] lists them, with their defaults and valid values; the NATS transport
+//! (`catga-nats`) has the same names for the same knobs (`prefix`, `max_deliveries`,
+//! `backoff`, `ack_wait`, `batch`, `fetch_wait`, `response_timeout`; `docs/transports.md` has
+//! the table) and is finished the same way, with `.await`. Awaiting the builder checks every
+//! option before anything is sent: a value the transport cannot use is refused with
+//! [`ConnectError::InvalidOption`] (the option, the value, why), never replaced by another.
+//!
 //! ## How messages map to Redis
 //! - **Events**: one stream per event wire name, `{prefix}:events:{name}`, added to with
 //!   `XADD … MAXLEN ~ n`. Every service that handles the event is a consumer group on that
@@ -59,7 +66,7 @@
 //!   failure it was. A request to a stream no instance serves fails at once with
 //!   `TransportError::NoResponders`; the consumer of an instance that died without shutting
 //!   down counts until it is forgotten, after
-//!   [`forget_idle`](RedisTransportBuilder::forget_idle) with nothing pending.
+//!   [`forget_idle`](RedisConnect::forget_idle) with nothing pending.
 //! - An entry's fields are the envelope's headers ([`catga_core::envelope::header`]) plus
 //!   `catga-payload`, so `XRANGE` shows readable messages, and the W3C trace context
 //!   (`traceparent`) travels with each. **The stream decides what an entry is**: one whose
@@ -73,14 +80,14 @@
 //! - **An event is acknowledged only once it was handled, or kept** in the application's
 //!   dead-letter store ([`CatgaBuilder::dead_letters`](catga_core::CatgaBuilder::dead_letters),
 //!   or a `DeadLetter` layer): a failure that is not retryable (a panic included) at once, a
-//!   retryable one after [`max_deliveries`](RedisTransportBuilder::max_deliveries), exactly one
+//!   retryable one after [`max_deliveries`](RedisConnect::max_deliveries), exactly one
 //!   record each. Until then it stays pending and is delivered again; a store that cannot keep
 //!   it leaves it pending too. Its handlers run at most `max_deliveries` times in all.
 //! - **At least once per service**: a crash, a lost connection or a failed acknowledgement
 //!   means an entry is handled again: by the same instance when it reconnects, or, after
-//!   [`claim_idle`](RedisTransportBuilder::claim_idle), by another instance of the service
+//!   [`ack_wait`](RedisConnect::ack_wait), by another instance of the service
 //!   (`XAUTOCLAIM`). An instance given a stable name with
-//!   [`instance`](RedisTransportBuilder::instance) (its pod name, say) resumes its own
+//!   [`instance`](RedisConnect::instance) (its pod name, say) resumes its own
 //!   unacknowledged entries as soon as it is restarted. Add catga's `Idempotency` behaviour to
 //!   make redeliveries harmless.
 //! - **A command is never run twice by the transport**: a request taken over from an instance
@@ -99,6 +106,12 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+// The guide's code blocks compile as doctests of this crate (catga-core, which includes the
+// other guides, cannot name this crate), so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/redis.md")]
+mod guide_doctests {}
+
 mod blocking;
 mod builder;
 mod config;
@@ -106,11 +119,9 @@ mod entry;
 mod error;
 mod keys;
 mod reply;
-mod request;
-mod serve;
 mod transport;
 
-pub use builder::RedisTransportBuilder;
+pub use builder::RedisConnect;
 pub use config::StartFrom;
 pub use error::{CommandError, ConnectError};
 pub use transport::RedisTransport;

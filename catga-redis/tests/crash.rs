@@ -152,13 +152,12 @@ async fn instance(
     who: &'static str,
 ) -> Catga<impl catga_core::Layer> {
     let redis = RedisTransport::connect(url)
-        .key_prefix(prefix)
+        .prefix(prefix)
         .instance(instance)
-        .block(Duration::from_millis(500))
-        .redelivery_delay(Duration::from_millis(50))
+        .fetch_wait(Duration::from_millis(500))
+        .backoff([Duration::from_millis(50)])
         .max_deliveries(3)
-        .claim_idle(claim_idle())
-        .build()
+        .ack_wait(claim_idle())
         .await
         .unwrap();
     let conn = raw(url).await;

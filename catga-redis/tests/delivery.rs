@@ -90,7 +90,6 @@ async fn transport(server: &Server) -> RedisTransport {
     server
         .builder()
         .max_deliveries(MAX_DELIVERIES)
-        .build()
         .await
         .unwrap()
 }
@@ -400,8 +399,7 @@ async fn an_entry_that_kept_killing_its_consumers_is_set_aside_without_running()
     let redis = server
         .builder()
         .max_deliveries(MAX_DELIVERIES)
-        .claim_idle(Duration::from_millis(200))
-        .build()
+        .ack_wait(Duration::from_millis(200))
         .await
         .unwrap();
     let stream = redis.event_stream("Job");
@@ -463,7 +461,7 @@ async fn a_pending_entry_trimmed_before_it_was_handled_is_forgotten_not_kept() {
     };
     // The instance restarts under its name and re-reads its own pending entries, which the
     // server returns without fields once trimmed.
-    let redis = server.builder().instance("ghost").build().await.unwrap();
+    let redis = server.builder().instance("ghost").await.unwrap();
     let stream = redis.event_stream("Job");
     let mut raw = server.raw().await;
     create_group(&mut raw, &stream, "jobs").await;
@@ -545,8 +543,7 @@ async fn entries_waiting_for_a_slot_are_not_claimed_away_and_run_twice() {
     };
     let redis = server
         .builder()
-        .claim_idle(Duration::from_millis(200))
-        .build()
+        .ack_wait(Duration::from_millis(200))
         .await
         .unwrap();
     let runs = Arc::new(SlowRuns::default());

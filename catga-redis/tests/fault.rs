@@ -136,11 +136,10 @@ impl Behavior for CountDeliveries {
 
 async fn transport(url: &str) -> RedisTransport {
     RedisTransport::connect(url)
-        .key_prefix("fault")
+        .prefix("fault")
         .start_from(StartFrom::Beginning)
-        .block(Duration::from_millis(500))
-        .claim_idle(Duration::from_secs(5))
-        .build()
+        .fetch_wait(Duration::from_millis(500))
+        .ack_wait(Duration::from_secs(5))
         .await
         .expect("the private server is up")
 }

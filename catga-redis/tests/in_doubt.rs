@@ -156,8 +156,7 @@ where
     let server = Server::get(test).await?;
     let redis = server
         .builder()
-        .claim_idle(Duration::from_millis(300))
-        .build()
+        .ack_wait(Duration::from_millis(300))
         .await
         .unwrap();
     let stream = redis.request_stream(stream_name);
@@ -240,11 +239,10 @@ async fn a_query_whose_instance_died_is_run_again() {
 
 async fn private_transport(server: &PrivateRedis) -> RedisTransport {
     RedisTransport::connect(server.url())
-        .key_prefix("recovery")
-        .block(Duration::from_millis(500))
-        .redelivery_delay(Duration::from_millis(50))
-        .claim_idle(Duration::from_secs(2))
-        .build()
+        .prefix("recovery")
+        .fetch_wait(Duration::from_millis(500))
+        .backoff([Duration::from_millis(50)])
+        .ack_wait(Duration::from_secs(2))
         .await
         .expect("the private server is up")
 }

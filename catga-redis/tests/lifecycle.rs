@@ -87,7 +87,7 @@ pub mod workers {
 
 /// An instance of `workers` named `name`.
 async fn instance(server: &Server, name: &str) -> (Catga<impl catga_core::Layer>, Arc<Seen>) {
-    let redis = server.builder().instance(name).build().await.unwrap();
+    let redis = server.builder().instance(name).await.unwrap();
     let seen = Arc::new(Seen::default());
     let app = Catga::builder()
         .layer(Caching::new())

@@ -75,8 +75,7 @@ async fn transport(server: &Server) -> RedisTransport {
     server
         .builder()
         .max_deliveries(3)
-        .claim_idle(Duration::from_millis(300))
-        .build()
+        .ack_wait(Duration::from_millis(300))
         .await
         .unwrap()
 }

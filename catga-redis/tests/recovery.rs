@@ -196,11 +196,10 @@ async fn after_a_restart_without_data_every_event_accepted_is_handled_and_reques
 
 async fn private_transport(server: &PrivateRedis) -> RedisTransport {
     RedisTransport::connect(server.url())
-        .key_prefix("recovery")
-        .block(Duration::from_millis(500))
-        .redelivery_delay(Duration::from_millis(50))
-        .claim_idle(Duration::from_secs(2))
-        .build()
+        .prefix("recovery")
+        .fetch_wait(Duration::from_millis(500))
+        .backoff([Duration::from_millis(50)])
+        .ack_wait(Duration::from_secs(2))
         .await
         .expect("the private server is up")
 }

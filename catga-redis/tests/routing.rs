@@ -139,7 +139,7 @@ async fn a_command_smuggled_onto_an_event_stream_is_kept_aside_and_never_run() {
     let serving = app.serve().await.unwrap();
 
     let id = uuid::Uuid::now_v7().to_string();
-    let reply_key = format!("{}:replies:smuggled", redis.key_prefix());
+    let reply_key = format!("{}:replies:smuggled", redis.prefix());
     inject(
         &mut raw,
         &stream,
@@ -262,7 +262,7 @@ async fn an_event_smuggled_onto_a_request_stream_is_refused_and_answered() {
         .enumerate()
     {
         let id = uuid::Uuid::now_v7().to_string();
-        let reply_key = format!("{}:replies:reverse-{n}", redis.key_prefix());
+        let reply_key = format!("{}:replies:reverse-{n}", redis.prefix());
         inject(
             &mut raw,
             &stream,

@@ -53,10 +53,8 @@ async fn a_failed_connect_shows_no_credential_in_its_error_or_the_logs() {
     ];
     for (url, redacted) in cases {
         let error = RedisTransport::connect(url)
-            .username("secretuser")
-            .password("secrettoken")
+            .user_and_password("secretuser", "secrettoken")
             .response_timeout(Duration::from_secs(1))
-            .build()
             .await
             .expect_err("nothing listens there");
         assert!(
@@ -87,7 +85,6 @@ async fn a_url_that_does_not_parse_shows_no_credential() {
         "redis://secretuser:secretpass@127.0.0.1:6379/notadb",
     ] {
         let error = RedisTransport::connect(url)
-            .build()
             .await
             .expect_err("not a redis URL");
         assert!(
@@ -104,14 +101,13 @@ async fn a_url_that_does_not_parse_shows_no_credential() {
 #[test]
 fn the_builder_debug_shows_no_credential() {
     let builder = RedisTransport::connect("rediss://secretuser:secretpass@127.0.0.1:6380/0")
-        .key_prefix("shop")
-        .username("secretuser")
-        .password("secrettoken");
+        .prefix("shop")
+        .user_and_password("secretuser", "secrettoken");
     let shown = format!("{builder:?}");
     assert_hidden("the builder", &shown);
     assert!(shown.contains("rediss://***@127.0.0.1:6380/0"), "{shown}");
     assert!(shown.contains("password: Some(\"***\")"), "{shown}");
-    assert!(shown.contains("key_prefix: \"shop\""), "{shown}");
+    assert!(shown.contains("prefix: \"shop\""), "{shown}");
 }
 
 #[tokio::test]
@@ -125,17 +121,14 @@ async fn a_password_from_the_url_or_the_option_authenticates_and_stays_hidden() 
 
     let transports = [
         RedisTransport::connect(format!("redis://:secretpass@127.0.0.1:{port}"))
-            .key_prefix("secrets")
-            .build()
+            .prefix("secrets")
             .await,
         RedisTransport::connect(format!("redis://default:secretpass@127.0.0.1:{port}"))
-            .key_prefix("secrets")
-            .build()
+            .prefix("secrets")
             .await,
         RedisTransport::connect(format!("redis://127.0.0.1:{port}"))
-            .key_prefix("secrets")
+            .prefix("secrets")
             .password("secretpass")
-            .build()
             .await,
     ];
     for (i, transport) in transports.into_iter().enumerate() {
@@ -150,7 +143,11 @@ async fn a_password_from_the_url_or_the_option_authenticates_and_stays_hidden() 
         RedisTransport::connect(format!("redis://127.0.0.1:{port}")).password("wrongsecret"),
     ];
     for builder in refused {
-        let error = builder.build().await.expect_err("a wrong password");
+        let error = builder.await.expect_err("a wrong password");
+        assert!(
+            matches!(error, ConnectError::Unauthorized { .. }),
+            "{error:?}"
+        );
         let shown = everything_about(&error);
         assert_hidden("the error", &shown);
         assert!(shown.contains("AuthenticationFailed"), "{shown}");

@@ -145,8 +145,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "redis" => {
             let redis = catga_redis::RedisTransport::connect("redis://127.0.0.1:6379")
-                .key_prefix("example")
-                .build()
+                .prefix("example")
                 .await?;
             println!("transport: Redis");
             run(redis).await

@@ -26,7 +26,7 @@ use crate::pipeline::{Behavior, Next};
 ///   every message.
 /// * **An event delivered by a transport is not retried here**: the transport's redelivery
 ///   is its retry (it survives a crash and frees the consumer while it waits), so the total
-///   number of runs of one event's handler is the transport's `max_deliver(ies)`, not that
+///   number of runs of one event's handler is the transport's `max_deliveries`, not that
 ///   times this behaviour's attempts. [`Context::attempt`] reports the delivery number.
 /// * A retry needs a fresh copy of the message, so only `Clone` messages are retried; others
 ///   get one attempt. `#[command(retry = n)]` sets the attempts for one message.

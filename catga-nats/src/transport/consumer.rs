@@ -90,7 +90,7 @@ impl EventConsumer {
         }
         self.slots
             .available_permits()
-            .clamp(1, self.shared.settings.fetch_batch)
+            .clamp(1, self.shared.config.batch)
     }
 
     /// Pulls and dispatches until `stop`, then hands back what the server still sends.
@@ -110,7 +110,7 @@ impl EventConsumer {
                 () = stop.cancelled() => break,
                 want = self.capacity() => want,
             };
-            let wait = self.shared.settings.fetch_wait;
+            let wait = self.shared.config.fetch_wait;
             if let Err(error) = self.puller.request(want, wait).await {
                 tracing::warn!(target: "catga::nats", consumer = %self.durable(), error = %error,
                     retry_in = ?retry, "could not ask for events; retrying");
@@ -156,7 +156,7 @@ impl EventConsumer {
     /// Starts a handler for each event of the pull as slots free up, until it has `want`,
     /// the pull ends, the connection is renewed, or `stop`.
     async fn take(&mut self, want: usize, watch: &mut Watch, stop: &CancellationToken) -> Pulled {
-        let silence = tokio::time::sleep(self.shared.settings.fetch_wait + SILENCE_GRACE);
+        let silence = tokio::time::sleep(self.shared.config.fetch_wait + SILENCE_GRACE);
         let mut silence = std::pin::pin!(silence);
         let mut got = 0;
         let some = |got: usize| if got > 0 { Pulled::Some } else { Pulled::Empty };
@@ -337,7 +337,7 @@ async fn handle(
             Disposition::Retry
         }
     };
-    let kind = settle(disposition, stamp.attempt, &shared.settings);
+    let kind = settle(disposition, stamp.attempt, &shared.config);
     if let Err(e) = acker.ack_with(kind).await {
         tracing::warn!(target: "catga::nats", error = %e,
             "could not acknowledge an event; it will be delivered again");
@@ -382,8 +382,8 @@ async fn dispose(
                 // stream stored.
                 envelope.timestamp_ms = stamp.stored_ms;
             }
-            let every = shared.settings.progress_every();
-            let delivery = Delivery::new(stamp.attempt, shared.settings.max_deliver);
+            let every = shared.config.progress_every();
+            let delivery = Delivery::new(stamp.attempt, shared.config.max_deliveries);
             with_progress(inbound.event(event, envelope, delivery), acker, every).await
         }
     }

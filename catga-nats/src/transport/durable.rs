@@ -27,7 +27,7 @@ use async_nats::jetstream::response::Response;
 use catga_core::transport::TransportError;
 
 use super::Shared;
-use crate::connect::StreamCreated;
+use super::stream::StreamCreated;
 use crate::error::NatsError;
 use crate::subject;
 
@@ -44,7 +44,7 @@ pub(crate) fn config(shared: &Shared, service: &str, event: &str) -> pull::Confi
         durable_name: Some(subject::durable_name(service, event)),
         filter_subject: shared.subjects.event(event),
         ack_policy: AckPolicy::Explicit,
-        ack_wait: shared.settings.ack_wait,
+        ack_wait: shared.config.ack_wait,
         // catga's budget decides (see the module docs).
         max_deliver: -1,
         deliver_policy: DeliverPolicy::New,

@@ -3,7 +3,8 @@
 //! Events are JetStream messages, consumed through one durable pull consumer per service and
 //! event ([`consumer`], [`durable`], [`pull`], [`poison`]); requests are core NATS requests
 //! answered by a queue group per service ([`responder`]); events every instance must see are
-//! a plain subscription per instance ([`observe`]).
+//! a plain subscription per instance ([`observe`]). The events stream is set up by
+//! [`stream`].
 
 mod consumer;
 mod durable;
@@ -15,6 +16,7 @@ mod request;
 mod responder;
 mod serve;
 mod settle;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +26,8 @@ use catga_core::envelope::Envelope;
 use catga_core::transport::{Inbound, Reply, ServePlan, Serving, Transport, TransportError};
 use futures::future::BoxFuture;
 
+use crate::config::Config;
 use crate::reconnect::Reconnects;
-use crate::settings::Settings;
 use crate::subject::Subjects;
 
 /// catga's transport over NATS: JetStream for events, request/reply with queue groups for
@@ -41,7 +43,7 @@ impl std::fmt::Debug for NatsTransport {
     /// stays short, and holds nothing about how the client authenticated.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsTransport")
-            .field("prefix", &self.shared.settings.prefix)
+            .field("prefix", &self.shared.config.prefix)
             .field("stream", &self.shared.stream)
             .finish_non_exhaustive()
     }
@@ -54,7 +56,7 @@ pub(crate) struct Shared {
     pub jetstream: jetstream::Context,
     pub subjects: Subjects,
     pub stream: String,
-    pub settings: Settings,
+    pub config: Config,
     pub reconnects: Reconnects,
 }
 
@@ -69,6 +71,12 @@ impl NatsTransport {
     /// The NATS client, for what catga does not wrap (monitoring, raw publishing in tests).
     pub fn client(&self) -> &async_nats::Client {
         &self.shared.client
+    }
+
+    /// The first token(s) of every subject this transport uses
+    /// ([`NatsConnect::prefix`](crate::NatsConnect::prefix)).
+    pub fn prefix(&self) -> &str {
+        &self.shared.config.prefix
     }
 
     /// The JetStream stream holding the events.

@@ -158,7 +158,7 @@ impl Scan<'_> {
         );
         // A request, so the server confirms it processed the termination.
         let confirmed = tokio::time::timeout(
-            self.shared.settings.publish_timeout,
+            self.shared.config.response_timeout,
             self.shared.client.request(subject, "+TERM".into()),
         )
         .await;

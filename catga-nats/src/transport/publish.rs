@@ -134,7 +134,7 @@ impl Shared {
     ) -> Result<(), TransportError> {
         let ack = stored.map_err(|(e, stage)| {
             let subject = self.subjects.event_subject(name);
-            NatsError::publish(name, &subject, e, self.settings.publish_timeout, stage)
+            NatsError::publish(name, &subject, e, self.config.response_timeout, stage)
         })?;
         if ack.duplicate {
             tracing::debug!(target: "catga::nats", message = %name, %id, sequence = ack.sequence,

@@ -23,6 +23,8 @@ pub(crate) async fn serve(
     plan: ServePlan,
     inbound: Arc<dyn Inbound>,
 ) -> Result<Serving, TransportError> {
+    // Not a transport option: catga-core's plan, whose builder keeps it at least 1; a plan
+    // written by hand with 0 would otherwise never start a handler.
     let limit = plan.max_in_flight.max(1);
     let slots = Arc::new(Semaphore::new(limit));
     let mut consumers = Vec::with_capacity(plan.events.len());

@@ -8,14 +8,14 @@
 use async_nats::jetstream::AckKind;
 use catga_core::transport::Disposition;
 
-use crate::settings::Settings;
+use crate::config::Config;
 
 /// The acknowledgement for delivery number `attempt` (from 1) that ended with `disposition`.
-pub(crate) fn settle(disposition: Disposition, attempt: u32, settings: &Settings) -> AckKind {
+pub(crate) fn settle(disposition: Disposition, attempt: u32, config: &Config) -> AckKind {
     match disposition {
         Disposition::Ack => AckKind::Ack,
         Disposition::Terminate => AckKind::Term,
-        Disposition::Retry => AckKind::Nak(Some(settings.redelivery_delay(attempt))),
+        Disposition::Retry => AckKind::Nak(Some(config.redelivery_delay(attempt))),
     }
 }
 
@@ -24,11 +24,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn settings() -> Settings {
-        Settings {
-            max_deliver: 3,
+    fn config() -> Config {
+        Config {
+            max_deliveries: 3,
             backoff: vec![Duration::from_millis(10), Duration::from_millis(40)],
-            ..Settings::default()
+            ..Config::default()
         }
     }
 
@@ -39,7 +39,7 @@ mod tests {
 
     #[test]
     fn each_disposition_has_its_acknowledgement() {
-        let s = settings();
+        let s = config();
         same(settle(Disposition::Ack, 1, &s), AckKind::Ack);
         same(settle(Disposition::Terminate, 3, &s), AckKind::Term);
         same(

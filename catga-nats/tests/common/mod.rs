@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use catga_nats::{Connect, NatsTransport};
+use catga_nats::{NatsConnect, NatsTransport};
 
 pub mod server;
 
@@ -64,7 +64,7 @@ impl Corner {
     }
 
     /// A transport for this corner, with delays short enough for tests.
-    pub fn transport(&self) -> Connect {
+    pub fn transport(&self) -> NatsConnect {
         NatsTransport::connect(self.url.clone())
             .prefix(self.prefix.clone())
             .stream(self.stream.clone())

@@ -9,7 +9,7 @@ pub mod redis_dead_letters;
 use std::future::Future;
 use std::time::Duration;
 
-use catga_redis::{RedisTransport, RedisTransportBuilder};
+use catga_redis::{RedisConnect, RedisTransport};
 use redis::aio::MultiplexedConnection;
 
 /// The server the tests use: `CATGA_REDIS_URL`, else the default local one.
@@ -65,17 +65,16 @@ impl Server {
     }
 
     /// A transport builder on the test's prefix, with times short enough for tests.
-    pub fn builder(&self) -> RedisTransportBuilder {
+    pub fn builder(&self) -> RedisConnect {
         RedisTransport::connect(self.url.clone())
-            .key_prefix(self.prefix.clone())
-            .block(Duration::from_millis(500))
-            .redelivery_delay(Duration::from_millis(50))
+            .prefix(self.prefix.clone())
+            .fetch_wait(Duration::from_millis(500))
+            .backoff([Duration::from_millis(50)])
     }
 
     /// A transport with the test settings.
     pub async fn transport(&self) -> RedisTransport {
         self.builder()
-            .build()
             .await
             .expect("the server answered a moment ago")
     }

@@ -85,8 +85,7 @@ async fn entries_a_dead_instance_read_are_claimed_and_handled_by_another() {
     };
     let redis = server
         .builder()
-        .claim_idle(Duration::from_millis(200))
-        .build()
+        .ack_wait(Duration::from_millis(200))
         .await
         .unwrap();
     let stream = redis.event_stream("OrderPlaced");
@@ -141,7 +140,7 @@ async fn a_retryable_failure_is_delivered_again_at_most_max_deliveries_times() {
     let Some(server) = Server::get("redeliver").await else {
         return;
     };
-    let redis = server.builder().max_deliveries(3).build().await.unwrap();
+    let redis = server.builder().max_deliveries(3).await.unwrap();
     let (shipping, seen) = shipping_instance(&redis, "s1");
     let serving = shipping.serve().await.unwrap();
     let (orders, _) = orders(&redis);

@@ -1,4 +1,26 @@
-//! The transport itself: what it holds, and publishing.
+//! [`RedisTransport`]: catga's [`Transport`] over Redis Streams.
+//!
+//! Events are published to a stream per event ([`publish`]) and consumed by a consumer group
+//! per service ([`serve`]: [`reader`], [`worker`], [`claimer`], [`reaper`], [`acker`]);
+//! requests are entries of a request stream answered through a reply list ([`request`] on the
+//! caller's side, [`responder`] on the serving side); events every instance must see are read
+//! by each instance without a group ([`observe`]).
+
+mod acker;
+mod claimer;
+mod groups;
+mod inflight;
+mod observe;
+mod positions;
+mod publish;
+mod reader;
+mod reaper;
+mod redeliver;
+pub(crate) mod request;
+mod responder;
+mod retry_delay;
+mod serve;
+mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +30,10 @@ use catga_core::transport::{Inbound, Reply, ServePlan, Serving, Transport, Trans
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
 
+use self::request::RequestScript;
 use crate::blocking::BlockingPool;
-use crate::builder::RedisTransportBuilder;
 use crate::config::Config;
-use crate::entry::each_field;
-use crate::error::CommandError;
 use crate::keys::Keys;
-use crate::request::RequestScript;
 
 /// A catga [`Transport`] over Redis Streams. See the [crate docs](crate) for how messages map
 /// to streams, and for the delivery guarantees.
@@ -40,40 +59,20 @@ pub(crate) struct Shared {
 impl std::fmt::Debug for RedisTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisTransport")
-            .field("key_prefix", &self.shared.config.key_prefix)
+            .field("prefix", &self.shared.config.prefix)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisTransport {
-    /// Starts configuring a transport to the server at `url` (`redis://host:port/db`,
-    /// `rediss://` for TLS if the `redis` crate's TLS feature is enabled).
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), catga_redis::ConnectError> {
-    /// use std::time::Duration;
-    /// use catga_redis::RedisTransport;
-    ///
-    /// let redis = RedisTransport::connect("redis://127.0.0.1:6379")
-    ///     .key_prefix("shop")
-    ///     .claim_idle(Duration::from_secs(60))
-    ///     .build()
-    ///     .await?;
-    /// # let _ = redis;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn connect(url: impl Into<String>) -> RedisTransportBuilder {
-        RedisTransportBuilder::new(url.into())
-    }
-
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
         RedisTransport { shared }
     }
 
-    /// The key prefix everything this transport stores lives under.
-    pub fn key_prefix(&self) -> &str {
-        &self.shared.config.key_prefix
+    /// The key prefix everything this transport stores lives under
+    /// ([`RedisConnect::prefix`](crate::RedisConnect::prefix)).
+    pub fn prefix(&self) -> &str {
+        &self.shared.config.prefix
     }
 
     /// The stream an event named `name` is published to.
@@ -96,25 +95,6 @@ impl Shared {
                 limit,
             });
         }
-        Ok(())
-    }
-
-    async fn publish(&self, envelope: Envelope) -> Result<(), TransportError> {
-        self.check_size(&envelope)?;
-        let key = self.keys.events(&envelope.name);
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&key);
-        if let Some(n) = self.config.max_len {
-            cmd.arg("MAXLEN").arg("~").arg(n);
-        }
-        cmd.arg("*");
-        each_field(&envelope, |name, value| {
-            cmd.arg(name).arg(value);
-        });
-        let mut manager = self.manager.clone();
-        self.bounded(cmd.query_async::<redis::Value>(&mut manager))
-            .await
-            .map_err(|e| CommandError::new("XADD", key, e).into_transport())?;
         Ok(())
     }
 
@@ -159,6 +139,6 @@ impl Transport for RedisTransport {
         plan: ServePlan,
         inbound: Arc<dyn Inbound>,
     ) -> BoxFuture<'_, Result<Serving, TransportError>> {
-        Box::pin(crate::serve::serve(self.shared.clone(), plan, inbound))
+        Box::pin(serve::serve(self.shared.clone(), plan, inbound))
     }
 }

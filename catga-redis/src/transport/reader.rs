@@ -3,9 +3,10 @@
 //! Each (re)connection starts with this consumer's own pending entries (id `0`): what it
 //! read before the connection broke and has not acknowledged, such as entries whose
 //! acknowledgement failed while the server was down. Then it reads new entries (`>`),
-//! blocking until some arrive. Any error drops the connection and starts over after a backoff;
-//! a group that has vanished (a server restarted without persistence) is created again after
-//! the last entry this instance saw, so nothing added since the restart is skipped.
+//! blocking until some arrive (up to `fetch_wait` per read). Any error drops the connection
+//! and starts over after a growing pause ([`RetryDelay`]); a group that has vanished (a server
+//! restarted without persistence) is created again after the last entry this instance saw, so
+//! nothing added since the restart is skipped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -13,8 +14,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
-use super::backoff::Backoff;
 use super::groups;
+use super::retry_delay::RetryDelay;
 use super::worker::Worker;
 use crate::blocking;
 use crate::entry::{self, Entry, ShapeError};
@@ -34,9 +35,9 @@ enum ReadError {
 /// Reads until the worker is stopped. `client_id` holds the reading connection's id while it
 /// is connected (0 otherwise), for shutdown to interrupt a blocked read.
 pub(crate) async fn run(worker: Arc<Worker>, client_id: Arc<AtomicI64>) {
-    let mut backoff = Backoff::default();
+    let mut retry = RetryDelay::default();
     while !worker.stop.is_cancelled() {
-        let ended = session(&worker, &client_id, &mut backoff).await;
+        let ended = session(&worker, &client_id, &mut retry).await;
         client_id.store(0, Ordering::Release);
         let Err(error) = ended else {
             return;
@@ -45,7 +46,7 @@ pub(crate) async fn run(worker: Arc<Worker>, client_id: Arc<AtomicI64>) {
             && command.is_no_group()
         {
             if let Some(created) = rejoin(&worker).await {
-                backoff.reset();
+                retry.reset();
                 if created > 0 {
                     // Read again at once: entries added since the server came back wait.
                     continue;
@@ -56,7 +57,7 @@ pub(crate) async fn run(worker: Arc<Worker>, client_id: Arc<AtomicI64>) {
                 error = &error as &dyn std::error::Error, "reading failed; reconnecting");
         }
         tokio::select! {
-            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = tokio::time::sleep(retry.next_delay()) => {}
             () = worker.stop.cancelled() => return,
         }
     }
@@ -96,7 +97,7 @@ async fn rejoin(worker: &Worker) -> Option<usize> {
 async fn session(
     worker: &Arc<Worker>,
     client_id: &AtomicI64,
-    backoff: &mut Backoff,
+    retry: &mut RetryDelay,
 ) -> Result<(), ReadError> {
     let config = &worker.shared.config;
     let first = worker.streams.first().cloned().unwrap_or_default();
@@ -105,7 +106,7 @@ async fn session(
         .map_err(|e| CommandError::new("CONNECT", &first, e))?;
     let name = format!(
         "catga:{}:{}:{}:reader",
-        config.key_prefix, worker.group, worker.consumer
+        config.prefix, worker.group, worker.consumer
     );
     let id = blocking::identify(&mut conn, &name)
         .await
@@ -125,7 +126,7 @@ async fn session(
         let (streams, ids): (Vec<&String>, Vec<&String>) =
             backlog.iter().map(|(s, id)| (s, id)).unzip();
         let reply = read(worker, &mut conn, None, count, &streams, &ids).await?;
-        backoff.reset();
+        retry.reset();
         let mut drained: Vec<String> = backlog.iter().map(|(s, _)| s.clone()).collect();
         for (stream, entries) in reply {
             let Some(last) = entries.last() else {
@@ -148,8 +149,16 @@ async fn session(
         let Some(count) = worker.capacity().await else {
             return Ok(());
         };
-        let reply = read(worker, &mut conn, Some(config.block), count, &streams, &ids).await?;
-        backoff.reset();
+        let reply = read(
+            worker,
+            &mut conn,
+            Some(config.fetch_wait),
+            count,
+            &streams,
+            &ids,
+        )
+        .await?;
+        retry.reset();
         for (stream, entries) in reply {
             worker.admit(&stream, entries, false).await;
         }

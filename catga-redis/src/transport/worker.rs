@@ -1,5 +1,6 @@
-//! Handling one entry: hand it to the application, then acknowledge it, answer it, or leave it
-//! pending for redelivery.
+//! Handling one entry: hand it to the application, then acknowledge it, answer it (see
+//! [responder](super::responder)), or leave it pending for redelivery after the backoff's
+//! delay.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,15 +11,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::Shared;
 use super::acker::Acker;
-use super::backoff::Backoff;
 use super::inflight::InFlight;
 use super::positions::Positions;
 use super::redeliver::Redeliver;
 use crate::entry::{self, Decoded, Entry, EntryError};
 use crate::error::CommandError;
-use crate::reply;
-use crate::transport::Shared;
 
 /// What becomes of an entry once its handling is over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +39,7 @@ pub(crate) struct Route {
 }
 
 /// Takes an entry out of the in-flight set when its task ends, also when a handler panics:
-/// the entry then stays pending and is claimed again after the claim idle time (and, if it
+/// the entry then stays pending and is claimed again after `ack_wait` (and, if it
 /// keeps panicking, rejected after `max_deliveries`), instead of being skipped for ever.
 struct Flight<'a> {
     inflight: &'a InFlight,
@@ -190,7 +189,7 @@ impl Worker {
         }
     }
 
-    fn delivery(&self, deliveries: u64) -> Delivery {
+    pub(super) fn delivery(&self, deliveries: u64) -> Delivery {
         Delivery::new(
             u32::try_from(deliveries).unwrap_or(u32::MAX),
             self.shared.config.max_deliveries,
@@ -237,7 +236,7 @@ impl Worker {
     }
 
     /// An event: acknowledged once handled or kept; one not settled stays pending and is
-    /// delivered again after the redelivery delay.
+    /// delivered again after the backoff's delay for the delivery that failed.
     async fn consume(
         &self,
         entry: &Entry,
@@ -260,8 +259,11 @@ impl Worker {
             match self.inbound.event(route, current, delivery).await {
                 Disposition::Ack | Disposition::Terminate => return Settled::Ack,
                 Disposition::Retry => {
+                    // The backoff's step for the delivery that just failed: later deliveries
+                    // wait longer, as the schedule says.
+                    let delay = self.shared.config.redelivery_delay(delivery.attempt);
                     tokio::select! {
-                        () = tokio::time::sleep(self.shared.config.redelivery_delay) => {}
+                        () = tokio::time::sleep(delay) => {}
                         // Left pending: a restart of this consumer or another instance takes
                         // it up.
                         () = self.stop.cancelled() => return Settled::Done,
@@ -276,7 +278,7 @@ impl Worker {
     }
 
     /// Takes `entry` again for another delivery, counting it. False if another consumer owns it
-    /// now (it went idle past the claim time and was claimed), or the server is away: it is
+    /// now (it went idle past `ack_wait` and was claimed), or the server is away: it is
     /// then theirs, or pending until claimed.
     async fn reclaim(&self, entry: &Entry, deliveries: u64) -> bool {
         let taken = self
@@ -297,80 +299,6 @@ impl Worker {
                     "could not take the entry again; it stays pending");
                 false
             }
-        }
-    }
-
-    /// A request: the reply (or the failure, typed) goes to the caller's reply list, and the
-    /// request is acknowledged and deleted in the same transaction. If that fails (the
-    /// connection is lost), it is tried again for up to the response timeout: the request ran,
-    /// and a redelivery could only answer that its outcome is in doubt.
-    async fn answer(
-        &self,
-        entry: &Entry,
-        route: &str,
-        envelope: Envelope,
-        reply_to: Option<String>,
-        deliveries: u64,
-    ) {
-        let expired = envelope.expired();
-        let name = envelope.name.clone();
-        let reply = self
-            .inbound
-            .request(route, envelope, self.delivery(deliveries))
-            .await;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        match &reply_to {
-            // A caller past its deadline is not waiting any more.
-            Some(_) if expired => {}
-            Some(key) if !self.shared.keys.is_reply(key) => {
-                tracing::warn!(target: "catga::redis", message = %name, reply_to = %key,
-                    "request names a reply key outside this transport's prefix; not answered");
-            }
-            Some(key) => {
-                let ttl =
-                    u64::try_from(self.shared.config.reply_ttl.as_millis()).unwrap_or(u64::MAX);
-                pipe.cmd("RPUSH")
-                    .arg(key)
-                    .arg(reply::encode(&reply))
-                    .ignore();
-                pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
-            }
-            None => {
-                tracing::warn!(target: "catga::redis", message = %name,
-                    "request without a reply key: handled, but nobody can be answered");
-            }
-        }
-        // A request stream is this service's alone, and a request is for one consumer: once
-        // answered, nothing needs it any more. (Event streams are shared by every service
-        // that handles the event: nothing is ever deleted from them.)
-        pipe.cmd("XACK")
-            .arg(&*entry.stream)
-            .arg(&self.group)
-            .arg(&entry.id)
-            .ignore();
-        pipe.cmd("XDEL").arg(&*entry.stream).arg(&entry.id).ignore();
-        let give_up = tokio::time::Instant::now() + self.shared.config.response_timeout;
-        let mut backoff = Backoff::default();
-        loop {
-            let sent = self
-                .shared
-                .bounded(pipe.query_async::<()>(&mut self.shared.manager.clone()))
-                .await;
-            let Err(e) = sent else {
-                return;
-            };
-            let error = CommandError::new("RPUSH", reply_to.clone().unwrap_or_default(), e);
-            let delay = backoff.next_delay();
-            if tokio::time::Instant::now() + delay >= give_up {
-                tracing::warn!(target: "catga::redis", message = %name,
-                    error = &error as &dyn std::error::Error,
-                    "could not send the reply; the request stays pending and its next delivery is answered as in doubt (or run again if it is safe to repeat)");
-                return;
-            }
-            tracing::debug!(target: "catga::redis", message = %name,
-                error = &error as &dyn std::error::Error, "could not send the reply; trying again");
-            tokio::time::sleep(delay).await;
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Waiting between attempts while the server is away: doubling from 50 ms up to 1 s, so a
 //! restart is noticed within about a second and a long outage costs one connection attempt
-//! a second per reading task.
+//! a second per reading task. (Not the redelivery of a failed event, whose delays are the
+//! `backoff` option's.)
 
 use std::time::Duration;
 
@@ -8,17 +9,17 @@ const FIRST: Duration = Duration::from_millis(50);
 const MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub(crate) struct RetryDelay {
     next: Duration,
 }
 
-impl Default for Backoff {
+impl Default for RetryDelay {
     fn default() -> Self {
-        Backoff { next: FIRST }
+        RetryDelay { next: FIRST }
     }
 }
 
-impl Backoff {
+impl RetryDelay {
     /// The wait before the next attempt.
     pub fn next_delay(&mut self) -> Duration {
         let delay = self.next;
@@ -38,12 +39,12 @@ mod tests {
 
     #[test]
     fn delays_double_up_to_the_cap_and_reset() {
-        let mut backoff = Backoff::default();
+        let mut retry = RetryDelay::default();
         let delays: Vec<u64> = (0..8)
-            .map(|_| u64::try_from(backoff.next_delay().as_millis()).unwrap_or(u64::MAX))
+            .map(|_| u64::try_from(retry.next_delay().as_millis()).unwrap_or(u64::MAX))
             .collect();
         assert_eq!(delays, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), FIRST);
+        retry.reset();
+        assert_eq!(retry.next_delay(), FIRST);
     }
 }

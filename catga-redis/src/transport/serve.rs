@@ -6,30 +6,19 @@
 //! share each stream's entries. These tasks run per instance:
 //! - the [reader] reads new entries (and, on each (re)connection, its own unacknowledged
 //!   ones: an instance restarted under the same name resumes them at once), and creates
-//!   vanished groups again after the last entry it saw ([positions]);
+//!   vanished groups again after the last entry it saw ([positions](super::positions));
 //! - the [claimer] takes over entries another instance read and never acknowledged, and the
-//!   [reaper] it runs forgets the consumers of instances that are gone;
-//! - one handler task per entry, at most `max_in_flight` at a time ([worker]), which
-//!   acknowledges through the [acker];
-//! - the [observer], when the application observes events (cache invalidation), reads those
-//!   streams without a group, so every instance sees every one.
+//!   [reaper](super::reaper) it runs forgets the consumers of instances that are gone;
+//! - one handler task per entry, at most `max_in_flight` at a time
+//!   ([worker](super::worker)), which acknowledges events through the [acker](super::acker)
+//!   and answers requests ([responder](super::responder));
+//! - the [observer](super::observe), when the application observes events (cache
+//!   invalidation), reads those streams without a group, so every instance sees every one.
 //!
 //! [`Serving::shutdown`] stops the reader, the observer and the claimer, waits for every
 //! handler task and then for their acknowledgements to be sent, and then removes this consumer
 //! from the groups where it has nothing pending. Once it returns, the instance takes nothing
 //! more.
-
-mod acker;
-mod backoff;
-mod claimer;
-mod groups;
-mod inflight;
-mod observer;
-mod positions;
-mod reader;
-mod reaper;
-mod redeliver;
-mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -41,13 +30,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use self::acker::Acker;
-use self::inflight::InFlight;
-use self::observer::Observer;
-use self::positions::Positions;
-use self::redeliver::Redeliver;
-use self::worker::{Route, Worker};
-use crate::transport::Shared;
+use super::Shared;
+use super::acker::Acker;
+use super::inflight::InFlight;
+use super::observe::Observer;
+use super::positions::Positions;
+use super::redeliver::Redeliver;
+use super::worker::{Route, Worker};
+use super::{claimer, groups, reader};
 use std::collections::HashMap;
 
 /// How often shutdown repeats its request to interrupt a blocked read, in case the first
@@ -96,7 +86,7 @@ pub(crate) async fn serve(
     } else {
         let name = format!(
             "catga:{}:{}:{}:observer",
-            shared.config.key_prefix, group, consumer
+            shared.config.prefix, group, consumer
         );
         Some(
             Observer::new(
@@ -121,6 +111,8 @@ pub(crate) async fn serve(
     tracing::info!(target: "catga::redis", service = %group, consumer = %consumer,
         streams = streams.len(), observed = plan.observe.len(), "serving");
 
+    // Not a transport option: catga-core's plan, whose builder keeps it at least 1; a plan
+    // written by hand with 0 would otherwise never start a handler.
     let max_in_flight = plan.max_in_flight.max(1);
     let worker = Arc::new(Worker {
         acker: Acker::spawn(shared.manager.clone(), group.clone()),

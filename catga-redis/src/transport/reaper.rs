@@ -5,7 +5,7 @@
 //! so a dead consumer makes it wait out its timeout instead of failing at once. A consumer
 //! idle for longer than the forget idle time with nothing pending is removed
 //! (`XGROUP DELCONSUMER`). One with entries pending is kept, since deleting a consumer drops
-//! its pending entries: the claimer moves them to a live instance after the claim idle time,
+//! its pending entries: the claimer moves them to a live instance after `ack_wait`,
 //! and the consumer is forgotten on a later cycle.
 
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //!
 //! After a retryable failure the entry stays pending with this consumer and is taken again
 //! after the redelivery delay, its delivery counted (`XCLAIM … RETRYCOUNT`). Meanwhile another
-//! instance may have claimed it (this one was cut off for longer than the claim idle time):
+//! instance may have claimed it (this one was cut off for longer than `ack_wait`):
 //! then it is theirs. Whether it still is this consumer's cannot be told from its idle time,
 //! since the claimer resets that for every entry in flight here; so a script checks the owner
 //! and takes it in one step.

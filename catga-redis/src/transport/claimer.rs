@@ -1,4 +1,4 @@
-//! The claimer: takes over entries left unacknowledged for longer than the claim idle time,
+//! The claimer: takes over entries left unacknowledged for longer than `ack_wait`,
 //! typically read by an instance that died before acknowledging them (`XAUTOCLAIM`), keeps
 //! the entries this instance is still handling from looking abandoned, and has the [reaper]
 //! forget the consumers of instances that are gone.
@@ -68,16 +68,16 @@ async fn forget(worker: &Worker, reaper: &Reaper, stream: &str) {
 }
 
 /// Resets the idle time of entries in flight here (handled, or waiting for a slot) for a
-/// quarter of the claim time, so another instance does not take them over meanwhile
+/// quarter of `ack_wait`, so another instance does not take them over meanwhile
 /// (`XCLAIM … JUSTID` to this consumer, which does not count as a delivery). A cycle comes
-/// every quarter of the claim time plus the time the cycle takes, so an entry is touched well
-/// before it could be claimed. Only entries idle for an eighth of the claim time are touched:
+/// every quarter of `ack_wait` plus the time the cycle takes, so an entry is touched well
+/// before it could be claimed. Only entries idle for an eighth of `ack_wait` are touched:
 /// one another instance claimed a moment ago (this one was cut off for longer than the claim
 /// time) stays theirs.
 async fn touch(worker: &Worker) {
-    let claim_idle = worker.shared.config.claim_idle;
-    let old = worker.inflight.older_than(claim_idle / 4);
-    let min_idle = u64::try_from((claim_idle / 8).as_millis()).unwrap_or(u64::MAX);
+    let ack_wait = worker.shared.config.ack_wait;
+    let old = worker.inflight.older_than(ack_wait / 4);
+    let min_idle = u64::try_from((ack_wait / 8).as_millis()).unwrap_or(u64::MAX);
     for (stream, ids) in old {
         let touched = redis::cmd("XCLAIM")
             .arg(&*stream)
@@ -99,7 +99,7 @@ async fn touch(worker: &Worker) {
 /// Claims the idle entries of one stream and hands them to handlers.
 async fn claim(worker: &Arc<Worker>, stream: &str) -> Result<(), CommandError> {
     let config = &worker.shared.config;
-    let min_idle = u64::try_from(config.claim_idle.as_millis()).unwrap_or(u64::MAX);
+    let min_idle = u64::try_from(config.ack_wait.as_millis()).unwrap_or(u64::MAX);
     let mut cursor = "0-0".to_string();
     for _ in 0..MAX_ROUNDS {
         let reply = redis::cmd("XAUTOCLAIM")

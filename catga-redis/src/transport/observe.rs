@@ -22,11 +22,11 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
+use super::Shared;
+use super::retry_delay::RetryDelay;
 use crate::blocking;
 use crate::entry::{self, ShapeError};
 use crate::error::CommandError;
-use crate::transport::Shared;
 
 /// Why a read session ended.
 #[derive(Debug, thiserror::Error)]
@@ -98,10 +98,10 @@ impl Observer {
     /// Reads until stopped. `client_id` holds the reading connection's id while it is
     /// connected (0 otherwise), for shutdown to interrupt a blocked read.
     pub async fn run(mut self, client_id: Arc<AtomicI64>) {
-        let mut backoff = Backoff::default();
+        let mut retry = RetryDelay::default();
         let mut reconnecting = false;
         while !self.stop.is_cancelled() {
-            let ended = self.session(&client_id, &mut backoff, reconnecting).await;
+            let ended = self.session(&client_id, &mut retry, reconnecting).await;
             client_id.store(0, Ordering::Release);
             let Err(error) = ended else {
                 return;
@@ -110,7 +110,7 @@ impl Observer {
             tracing::warn!(target: "catga::redis", error = &error as &dyn std::error::Error,
                 "reading the observed event streams failed; reconnecting");
             tokio::select! {
-                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = tokio::time::sleep(retry.next_delay()) => {}
                 () = self.stop.cancelled() => return,
             }
         }
@@ -119,7 +119,7 @@ impl Observer {
     async fn session(
         &mut self,
         client_id: &AtomicI64,
-        backoff: &mut Backoff,
+        retry: &mut RetryDelay,
         reconnected: bool,
     ) -> Result<(), ObserveError> {
         let config = &self.shared.config;
@@ -148,7 +148,7 @@ impl Observer {
                 return Ok(());
             }
             let reply = self.read(&mut conn).await?;
-            backoff.reset();
+            retry.reset();
             for (stream, entries) in reply {
                 let Some(name) = self.names.get(&stream) else {
                     continue;
@@ -176,7 +176,7 @@ impl Observer {
         cmd.arg("COUNT")
             .arg(config.batch)
             .arg("BLOCK")
-            .arg(u64::try_from(config.block.as_millis()).unwrap_or(u64::MAX))
+            .arg(u64::try_from(config.fetch_wait.as_millis()).unwrap_or(u64::MAX))
             .arg("STREAMS");
         for (stream, _) in &self.cursors {
             cmd.arg(stream);
@@ -184,7 +184,7 @@ impl Observer {
         for (_, id) in &self.cursors {
             cmd.arg(id);
         }
-        let limit = config.block.saturating_add(config.response_timeout);
+        let limit = config.fetch_wait.saturating_add(config.response_timeout);
         let first = self.cursors.first().map_or("", |(s, _)| s.as_str());
         let value = tokio::time::timeout(limit, cmd.query_async::<Value>(conn))
             .await

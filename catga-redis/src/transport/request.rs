@@ -16,11 +16,11 @@ use catga_core::envelope::Envelope;
 use catga_core::transport::{Reply, TransportError};
 use redis::{Script, Value};
 
+use super::Shared;
 use crate::entry::each_field;
 use crate::error::CommandError;
 use crate::keys::REPLY_TO_FIELD;
 use crate::reply;
-use crate::transport::Shared;
 
 /// Adds the request only if some consumer group on its stream has a consumer, in one step,
 /// so a request nobody serves fails at once instead of waiting out its timeout, and leaves no

@@ -1,0 +1,167 @@
+//! Every option is checked when the builder is awaited, before any I/O: a value the transport
+//! cannot use is refused with `ConnectError::InvalidOption`, naming the option, the value and
+//! why, never silently replaced. No server is needed: the URL points at a port nothing
+//! listens on, so a check that let a bad value through would end in `Unreachable` instead.
+//! (`catga-redis/tests/options.rs` checks the same rules, under the same names.)
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use catga_nats::{ConnectError, NatsConnect, NatsTransport};
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+/// A century and a day: past the longest duration an option takes.
+const TOO_LONG: Duration = Duration::from_secs(101 * 365 * 24 * 60 * 60);
+
+/// A loopback URL nothing listens on (a port bound, then released).
+fn nowhere() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port();
+    format!("nats://127.0.0.1:{port}")
+}
+
+fn connect() -> NatsConnect {
+    NatsTransport::connect(nowhere()).response_timeout(ms(500))
+}
+
+/// Awaits `builder` and checks that it refused `option` with the value shown as `value`.
+async fn refused(builder: NatsConnect, option: &str, value: &str) -> ConnectError {
+    let error = builder.await.expect_err("a bad option is refused");
+    match &error {
+        ConnectError::InvalidOption {
+            option: refused,
+            value: shown,
+            reason,
+        } => {
+            assert_eq!(*refused, option, "{error}");
+            assert_eq!(shown, value, "{error}");
+            assert!(!reason.is_empty());
+        }
+        other => panic!("`{option}` = {value}: expected InvalidOption, got {other:?}"),
+    }
+    error
+}
+
+/// Awaits `builder` and checks that every option passed: it went on to connect, and found
+/// nobody listening.
+async fn accepted(builder: NatsConnect) {
+    let error = builder.await.expect_err("nothing listens there");
+    assert!(
+        matches!(error, ConnectError::Unreachable { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn zero_counts_are_refused() {
+    refused(connect().max_deliveries(0), "max_deliveries", "0").await;
+    refused(connect().batch(0), "batch", "0").await;
+}
+
+#[tokio::test]
+async fn an_empty_backoff_is_refused() {
+    refused(connect().backoff([]), "backoff", "[]").await;
+    refused(connect().backoff(Vec::new()), "backoff", "[]").await;
+}
+
+#[tokio::test]
+async fn durations_too_short_for_their_use_are_refused() {
+    refused(connect().ack_wait(Duration::ZERO), "ack_wait", "0ns").await;
+    refused(connect().ack_wait(ms(199)), "ack_wait", "199ms").await;
+    refused(connect().fetch_wait(Duration::ZERO), "fetch_wait", "0ns").await;
+    refused(connect().fetch_wait(ms(9)), "fetch_wait", "9ms").await;
+    let window = connect().duplicate_window(Duration::ZERO);
+    refused(window, "duplicate_window", "0ns").await;
+    let zero = NatsTransport::connect(nowhere()).response_timeout(Duration::ZERO);
+    refused(zero, "response_timeout", "0ns").await;
+    let half = NatsTransport::connect(nowhere()).response_timeout(Duration::from_micros(500));
+    refused(half, "response_timeout", "500µs").await;
+}
+
+#[tokio::test]
+async fn durations_over_a_hundred_years_are_refused() {
+    let shown = format!("{TOO_LONG:?}");
+    refused(connect().ack_wait(TOO_LONG), "ack_wait", &shown).await;
+    refused(connect().max_age(TOO_LONG), "max_age", &shown).await;
+    let backoff = connect().backoff([ms(10), TOO_LONG]);
+    refused(backoff, "backoff", &shown).await;
+}
+
+#[tokio::test]
+async fn the_duplicate_window_must_fit_in_the_retention() {
+    let longer = connect()
+        .max_age(Duration::from_secs(60))
+        .duplicate_window(Duration::from_secs(120));
+    refused(longer, "duplicate_window", "120s").await;
+    // Zero keeps events for good: any window fits.
+    let forever = connect()
+        .max_age(Duration::ZERO)
+        .duplicate_window(Duration::from_secs(3600));
+    accepted(forever).await;
+}
+
+#[tokio::test]
+async fn a_prefix_that_breaks_the_subject_rules_is_refused() {
+    for bad in ["", "a..b", ".a", "a.", "a b", "a\tb", "a.*", "a.>", "a\n"] {
+        refused(connect().prefix(bad), "prefix", &format!("{bad:?}")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_bad_stream_name_is_refused() {
+    let long = "S".repeat(201);
+    for bad in ["", "a.b", "a b", "a/b", "a*", long.as_str()] {
+        refused(connect().stream(bad), "stream", &format!("{bad:?}")).await;
+    }
+}
+
+#[tokio::test]
+async fn the_error_names_the_option_its_value_and_why() {
+    let error = refused(connect().batch(0), "batch", "0").await;
+    assert_eq!(
+        error.to_string(),
+        "invalid value 0 for `batch`: a fetch must ask for at least one message"
+    );
+    let error = refused(connect().prefix("a b"), "prefix", "\"a b\"").await;
+    assert!(error.to_string().contains("\nhelp: "), "{error}");
+}
+
+#[tokio::test]
+async fn options_are_checked_before_the_url_and_before_any_io() {
+    // A URL that does not parse and a server that is not there: the option is reported.
+    let builder = NatsTransport::connect("http://user:secretpass@nowhere").batch(0);
+    let error = refused(builder, "batch", "0").await;
+    assert!(!format!("{error:?}").contains("secretpass"));
+}
+
+#[tokio::test]
+async fn the_first_bad_option_in_the_builder_order_is_reported() {
+    let builder = connect()
+        .response_timeout(Duration::ZERO)
+        .batch(0)
+        .prefix("");
+    refused(builder, "prefix", "\"\"").await;
+}
+
+#[tokio::test]
+async fn the_defaults_and_each_smallest_value_pass() {
+    accepted(connect()).await;
+    let smallest = connect()
+        .prefix("a")
+        .stream("S")
+        .duplicate_window(Duration::from_nanos(1))
+        .max_age(Duration::from_millis(1))
+        .max_deliveries(1)
+        .backoff([Duration::ZERO])
+        .ack_wait(ms(200))
+        .batch(1)
+        .fetch_wait(ms(10))
+        .response_timeout(ms(1));
+    accepted(smallest).await;
+    accepted(connect().prefix("shop.prod-1").stream("SHOP_EVENTS-1")).await;
+}

@@ -1,0 +1,88 @@
+//! Answering a request on the serving side: the handler's reply (or its failure, typed) goes
+//! to the caller's reply list, and the request is acknowledged and deleted in the same
+//! transaction. Entries are read, claimed and dispatched by the [worker](super::worker), as
+//! events are; this is what it does with a request once handled.
+
+use catga_core::envelope::Envelope;
+
+use super::retry_delay::RetryDelay;
+use super::worker::Worker;
+use crate::entry::Entry;
+use crate::error::CommandError;
+use crate::reply;
+
+impl Worker {
+    /// A request: the reply (or the failure, typed) goes to the caller's reply list, and the
+    /// request is acknowledged and deleted in the same transaction. If that fails (the
+    /// connection is lost), it is tried again for up to the response timeout: the request ran,
+    /// and a redelivery could only answer that its outcome is in doubt.
+    pub(super) async fn answer(
+        &self,
+        entry: &Entry,
+        route: &str,
+        envelope: Envelope,
+        reply_to: Option<String>,
+        deliveries: u64,
+    ) {
+        let expired = envelope.expired();
+        let name = envelope.name.clone();
+        let reply = self
+            .inbound
+            .request(route, envelope, self.delivery(deliveries))
+            .await;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match &reply_to {
+            // A caller past its deadline is not waiting any more.
+            Some(_) if expired => {}
+            Some(key) if !self.shared.keys.is_reply(key) => {
+                tracing::warn!(target: "catga::redis", message = %name, reply_to = %key,
+                    "request names a reply key outside this transport's prefix; not answered");
+            }
+            Some(key) => {
+                let ttl =
+                    u64::try_from(self.shared.config.reply_ttl.as_millis()).unwrap_or(u64::MAX);
+                pipe.cmd("RPUSH")
+                    .arg(key)
+                    .arg(reply::encode(&reply))
+                    .ignore();
+                pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
+            }
+            None => {
+                tracing::warn!(target: "catga::redis", message = %name,
+                    "request without a reply key: handled, but nobody can be answered");
+            }
+        }
+        // A request stream is this service's alone, and a request is for one consumer: once
+        // answered, nothing needs it any more. (Event streams are shared by every service
+        // that handles the event: nothing is ever deleted from them.)
+        pipe.cmd("XACK")
+            .arg(&*entry.stream)
+            .arg(&self.group)
+            .arg(&entry.id)
+            .ignore();
+        pipe.cmd("XDEL").arg(&*entry.stream).arg(&entry.id).ignore();
+        let give_up = tokio::time::Instant::now() + self.shared.config.response_timeout;
+        let mut retry = RetryDelay::default();
+        loop {
+            let sent = self
+                .shared
+                .bounded(pipe.query_async::<()>(&mut self.shared.manager.clone()))
+                .await;
+            let Err(e) = sent else {
+                return;
+            };
+            let error = CommandError::new("RPUSH", reply_to.clone().unwrap_or_default(), e);
+            let delay = retry.next_delay();
+            if tokio::time::Instant::now() + delay >= give_up {
+                tracing::warn!(target: "catga::redis", message = %name,
+                    error = &error as &dyn std::error::Error,
+                    "could not send the reply; the request stays pending and its next delivery is answered as in doubt (or run again if it is safe to repeat)");
+                return;
+            }
+            tracing::debug!(target: "catga::redis", message = %name,
+                error = &error as &dyn std::error::Error, "could not send the reply; trying again");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
