@@ -60,7 +60,7 @@ impl Discard for After {
 }
 
 impl Discard for Scope {
-    #[inline]
+    #[inline(always)]
     fn poll<F: Future>(
         self,
         handler: Pin<&mut F>,
@@ -76,7 +76,7 @@ impl Discard for Scope {
 }
 
 /// A request handler's attempt.
-#[inline]
+#[inline(always)]
 pub(crate) fn attempt<F>(ctx: &Context, handler: F) -> Attempt<'_, F, After> {
     Attempt {
         ctx,
@@ -86,7 +86,7 @@ pub(crate) fn attempt<F>(ctx: &Context, handler: F) -> Attempt<'_, F, After> {
 }
 
 /// An event handler's attempt, tagged with its scope in the publish.
-#[inline]
+#[inline(always)]
 pub(crate) fn scoped_attempt<F>(ctx: &Context, scope: u32, handler: F) -> Attempt<'_, F, Scope> {
     Attempt {
         ctx,
@@ -102,7 +102,7 @@ where
 {
     type Output = Result<T, Error>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = std::task::ready!(this.discard.poll(this.handler, cx));

@@ -116,16 +116,19 @@ enum State<'a, T> {
 }
 
 /// Whether a future of type `F` can be stored inline.
+#[inline(always)]
 pub(crate) const fn fits<F>() -> bool {
     size_of::<F>() <= INLINE_FUTURE_BYTES && align_of::<F>() <= SLOT_ALIGN
 }
 
+#[inline(always)]
 unsafe fn poll_occupant<F: Future>(ptr: *mut u8, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
     // SAFETY: the caller passes the slot's buffer holding a live `F` that never moves until it
     // is dropped (the slot is pinned and the occupant is only dropped in place).
     unsafe { Pin::new_unchecked(&mut *ptr.cast::<F>()).poll(cx) }
 }
 
+#[inline(always)]
 unsafe fn drop_occupant<F>(ptr: *mut u8) {
     // SAFETY: the caller passes the slot's buffer holding a live `F`, dropped exactly once.
     unsafe { std::ptr::drop_in_place(ptr.cast::<F>()) }
@@ -133,6 +136,7 @@ unsafe fn drop_occupant<F>(ptr: *mut u8) {
 
 impl<'a, T> SlotFuture<'a, T> {
     /// Stores `future` in `slot` if it fits and the slot is free, otherwise boxes it.
+    #[inline(always)]
     pub(crate) fn new<F>(slot: Pin<&'a InlineSlot>, future: F) -> Self
     where
         F: Future<Output = T> + Send + 'a,

@@ -14,6 +14,14 @@
 //!
 //! The mediator, the static app and the transports' inbound path all use these; nothing here
 //! depends on them.
+//!
+//! The small generic functions a handler's future passes through (`attempt`, `Attempt::poll`,
+//! `SlotFuture::new` and the slot's poll/drop functions, and in `registry` the binding and the
+//! erased calls) are `#[inline(always)]`. Not for speed: rustc places an ordinary generic
+//! instantiation in a codegen unit named after the *generic's* module, so every handler of a
+//! service shares a few big units, and editing one handler recompiles all of them in a debug
+//! build. An `#[inline(always)]` function is copied into the unit of its caller, which is the
+//! handler's own module, so an edit recompiles that module's unit (benches/compile-time).
 
 pub(crate) mod attempt;
 pub(crate) mod guard;

@@ -76,6 +76,7 @@ impl std::fmt::Debug for Binding {
 }
 
 /// Binds the request handler `H` of `M`; its address is what `#[handler]` submits.
+#[inline(always)]
 pub fn bind_request<M: Request, H: RequestHandler<M>>(
     states: &States,
 ) -> Result<Binding, MissingState> {
@@ -92,6 +93,7 @@ pub fn bind_request<M: Request, H: RequestHandler<M>>(
 }
 
 /// Binds the event handler `H` of `E`.
+#[inline(always)]
 pub fn bind_event<E: Event, H: EventHandler<E>>(states: &States) -> Result<Binding, MissingState> {
     let state = H::resolve(states)?;
     let bound = BoundEvent::<E, H> {

@@ -49,6 +49,7 @@ pin_project_lite::pin_project! {
 impl<T: Send + 'static, F: Future<Output = Result<T, Error>>> Future for BoxOutput<F> {
     type Output = Result<Box<dyn Any + Send>, Error>;
 
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         match std::task::ready!(self.project().attempt.poll(cx)) {
             Ok(output) => Poll::Ready(Ok(Box::new(output))),
@@ -100,6 +101,7 @@ fn report_spill(spilled: &AtomicBool, handler: &'static str, size: usize) {
     }
 }
 
+#[inline(always)]
 fn store<'a, F, T>(
     future: F,
     slot: Pin<&'a InlineSlot>,
@@ -117,7 +119,7 @@ where
 }
 
 impl<M: Request, H: RequestHandler<M>> ErasedRequestHandler<M> for BoundRequest<M, H> {
-    #[inline]
+    #[inline(always)]
     fn call<'a>(
         &'a self,
         msg: M,
@@ -128,6 +130,7 @@ impl<M: Request, H: RequestHandler<M>> ErasedRequestHandler<M> for BoundRequest<
         store(future, slot, &self.spilled, H::META.name)
     }
 
+    #[inline(always)]
     fn call_any<'a>(
         &'a self,
         msg: M,
@@ -140,7 +143,7 @@ impl<M: Request, H: RequestHandler<M>> ErasedRequestHandler<M> for BoundRequest<
 }
 
 impl<E: Event, H: EventHandler<E>> ErasedEventHandler<E> for BoundEvent<E, H> {
-    #[inline]
+    #[inline(always)]
     fn call<'a>(
         &'a self,
         event: &'a E,
