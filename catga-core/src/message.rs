@@ -377,9 +377,13 @@ impl<M: Message> AnyMessage for M {
     fn info(&self) -> &'static MessageInfo {
         M::info()
     }
+    // `match`, not `map`/`and_then`: a closure in this impl is one more function per message
+    // type to compile (docs/architecture.md, "What is compiled per message").
     fn clone_boxed(&self) -> Option<Box<dyn AnyMessage>> {
-        self.__try_clone()
-            .map(|m| Box::new(m) as Box<dyn AnyMessage>)
+        match self.__try_clone() {
+            Some(copy) => Some(Box::new(copy)),
+            None => None,
+        }
     }
     fn validate(&self) -> Result<(), ValidationErrors> {
         self.__validate()
@@ -392,8 +396,10 @@ impl<M: Message> AnyMessage for M {
     }
     fn encode(&self, format: WireFormat) -> Result<Vec<u8>, CodecError> {
         // Encoded with `Json` only, then converted: one instantiation per type (see `codec`).
-        self.__encode(&Json)
-            .and_then(|json| json_into(format, json, std::any::type_name::<Self>()))
+        match self.__encode(&Json) {
+            Ok(json) => json_into(format, json, std::any::type_name::<Self>()),
+            Err(e) => Err(e),
+        }
     }
     fn idempotency_key(&self) -> Option<String> {
         self.__idempotency_key()
