@@ -2,10 +2,13 @@
 //! pending for redelivery.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use catga_core::envelope::Envelope;
-use catga_core::transport::{Delivery, Disposition, Inbound, Rejected};
+use catga_core::transport::{Delivery, Disposition, Inbound, Rejected, RemoteFailure, Reply};
+use catga_core::{Error, ErrorKind};
+use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -221,7 +224,16 @@ impl Worker {
                     payload: entry.payload(),
                     reason: error.to_string(),
                 };
-                return match self.inbound.reject(rejected).await {
+                // The application contains its handlers' panics; this contains anything else
+                // that unwinds out of it, even while it is handed the message (here and for
+                // events and requests below): the entry is never left without a settlement.
+                let work = async { self.inbound.reject(rejected).await };
+                let disposition = AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|_| {
+                    tracing::error!(target: "catga::redis", stream = %entry.stream, entry = %entry.id,
+                        "keeping a rejected entry panicked outside the application; it stays pending");
+                    Disposition::Retry
+                });
+                return match disposition {
                     Disposition::Retry => Settled::Done,
                     Disposition::Ack | Disposition::Terminate => Settled::Ack,
                 };
@@ -257,7 +269,13 @@ impl Worker {
                 return Settled::Done;
             };
             let delivery = self.delivery(deliveries);
-            match self.inbound.event(route, current, delivery).await {
+            let work = async { self.inbound.event(route, current, delivery).await };
+            let disposition = AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|_| {
+                tracing::error!(target: "catga::redis", stream = %entry.stream, entry = %entry.id,
+                    "handling an event panicked outside the application; it will be delivered again");
+                Disposition::Retry
+            });
+            match disposition {
                 Disposition::Ack | Disposition::Terminate => return Settled::Ack,
                 Disposition::Retry => {
                     tokio::select! {
@@ -314,10 +332,20 @@ impl Worker {
     ) {
         let expired = envelope.expired();
         let name = envelope.name.clone();
-        let reply = self
-            .inbound
-            .request(route, envelope, self.delivery(deliveries))
-            .await;
+        let delivery = self.delivery(deliveries);
+        let work = async { self.inbound.request(route, envelope, delivery).await };
+        let reply = AssertUnwindSafe(work)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(target: "catga::redis", message = %name,
+                "answering a request panicked outside the application; it gets an error reply");
+                let error = Error::from(ErrorKind::Panicked {
+                    message: name.to_string(),
+                    detail: "answering the request panicked outside the application".to_string(),
+                });
+                Reply::Err(RemoteFailure::of(&error))
+            });
         let mut pipe = redis::pipe();
         pipe.atomic();
         match &reply_to {
