@@ -75,6 +75,8 @@ pub mod secret;
 pub mod state;
 pub mod static_app;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod transport;
 pub mod validate;
 

@@ -1,14 +1,13 @@
-//! A panic is a failure, never silence: on the in-memory transport (the NATS and Redis crates
-//! test the same against real servers), a panicking handler fails its one message, the
-//! caller of a request gets a typed error at once, and the consumer keeps serving.
+//! A panic in one process: a panicking follow-up handler fails alone, and a panic in a direct
+//! `send` is the caller's, as from any function. (Across a transport, where a panic becomes
+//! a typed `panic` failure and the consumer keeps serving, is the conformance suite's
+//! `panics` family, `tests/conformance.rs`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use catga_core::ErrorKind;
 use catga_core::prelude::*;
-use catga_core::transport::MemoryTransport;
 
 #[derive(Debug, thiserror::Error)]
 #[error("unreachable")]
@@ -58,83 +57,6 @@ pub mod service {
     async fn divide(cmd: Divide) -> Result<u64, Never> {
         Ok(100 / cmd.by)
     }
-}
-
-fn service(bus: &MemoryTransport, count: Arc<Count>) -> Catga {
-    Catga::builder()
-        .state_arc(count)
-        .transport(bus.clone())
-        .service("service")
-        .handlers(|h| h.name.starts_with("panics::service::"))
-        .serve_max_in_flight(1)
-        .build()
-        .unwrap()
-}
-
-fn client(bus: &MemoryTransport) -> Catga {
-    Catga::builder()
-        .transport(bus.clone())
-        .service("client")
-        .handlers(|_| false)
-        .request_timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_panicking_event_handler_is_kept_once_and_the_consumer_goes_on() {
-    let bus = MemoryTransport::new().max_deliveries(3, Duration::from_millis(20));
-    let count = Arc::new(Count::default());
-    let app = service(&bus, count.clone());
-    let serving = app.serve().await.unwrap();
-    let client = client(&bus);
-    client.publish(Crash).await.unwrap();
-    client.publish(Crash).await.unwrap();
-    for n in 0..5 {
-        client.publish(Fine { n }).await.unwrap();
-    }
-    for _ in 0..1_000 {
-        if count.get() == 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(count.get(), 5, "the one in-flight slot was not leaked");
-    let kept = app.dead_letters().list_dyn(10).await.unwrap();
-    assert_eq!(kept.len(), 2, "each panicking event kept once: {kept:?}");
-    assert!(kept.iter().all(|r| r.code == "panic" && r.attempts == 1));
-    assert!(
-        kept[0].error.contains("a bug in the handler"),
-        "{}",
-        kept[0].error
-    );
-    serving.shutdown().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_panicking_request_is_answered_at_once_and_the_next_hundred_are_too() {
-    let bus = MemoryTransport::new();
-    let app = service(&bus, Arc::default());
-    let serving = app.serve().await.unwrap();
-    let client = client(&bus);
-    let started = tokio::time::Instant::now();
-    let err = client.send(Divide { by: 0 }).await.unwrap_err();
-    assert_eq!(
-        started.elapsed(),
-        Duration::ZERO,
-        "answered at once, not after the 30 s request timeout"
-    );
-    assert!(matches!(err.kind(), ErrorKind::Remote { .. }), "{err:?}");
-    assert_eq!(err.code(), "panic");
-    assert!(
-        !err.is_retryable(),
-        "a panic is a bug: running it again would panic again"
-    );
-    assert!(err.is_in_doubt());
-    for by in 1..=100 {
-        assert_eq!(client.send(Divide { by }).await.unwrap(), 100 / by);
-    }
-    serving.shutdown().await;
 }
 
 pub mod chain {

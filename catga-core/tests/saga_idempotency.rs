@@ -1,10 +1,15 @@
 //! Every command a saga step sends carries a message id derived from the run, the step and
 //! the direction, so however often it is sent (a `Retry` layer's attempts, the saga's own
 //! compensation retries, a resume after a crash) an `Idempotency` layer where it is handled
-//! runs it once. In one process here; across transports in `saga_scenarios` (run by
-//! `saga_routing.rs` and the NATS and Redis crates). Timing on Tokio's paused clock.
+//! runs it once. In one process here; across transports in the conformance suite's `saga`
+//! family (`tests/conformance.rs`, and the NATS and Redis crates'), whose fixtures these tests
+//! share. Timing on Tokio's paused clock.
 
-mod saga_scenarios;
+/// The saga family's messages, handlers and sagas (`catga_core::testkit`).
+#[allow(dead_code)] // its scenario functions run in tests/conformance.rs
+mod saga_scenarios {
+    catga_core::testkit::scenarios!(saga);
+}
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

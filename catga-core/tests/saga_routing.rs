@@ -1,11 +1,15 @@
 //! Saga steps go where `send` would send them: handled here when this process has the
-//! handler, else by another service through the transport, forward steps and compensations
-//! alike (the reproducer `nc_r01_saga_over_transport`). The scenarios every transport runs
-//! (`saga_scenarios`, also run against real NATS and Redis by those crates), on the in-memory
-//! transport, and what only needs one transport: no responder, no transport, deadlines.
-//! Timing on Tokio's paused clock.
+//! handler, else by another service through the transport. What every transport runs (steps
+//! and compensations elsewhere, lost replies, a step nobody serves) is the conformance
+//! suite's `saga` family (`tests/conformance.rs`); here, with its fixtures, what needs no
+//! transport or Tokio's paused clock: a step handled nowhere, and how long a remote step
+//! waits.
 
-mod saga_scenarios;
+/// The saga family's messages, handlers and sagas (`catga_core::testkit`).
+#[allow(dead_code)] // its scenario functions run in tests/conformance.rs
+mod saga_scenarios {
+    catga_core::testkit::scenarios!(saga);
+}
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,65 +18,9 @@ use catga_core::prelude::*;
 use catga_core::saga::{Saga, SagaError};
 use catga_core::transport::MemoryTransport;
 use saga_scenarios::{
-    Charge, Hold, Ledger, LoseReplies, Order, Refund, Release, Reserve, Ship, checkout, front,
-    is_billing, is_shipping, is_stock, service,
+    Charge, Hold, Ledger, LoseReplies, Order, Refund, Release, Reserve, Ship, checkout,
+    is_shipping, is_stock, service,
 };
-
-#[tokio::test(start_paused = true)]
-async fn nc_r01_a_saga_whose_steps_other_services_handle_completes_on_the_memory_transport() {
-    let bus = MemoryTransport::new();
-    saga_scenarios::steps_elsewhere_complete(|| std::future::ready(bus.clone())).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn nc_r01_compensations_other_services_handle_run_in_reverse_on_the_memory_transport() {
-    let bus = MemoryTransport::new();
-    saga_scenarios::compensations_elsewhere_run_in_reverse_and_one_failing_is_kept_once(|| {
-        std::future::ready(bus.clone())
-    })
-    .await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn lost_replies_and_a_resume_elsewhere_run_each_handler_once_on_the_memory_transport() {
-    let bus = MemoryTransport::new();
-    saga_scenarios::lost_replies_and_a_resume_elsewhere_run_each_handler_once(|| {
-        std::future::ready(bus.clone())
-    })
-    .await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_step_nobody_serves_fails_and_the_steps_before_it_are_compensated() {
-    let bus = MemoryTransport::new();
-    let ledger = Arc::new(Ledger::default());
-    let billing = service(
-        bus.clone(),
-        &ledger,
-        "billing",
-        is_billing,
-        &LoseReplies::default(),
-    );
-    let serving = billing.serve().await.unwrap();
-    let saga = checkout();
-    let mut state = saga.start();
-    let err = saga
-        .run(&front(bus.clone(), &ledger), &Order, &mut state)
-        .await
-        .unwrap_err();
-    let SagaError::Compensated { failure, .. } = &err else {
-        panic!("unexpected {err}");
-    };
-    assert_eq!(
-        (failure.step.as_str(), failure.code.as_str()),
-        ("ship", "transport")
-    );
-    assert_eq!(
-        ledger.log(),
-        ["reserve 2", "charge 900", "refund 7", "release 42"]
-    );
-    serving.shutdown().await;
-}
 
 #[tokio::test(start_paused = true)]
 async fn without_a_transport_a_step_handled_nowhere_fails_with_no_handler() {

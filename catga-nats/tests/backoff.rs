@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use catga_core::prelude::*;
-use common::{Corner, PATIENCE, eventually};
+use catga_core::testkit::{eventually, unique};
+use common::{Corner, Options};
 
 fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
@@ -64,21 +65,22 @@ async fn each_redelivery_waits_for_its_step_of_the_backoff_and_the_last_step_rep
         return;
     };
     let nats = corner
-        .transport()
-        .backoff([FIRST, THEN])
-        .max_deliveries(4)
-        .await
-        .unwrap();
+        .connect_with(Options {
+            backoff: Some(vec![FIRST, THEN]),
+            max_deliveries: Some(4),
+            ..corner.options()
+        })
+        .await;
     let runs = Arc::new(Runs::default());
     let app = Catga::builder()
         .state_arc(runs.clone())
         .transport(nats)
-        .service(common::unique("wobbly"))
+        .service(unique("wobbly"))
         .build()
         .unwrap();
     let serving = app.serve().await.unwrap();
     app.publish(Wobbly { n: 1 }).await.unwrap();
-    eventually("four deliveries", PATIENCE, || runs.at().len() >= 4).await;
+    eventually("four deliveries", || async { runs.at().len() >= 4 }).await;
     serving.shutdown().await;
 
     let at = runs.at();

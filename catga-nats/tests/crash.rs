@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 use catga_core::Retryable;
 use catga_core::prelude::*;
 use catga_core::store::dead_letter::{DeadLetterStore, MemoryDeadLetterStore};
+use catga_core::testkit::{PATIENCE, dead_letters, settled, unique};
 use catga_nats::NatsTransport;
-use common::{Corner, PATIENCE};
+use common::{Corner, Options};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
@@ -172,13 +173,16 @@ fn ack_wait() -> Duration {
 }
 
 async fn transport(url: &str, prefix: &str, stream: &str) -> NatsTransport {
-    NatsTransport::connect(url)
-        .prefix(prefix)
-        .stream(stream)
-        .ack_wait(ack_wait())
-        .fetch_wait(Duration::from_secs(1))
-        .max_deliveries(MAX_DELIVER)
-        .backoff([Duration::from_millis(20), Duration::from_millis(50)])
+    let options = Options {
+        prefix: Some(prefix.to_string()),
+        stream: Some(stream.to_string()),
+        ack_wait: Some(ack_wait()),
+        fetch_wait: Some(Duration::from_secs(1)),
+        max_deliveries: Some(MAX_DELIVER),
+        backoff: Some(vec![Duration::from_millis(20), Duration::from_millis(50)]),
+        ..Options::default()
+    };
+    common::transport::connect(url, &options)
         .await
         .expect("connect")
 }
@@ -259,8 +263,8 @@ async fn a_killed_instances_events_are_taken_over_and_failures_kept_exactly_once
     let Some(corner) = Corner::new("crash").await else {
         return;
     };
-    let service = common::unique("svc");
-    let ledger_path = TempFile(std::env::temp_dir().join(common::unique("catga-crash-ledger-")));
+    let service = unique("svc");
+    let ledger_path = TempFile(std::env::temp_dir().join(unique("catga-crash-ledger-")));
     let ledger = Arc::new(Ledger::in_memory());
     let fault_runs = Arc::new(FaultRuns::default());
     let letters = MemoryDeadLetterStore::new();
@@ -416,14 +420,8 @@ async fn a_killed_instances_events_are_taken_over_and_failures_kept_exactly_once
             Fault::Panic => Some((*id, "panic")),
         })
         .collect();
-    let kept = common::dead_letters(&letters, expected.len(), "every failure kept").await;
-    common::settled(
-        &publisher_nats(&corner).await,
-        &service,
-        "Faulty",
-        "every faulty event settled",
-    )
-    .await;
+    let kept = dead_letters(&letters, expected.len(), "every failure kept").await;
+    settled(&corner, &service, "Faulty", "every faulty event settled").await;
     tokio::time::sleep(ack_wait()).await;
     let kept_after = letters.list(10_000).await.unwrap();
     assert_eq!(
@@ -453,8 +451,4 @@ async fn a_killed_instances_events_are_taken_over_and_failures_kept_exactly_once
         );
     }
     parent_serving.shutdown().await;
-}
-
-async fn publisher_nats(corner: &Corner) -> NatsTransport {
-    transport(&corner.url, &corner.prefix, &corner.stream).await
 }

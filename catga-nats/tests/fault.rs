@@ -17,6 +17,7 @@ use catga_core::behavior::Idempotency;
 use catga_core::prelude::*;
 use catga_core::{Behavior, Next, Payload};
 use catga_nats::NatsTransport;
+use common::Options;
 use common::server::{PrivateServer, binary_or_skip};
 use futures::StreamExt;
 use uuid::Uuid;
@@ -110,13 +111,16 @@ impl Behavior for Deliveries {
 }
 
 async fn transport(url: &str) -> NatsTransport {
-    NatsTransport::connect(url)
-        .prefix("fault")
-        .stream("FAULT")
-        .ack_wait(Duration::from_secs(2))
-        .fetch_wait(Duration::from_secs(1))
-        .response_timeout(Duration::from_secs(2))
-        .backoff([Duration::from_millis(50)])
+    let options = Options {
+        prefix: Some("fault".to_string()),
+        stream: Some("FAULT".to_string()),
+        ack_wait: Some(Duration::from_secs(2)),
+        fetch_wait: Some(Duration::from_secs(1)),
+        response_timeout: Some(Duration::from_secs(2)),
+        backoff: Some(vec![Duration::from_millis(50)]),
+        ..Options::default()
+    };
+    common::transport::connect(url, &options)
         .await
         .expect("connect to the private server")
 }

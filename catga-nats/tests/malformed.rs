@@ -1,6 +1,7 @@
 //! Bytes that are not a catga message, injected with plain async-nats: kept in the reject
 //! store with why, acknowledged, and the consumer goes on; a request gets an error reply, not
-//! silence.
+//! silence. And the server's `max_payload` counts the headers too. (Undecodable and oversized
+//! messages sent through the `Transport` API are the conformance suite's `wire` family.)
 
 mod common;
 
@@ -10,9 +11,11 @@ use async_nats::HeaderMap;
 use catga_core::envelope::Envelope;
 use catga_core::prelude::*;
 use catga_core::store::dead_letter::{DeadLetterStore, MemoryDeadLetterStore};
+use catga_core::testkit::{PATIENCE, eventually, unique};
+use catga_core::transport::{Transport, TransportError};
 use catga_core::{MessageKind, WireFormat};
 use catga_nats::{ERROR_CODE, NatsTransport};
-use common::{Corner, PATIENCE, eventually};
+use common::Corner;
 
 #[event]
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,7 +59,7 @@ fn shipping(nats: &NatsTransport, rejects: &MemoryDeadLetterStore) -> (Catga, Ar
     let app = Catga::builder()
         .state_arc(seen.clone())
         .transport(nats.clone())
-        .service(common::unique("shipping"))
+        .service(unique("shipping"))
         .handlers(|h| h.name.starts_with("malformed::shipping::"))
         .dead_letters(rejects.clone())
         .build()
@@ -120,7 +123,7 @@ async fn unreadable_events_are_kept_and_the_consumer_goes_on() {
     // Then a real event.
     app.publish(OrderPlaced { order: 7 }).await.unwrap();
 
-    eventually("the good event after the bad ones", PATIENCE, || {
+    eventually("the good event after the bad ones", || async {
         !seen.placed.lock().unwrap().is_empty()
     })
     .await;
@@ -196,4 +199,29 @@ async fn an_unreadable_request_gets_an_error_reply_not_silence() {
         .unwrap();
     assert_eq!(ok, 5);
     serving.shutdown().await;
+}
+
+/// The headers count toward the server's `max_payload`: a request whose payload alone is the
+/// limit is refused before it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_headers_count_toward_the_servers_max_payload() {
+    let Some(corner) = Corner::new("headers_count_toward_max_payload").await else {
+        return;
+    };
+    let nats = corner.connect().await;
+    let max = nats.client().server_info().max_payload;
+    let envelope = Envelope::with_payload(
+        "Ship",
+        MessageKind::Command,
+        &Context::new(),
+        WireFormat::Json,
+        vec![b' '; max],
+    );
+    let refused = nats
+        .request(envelope, std::time::Duration::from_secs(5))
+        .await;
+    assert!(
+        matches!(refused, Err(TransportError::TooLarge { size, limit }) if limit == max && size > max),
+        "the headers count too: {refused:?}"
+    );
 }

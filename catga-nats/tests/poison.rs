@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use catga_core::prelude::*;
 use catga_core::store::dead_letter::{DeadLetterStore, MemoryDeadLetterStore};
+use catga_core::testkit::{PATIENCE, dead_letters, eventually, settled, unique};
 use catga_nats::NatsTransport;
-use common::{Corner, PATIENCE, eventually};
+use common::{Corner, Options};
 
 #[event]
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,9 +77,14 @@ async fn a_poison_event_is_set_aside_after_one_reconnection(test: &str, block: &
         return;
     };
     let ack_wait = Duration::from_secs(2);
-    let nats = corner.transport().ack_wait(ack_wait).await.unwrap();
+    let nats = corner
+        .connect_with(Options {
+            ack_wait: Some(ack_wait),
+            ..corner.options()
+        })
+        .await;
     let letters = MemoryDeadLetterStore::new();
-    let service = common::unique("svc");
+    let service = unique("svc");
     let (app, handled) = app(&nats, &service, &letters);
     let serving = app.serve().await.unwrap();
     assert_eq!(common::connects(&nats), 1);
@@ -104,14 +110,20 @@ async fn a_poison_event_is_set_aside_after_one_reconnection(test: &str, block: &
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eventually("both good events", PATIENCE, || {
+    eventually("both good events", || async {
         handled.0.lock().unwrap().len() >= 2
     })
     .await;
-    let kept = common::dead_letters(&letters, 1, "the poison event kept").await;
+    let kept = dead_letters(&letters, 1, "the poison event kept").await;
     // Long enough for two more deliveries, had it not been terminated.
     tokio::time::sleep(ack_wait * 3).await;
-    common::settled(&nats, &service, "Tick", "nothing pending or unacknowledged").await;
+    settled(
+        &corner,
+        &service,
+        "Tick",
+        "nothing pending or unacknowledged",
+    )
+    .await;
 
     let kept_after = letters.list(10).await.unwrap();
     assert_eq!(kept_after.len(), 1, "one record: {kept_after:?}");
@@ -146,7 +158,7 @@ async fn a_poison_event_is_set_aside_after_one_reconnection(test: &str, block: &
     );
     // Good traffic after the episode.
     app.publish(Tick { n: 3 }).await.unwrap();
-    eventually("a good event after the episode", PATIENCE, || {
+    eventually("a good event after the episode", || async {
         handled.0.lock().unwrap().contains(&3)
     })
     .await;
@@ -182,7 +194,7 @@ async fn a_request_with_unreadable_headers_costs_one_reconnection_and_nothing_el
     };
     let nats = corner.connect().await;
     let letters = MemoryDeadLetterStore::new();
-    let (app, handled) = app(&nats, &common::unique("svc"), &letters);
+    let (app, handled) = app(&nats, &unique("svc"), &letters);
     let serving = app.serve().await.unwrap();
     let caller = Catga::builder()
         .transport(corner.connect().await)
@@ -203,7 +215,7 @@ async fn a_request_with_unreadable_headers_costs_one_reconnection_and_nothing_el
         false,
     )
     .await;
-    eventually("the responder's reconnection", PATIENCE, || {
+    eventually("the responder's reconnection", || async {
         common::connects(&nats) == 2
     })
     .await;

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy, StorageType};
 use catga_core::prelude::*;
+use catga_core::testkit::{PATIENCE, eventually, settled, unique};
 use catga_nats::NatsTransport;
 use common::server::{PrivateServer, binary_or_skip};
-use common::{Corner, PATIENCE};
+use common::{Corner, Options};
 
 /// Events published right after each restart.
 const AFTER_RESTART: u64 = 31;
@@ -109,12 +110,15 @@ pub mod held {
 }
 
 async fn transport(url: &str) -> NatsTransport {
-    NatsTransport::connect(url)
-        .prefix("rec")
-        .stream("REC")
-        .ack_wait(Duration::from_secs(5))
-        .fetch_wait(Duration::from_secs(1))
-        .response_timeout(Duration::from_secs(2))
+    let options = Options {
+        prefix: Some("rec".to_string()),
+        stream: Some("REC".to_string()),
+        ack_wait: Some(Duration::from_secs(5)),
+        fetch_wait: Some(Duration::from_secs(1)),
+        response_timeout: Some(Duration::from_secs(2)),
+        ..Options::default()
+    };
+    common::transport::connect(url, &options)
         .await
         .expect("connect to the private server")
 }
@@ -216,7 +220,7 @@ async fn a_durable_consumer_deleted_with_a_backlog_is_created_again_without_skip
     };
     let nats = corner.connect().await;
     let gate = Arc::new(Gate::default());
-    let service = common::unique("svc");
+    let service = unique("svc");
     let app = Catga::builder()
         .state_arc(gate.clone())
         .transport(nats.clone())
@@ -229,7 +233,7 @@ async fn a_durable_consumer_deleted_with_a_backlog_is_created_again_without_skip
     for n in 0..10 {
         app.publish(Held { n }).await.unwrap();
     }
-    common::eventually("the first event in hand", PATIENCE, || {
+    eventually("the first event in hand", || async {
         gate.waiting.load(std::sync::atomic::Ordering::SeqCst) == 1
     })
     .await;
@@ -261,7 +265,7 @@ async fn a_durable_consumer_deleted_with_a_backlog_is_created_again_without_skip
         "deleted consumer: {} handler runs for 15 events",
         gate.seen.lock().unwrap().len()
     );
-    common::settled(&nats, &service, "Held", "everything acknowledged").await;
+    settled(&corner, &service, "Held", "everything acknowledged").await;
     serving.shutdown().await;
 }
 

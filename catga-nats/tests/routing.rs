@@ -14,9 +14,10 @@ use async_nats::HeaderMap;
 use catga_core::envelope::Envelope;
 use catga_core::prelude::*;
 use catga_core::store::dead_letter::{DeadLetterStore, MemoryDeadLetterStore};
+use catga_core::testkit::{dead_letters, eventually, settled, unique};
 use catga_core::{MessageKind, WireFormat};
 use catga_nats::{ERROR_CODE, NatsTransport};
-use common::{Corner, PATIENCE, eventually};
+use common::Corner;
 
 #[command(output = u64)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,9 +109,9 @@ async fn an_event_subject_carrying_another_message_is_never_dispatched() {
     };
     let nats = corner.connect().await;
     let letters = MemoryDeadLetterStore::new();
-    let service = common::unique("shop");
+    let service = unique("shop");
     // Another service consuming the same event: what it has must stay its own.
-    let other = common::unique("analytics");
+    let other = unique("analytics");
     let (other_app, _) = shop(&nats, &other, &MemoryDeadLetterStore::new());
     other_app.serve().await.unwrap().shutdown().await;
     let (app, state) = shop(&nats, &service, &letters);
@@ -136,12 +137,12 @@ async fn an_event_subject_carrying_another_message_is_never_dispatched() {
     }
     app.publish(Viewed { page: 2 }).await.unwrap();
 
-    eventually("the real event", PATIENCE, || {
+    eventually("the real event", || async {
         state.viewed.load(Ordering::SeqCst) == 1
     })
     .await;
-    let kept = common::dead_letters(&letters, 3, "the three smuggled messages").await;
-    common::settled(&nats, &service, "Viewed", "all four settled").await;
+    let kept = dead_letters(&letters, 3, "the three smuggled messages").await;
+    settled(&corner, &service, "Viewed", "all four settled").await;
     assert!(kept.iter().all(|r| r.code == "envelope"), "{kept:?}");
     let mut named: Vec<&str> = kept.iter().map(|r| r.message.as_str()).collect();
     named.sort_unstable();
@@ -177,7 +178,7 @@ async fn a_request_subject_carrying_an_event_is_refused_not_dispatched() {
     };
     let nats = corner.connect().await;
     let letters = MemoryDeadLetterStore::new();
-    let (app, state) = shop(&nats, &common::unique("shop"), &letters);
+    let (app, state) = shop(&nats, &unique("shop"), &letters);
     let serving = app.serve().await.unwrap();
     let subject = nats.request_subject("Refund");
     let payload = br#"{"cents":500,"page":1}"#;
@@ -197,7 +198,7 @@ async fn a_request_subject_carrying_an_event_is_refused_not_dispatched() {
             "refused at once"
         );
     }
-    let kept = common::dead_letters(&letters, 2, "both kept").await;
+    let kept = dead_letters(&letters, 2, "both kept").await;
     assert!(kept.iter().all(|r| r.code == "envelope"), "{kept:?}");
     assert_eq!(
         state.refunded.load(Ordering::SeqCst),

@@ -5,13 +5,14 @@
 //! logs from tasks on any thread), and each test checks the whole buffer after its own steps.
 
 mod common;
-#[path = "../../catga-core/tests/secret_capture/mod.rs"]
-mod secret_capture;
 
-use catga_nats::{ConnectError, NatsTransport};
+use catga_core::testkit::free_port;
+use catga_core::testkit::logs::{self, capture};
+use catga_nats::ConnectError;
 
-use common::server::{PrivateServer, binary_or_skip, free_port};
-use secret_capture::logs;
+use common::Options;
+use common::server::{PrivateServer, binary_or_skip};
+use common::transport::{builder, connect};
 
 /// What must never be shown.
 const SECRETS: [&str; 5] = [
@@ -24,25 +25,42 @@ const SECRETS: [&str; 5] = [
 
 /// `everything_about` and `assert_hidden` with this crate's error type and secrets.
 fn everything_about(error: &ConnectError) -> String {
-    secret_capture::everything_about(error)
+    logs::everything_about(error)
 }
 
 fn assert_hidden(what: &str, shown: &str) {
-    secret_capture::assert_hidden(&SECRETS, what, shown);
+    logs::assert_hidden(&SECRETS, what, shown);
+}
+
+/// The options a test authenticates with.
+fn user_options(user: &str, password: &str) -> Options {
+    Options {
+        user_and_password: Some((user.to_string(), password.to_string())),
+        ..Options::default()
+    }
+}
+
+fn token_options(token: &str) -> Options {
+    Options {
+        token: Some(token.to_string()),
+        ..Options::default()
+    }
 }
 
 #[tokio::test]
 async fn a_failed_connect_shows_no_credential_in_its_error_or_the_logs() {
-    let logs = logs();
+    let logs = capture();
     let port = free_port(); // bound then released: nothing listens there
     let urls = [
         format!("nats://user:secretpass@127.0.0.1:{port}"),
         format!("nats://secrettoken@127.0.0.1:{port}"),
     ];
     for url in urls {
-        let error = NatsTransport::connect(url)
-            .token("secrettoken")
-            .user_and_password("secretuser", "secretpass")
+        let options = Options {
+            token: Some("secrettoken".to_string()),
+            ..user_options("secretuser", "secretpass")
+        };
+        let error = connect(url, &options)
             .await
             .expect_err("nothing listens on the port");
         assert!(
@@ -68,12 +86,12 @@ async fn a_failed_connect_shows_no_credential_in_its_error_or_the_logs() {
 
 #[tokio::test]
 async fn a_url_that_does_not_parse_shows_no_credential() {
-    let logs = logs();
+    let logs = capture();
     for url in [
         "http://user:secretpass@127.0.0.1:4222",
         "nats://user:secretpass@127.0.0.1:port",
     ] {
-        let error = NatsTransport::connect(url)
+        let error = connect(url, &Options::default())
             .await
             .expect_err("not a NATS URL");
         let shown = everything_about(&error);
@@ -85,12 +103,17 @@ async fn a_url_that_does_not_parse_shows_no_credential() {
 
 #[test]
 fn the_builder_debug_shows_no_credential() {
-    let builder = NatsTransport::connect("nats://user:secretpass@127.0.0.1:4222?token=secrettoken")
-        .prefix("shop")
-        .user_and_password("secretuser", "secretpass")
-        .token("secrettoken")
-        .nkey("SUSECRETSEED")
-        .credentials_file("/etc/nats/shop.creds");
+    let options = Options {
+        prefix: Some("shop".to_string()),
+        token: Some("secrettoken".to_string()),
+        nkey: Some("SUSECRETSEED".to_string()),
+        credentials_file: Some("/etc/nats/shop.creds".into()),
+        ..user_options("secretuser", "secretpass")
+    };
+    let builder = builder(
+        "nats://user:secretpass@127.0.0.1:4222?token=secrettoken",
+        &options,
+    );
     let shown = format!("{builder:?}");
     assert_hidden("the builder", &shown);
     assert!(
@@ -107,22 +130,31 @@ async fn credentials_from_the_url_or_the_options_authenticate_and_stay_hidden() 
     let Some(binary) = binary_or_skip(TEST) else {
         return;
     };
-    let logs = logs();
+    let logs = capture();
     let with_user =
         PrivateServer::start_with(&binary, "auth", &["--user", "user", "--pass", "secretpass"])
             .await;
     let with_token = PrivateServer::start_with(&binary, "auth", &["--auth", "secrettoken"]).await;
     let (user_port, token_port) = (with_user.port, with_token.port);
 
+    let plain = Options::default();
     let transports = [
-        NatsTransport::connect(format!("nats://user:secretpass@127.0.0.1:{user_port}")).await,
-        NatsTransport::connect(format!("nats://127.0.0.1:{user_port}"))
-            .user_and_password("user", "secretpass")
-            .await,
-        NatsTransport::connect(format!("nats://secrettoken@127.0.0.1:{token_port}")).await,
-        NatsTransport::connect(format!("nats://127.0.0.1:{token_port}"))
-            .token("secrettoken")
-            .await,
+        connect(
+            format!("nats://user:secretpass@127.0.0.1:{user_port}"),
+            &plain,
+        )
+        .await,
+        connect(
+            format!("nats://127.0.0.1:{user_port}"),
+            &user_options("user", "secretpass"),
+        )
+        .await,
+        connect(format!("nats://secrettoken@127.0.0.1:{token_port}"), &plain).await,
+        connect(
+            format!("nats://127.0.0.1:{token_port}"),
+            &token_options("secrettoken"),
+        )
+        .await,
     ];
     for (i, transport) in transports.into_iter().enumerate() {
         let transport = transport.unwrap_or_else(|e| panic!("connection {i}: {e:?}"));
@@ -132,10 +164,16 @@ async fn credentials_from_the_url_or_the_options_authenticate_and_stay_hidden() 
     }
 
     let refused = [
-        NatsTransport::connect(format!("nats://user:wrongsecret@127.0.0.1:{user_port}")).await,
-        NatsTransport::connect(format!("nats://127.0.0.1:{token_port}"))
-            .token("wrongsecret")
-            .await,
+        connect(
+            format!("nats://user:wrongsecret@127.0.0.1:{user_port}"),
+            &plain,
+        )
+        .await,
+        connect(
+            format!("nats://127.0.0.1:{token_port}"),
+            &token_options("wrongsecret"),
+        )
+        .await,
     ];
     for refused in refused {
         let error = refused.expect_err("wrong credentials");

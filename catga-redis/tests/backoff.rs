@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use catga_core::prelude::*;
-use common::{Server, eventually};
+use catga_core::testkit::eventually;
+use common::{Options, Server};
 
 fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
@@ -64,11 +65,12 @@ async fn each_redelivery_waits_for_its_step_of_the_backoff_and_the_last_step_rep
         return;
     };
     let redis = server
-        .builder()
-        .backoff([FIRST, THEN])
-        .max_deliveries(4)
-        .await
-        .unwrap();
+        .transport_with(Options {
+            backoff: Some(vec![FIRST, THEN]),
+            max_deliveries: Some(4),
+            ..server.options()
+        })
+        .await;
     let runs = Arc::new(Runs::default());
     let app = Catga::builder()
         .state_arc(runs.clone())

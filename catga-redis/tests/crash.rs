@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use catga_core::prelude::*;
 use catga_core::store::dead_letter::DeadLetterStore;
-use catga_redis::RedisTransport;
+use catga_core::testkit::{eventually, within};
 use common::redis_dead_letters::RedisDeadLetters;
-use common::{Server, consumer_names, eventually, pending};
+use common::{Options, Server, consumer_names, pending};
 use redis::aio::MultiplexedConnection;
 
 const CHILD: &str = "CATGA_REDIS_CRASH_CHILD";
@@ -151,15 +151,14 @@ async fn instance(
     instance: &str,
     who: &'static str,
 ) -> Catga<impl catga_core::Layer> {
-    let redis = RedisTransport::connect(url)
-        .prefix(prefix)
-        .instance(instance)
-        .fetch_wait(Duration::from_millis(500))
-        .backoff([Duration::from_millis(50)])
-        .max_deliveries(3)
-        .ack_wait(claim_idle())
-        .await
-        .unwrap();
+    let options = Options {
+        prefix: Some(prefix.to_string()),
+        instance: Some(instance.to_string()),
+        max_deliveries: Some(3),
+        ack_wait: Some(claim_idle()),
+        ..Options::for_tests()
+    };
+    let redis = common::transport::connect(url, &options).await.unwrap();
     let conn = raw(url).await;
     let letters = RedisDeadLetters::new(conn.clone(), format!("{prefix}:dead-letters"));
     Catga::builder()
@@ -309,7 +308,7 @@ async fn a_consumer_process_killed_mid_stream_is_taken_over_and_nothing_is_lost(
     );
 
     let bound = claim_idle() * 2 + Duration::from_secs(30);
-    common::within(
+    within(
         bound,
         "the parent takes over the child's entries",
         || async { held_by(&mut raw.clone(), &stream, &child_name).await == 0 },
@@ -330,12 +329,12 @@ async fn a_consumer_process_killed_mid_stream_is_taken_over_and_nothing_is_lost(
             .unwrap();
         keys.into_iter().collect::<BTreeSet<u64>>()
     };
-    common::within(bound, "every event is handled", || async {
+    within(bound, "every event is handled", || async {
         handled().await == expected_handled
     })
     .await;
     let all_handled = killed.elapsed();
-    common::within(bound, "and every entry settled", || async {
+    within(bound, "and every entry settled", || async {
         pending(&mut raw.clone(), &stream, SERVICE).await == 0
     })
     .await;

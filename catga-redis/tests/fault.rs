@@ -18,6 +18,7 @@ use std::time::Duration;
 use catga_core::behavior::Idempotency;
 use catga_core::prelude::*;
 use catga_redis::{RedisTransport, StartFrom};
+use common::Options;
 use common::private_redis::{Persistence, PrivateRedis};
 use tokio::sync::watch;
 
@@ -135,11 +136,14 @@ impl Behavior for CountDeliveries {
 }
 
 async fn transport(url: &str) -> RedisTransport {
-    RedisTransport::connect(url)
-        .prefix("fault")
-        .start_from(StartFrom::Beginning)
-        .fetch_wait(Duration::from_millis(500))
-        .ack_wait(Duration::from_secs(5))
+    let options = Options {
+        prefix: Some("fault".to_string()),
+        start_from: Some(StartFrom::Beginning),
+        fetch_wait: Some(Duration::from_millis(500)),
+        ack_wait: Some(Duration::from_secs(5)),
+        ..Options::default()
+    };
+    common::transport::connect(url, &options)
         .await
         .expect("the private server is up")
 }

@@ -15,11 +15,12 @@ use std::time::Duration;
 use catga_core::envelope::Envelope;
 use catga_core::prelude::*;
 use catga_core::store::dead_letter::{DeadLetterStore, MemoryDeadLetterStore};
+use catga_core::testkit::eventually;
 use catga_core::transport::{Transport, TransportError};
 use catga_core::{MessageKind, WireFormat};
 use catga_redis::RedisTransport;
 use common::private_redis::{Persistence, PrivateRedis};
-use common::{Server, eventually, pending, xlen};
+use common::{Options, Server, pending, xlen};
 use redis::aio::MultiplexedConnection;
 
 #[command(output = u64)]
@@ -155,10 +156,11 @@ where
 {
     let server = Server::get(test).await?;
     let redis = server
-        .builder()
-        .ack_wait(Duration::from_millis(300))
-        .await
-        .unwrap();
+        .transport_with(Options {
+            ack_wait: Some(Duration::from_millis(300)),
+            ..server.options()
+        })
+        .await;
     let stream = redis.request_stream(stream_name);
     let mut raw = server.raw().await;
     ghost_group(&mut raw, &stream, "billing").await;
@@ -238,11 +240,12 @@ async fn a_query_whose_instance_died_is_run_again() {
 }
 
 async fn private_transport(server: &PrivateRedis) -> RedisTransport {
-    RedisTransport::connect(server.url())
-        .prefix("recovery")
-        .fetch_wait(Duration::from_millis(500))
-        .backoff([Duration::from_millis(50)])
-        .ack_wait(Duration::from_secs(2))
+    let options = Options {
+        prefix: Some("recovery".to_string()),
+        ack_wait: Some(Duration::from_secs(2)),
+        ..Options::for_tests()
+    };
+    common::transport::connect(server.url(), &options)
         .await
         .expect("the private server is up")
 }

@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use catga_core::prelude::*;
+use catga_core::testkit::{eventually, within};
 use catga_core::transport::TransportError;
 use catga_redis::RedisTransport;
-use common::{Server, consumer_names, consumers, eventually, pending, within};
+use common::{Options, Server, consumer_names, consumers, pending};
 use redis::aio::MultiplexedConnection;
 
 /// The service the tests run instances of; each consumer group is named after it.
@@ -161,11 +162,12 @@ async fn a_restarted_instance_with_the_same_name_handles_its_pending_entries_at_
         return;
     };
     let redis = server
-        .builder()
-        .instance("i1")
-        .ack_wait(NEVER)
-        .await
-        .unwrap();
+        .transport_with(Options {
+            instance: Some("i1".to_string()),
+            ack_wait: Some(NEVER),
+            ..server.options()
+        })
+        .await;
     let stream = parcels_left_by(&server, &redis, "i1", 5).await;
 
     let (app, seen) = shipping(&redis);
@@ -197,11 +199,12 @@ async fn an_instance_under_another_name_leaves_them_to_claiming() {
         return;
     };
     let redis = server
-        .builder()
-        .instance("i2")
-        .ack_wait(NEVER)
-        .await
-        .unwrap();
+        .transport_with(Options {
+            instance: Some("i2".to_string()),
+            ack_wait: Some(NEVER),
+            ..server.options()
+        })
+        .await;
     let stream = parcels_left_by(&server, &redis, "i1", 5).await;
 
     let (app, seen) = shipping(&redis);
@@ -228,13 +231,14 @@ async fn dead_consumers_are_forgotten_once_nothing_is_pending_and_the_serving_on
     // it not spared, it could vanish between reads. Claiming never happens in this first
     // part, so the ghost with an entry pending keeps it.
     let first = server
-        .builder()
-        .instance("live")
-        .fetch_wait(ms(290))
-        .ack_wait(NEVER)
-        .forget_idle(ms(300))
-        .await
-        .unwrap();
+        .transport_with(Options {
+            instance: Some("live".to_string()),
+            fetch_wait: Some(ms(290)),
+            ack_wait: Some(NEVER),
+            forget_idle: Some(ms(300)),
+            ..server.options()
+        })
+        .await;
     let events = first.event_stream("Parcel");
     let requests = first.request_stream("Ship");
     let mut raw = server.raw().await;
@@ -283,13 +287,14 @@ async fn dead_consumers_are_forgotten_once_nothing_is_pending_and_the_serving_on
 
     // Restarted with claiming on: the entry is claimed away from `busy`, which then goes too.
     let second = server
-        .builder()
-        .instance("live")
-        .fetch_wait(ms(100))
-        .ack_wait(ms(200))
-        .forget_idle(ms(300))
-        .await
-        .unwrap();
+        .transport_with(Options {
+            instance: Some("live".to_string()),
+            fetch_wait: Some(ms(100)),
+            ack_wait: Some(ms(200)),
+            forget_idle: Some(ms(300)),
+            ..server.options()
+        })
+        .await;
     let (app, seen) = shipping(&second);
     let serving = app.serve().await.unwrap();
     eventually("`busy`'s entry is claimed and handled", || async {
@@ -314,13 +319,14 @@ async fn once_dead_consumers_are_forgotten_a_request_nobody_serves_fails_fast() 
         return;
     };
     let redis = server
-        .builder()
-        .instance("live")
-        .fetch_wait(ms(100))
-        .ack_wait(ms(200))
-        .forget_idle(ms(300))
-        .await
-        .unwrap();
+        .transport_with(Options {
+            instance: Some("live".to_string()),
+            fetch_wait: Some(ms(100)),
+            ack_wait: Some(ms(200)),
+            forget_idle: Some(ms(300)),
+            ..server.options()
+        })
+        .await;
     let requests = redis.request_stream("Ship");
     let mut raw = server.raw().await;
     create_group(&mut raw, &requests).await;

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use catga_core::behavior::Caching;
 use catga_core::prelude::*;
+use catga_core::testkit::{eventually, within};
 use catga_redis::RedisTransport;
-use common::eventually;
+use common::Options;
 use common::private_redis::{Persistence, PrivateRedis};
-use common::within;
 
 #[derive(Debug, thiserror::Error)]
 #[error("never")]
@@ -195,11 +195,12 @@ async fn after_a_restart_without_data_every_event_accepted_is_handled_and_reques
 }
 
 async fn private_transport(server: &PrivateRedis) -> RedisTransport {
-    RedisTransport::connect(server.url())
-        .prefix("recovery")
-        .fetch_wait(Duration::from_millis(500))
-        .backoff([Duration::from_millis(50)])
-        .ack_wait(Duration::from_secs(2))
+    let options = Options {
+        prefix: Some("recovery".to_string()),
+        ack_wait: Some(Duration::from_secs(2)),
+        ..Options::for_tests()
+    };
+    common::transport::connect(server.url(), &options)
         .await
         .expect("the private server is up")
 }

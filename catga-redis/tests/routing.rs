@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use catga_core::envelope::header;
 use catga_core::prelude::*;
 use catga_core::store::dead_letter::{DeadLetterStore, FailureStage, MemoryDeadLetterStore};
+use catga_core::testkit::eventually;
 use catga_core::transport::RemoteFailure;
 use catga_redis::RedisTransport;
-use common::{Server, eventually, inject, pending, xlen};
+use common::{Server, inject, pending, xlen};
 use redis::aio::MultiplexedConnection;
 
 #[command(output = u64)]
@@ -139,7 +140,7 @@ async fn a_command_smuggled_onto_an_event_stream_is_kept_aside_and_never_run() {
     let serving = app.serve().await.unwrap();
 
     let id = uuid::Uuid::now_v7().to_string();
-    let reply_key = format!("{}:replies:smuggled", redis.prefix());
+    let reply_key = format!("{}:replies:smuggled", server.prefix);
     inject(
         &mut raw,
         &stream,
@@ -262,7 +263,7 @@ async fn an_event_smuggled_onto_a_request_stream_is_refused_and_answered() {
         .enumerate()
     {
         let id = uuid::Uuid::now_v7().to_string();
-        let reply_key = format!("{}:replies:reverse-{n}", redis.prefix());
+        let reply_key = format!("{}:replies:reverse-{n}", server.prefix);
         inject(
             &mut raw,
             &stream,

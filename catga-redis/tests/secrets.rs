@@ -6,41 +6,42 @@
 //! its own steps.
 
 mod common;
-#[path = "../../catga-core/tests/secret_capture/mod.rs"]
-mod secret_capture;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
-use catga_redis::{ConnectError, RedisTransport};
+use catga_core::testkit::free_port;
+use catga_core::testkit::logs::{self, capture};
+use catga_redis::ConnectError;
 
+use common::Options;
 use common::private_redis::{self, Persistence, PrivateRedis};
-use secret_capture::logs;
+use common::transport::{builder, connect};
 
 /// What must never be shown.
 const SECRETS: [&str; 4] = ["secretpass", "secrettoken", "wrongsecret", "secretuser"];
 
 /// `everything_about` and `assert_hidden` with this crate's error type and secrets.
 fn everything_about(error: &ConnectError) -> String {
-    secret_capture::everything_about(error)
+    logs::everything_about(error)
 }
 
 fn assert_hidden(what: &str, shown: &str) {
-    secret_capture::assert_hidden(&SECRETS, what, shown);
+    logs::assert_hidden(&SECRETS, what, shown);
 }
 
-/// A loopback port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
+/// The options of a transport on the key prefix `prefix`, with `password`.
+fn options(prefix: &str, password: Option<&str>) -> Options {
+    Options {
+        prefix: Some(prefix.to_string()),
+        password: password.map(str::to_string),
+        ..Options::default()
+    }
 }
 
 #[tokio::test]
 async fn a_failed_connect_shows_no_credential_in_its_error_or_the_logs() {
-    let logs = logs();
-    let port = closed_port();
+    let logs = capture();
+    let port = free_port(); // bound then released: nothing listens there
     let cases = [
         (
             format!("redis://secretuser:secretpass@127.0.0.1:{port}/0"),
@@ -52,9 +53,13 @@ async fn a_failed_connect_shows_no_credential_in_its_error_or_the_logs() {
         ),
     ];
     for (url, redacted) in cases {
-        let error = RedisTransport::connect(url)
-            .user_and_password("secretuser", "secrettoken")
-            .response_timeout(Duration::from_secs(1))
+        let options = Options {
+            username: Some("secretuser".to_string()),
+            password: Some("secrettoken".to_string()),
+            response_timeout: Some(Duration::from_secs(1)),
+            ..Options::default()
+        };
+        let error = connect(url, &options)
             .await
             .expect_err("nothing listens there");
         assert!(
@@ -79,12 +84,12 @@ async fn a_failed_connect_shows_no_credential_in_its_error_or_the_logs() {
 
 #[tokio::test]
 async fn a_url_that_does_not_parse_shows_no_credential() {
-    let logs = logs();
+    let logs = capture();
     for url in [
         "http://secretuser:secretpass@127.0.0.1:6379",
         "redis://secretuser:secretpass@127.0.0.1:6379/notadb",
     ] {
-        let error = RedisTransport::connect(url)
+        let error = connect(url, &Options::default())
             .await
             .expect_err("not a redis URL");
         assert!(
@@ -100,9 +105,11 @@ async fn a_url_that_does_not_parse_shows_no_credential() {
 
 #[test]
 fn the_builder_debug_shows_no_credential() {
-    let builder = RedisTransport::connect("rediss://secretuser:secretpass@127.0.0.1:6380/0")
-        .prefix("shop")
-        .user_and_password("secretuser", "secrettoken");
+    let options = Options {
+        username: Some("secretuser".to_string()),
+        ..options("shop", Some("secrettoken"))
+    };
+    let builder = builder("rediss://secretuser:secretpass@127.0.0.1:6380/0", &options);
     let shown = format!("{builder:?}");
     assert_hidden("the builder", &shown);
     assert!(shown.contains("rediss://***@127.0.0.1:6380/0"), "{shown}");
@@ -115,21 +122,26 @@ async fn a_password_from_the_url_or_the_option_authenticates_and_stays_hidden() 
     if !private_redis::available("a_password_from_the_url_or_the_option_authenticates") {
         return;
     }
-    let logs = logs();
+    let logs = capture();
     let server = PrivateRedis::start_with_password(Persistence::None, Some("secretpass")).await;
     let port = server.port;
 
     let transports = [
-        RedisTransport::connect(format!("redis://:secretpass@127.0.0.1:{port}"))
-            .prefix("secrets")
-            .await,
-        RedisTransport::connect(format!("redis://default:secretpass@127.0.0.1:{port}"))
-            .prefix("secrets")
-            .await,
-        RedisTransport::connect(format!("redis://127.0.0.1:{port}"))
-            .prefix("secrets")
-            .password("secretpass")
-            .await,
+        connect(
+            format!("redis://:secretpass@127.0.0.1:{port}"),
+            &options("secrets", None),
+        )
+        .await,
+        connect(
+            format!("redis://default:secretpass@127.0.0.1:{port}"),
+            &options("secrets", None),
+        )
+        .await,
+        connect(
+            format!("redis://127.0.0.1:{port}"),
+            &options("secrets", Some("secretpass")),
+        )
+        .await,
     ];
     for (i, transport) in transports.into_iter().enumerate() {
         let transport = transport.unwrap_or_else(|e| panic!("connection {i}: {e:?}"));
@@ -139,11 +151,13 @@ async fn a_password_from_the_url_or_the_option_authenticates_and_stays_hidden() 
     }
 
     let refused = [
-        RedisTransport::connect(format!("redis://:wrongsecret@127.0.0.1:{port}")),
-        RedisTransport::connect(format!("redis://127.0.0.1:{port}")).password("wrongsecret"),
+        (format!("redis://:wrongsecret@127.0.0.1:{port}"), None),
+        (format!("redis://127.0.0.1:{port}"), Some("wrongsecret")),
     ];
-    for builder in refused {
-        let error = builder.await.expect_err("a wrong password");
+    for (url, password) in refused {
+        let error = connect(url, &options("secrets", password))
+            .await
+            .expect_err("a wrong password");
         assert!(
             matches!(error, ConnectError::Unauthorized { .. }),
             "{error:?}"

@@ -345,7 +345,14 @@ impl Consumer {
                 parcel = self.queue.pop() => parcel,
             };
             if self.route.flow == Flow::Observe {
-                self.inbound.observe(&parcel.envelope.name);
+                // A panic in what the application runs must not end the observation.
+                let name = &parcel.envelope.name;
+                let observed =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| self.inbound.observe(name)));
+                if observed.is_err() {
+                    tracing::error!(target: "catga", event = %name,
+                        "observing an event panicked; the observation goes on");
+                }
                 continue;
             }
             let slot = tokio::select! {
@@ -367,6 +374,10 @@ impl Consumer {
                 deliver(&*inbound, &name, parcel, &queue, &bus).await;
                 drop(slot);
             });
+            // One parcel at a time: the other instances of the service take the next ones
+            // of a burst, as consumers waiting on a broker would, instead of this one taking
+            // as many as it has slots.
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -378,17 +389,32 @@ async fn deliver(inbound: &dyn Inbound, route: &str, parcel: Parcel, queue: &Que
         attempt,
         reply,
     } = parcel;
+    // The application contains its handlers' panics; one in the application itself (a
+    // dead-letter store that panics, say), even while it is handed the message, must not end
+    // the consumer or lose the message either.
     if let Some(reply) = reply {
-        let answer = inbound.request(route, envelope, Delivery::new(1, 1)).await;
+        let name = envelope.name.clone();
+        let work = async { inbound.request(route, envelope, Delivery::new(1, 1)).await };
+        let answer = AssertUnwindSafe(work)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(target: "catga", message = %name,
+                "answering a request panicked outside the application; it gets an error reply");
+                let error = crate::Error::from(crate::ErrorKind::Panicked {
+                    message: name.to_string(),
+                    detail: "answering the request panicked outside the application".to_string(),
+                });
+                Reply::Err(RemoteFailure::of(&error))
+            });
         // The caller may have given up.
         let _ = reply.send(answer);
         return;
     }
     let delivery = Delivery::new(attempt, bus.max_deliveries);
-    // The application contains its handlers' panics; one in the application itself (a
-    // dead-letter store that panics, say) must not lose the event either: as a broker
-    // would after a crashed consumer, deliver it again.
-    let settled = AssertUnwindSafe(inbound.event(route, envelope.clone(), delivery))
+    // As a broker would after a crashed consumer, an event is delivered again.
+    let work = async { inbound.event(route, envelope.clone(), delivery).await };
+    let settled = AssertUnwindSafe(work)
         .catch_unwind()
         .await
         .unwrap_or(Disposition::Retry);

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use catga_core::transport::{Inbound, ServePlan, Serving, TransportError};
+use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -91,13 +92,11 @@ pub(crate) async fn serve(
             inbound: inbound.clone(),
         });
     }
-    // Once the server answered this flush it has the subscriptions: a request sent as soon
-    // as `serve` returns finds a responder, an event published then is observed.
-    shared
-        .client
-        .flush()
-        .await
-        .map_err(|e| TransportError::Unreachable(Box::new(e)))?;
+    // Once the server answered a round trip it has the subscriptions: a request sent as soon
+    // as `serve` returns, from any connection, finds a responder, and an event published
+    // then is observed. (A flush only writes them out: a request from another connection
+    // could reach the server first and find no responder.)
+    round_trip(&shared).await?;
 
     let stop = CancellationToken::new();
     let mut loops = Vec::with_capacity(consumers.len() + responders.len() + observers.len());
@@ -133,4 +132,42 @@ pub(crate) async fn serve(
             }
         })
     }))
+}
+
+/// Waits until the server has processed everything this client sent before. The server
+/// handles one connection's operations in order, so once a message published now comes back
+/// on a subscription made now, every subscription made earlier is in place.
+async fn round_trip(shared: &Shared) -> Result<(), TransportError> {
+    let unreachable = |e: Box<dyn std::error::Error + Send + Sync>| TransportError::Unreachable(e);
+    let inbox = shared.client.new_inbox();
+    let mut echo = shared
+        .client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| unreachable(Box::new(e)))?;
+    shared
+        .client
+        .publish(inbox, bytes::Bytes::new())
+        .await
+        .map_err(|e| unreachable(Box::new(e)))?;
+    shared
+        .client
+        .flush()
+        .await
+        .map_err(|e| unreachable(Box::new(e)))?;
+    let echoed = tokio::time::timeout(shared.config.response_timeout, echo.next()).await;
+    drop(echo.unsubscribe().await);
+    match echoed {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(unreachable(
+            "the connection closed while subscribing".into(),
+        )),
+        Err(_) => Err(unreachable(
+            format!(
+                "the server did not confirm the subscriptions within {:?}",
+                shared.config.response_timeout
+            )
+            .into(),
+        )),
+    }
 }

@@ -1,27 +1,40 @@
-//! What every server-backed test needs: the server (or a reason to skip), names of its own, a
-//! stream deleted at the end, and waiting with a clear failure.
+//! What the NATS tests share beyond `catga_core::testkit`: the server (or a reason to skip), a
+//! corner of it per test (its own prefix and stream, deleted at the end), the transport in the
+//! conformance suite, and a look at JetStream's side of things.
 
-#![allow(dead_code)] // each test crate uses part of it
+#![allow(dead_code)] // each test binary uses part of it
+
+pub mod server;
+pub mod transport;
 
 use std::time::Duration;
 
-use catga_nats::{NatsConnect, NatsTransport};
+use catga_core::testkit::{self, Capabilities, Settings, TransportUnderTest, services};
+use catga_nats::NatsTransport;
 
-pub mod server;
+pub use transport::Options;
 
-/// The server the tests use.
+/// The server the tests use: `CATGA_NATS_URL`, else the local one.
 pub fn nats_url() -> String {
-    std::env::var("CATGA_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
+    services::url("CATGA_NATS_URL", "nats://127.0.0.1:4222")
 }
 
-fn services_required() -> bool {
-    std::env::var("CATGA_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
+/// The NATS transport in the conformance suite: each scenario gets a corner of the test
+/// server.
+pub struct Nats;
 
-/// A short random suffix, so tests running at once never share a stream or a service.
-pub fn unique(label: &str) -> String {
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    format!("{label}{}", &id[id.len() - 10..])
+impl TransportUnderTest for Nats {
+    type Corner = Corner;
+
+    async fn open(&self, test: &str, settings: &Settings) -> Option<Corner> {
+        let options = Options {
+            max_deliveries: Some(settings.max_deliveries),
+            backoff: Some(vec![settings.redelivery_delay]),
+            ack_wait: settings.takeover.or(Some(Duration::from_secs(5))),
+            ..Options::for_tests()
+        };
+        Corner::open(test, options).await
+    }
 }
 
 /// One test's corner of the server: its own prefix and stream, deleted when dropped (even
@@ -30,12 +43,24 @@ pub struct Corner {
     pub url: String,
     pub prefix: String,
     pub stream: String,
+    options: Options,
+    /// The connection that found the server, for what it says about itself.
+    client: async_nats::Client,
+    /// A transport of the corner's own, to look at the server's side; connected when first
+    /// needed, since connecting creates the corner's stream (which some tests create first).
+    probe: tokio::sync::OnceCell<NatsTransport>,
 }
 
 impl Corner {
-    /// A corner on the test server, or `None` (with the reason printed) when the server is
-    /// unreachable; with `CATGA_REQUIRE_SERVICES=1` an unreachable server fails the test.
+    /// A corner with the tests' usual settings ([`Options::for_tests`]), or `None` (with the
+    /// reason printed) when the server is unreachable; with `CATGA_REQUIRE_SERVICES=1` an
+    /// unreachable server fails the test.
     pub async fn new(test: &str) -> Option<Corner> {
+        Corner::open(test, Options::for_tests()).await
+    }
+
+    /// A corner whose transports have `options` (its prefix and stream are the corner's).
+    pub async fn open(test: &str, options: Options) -> Option<Corner> {
         let url = nats_url();
         let probe = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(2))
@@ -46,36 +71,76 @@ impl Corner {
             Err(e) => {
                 // CATGA_NATS_URL may hold credentials: only its redacted form is printed.
                 let shown = catga_core::secret::redact_url(&url);
-                let why = format!("NATS is unreachable at {shown}: {e}");
-                if services_required() {
-                    panic!("{test}: {why} (CATGA_REQUIRE_SERVICES=1)");
-                }
-                eprintln!("skipping {test}: {why}; start `nats-server -js` or set CATGA_NATS_URL");
+                services::unavailable(
+                    test,
+                    &format!("NATS is unreachable at {shown}: {e}"),
+                    "start `nats-server -js` or set CATGA_NATS_URL",
+                );
                 return None;
             }
         };
-        anchor(client).await;
-        let prefix = unique("t");
+        anchor(client.clone()).await;
+        let prefix = testkit::unique("t");
+        let stream = format!("{prefix}-events");
+        let options = Options {
+            prefix: Some(prefix.clone()),
+            stream: Some(stream.clone()),
+            ..options
+        };
         Some(Corner {
             url,
-            stream: format!("{prefix}-events"),
             prefix,
+            stream,
+            options,
+            client,
+            probe: tokio::sync::OnceCell::new(),
         })
     }
 
-    /// A transport for this corner, with delays short enough for tests.
-    pub fn transport(&self) -> NatsConnect {
-        NatsTransport::connect(self.url.clone())
-            .prefix(self.prefix.clone())
-            .stream(self.stream.clone())
-            .ack_wait(Duration::from_secs(5))
-            .fetch_wait(Duration::from_secs(1))
-            .backoff([Duration::from_millis(50), Duration::from_millis(100)])
+    /// This corner's options, to change some for [`connect_with`](Self::connect_with).
+    pub fn options(&self) -> Options {
+        self.options.clone()
     }
 
-    /// A connected transport for this corner.
+    /// A transport for this corner.
     pub async fn connect(&self) -> NatsTransport {
-        self.transport().await.expect("connect to the test server")
+        self.connect_with(self.options()).await
+    }
+
+    /// A transport for this corner with other `options` (keep the corner's prefix and stream
+    /// to reach its services: start from [`options`](Self::options)).
+    pub async fn connect_with(&self, options: Options) -> NatsTransport {
+        transport::connect(self.url.clone(), &options)
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// The corner's own transport, to look at the server's side.
+    pub async fn probe(&self) -> &NatsTransport {
+        self.probe.get_or_init(|| self.connect()).await
+    }
+}
+
+impl testkit::Corner for Corner {
+    type Transport = NatsTransport;
+
+    async fn connect(&self) -> NatsTransport {
+        Corner::connect(self).await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let max_payload = self.client.server_info().max_payload;
+        Capabilities {
+            keeps_events_for_stopped_services: true,
+            max_payload,
+            every_instance_shares_a_burst: false,
+            answers_expired_requests: true,
+        }
+    }
+
+    async fn unsettled(&self, service: &str, event: &str) -> Option<u64> {
+        let (pending, unacknowledged) = backlog(self.probe().await, service, event).await?;
+        Some(pending + u64::try_from(unacknowledged).unwrap_or(u64::MAX))
     }
 }
 
@@ -120,20 +185,6 @@ impl Drop for Corner {
     }
 }
 
-/// Waits until `done()` holds, failing the test with `what` after `limit`.
-pub async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let waited = tokio::time::timeout(limit, async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "gave up after {limit:?} waiting for {what}");
-}
-
-/// The generous bound for things that normally take milliseconds.
-pub const PATIENCE: Duration = Duration::from_secs(20);
-
 /// The state of the durable consumer of `service` for `event`: (not yet delivered, delivered
 /// but not acknowledged), or `None` when the server does not have it.
 pub async fn backlog(nats: &NatsTransport, service: &str, event: &str) -> Option<(u64, usize)> {
@@ -154,47 +205,6 @@ pub async fn consumer_info(
         .await
         .ok()?;
     consumer.info().await.ok().cloned()
-}
-
-/// Waits until the consumer holds nothing: every event delivered and settled (acknowledged
-/// or terminated).
-pub async fn settled(nats: &NatsTransport, service: &str, event: &str, what: &str) {
-    let waited = tokio::time::timeout(PATIENCE, async {
-        while backlog(nats, service, event).await != Some((0, 0)) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        waited.is_ok(),
-        "gave up after {PATIENCE:?} waiting for {what}: backlog {:?}",
-        backlog(nats, service, event).await
-    );
-}
-
-/// Waits until `store` holds at least `n` records, and returns them all.
-pub async fn dead_letters(
-    store: &catga_core::store::dead_letter::MemoryDeadLetterStore,
-    n: usize,
-    what: &str,
-) -> Vec<catga_core::store::dead_letter::DeadLetterRecord> {
-    use catga_core::store::dead_letter::DeadLetterStore;
-    let mut kept = Vec::new();
-    let waited = tokio::time::timeout(PATIENCE, async {
-        loop {
-            kept = store.list(10_000).await.expect("list dead letters");
-            if kept.len() >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        waited.is_ok(),
-        "gave up after {PATIENCE:?} waiting for {what}: {n} dead letters, have {kept:?}"
-    );
-    kept
 }
 
 /// Publishes bytes any NATS client could send (a header block the server does not check) on
@@ -235,7 +245,7 @@ pub async fn raw_publish(url: &str, subject: &str, header_block: &[u8], body: &[
     socket.write_all(&frame).await.expect("raw publish");
     let mut seen = Vec::new();
     let want: &[u8] = if stored { b"MSG " } else { b"PONG" };
-    let read = tokio::time::timeout(PATIENCE, async {
+    let read = tokio::time::timeout(testkit::PATIENCE, async {
         let mut buffer = [0u8; 4096];
         while !seen.windows(want.len()).any(|w| w == want) {
             let n = socket

@@ -1,69 +1,50 @@
-//! A `nats-server` of a test's own, on a free loopback port, stopped by its PID when dropped
-//! (even when the test panics), its store directory removed.
+//! A `nats-server` of a test's own (JetStream on, its store in the process's directory), on
+//! a free loopback port, stopped by its PID when dropped (even when the test panics), its
+//! store directory removed: `catga_core::testkit::ServerProcess` with NATS's command line.
 
 #![allow(dead_code)] // each test crate uses part of it
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// The `nats-server` binary, or `None` (the caller skips, or fails under
-/// `CATGA_REQUIRE_SERVICES=1`).
-pub fn nats_server_binary() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from),
-        Some(PathBuf::from("/usr/sbin/nats-server")),
-        Some(PathBuf::from("/usr/bin/nats-server")),
-    ];
-    candidates.into_iter().flatten().find(|path| path.is_file())
-}
+use catga_core::testkit::{ServerProcess, services};
 
-/// The binary, or `None` after printing why the test is skipped; panics under
-/// `CATGA_REQUIRE_SERVICES=1`.
+/// The `nats-server` binary (`$NATS_SERVER_BIN`, else `/usr/sbin`, `/usr/bin`, …), or
+/// `None` after saying why the test is skipped; panics under `CATGA_REQUIRE_SERVICES=1`.
 pub fn binary_or_skip(test: &str) -> Option<PathBuf> {
-    let binary = nats_server_binary();
+    let binary = ServerProcess::program("NATS_SERVER_BIN", "nats-server");
     if binary.is_none() {
-        let why = "no nats-server binary (looked at $NATS_SERVER_BIN, /usr/sbin, /usr/bin)";
-        if std::env::var("CATGA_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
-            panic!("{test}: {why} (CATGA_REQUIRE_SERVICES=1)");
-        }
-        eprintln!("skipping {test}: {why}");
+        services::unavailable(
+            test,
+            "no nats-server binary (looked at $NATS_SERVER_BIN, /usr/sbin, /usr/bin, /usr/local/bin)",
+            "install nats-server or set NATS_SERVER_BIN",
+        );
     }
     binary
 }
 
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
-/// A private server (JetStream on, file store in `store`).
+/// A private server.
 pub struct PrivateServer {
-    binary: PathBuf,
+    process: ServerProcess,
     /// More command-line options (authentication, for one).
     args: Vec<String>,
     pub port: u16,
-    pub store: PathBuf,
-    child: Option<Child>,
 }
 
 impl PrivateServer {
     /// Starts a server on a free port with a fresh store directory, and waits until it
     /// listens.
-    pub async fn start(binary: &Path, label: &str) -> PrivateServer {
+    pub async fn start(binary: &std::path::Path, label: &str) -> PrivateServer {
         PrivateServer::start_with(binary, label, &[]).await
     }
 
     /// [`start`](Self::start), with more command-line options (`--user`, `--auth`, …).
-    pub async fn start_with(binary: &Path, label: &str, args: &[&str]) -> PrivateServer {
-        let store = std::env::temp_dir().join(super::unique(label));
+    pub async fn start_with(binary: &std::path::Path, label: &str, args: &[&str]) -> PrivateServer {
+        let process = ServerProcess::new(binary, label);
         let mut server = PrivateServer {
-            binary: binary.to_path_buf(),
+            port: process.port(),
+            process,
             args: args.iter().map(|arg| arg.to_string()).collect(),
-            port: free_port(),
-            store,
-            child: None,
         };
         server.restart().await;
         server
@@ -75,51 +56,31 @@ impl PrivateServer {
 
     /// Starts the server again (same port, same store), and waits until it listens.
     pub async fn restart(&mut self) {
-        let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .arg("-sd")
-            .arg(&self.store)
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
-        self.wait_ready().await;
+        let mut args = vec![
+            "-js".to_string(),
+            "-a".to_string(),
+            "127.0.0.1".to_string(),
+            "-p".to_string(),
+            self.port.to_string(),
+            "-sd".to_string(),
+            self.process.dir().display().to_string(),
+        ];
+        args.extend(self.args.iter().cloned());
+        self.process.start(&args);
+        assert!(
+            self.process.wait_listening(Duration::from_secs(20)).await,
+            "the private nats-server exited instead of listening on port {}",
+            self.port
+        );
     }
 
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Removes the store: the server comes back without its streams and consumers.
     pub fn wipe(&self) {
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
-
-    async fn wait_ready(&self) {
-        let address = format!("127.0.0.1:{}", self.port);
-        let ready = tokio::time::timeout(Duration::from_secs(20), async {
-            while TcpStream::connect(&address).is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        assert!(
-            ready.is_ok(),
-            "the private nats-server did not listen on {address}"
-        );
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.store);
+        self.process.wipe();
     }
 }

@@ -14,6 +14,7 @@
 //! replies) is dropped rather than trusted.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -140,7 +141,7 @@ impl Observer {
             tracing::info!(target: "catga::redis", observed = self.names.len(),
                 "reconnected; reporting every observed event, since one may have been missed");
             for name in self.names.values() {
-                self.inbound.observe(name);
+                self.report(name);
             }
         }
         loop {
@@ -154,7 +155,7 @@ impl Observer {
                     continue;
                 };
                 for _ in &entries {
-                    self.inbound.observe(name);
+                    self.report(name);
                 }
                 if let (Some(last), Some(cursor)) = (
                     entries.last(),
@@ -163,6 +164,15 @@ impl Observer {
                     cursor.1.clone_from(&last.id);
                 }
             }
+        }
+    }
+
+    /// Tells the application; a panic in what it runs must not end the observation.
+    fn report(&self, name: &str) {
+        let reported = std::panic::catch_unwind(AssertUnwindSafe(|| self.inbound.observe(name)));
+        if reported.is_err() {
+            tracing::error!(target: "catga::redis", event = %name,
+                "observing an event panicked; the observation goes on");
         }
     }
 

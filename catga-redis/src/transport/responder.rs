@@ -3,7 +3,12 @@
 //! transaction. Entries are read, claimed and dispatched by the [worker](super::worker), as
 //! events are; this is what it does with a request once handled.
 
+use std::panic::AssertUnwindSafe;
+
 use catga_core::envelope::Envelope;
+use catga_core::transport::{RemoteFailure, Reply};
+use catga_core::{Error, ErrorKind};
+use futures::FutureExt;
 
 use super::retry_delay::RetryDelay;
 use super::worker::Worker;
@@ -26,10 +31,22 @@ impl Worker {
     ) {
         let expired = envelope.expired();
         let name = envelope.name.clone();
-        let reply = self
-            .inbound
-            .request(route, envelope, self.delivery(deliveries))
-            .await;
+        let delivery = self.delivery(deliveries);
+        let work = async { self.inbound.request(route, envelope, delivery).await };
+        // A panic around the application (not in a handler: those are answered as `panicked`
+        // already) must still answer the caller rather than leave it waiting for its timeout.
+        let reply = AssertUnwindSafe(work)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(target: "catga::redis", message = %name,
+                "answering a request panicked outside the application; it gets an error reply");
+                let error = Error::from(ErrorKind::Panicked {
+                    message: name.to_string(),
+                    detail: "answering the request panicked outside the application".to_string(),
+                });
+                Reply::Err(RemoteFailure::of(&error))
+            });
         let mut pipe = redis::pipe();
         pipe.atomic();
         match &reply_to {

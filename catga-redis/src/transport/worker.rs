@@ -3,10 +3,12 @@
 //! delay.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use catga_core::envelope::Envelope;
 use catga_core::transport::{Delivery, Disposition, Inbound, Rejected};
+use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -220,7 +222,16 @@ impl Worker {
                     payload: entry.payload(),
                     reason: error.to_string(),
                 };
-                return match self.inbound.reject(rejected).await {
+                // The application contains its handlers' panics; this contains anything else
+                // that unwinds out of it, even while it is handed the message (here and for
+                // events and requests below): the entry is never left without a settlement.
+                let work = async { self.inbound.reject(rejected).await };
+                let disposition = AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|_| {
+                    tracing::error!(target: "catga::redis", stream = %entry.stream, entry = %entry.id,
+                        "keeping a rejected entry panicked outside the application; it stays pending");
+                    Disposition::Retry
+                });
+                return match disposition {
                     Disposition::Retry => Settled::Done,
                     Disposition::Ack | Disposition::Terminate => Settled::Ack,
                 };
@@ -256,7 +267,13 @@ impl Worker {
                 return Settled::Done;
             };
             let delivery = self.delivery(deliveries);
-            match self.inbound.event(route, current, delivery).await {
+            let work = async { self.inbound.event(route, current, delivery).await };
+            let disposition = AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|_| {
+                tracing::error!(target: "catga::redis", stream = %entry.stream, entry = %entry.id,
+                    "handling an event panicked outside the application; it will be delivered again");
+                Disposition::Retry
+            });
+            match disposition {
                 Disposition::Ack | Disposition::Terminate => return Settled::Ack,
                 Disposition::Retry => {
                     // The backoff's step for the delivery that just failed: later deliveries

@@ -1,25 +1,24 @@
-//! What the server-backed tests share: finding the server (or skipping), a key prefix of
-//! their own, raw access for injecting entries, and cleaning up.
+//! What the Redis tests share beyond `catga_core::testkit`: the server (or a reason to skip), a
+//! key prefix of each test's own (its keys deleted at the end), the transport in the
+//! conformance suite, and raw access for looking at and injecting entries.
 
 #![allow(dead_code)] // each test binary uses part of it
 
 pub mod private_redis;
 pub mod redis_dead_letters;
+pub mod transport;
 
-use std::future::Future;
 use std::time::Duration;
 
-use catga_redis::{RedisConnect, RedisTransport};
+use catga_core::testkit::{self, Capabilities, Settings, TransportUnderTest, services};
+use catga_redis::RedisTransport;
 use redis::aio::MultiplexedConnection;
 
-/// The server the tests use: `CATGA_REDIS_URL`, else the default local one.
-pub fn url() -> String {
-    std::env::var("CATGA_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
-}
+pub use transport::Options;
 
-/// Whether the tests must fail rather than skip when a server is missing.
-pub fn required() -> bool {
-    std::env::var("CATGA_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+/// The server the tests use: `CATGA_REDIS_URL`, else the local one.
+pub fn url() -> String {
+    services::url("CATGA_REDIS_URL", "redis://127.0.0.1:6379")
 }
 
 /// Answers `PING` within a few seconds.
@@ -36,45 +35,84 @@ pub async fn reachable(url: &str) -> Result<(), String> {
     }
 }
 
-/// The test's slice of the server: a key prefix no other test uses. Deleting it deletes every
+/// The Redis transport in the conformance suite: each scenario gets a key prefix of its own.
+pub struct Redis;
+
+impl TransportUnderTest for Redis {
+    type Corner = Server;
+
+    async fn open(&self, test: &str, settings: &Settings) -> Option<Server> {
+        let options = Options {
+            max_deliveries: Some(settings.max_deliveries),
+            backoff: Some(vec![settings.redelivery_delay]),
+            ack_wait: settings.takeover,
+            ..Options::for_tests()
+        };
+        Server::open(test, options).await
+    }
+}
+
+/// The test's slice of the server: a key prefix no other test uses. Dropping it deletes every
 /// key under the prefix, even when the test panicked.
 pub struct Server {
     pub url: String,
     pub prefix: String,
+    options: Options,
+    /// A transport of the slice's own, to name its keys.
+    probe: RedisTransport,
 }
 
 impl Server {
-    /// The server, or `None` (the test then returns, having printed why) when it is
-    /// unreachable, unless `CATGA_REQUIRE_SERVICES=1`, where that fails the test.
+    /// The server with the tests' usual settings ([`Options::for_tests`]), or `None` (the
+    /// test then returns, having printed why) when it is unreachable, unless
+    /// `CATGA_REQUIRE_SERVICES=1`, where that fails the test.
     pub async fn get(test: &str) -> Option<Server> {
+        Server::open(test, Options::for_tests()).await
+    }
+
+    /// A slice whose transports have `options` (its prefix is the slice's).
+    pub async fn open(test: &str, options: Options) -> Option<Server> {
         let url = url();
         if let Err(why) = reachable(&url).await {
             // CATGA_REDIS_URL may hold a password: only its redacted form is printed.
             let shown = catga_core::secret::redact_url(&url);
-            assert!(
-                !required(),
-                "CATGA_REQUIRE_SERVICES=1 but redis at {shown} is unreachable: {why}"
-            );
-            eprintln!(
-                "skipping {test}: redis at {shown} is unreachable ({why}); set CATGA_REDIS_URL"
+            services::unavailable(
+                test,
+                &format!("redis at {shown} is unreachable ({why})"),
+                "start redis-server or set CATGA_REDIS_URL",
             );
             return None;
         }
         let prefix = format!("catga-test:{test}:{}", uuid::Uuid::now_v7().simple());
-        Some(Server { url, prefix })
+        let options = Options {
+            prefix: Some(prefix.clone()),
+            ..options
+        };
+        let probe = transport::connect(url.clone(), &options)
+            .await
+            .expect("the server answered a moment ago");
+        Some(Server {
+            url,
+            prefix,
+            options,
+            probe,
+        })
     }
 
-    /// A transport builder on the test's prefix, with times short enough for tests.
-    pub fn builder(&self) -> RedisConnect {
-        RedisTransport::connect(self.url.clone())
-            .prefix(self.prefix.clone())
-            .fetch_wait(Duration::from_millis(500))
-            .backoff([Duration::from_millis(50)])
+    /// This slice's options, to change some for [`transport_with`](Self::transport_with).
+    pub fn options(&self) -> Options {
+        self.options.clone()
     }
 
-    /// A transport with the test settings.
+    /// A transport with this slice's options.
     pub async fn transport(&self) -> RedisTransport {
-        self.builder()
+        self.transport_with(self.options()).await
+    }
+
+    /// A transport with other `options` (keep the slice's prefix to reach its services: start
+    /// from [`options`](Self::options)).
+    pub async fn transport_with(&self, options: Options) -> RedisTransport {
+        transport::connect(self.url.clone(), &options)
             .await
             .expect("the server answered a moment ago")
     }
@@ -86,6 +124,38 @@ impl Server {
             .get_multiplexed_async_connection()
             .await
             .expect("the server answered a moment ago")
+    }
+}
+
+impl testkit::Corner for Server {
+    type Transport = RedisTransport;
+
+    async fn connect(&self) -> RedisTransport {
+        self.transport().await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            keeps_events_for_stopped_services: true,
+            max_payload: 1 << 20,
+            every_instance_shares_a_burst: true,
+            answers_expired_requests: false,
+        }
+    }
+
+    /// The service's group on the event's stream: entries read and not acknowledged, and
+    /// entries not read yet (`XINFO GROUPS`: `pending` and `lag`).
+    async fn unsettled(&self, service: &str, event: &str) -> Option<u64> {
+        let stream = self.probe.event_stream(event);
+        let reply: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query_async(&mut self.raw().await)
+            .await
+            .ok()?;
+        let group = reply.groups.into_iter().find(|g| g.name == service)?;
+        let unsettled = group.pending + group.lag.unwrap_or(0);
+        u64::try_from(unsettled).ok()
     }
 }
 
@@ -105,32 +175,6 @@ impl Drop for Server {
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
     }
-}
-
-/// Polls `done` until it holds, failing the test with `what` if it does not within a
-/// generous bound (a bound against hanging, not a measurement).
-pub async fn eventually<F, Fut>(what: &str, done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    within(Duration::from_secs(30), what, done).await;
-}
-
-/// As [`eventually`], with the bound given: for what must happen long before something else
-/// could make it happen (a bound far below that other time, not a measurement).
-pub async fn within<F, Fut>(bound: Duration, what: &str, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let waited = tokio::time::timeout(bound, async {
-        while !done().await {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "not within {bound:?}: {what}");
 }
 
 /// How many entries of `stream` group `group` has read and not acknowledged.

@@ -1,25 +1,23 @@
 //! A `redis-server` of the test's own on a free loopback port, for tests that kill, restart
-//! or cut off the server. Stopped by its PID when dropped (also when the test panics), its
-//! directory removed.
+//! or cut off the server: `catga_core::testkit::ServerProcess` with Redis's command line,
+//! stopped by its PID when dropped (also when the test panics), its directory removed.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub const SERVER: &str = "/usr/bin/redis-server";
+use catga_core::testkit::{ServerProcess, services};
 
-/// Whether the server binary is installed; if not, the test returns (having said why), or
-/// fails under `CATGA_REQUIRE_SERVICES=1`.
+/// Whether the server binary is installed (`$REDIS_SERVER_BIN`, else `/usr/sbin`,
+/// `/usr/bin`, …); if not, the test returns (having said why), or fails under
+/// `CATGA_REQUIRE_SERVICES=1`.
 pub fn available(test: &str) -> bool {
-    if std::path::Path::new(SERVER).exists() {
+    if ServerProcess::program("REDIS_SERVER_BIN", "redis-server").is_some() {
         return true;
     }
-    assert!(
-        !super::required(),
-        "CATGA_REQUIRE_SERVICES=1 but {SERVER} is not installed"
+    services::unavailable(
+        test,
+        "redis-server is not installed",
+        "install redis-server or set REDIS_SERVER_BIN",
     );
-    eprintln!("skipping {test}: {SERVER} is not installed");
     false
 }
 
@@ -33,9 +31,8 @@ pub enum Persistence {
 }
 
 pub struct PrivateRedis {
-    child: Option<Child>,
+    process: ServerProcess,
     pub port: u16,
-    dir: PathBuf,
     persistence: Persistence,
     /// The default user's password (`--requirepass`), in [`url`](Self::url) too.
     password: Option<String>,
@@ -52,12 +49,12 @@ impl PrivateRedis {
         persistence: Persistence,
         password: Option<&str>,
     ) -> PrivateRedis {
-        let dir = std::env::temp_dir().join(format!("catga-redis-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).expect("a directory for the server");
+        let program = ServerProcess::program("REDIS_SERVER_BIN", "redis-server")
+            .expect("redis-server is installed (checked by `available`)");
+        let process = ServerProcess::new(program, "catga-redis-");
         let mut server = PrivateRedis {
-            child: None,
-            port: 0,
-            dir,
+            port: process.port(),
+            process,
             persistence,
             password: password.map(str::to_string),
         };
@@ -65,13 +62,11 @@ impl PrivateRedis {
         // another process (other tests on this machine) may take it first: then this server
         // exits, and another port is tried.
         for _ in 0..5 {
-            server.port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free loopback port")
-                .port();
             if server.spawn_and_wait().await {
                 return server;
             }
+            server.process.change_port();
+            server.port = server.process.port();
         }
         panic!("could not start a private redis-server on a free port");
     }
@@ -97,32 +92,34 @@ impl PrivateRedis {
             Persistence::AppendOnly => ("yes", "always"),
             Persistence::None => ("no", "everysec"),
         };
-        let child = Command::new(SERVER)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", appendonly])
-            .args(["--appendfsync", fsync])
-            .args(
-                self.password
-                    .iter()
-                    .flat_map(|p| ["--requirepass", p.as_str()]),
-            )
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let pid = child.id();
-        self.child = Some(child);
+        let mut args = vec![
+            "--port".to_string(),
+            self.port.to_string(),
+            "--bind".to_string(),
+            "127.0.0.1".to_string(),
+            "--save".to_string(),
+            String::new(),
+            "--appendonly".to_string(),
+            appendonly.to_string(),
+            "--appendfsync".to_string(),
+            fsync.to_string(),
+        ];
+        if let Some(password) = &self.password {
+            args.extend(["--requirepass".to_string(), password.clone()]);
+        }
+        args.extend([
+            "--dir".to_string(),
+            self.process.dir().display().to_string(),
+        ]);
+        self.process.start(&args);
+        let pid = self.process.pid();
         let url = self.url();
         let ready = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
-                if let Some(child) = self.child.as_mut()
-                    && child.try_wait().ok().flatten().is_some()
-                {
+                if self.process.exited() {
                     return false;
                 }
-                if server_pid(&url).await == Some(pid) {
+                if server_pid(&url).await == pid {
                     return true;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -130,11 +127,7 @@ impl PrivateRedis {
         })
         .await;
         match ready {
-            Ok(true) => true,
-            Ok(false) => {
-                self.child = None;
-                false
-            }
+            Ok(ready) => ready,
             Err(_) => panic!(
                 "the private redis-server on port {} did not come up",
                 self.port
@@ -152,10 +145,7 @@ impl PrivateRedis {
 
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// A raw connection.
@@ -186,11 +176,4 @@ async fn server_pid(url: &str) -> Option<u32> {
     info.lines()
         .find_map(|line| line.strip_prefix("process_id:"))
         .and_then(|pid| pid.trim().parse().ok())
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }

@@ -1,7 +1,9 @@
-//! What the adapters' secrets tests share: every log line of the test binary captured in one
-//! buffer, an error shown every way it can be (`Debug`, `Display`, each source), and the check
-//! that none of the secrets appears. Included by `catga-nats/tests/secrets.rs` and
-//! `catga-redis/tests/secrets.rs` with `#[path]`; each passes its own list of secrets.
+//! Capturing every log line of a test binary, to check that no credential reaches one.
+//!
+//! The adapters' credential tests install one global subscriber (their clients log from
+//! tasks on any thread), run their steps, and check the whole buffer, together with every way
+//! an error can be shown ([`everything_about`]), against their list of secrets
+//! ([`assert_hidden`]).
 
 use std::error::Error;
 use std::io::Write;
@@ -11,7 +13,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 /// The log output of this test binary.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Logs {
@@ -43,8 +45,10 @@ impl Logs {
     }
 }
 
-/// Captures every event and span (with its fields) at TRACE, from every crate, from now on.
-pub fn logs() -> &'static Logs {
+/// Captures every event and span (with its fields) at TRACE, from every crate, from the first
+/// call on; later calls return the same capture. Panics if another subscriber was installed
+/// first.
+pub fn capture() -> &'static Logs {
     static LOGS: OnceLock<Logs> = OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = Logs::default();
@@ -59,7 +63,7 @@ pub fn logs() -> &'static Logs {
     })
 }
 
-/// The error, its sources (`Display`) and its `Debug`.
+/// The error, its sources (`Display`) and its `Debug`: every way it can be shown.
 pub fn everything_about(error: &(dyn Error + 'static)) -> String {
     let mut shown = format!("{error:?}\n{error}");
     let mut source = error.source();
