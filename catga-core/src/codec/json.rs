@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::objects::ObjectsOnly;
 use super::{Codec, CodecError, MAX_DEPTH};
 
 /// JSON through `serde_json`: the default codec.
@@ -23,9 +24,18 @@ impl Codec for Json {
     /// `serde_json` refuses a payload nesting more than [`MAX_DEPTH`] arrays or objects
     /// itself (its fixed recursion limit); that refusal is reported as
     /// [`CodecError::TooDeep`].
+    ///
+    /// A struct is read from a JSON object (the form every encoder writes), not from an
+    /// array of its fields (see `codec/objects.rs`).
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        match serde_json::from_slice(bytes) {
-            Ok(value) => Ok(value),
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let value = match T::deserialize(ObjectsOnly(&mut deserializer)) {
+            Ok(value) => value,
+            Err(e) => return Err(decode_error(e, std::any::type_name::<T>())),
+        };
+        // Only whitespace may follow the value, as `serde_json::from_slice` requires.
+        match deserializer.end() {
+            Ok(()) => Ok(value),
             Err(e) => Err(decode_error(e, std::any::type_name::<T>())),
         }
     }

@@ -14,6 +14,7 @@
 mod depth;
 mod json;
 mod msgpack;
+mod objects;
 
 pub use depth::MAX_DEPTH;
 pub use json::Json;
@@ -167,6 +168,26 @@ mod tests {
                 prop_assert!(MessagePack.decode::<Sample>(&bytes[..cut]).is_err());
             }
         }
+    }
+
+    #[test]
+    fn a_struct_is_read_from_an_object_only_and_trailing_bytes_are_refused() {
+        let object = br#"{"id": 7, "name": "n", "tags": ["a"]}"#;
+        let read: Sample = Json.decode(object).unwrap();
+        assert_eq!(read.id, 7);
+        // serde_json alone would accept the array form; catga's decoder never compiles it.
+        let array = br#"[7, "n", ["a"]]"#;
+        assert!(matches!(
+            Json.decode::<Sample>(array),
+            Err(CodecError::Malformed { .. })
+        ));
+        // Nested values and outputs are read as serde_json reads them.
+        let pair: (u64, String) = Json.decode(br#"[1, "x"]"#).unwrap();
+        assert_eq!(pair, (1, "x".to_string()));
+        assert!(matches!(
+            Json.decode::<Sample>(br#"{"id": 7, "name": "n", "tags": []} x"#),
+            Err(CodecError::Malformed { .. })
+        ));
     }
 
     #[test]
