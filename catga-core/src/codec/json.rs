@@ -15,8 +15,11 @@ impl Codec for Json {
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
         // `match` and a non-generic error function: this body is compiled once per type.
-        match serde_json::to_vec(value) {
-            Ok(bytes) => Ok(bytes),
+        // The serializer is driven directly rather than through `serde_json::to_vec`, whose
+        // two wrapper functions would be compiled for every type too.
+        let mut out = Vec::with_capacity(128);
+        match value.serialize(&mut serde_json::Serializer::new(&mut out)) {
+            Ok(()) => Ok(out),
             Err(e) => Err(encode_error(e, std::any::type_name::<T>())),
         }
     }
