@@ -100,10 +100,11 @@ impl Orders {
 #[handler]
 async fn send_confirmation(event: &OrderPlaced, ctx: &Context) -> Result<(), ShopError> {
     println!(
-        "  [mail]  confirmation for order {} to {} (caused by {:?})",
+        "  [mail]  confirmation for order {} to {} (caused by message {})",
         event.id,
         event.customer,
-        ctx.causation_id().map(|id| id.to_string())
+        ctx.causation_id()
+            .map_or_else(|| "none".to_string(), |id| id.to_string())
     );
     Ok(())
 }

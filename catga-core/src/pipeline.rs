@@ -118,7 +118,7 @@ pub trait Terminal<P: Payload>: Sync {
 /// each middleware; catga's is the finished stack of every [`Behavior`] added with
 /// `.layer(…)` (tower's `ServiceBuilder` output plays that part), and a behaviour implements
 /// [`Behavior`], never this. Name it only as a bound, e.g. `Catga<L: Layer>`.
-pub trait Layer: Send + Sync + 'static {
+pub trait Layer: sealed::Sealed + Send + Sync + 'static {
     /// Runs `msg` through every behaviour of the stack and then `terminal`.
     #[doc(hidden)]
     fn run<P: Payload, T: Terminal<P>>(
@@ -161,6 +161,14 @@ pub trait Layer: Send + Sync + 'static {
     /// Appends `behavior` as the innermost behaviour.
     #[doc(hidden)]
     fn __push_inner<B: Behavior>(self, behavior: B) -> Self::With<B>;
+}
+
+/// Only catga's stacks are layers: `Layer`'s methods are catga's plumbing, so an outside
+/// implementation could only break.
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Identity {}
+    impl<B, L> Sealed for super::Stack<B, L> {}
 }
 
 /// The empty stack.

@@ -188,7 +188,8 @@ impl<A: StaticApp, L: Layer> StaticBuilder<A, L> {
         self
     }
 
-    /// Adds a behaviour inside the ones added before it.
+    /// Adds a behaviour inside the ones added before it. The result's stack type is
+    /// [`L::With<B>`](Layer::With), which a function generic over the stack names.
     pub fn layer<B: Behavior>(self, behavior: B) -> StaticBuilder<A, L::With<B>> {
         StaticBuilder {
             states: self.states,

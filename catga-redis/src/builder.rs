@@ -65,8 +65,8 @@ impl fmt::Debug for RedisConnect {
 }
 
 impl RedisTransport {
-    /// Connects to the server at `url` (`redis://host:port/db`; `rediss://` for TLS if the
-    /// `redis` crate's TLS feature is enabled). Credentials may be given in the URL,
+    /// Connects to the server at `url` (`redis://host:port/db`; `rediss://`, TLS, is refused
+    /// with [`ConnectError::TlsUnsupported`]: this build has no TLS client). Credentials may be given in the URL,
     /// percent-encoded (`redis://user:password@host/0`, `redis://:password@host/0` for the
     /// default user), or with [`RedisConnect::user_and_password`] and
     /// [`RedisConnect::password`]. Set options on the returned [`RedisConnect`], then `.await`
@@ -285,6 +285,15 @@ impl RedisConnect {
             url: url.clone(),
             source,
         };
+        // The client is built without TLS: say so, rather than that the URL is not a URL.
+        if self
+            .url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("rediss://")
+        {
+            return Err(ConnectError::TlsUnsupported { url });
+        }
         let mut info = self.url.as_str().into_connection_info().map_err(invalid)?;
         if self.username.is_some() || self.password.is_some() {
             let mut settings = info.redis_settings().clone();

@@ -37,6 +37,14 @@ pub enum ConnectError {
         #[source]
         source: RedisError,
     },
+    /// The URL asks for TLS (`rediss://`), which this build of catga-redis does not support.
+    #[error(
+        "`{url}` asks for TLS, which catga-redis does not support yet\nhelp: use `redis://` on a trusted network, or a local TLS proxy (stunnel, a sidecar) in front of the server"
+    )]
+    TlsUnsupported {
+        /// The URL with its credentials hidden.
+        url: String,
+    },
     /// The server could not be reached (refused, timed out, name not resolved).
     #[error("the redis server at `{url}` is unreachable")]
     Unreachable {

@@ -165,3 +165,19 @@ async fn the_defaults_and_each_smallest_value_pass() {
     accepted(smallest).await;
     accepted(connect().prefix("shop:prod-1").untrimmed()).await;
 }
+
+#[tokio::test]
+async fn a_tls_url_is_refused_as_unsupported_not_as_malformed() {
+    let error = RedisTransport::connect("rediss://user:secret@127.0.0.1:6380/0")
+        .await
+        .expect_err("no TLS client in this build");
+    assert!(
+        matches!(&error, ConnectError::TlsUnsupported { url } if url.contains("***")),
+        "{error:?}"
+    );
+    let shown = error.to_string();
+    assert!(
+        shown.contains("asks for TLS") && !shown.contains("secret"),
+        "{shown}"
+    );
+}

@@ -99,7 +99,8 @@ impl<L: Layer> CatgaBuilder<L> {
         self
     }
 
-    /// Adds a behaviour inside the ones added before it.
+    /// Adds a behaviour inside the ones added before it. The result's stack type is
+    /// [`L::With<B>`](Layer::With), which a function generic over the stack names.
     pub fn layer<B: Behavior>(self, behavior: B) -> CatgaBuilder<L::With<B>> {
         CatgaBuilder {
             states: self.states,

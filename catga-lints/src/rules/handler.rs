@@ -70,7 +70,7 @@ impl HandlerArgs {
         let mut args = HandlerArgs::default();
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("crate") {
-                args.krate = Some(meta.value()?.parse()?);
+                args.krate = super::quoted_crate(&meta, findings)?;
             } else if meta.path.is_ident("allow") {
                 parse_allow(&meta, Allow::Handler, "handler", &mut args.allow, findings)?;
             } else {

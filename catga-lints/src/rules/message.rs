@@ -125,7 +125,7 @@ impl MessageArgs {
                     args.name = Some(lit);
                 }
                 // Validated where it is used: `catga-macros`' `crate_path`, one place for every macro.
-                "crate" => args.krate = Some(meta.value()?.parse()?),
+                "crate" => args.krate = super::quoted_crate(&meta, findings)?,
                 "local" => args.local = true,
                 "idempotent" if kind == Kind::Command => args.idempotent = true,
                 "timeout" => {

@@ -24,6 +24,32 @@ pub fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| *c)
 }
 
+/// `crate = "…"` of any macro: the path, as a string literal (validated as a path where it is
+/// used, by the macros). A value written without quotes is one finding that says to quote it,
+/// and is skipped, so parsing goes on with the next argument.
+pub fn quoted_crate(
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    findings: &mut Vec<crate::finding::Finding>,
+) -> syn::Result<Option<syn::LitStr>> {
+    let value = meta.value()?;
+    if value.peek(syn::LitStr) {
+        return Ok(Some(value.parse()?));
+    }
+    let given: syn::Expr = value.parse()?;
+    let text = quote::ToTokens::to_token_stream(&given)
+        .to_string()
+        .replace(' ', "");
+    findings.push(
+        crate::finding::Finding::new(
+            &crate::catalog::UNKNOWN_ARGUMENT,
+            syn::spanned::Spanned::span(&given),
+            "`crate` takes the path in quotes",
+        )
+        .with_help(format!("write `crate = \"{text}\"`")),
+    );
+    Ok(None)
+}
+
 /// The help for an unknown argument: the closest valid one if any, then the whole list.
 pub fn did_you_mean(given: &str, valid: &[&str]) -> String {
     let list = valid
