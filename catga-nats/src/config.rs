@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use catga_core::transport::options::{self, InvalidOption};
+
 use crate::error::ConnectError;
 use crate::subject;
 
@@ -14,10 +16,6 @@ use crate::subject;
 /// service to be down over a weekend; bounded, since the stream keeps every event that long
 /// whether or not it was consumed (limits retention; see `transport/stream.rs`).
 pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-
-/// The longest any duration option may be: a hundred years. Longer is a mistake rather than
-/// a setting (the server counts durations in nanoseconds, an `i64`, about 292 years).
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// The shortest `ack_wait`: a running handler reports progress every half of it, so shorter
 /// would flood the server with progress messages.
@@ -82,36 +80,7 @@ impl Default for Config {
 
 /// An option refused with `reason`, its value shown as `value`.
 fn invalid(option: &'static str, value: String, reason: &'static str) -> ConnectError {
-    ConnectError::InvalidOption {
-        option,
-        value,
-        reason,
-    }
-}
-
-/// Checks that `value` lies between `min` and [`MAX_DURATION`]; `reason` says why `min`.
-fn duration(
-    option: &'static str,
-    value: Duration,
-    min: Duration,
-    reason: &'static str,
-) -> Result<(), ConnectError> {
-    if value < min {
-        return Err(invalid(option, format!("{value:?}"), reason));
-    }
-    longest(option, value)
-}
-
-/// Checks that `value` is at most [`MAX_DURATION`].
-fn longest(option: &'static str, value: Duration) -> Result<(), ConnectError> {
-    if value > MAX_DURATION {
-        return Err(invalid(
-            option,
-            format!("{value:?}"),
-            "longer than 100 years, which is a mistake rather than a setting",
-        ));
-    }
-    Ok(())
+    InvalidOption::new(option, value, reason).into()
 }
 
 impl Config {
@@ -126,13 +95,13 @@ impl Config {
             subject::check_stream_name(name)
                 .map_err(|reason| invalid("stream", format!("{name:?}"), reason))?;
         }
-        duration(
+        options::check_duration(
             "duplicate_window",
             self.duplicate_window,
             Duration::from_nanos(1),
             "zero would be the server's default window (2 minutes), not zero",
         )?;
-        longest("max_age", self.max_age)?;
+        options::check_longest("max_age", self.max_age)?;
         if !self.max_age.is_zero() && self.duplicate_window > self.max_age {
             return Err(invalid(
                 "duplicate_window",
@@ -140,43 +109,22 @@ impl Config {
                 "longer than `max_age`: the server refuses to remember an event longer than it keeps it",
             ));
         }
-        if self.max_deliveries == 0 {
-            return Err(invalid(
-                "max_deliveries",
-                "0".to_string(),
-                "an event must be delivered at least once",
-            ));
-        }
-        if self.backoff.is_empty() {
-            return Err(invalid(
-                "backoff",
-                "[]".to_string(),
-                "a redelivery needs a delay: give at least one (`Duration::ZERO` for none)",
-            ));
-        }
-        for delay in &self.backoff {
-            longest("backoff", *delay)?;
-        }
-        duration(
+        options::check_max_deliveries(self.max_deliveries)?;
+        options::check_backoff(&self.backoff)?;
+        options::check_duration(
             "ack_wait",
             self.ack_wait,
             MIN_ACK_WAIT,
             "shorter than 200 ms: a running handler reports progress every half of it",
         )?;
-        if self.batch == 0 {
-            return Err(invalid(
-                "batch",
-                "0".to_string(),
-                "a fetch must ask for at least one message",
-            ));
-        }
-        duration(
+        options::check_batch(self.batch)?;
+        options::check_duration(
             "fetch_wait",
             self.fetch_wait,
             MIN_FETCH_WAIT,
             "shorter than 10 ms: waiting for messages would become polling the server",
         )?;
-        duration(
+        options::check_duration(
             "response_timeout",
             self.response_timeout,
             MIN_RESPONSE_TIMEOUT,
@@ -197,12 +145,7 @@ impl Config {
     /// failed (attempts count from 1): the backoff's step for that attempt, its last step
     /// once the attempts outnumber the steps.
     pub fn redelivery_delay(&self, attempt: u32) -> Duration {
-        let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
-        self.backoff
-            .get(index)
-            .or(self.backoff.last())
-            .copied()
-            .unwrap_or_default()
+        options::redelivery_delay(&self.backoff, attempt)
     }
 
     /// How often a running handler tells the server it is still working, so a slow handler's

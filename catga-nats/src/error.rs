@@ -311,6 +311,16 @@ impl From<NatsError> for TransportError {
     }
 }
 
+impl From<catga_core::transport::options::InvalidOption> for ConnectError {
+    fn from(invalid: catga_core::transport::options::InvalidOption) -> Self {
+        ConnectError::InvalidOption {
+            option: invalid.option,
+            value: invalid.value,
+            reason: invalid.reason,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use catga_core::transport::options::{self, InvalidOption};
+
 use crate::error::ConnectError;
 
 /// Where a service's consumer group starts reading a stream when the group is created (the
@@ -34,10 +36,6 @@ impl StartFrom {
         }
     }
 }
-
-/// The longest any duration option may be: a hundred years. Longer is a mistake rather than
-/// a setting (and the server would refuse a reply expiry that overflows its clock).
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// The shortest `ack_wait`: the claimer looks for stuck entries every quarter of it, so
 /// shorter would have it spin.
@@ -102,36 +100,7 @@ impl Default for Config {
 
 /// An option refused with `reason`, its value shown as `value`.
 fn invalid(option: &'static str, value: String, reason: &'static str) -> ConnectError {
-    ConnectError::InvalidOption {
-        option,
-        value,
-        reason,
-    }
-}
-
-/// Checks that `value` lies between `min` and [`MAX_DURATION`]; `reason` says why `min`.
-fn duration(
-    option: &'static str,
-    value: Duration,
-    min: Duration,
-    reason: &'static str,
-) -> Result<(), ConnectError> {
-    if value < min {
-        return Err(invalid(option, format!("{value:?}"), reason));
-    }
-    longest(option, value)
-}
-
-/// Checks that `value` is at most [`MAX_DURATION`].
-fn longest(option: &'static str, value: Duration) -> Result<(), ConnectError> {
-    if value > MAX_DURATION {
-        return Err(invalid(
-            option,
-            format!("{value:?}"),
-            "longer than 100 years, which is a mistake rather than a setting",
-        ));
-    }
-    Ok(())
+    InvalidOption::new(option, value, reason).into()
 }
 
 /// Checks a key prefix: not empty, and without whitespace, control characters or the glob
@@ -183,43 +152,22 @@ impl Config {
                  to keep every entry",
             ));
         }
-        if self.max_deliveries == 0 {
-            return Err(invalid(
-                "max_deliveries",
-                "0".to_string(),
-                "an event must be delivered at least once",
-            ));
-        }
-        if self.backoff.is_empty() {
-            return Err(invalid(
-                "backoff",
-                "[]".to_string(),
-                "a redelivery needs a delay: give at least one (`Duration::ZERO` for none)",
-            ));
-        }
-        for delay in &self.backoff {
-            longest("backoff", *delay)?;
-        }
-        duration(
+        options::check_max_deliveries(self.max_deliveries)?;
+        options::check_backoff(&self.backoff)?;
+        options::check_duration(
             "ack_wait",
             self.ack_wait,
             MIN_ACK_WAIT,
             "shorter than 200 ms: the claimer looks for stuck entries every quarter of it",
         )?;
-        if self.batch == 0 {
-            return Err(invalid(
-                "batch",
-                "0".to_string(),
-                "a fetch must ask for at least one message",
-            ));
-        }
-        duration(
+        options::check_batch(self.batch)?;
+        options::check_duration(
             "fetch_wait",
             self.fetch_wait,
             MIN_FETCH_WAIT,
             "shorter than 10 ms: waiting for messages would become polling the server",
         )?;
-        duration(
+        options::check_duration(
             "forget_idle",
             self.forget_idle,
             MIN_FORGET_IDLE,
@@ -233,7 +181,7 @@ impl Config {
                  between reads, and would be forgotten\nhelp: keep it well above `fetch_wait`",
             ));
         }
-        duration(
+        options::check_duration(
             "response_timeout",
             self.response_timeout,
             MIN_MILLIS,
@@ -246,7 +194,7 @@ impl Config {
                 "every message would be refused as too large",
             ));
         }
-        duration(
+        options::check_duration(
             "reply_ttl",
             self.reply_ttl,
             MIN_MILLIS,
@@ -260,12 +208,7 @@ impl Config {
     /// failed (attempts count from 1): the backoff's step for that attempt, its last step
     /// once the attempts outnumber the steps.
     pub fn redelivery_delay(&self, attempt: u32) -> Duration {
-        let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
-        self.backoff
-            .get(index)
-            .or(self.backoff.last())
-            .copied()
-            .unwrap_or_default()
+        options::redelivery_delay(&self.backoff, attempt)
     }
 
     /// How often the claimer looks for stuck entries and for consumers to forget: every

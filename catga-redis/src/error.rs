@@ -157,6 +157,16 @@ pub(crate) fn is_connection(error: &RedisError) -> bool {
         || error.is_unrecoverable_error()
 }
 
+impl From<catga_core::transport::options::InvalidOption> for ConnectError {
+    fn from(invalid: catga_core::transport::options::InvalidOption) -> Self {
+        ConnectError::InvalidOption {
+            option: invalid.option,
+            value: invalid.value,
+            reason: invalid.reason,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,7 @@
 
 mod inbound;
 mod memory;
+pub mod options;
 
 use std::sync::Arc;
 use std::time::Duration;
