@@ -8,7 +8,9 @@ Generates three crates under target/compile-bench/ (outside the workspace), each
   catga  `#[command(output = u64)]` + `#[handler]` per module, and a `build()` of the app
   local  the same with `#[command(output = u64, local)]` (never crosses a process)
 
-and times, for each, as a ratio to `plain` measured in the same run:
+and times, for each, as a ratio to `plain` measured in the same round (the kinds are built
+one after the other in every round, so a slow moment of a shared machine does not land on one
+kind only):
 
   release, crate only        dependencies built, the crate itself rebuilt from scratch
   release, touch one handler one module's file edited, then rebuilt
@@ -19,7 +21,8 @@ It also counts the LLVM IR functions of each crate in release (`--emit=llvm-ir`,
 the count `cargo llvm-lines` reports, without needing it installed).
 
 Usage: python3 benches/compile-time/run.py [--handlers N] [--runs R]
-Runs each timing R times (default 3) and reports the median. Takes a few minutes.
+Runs R rounds (default 3) and reports the median time and the median of the rounds' ratios.
+Takes a few minutes.
 """
 
 import argparse
@@ -175,24 +178,41 @@ def touch_one(crate, kind):
     path.write_text(bumped)
 
 
-def measure(kind, crate, runs):
-    name = f"bench_{kind}"
-    result = {}
+def measure(crates, runs):
+    """Times every kind, interleaved: each round builds plain, catga and local one after the
+    other, so a slow moment of a shared machine slows one round of every kind rather than all
+    rounds of one kind. Returns {kind: {row: median seconds}} and {kind: {row: median of the
+    per-round ratios to plain}}."""
+    times = {kind: {} for kind in crates}
+    ratios = {kind: {} for kind in crates}
     for profile, flags in (("release", ["--release"]), ("debug", [])):
-        cargo(crate, "build", *flags)  # dependencies and a first build
-        only, touch = [], []
+        only_row, touch_row = f"{profile}, crate only", f"{profile}, touch one handler"
+        for kind, crate in crates.items():
+            cargo(crate, "build", *flags)  # dependencies and a first build
+        rounds = []
         for _ in range(runs):
-            cargo(crate, "clean", "-p", name, *flags)
-            only.append(cargo(crate, "build", *flags))
-            touch_one(crate, kind)
-            touch.append(cargo(crate, "build", *flags))
-        result[f"{profile}, crate only"] = statistics.median(only)
-        result[f"{profile}, touch one handler"] = statistics.median(touch)
-    # LLVM functions of the crate itself, release.
-    functions, lines = count_ir(emit_ir(kind, crate))
-    result["LLVM functions (release)"] = functions
-    result["LLVM IR lines (release)"] = lines
-    return result
+            this_round = {}
+            for kind, crate in crates.items():
+                cargo(crate, "clean", "-p", f"bench_{kind}", *flags)
+                only = cargo(crate, "build", *flags)
+                touch_one(crate, kind)
+                touch = cargo(crate, "build", *flags)
+                this_round[kind] = (only, touch)
+            rounds.append(this_round)
+        for kind in crates:
+            times[kind][only_row] = statistics.median(r[kind][0] for r in rounds)
+            times[kind][touch_row] = statistics.median(r[kind][1] for r in rounds)
+            if "plain" in crates:
+                ratios[kind][only_row] = statistics.median(
+                    r[kind][0] / r["plain"][0] for r in rounds)
+                ratios[kind][touch_row] = statistics.median(
+                    r[kind][1] / r["plain"][1] for r in rounds)
+    for kind, crate in crates.items():
+        # LLVM functions of the crate itself, release.
+        functions, lines = count_ir(emit_ir(kind, crate))
+        times[kind]["LLVM functions (release)"] = functions
+        times[kind]["LLVM IR lines (release)"] = lines
+    return times, ratios
 
 
 def emit_ir(kind, crate):
@@ -277,12 +297,10 @@ def main():
             count_ir(ir, args.top)
         return
     kinds = args.kinds.split(",")
-    results = {}
-    for kind in kinds:
-        crate = generate(kind, args.handlers)
-        print(f"measuring {kind} …", file=sys.stderr, flush=True)
-        results[kind] = measure(kind, crate, args.runs)
-    rows = list(next(iter(results.values())).keys())
+    crates = {kind: generate(kind, args.handlers) for kind in kinds}
+    print(f"measuring {', '.join(kinds)}, {args.runs} interleaved rounds …", file=sys.stderr, flush=True)
+    results, ratios = measure(crates, args.runs)
+    rows = list(results[kinds[0]].keys())
     print(f"| {args.handlers} handlers | " + " | ".join(kinds) + " |")
     print("|---|" + "---:|" * len(kinds))
     for row in rows:
@@ -290,13 +308,13 @@ def main():
         for kind in kinds:
             value = results[kind][row]
             if isinstance(value, float):
-                ratio = value / results["plain"][row] if "plain" in results else None
-                cells.append(f"{value:.2f} s" + (f" ({ratio:.1f}×)" if ratio and kind != "plain" else ""))
+                ratio = ratios[kind].get(row) if kind != "plain" else None
+                cells.append(f"{value:.2f} s" + (f" ({ratio:.2f}×)" if ratio else ""))
             else:
                 ratio = value / results["plain"][row] if "plain" in results and results["plain"][row] else None
                 cells.append(f"{value}" + (f" ({ratio:.0f}×)" if ratio and kind != "plain" else ""))
         print(f"| {row} | " + " | ".join(cells) + " |")
-
+    print("\nTimes are medians of the rounds; a ratio is the median of each round's ratio to plain.")
 
 if __name__ == "__main__":
     main()

@@ -170,7 +170,7 @@ impl Envelope {
         format: WireFormat,
     ) -> Result<Envelope, CodecError> {
         // Encoded with `Json` only, then converted: one instantiation per type (see `codec`).
-        let json = msg.__encode(&crate::codec::Json)?;
+        let json = msg.__encode_json()?;
         let payload = crate::codec::json_into(format, json, std::any::type_name::<M>())?;
         Ok(Self::with_payload(M::NAME, M::KIND, ctx, format, payload))
     }

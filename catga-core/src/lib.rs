@@ -81,7 +81,7 @@ pub mod transport;
 pub mod validate;
 
 #[doc(hidden)]
-#[path = "private.rs"]
+#[path = "private/mod.rs"]
 pub mod __private;
 
 // The guides' code blocks run as doctests, so they cannot drift from the API.

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::any::Any;
 use std::time::Duration;
 
-use crate::codec::{Codec, CodecError, Json, WireFormat, json_into};
+use crate::codec::{CodecError, WireFormat, json_into};
 use crate::policy::{Rate, Skip};
 use crate::validate::ValidationErrors;
 
@@ -283,9 +283,9 @@ pub trait Message: Send + Sync + Sized + 'static {
     #[doc(hidden)]
     fn __cache_key(&self) -> Option<String>;
     #[doc(hidden)]
-    fn __decode<C: Codec>(codec: &C, bytes: &[u8]) -> Result<Self, CodecError>;
+    fn __decode_json(json: &[u8]) -> Result<Self, CodecError>;
     #[doc(hidden)]
-    fn __encode<C: Codec>(&self, codec: &C) -> Result<Vec<u8>, CodecError>;
+    fn __encode_json(&self) -> Result<Vec<u8>, CodecError>;
 }
 
 /// A message with exactly one handler and a reply: a [`Command`] or a [`Query`].
@@ -298,9 +298,9 @@ pub trait Message: Send + Sync + Sized + 'static {
 )]
 pub trait Request: Message {
     #[doc(hidden)]
-    fn __encode_output<C: Codec>(codec: &C, output: &Self::Output) -> Result<Vec<u8>, CodecError>;
+    fn __encode_output_json(output: &Self::Output) -> Result<Vec<u8>, CodecError>;
     #[doc(hidden)]
-    fn __decode_output<C: Codec>(codec: &C, bytes: &[u8]) -> Result<Self::Output, CodecError>;
+    fn __decode_output_json(json: &[u8]) -> Result<Self::Output, CodecError>;
 }
 
 /// A request that changes state. Declared with [`#[command]`](crate::command).
@@ -347,6 +347,22 @@ pub struct MessagePolicy {
     pub cache_ttl: Option<Duration>,
     /// `invalidated_by(OrderPlaced, …)` (queries): events that make cached replies stale.
     pub invalidated_by: &'static [fn() -> &'static MessageInfo],
+}
+
+impl MessagePolicy {
+    /// Nothing set: every behaviour applies its own configuration (the same as `default()`,
+    /// usable in constants).
+    pub const DEFAULT: MessagePolicy = MessagePolicy {
+        timeout: None,
+        max_attempts: None,
+        idempotent: false,
+        skip: Skip::from_bits(0),
+        rate_limit: None,
+        max_in_flight: None,
+        bulkhead: None,
+        cache_ttl: None,
+        invalidated_by: &[],
+    };
 }
 
 /// Any message, type-erased. Every message type implements it.
@@ -396,7 +412,7 @@ impl<M: Message> AnyMessage for M {
     }
     fn encode(&self, format: WireFormat) -> Result<Vec<u8>, CodecError> {
         // Encoded with `Json` only, then converted: one instantiation per type (see `codec`).
-        match self.__encode(&Json) {
+        match self.__encode_json() {
             Ok(json) => json_into(format, json, std::any::type_name::<Self>()),
             Err(e) => Err(e),
         }

@@ -8,7 +8,7 @@
 
 use std::any::Any;
 
-use crate::codec::{CodecError, Json, WireFormat};
+use crate::codec::{CodecError, WireFormat};
 use crate::message::{AnyMessage, Message, MessageInfo, Request};
 use crate::validate::ValidationErrors;
 
@@ -74,10 +74,10 @@ impl<M: Request> Payload for M {
         self
     }
     fn encode_output(_: &'static MessageInfo, output: &M::Output) -> Result<Vec<u8>, CodecError> {
-        M::__encode_output(&Json, output)
+        M::__encode_output_json(output)
     }
     fn decode_output(_: &'static MessageInfo, bytes: &[u8]) -> Result<M::Output, CodecError> {
-        M::__decode_output(&Json, bytes)
+        M::__decode_output_json(bytes)
     }
 }
 

@@ -6,23 +6,25 @@ use std::task::Poll;
 use crate::context::{Context, in_scope};
 use crate::error::Error;
 
-pin_project_lite::pin_project! {
-    /// One attempt of a handler: if it fails, the events it queued with `ctx.publish` are
-    /// dropped, so a failed attempt never announces what it did not do and a retry starts
-    /// clean. A request's attempt drops what was queued after it started; an event handler's
-    /// attempt drops what its `scope` queued (its siblings in the publish share the context),
-    /// and is polled with that scope set so what it queues is tagged with it.
-    ///
-    /// A hand-written future rather than an `async fn`: it sits on every dispatch, and a plain
-    /// struct has no state machine to enter and no drop glue to run. What is discarded is a
-    /// type (`D`), not a value, so a request handler's attempt does not compile the event
-    /// path's scoped poll.
-    pub(crate) struct Attempt<'c, F, D> {
-        ctx: &'c Context,
-        discard: D,
-        #[pin]
-        handler: F,
-    }
+/// One attempt of a handler: if it fails, the events it queued with `ctx.publish` are
+/// dropped, so a failed attempt never announces what it did not do and a retry starts
+/// clean. A request's attempt drops what was queued after it started; an event handler's
+/// attempt drops what its `scope` queued (its siblings in the publish share the context),
+/// and is polled with that scope set so what it queues is tagged with it.
+///
+/// A hand-written future rather than an `async fn`: it sits on every dispatch, and a plain
+/// struct has no state machine to enter and no drop glue to run. What is discarded is a
+/// type (`D`), not a value, so a request handler's attempt does not compile the event
+/// path's scoped poll.
+///
+/// Pinning is projected by hand (`handler` is the one structurally pinned field, and
+/// `Attempt` has no `Drop`): `pin-project-lite`'s `project` is `#[inline]`, which a debug
+/// build compiles once per handler into a unit shared by every handler, so touching one
+/// handler recompiled them all.
+pub(crate) struct Attempt<'c, F, D> {
+    ctx: &'c Context,
+    discard: D,
+    handler: F,
 }
 
 /// What a failed attempt discards, and how its handler is polled.
@@ -104,8 +106,13 @@ where
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.discard.poll(this.handler, cx));
+        // SAFETY: `handler` is structurally pinned: it is only reached through this pinned
+        // projection, never moved, and `Attempt` has no `Drop` impl; the other fields are
+        // `Copy` and never pinned. `Attempt` is `Unpin` exactly when `F` is (auto trait).
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: the pinned projection of `handler`, as above.
+        let handler = unsafe { Pin::new_unchecked(&mut this.handler) };
+        let result = std::task::ready!(this.discard.poll(handler, cx));
         if result.is_err() {
             this.discard.discard(this.ctx);
         }

@@ -6,6 +6,8 @@
 //! * [`inline`]: the slot a handler's future is stored in without allocating, and the
 //!   future that polls it there ([`SlotFuture`](inline::SlotFuture));
 //! * [`slot_pool`]: reused blocks of slots for in-process publishes;
+//! * [`converted`]: a handler's own future with its result converted (what `#[handler]`
+//!   generates);
 //! * [`attempt`]: one attempt of a handler, which drops the events a failed attempt queued;
 //! * [`guard`]: the context's deadline and cancellation around a dispatch;
 //! * [`join`]: joining a publish's handler futures where they are pinned;
@@ -24,6 +26,7 @@
 //! handler's own module, so an edit recompiles that module's unit (benches/compile-time).
 
 pub(crate) mod attempt;
+pub(crate) mod converted;
 pub(crate) mod guard;
 pub(crate) mod inline;
 pub(crate) mod join;

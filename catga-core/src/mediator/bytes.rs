@@ -71,7 +71,7 @@ impl<L: Layer> Catga<L> {
         })?;
         match self.inner.table.entry(info) {
             Some(Entry::Request(entry)) => {
-                let output = self.call_local_dyn(&**entry, msg, &ctx).await?;
+                let output = self.call_local_dyn(entry.erased(), msg, &ctx).await?;
                 let reply = info
                     .output_codec()
                     .encode(format, &*output)

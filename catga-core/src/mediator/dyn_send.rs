@@ -48,7 +48,7 @@ impl<L: Layer> Catga<L> {
             .into());
         }
         match self.inner.table.entry(info) {
-            Some(Entry::Request(entry)) => self.call_local_dyn(&**entry, msg, &ctx).await,
+            Some(Entry::Request(entry)) => self.call_local_dyn(entry.erased(), msg, &ctx).await,
             _ => self.send_remote(DynRequest(msg), ctx).await,
         }
     }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::Catga;
-use crate::codec::{CodecError, Json, WireFormat, in_format, json_of};
+use crate::codec::{CodecError, WireFormat, in_format, json_of};
 use crate::context::Context;
 use crate::dispatch::guard;
 use crate::envelope::Envelope;
@@ -110,7 +110,7 @@ impl<M: Request> Terminal<M> for RemoteTerminal<'_> {
                 Envelope::wrap(&msg, ctx, format).map_err(|e| codec_error(M::NAME, e))?;
             exchange(transport, M::NAME, envelope, limits, |bytes| {
                 let json = json_of(format, bytes, std::any::type_name::<M::Output>())?;
-                M::__decode_output(&Json, &json).map_err(|e| in_format(format, e))
+                M::__decode_output_json(&json).map_err(|e| in_format(format, e))
             })
             .await
         }

@@ -22,11 +22,11 @@ use crate::error::Error;
 use crate::message::{Event, Request};
 use crate::payload::{DynEventRef, DynRequest, EventRef};
 use crate::pipeline::Terminal;
-use crate::registry::{AnyEventEntry, AnyRequestEntry, EventHandlerBox, RequestEntry, call_event};
+use crate::registry::{AnyEventEntry, AnyRequestEntry, EventHandlerBox, TypedRequest, call_event};
 
 /// A typed request's handler.
 pub(crate) struct RequestTerminal<'e, M: Request> {
-    pub(crate) entry: &'e RequestEntry<M>,
+    pub(crate) entry: TypedRequest<'e, M>,
     pub(crate) ctx: &'e Context,
     pub(crate) slot: Pin<&'e InlineSlot>,
 }
@@ -38,8 +38,7 @@ impl<'e, M: Request> Terminal<M> for RequestTerminal<'e, M> {
         msg: M,
         _ctx: &Context,
     ) -> impl Future<Output = Result<M::Output, Error>> + Send {
-        let (entry, ctx, slot) = (self.entry, self.ctx, self.slot);
-        entry.call(msg, ctx, slot)
+        self.entry.call(msg, self.ctx, self.slot)
     }
 }
 

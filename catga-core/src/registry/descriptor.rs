@@ -5,8 +5,8 @@ use std::marker::PhantomData;
 
 use crate::handler::{EventHandler, HandlerMeta, MissingState, OwnedHandler, RequestHandler, Role};
 use crate::message::{Event, Message, MessageInfo, Request};
-use crate::registry::entry::{BoundEvent, BoundRequest, EventEntry, RequestEntry};
-use crate::registry::{AnyEventEntry, AnyRequestEntry};
+use crate::registry::AnyEventEntry;
+use crate::registry::entry::{BoundEvent, EventEntry, RequestEntry};
 use crate::state::States;
 
 /// The macros' binding glue for a message type: its role, and how a handler of it becomes a
@@ -56,7 +56,7 @@ inventory::collect!(HandlerDescriptor);
 /// A handler with its state resolved, ready to be placed in a table.
 pub enum Binding {
     /// The single handler of a request.
-    Request(Box<dyn AnyRequestEntry>),
+    Request(RequestEntry),
     /// One handler of an event; `new_entry` makes the event's (typed) handler list.
     Event {
         /// Makes the event's (typed) handler list.
@@ -69,7 +69,7 @@ pub enum Binding {
 impl std::fmt::Debug for Binding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Binding::Request(e) => write!(f, "Binding::Request({})", e.info().name()),
+            Binding::Request(e) => write!(f, "Binding::Request({})", e.erased().info().name()),
             Binding::Event { .. } => f.write_str("Binding::Event"),
         }
     }
@@ -80,16 +80,9 @@ impl std::fmt::Debug for Binding {
 pub fn bind_request<M: Request, H: RequestHandler<M>>(
     states: &States,
 ) -> Result<Binding, MissingState> {
-    let state = H::resolve(states)?;
-    let bound = BoundRequest::<M, H> {
-        state,
-        spilled: Default::default(),
-        _message: PhantomData,
-    };
-    Ok(Binding::Request(Box::new(RequestEntry::<M>::new(
-        H::META,
-        Box::new(bound),
-    ))))
+    Ok(Binding::Request(RequestEntry::new::<M, H>(H::resolve(
+        states,
+    )?)))
 }
 
 /// Binds the event handler `H` of `E`.

@@ -1,7 +1,7 @@
 //! Table entries: a message type's handler(s), callable typed (the fast path) or type-erased
 //! (the bytes path and events queued with `ctx.publish`).
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,34 +16,13 @@ use std::task::Poll;
 
 use crate::dispatch::inline::{InlineSlot, SlotFuture, fits};
 use crate::message::AnyMessage;
-use crate::message::{Event, MessageInfo, Request};
+use crate::message::{Event, Message, MessageInfo, Request};
 
-/// A request handler with its type erased but its message type known.
-pub(crate) trait ErasedRequestHandler<M: Request>: Send + Sync {
-    fn call<'a>(
-        &'a self,
-        msg: M,
-        ctx: &'a Context,
-        slot: Pin<&'a InlineSlot>,
-    ) -> SlotFuture<'a, Result<M::Output, Error>>;
-
-    /// The type-erased call of the bytes path: the handler's future boxed, its output boxed.
-    /// Built per handler from the same `attempt` as [`call`](Self::call), so a message type
-    /// adds no future of its own to compile (the bytes path allocates anyway).
-    fn call_any<'a>(
-        &'a self,
-        msg: M,
-        ctx: &'a Context,
-    ) -> BoxFuture<'a, Result<Box<dyn Any + Send>, Error>>;
-}
-
-pin_project_lite::pin_project! {
-    /// A request handler's attempt whose output is boxed: the type-erased call's future
-    /// (hand-written: `futures`' `Map` costs several functions per handler to compile).
-    struct BoxOutput<F> {
-        #[pin]
-        attempt: F,
-    }
+/// A request handler's attempt whose output is boxed: the type-erased call's future
+/// (hand-written: `futures`' `Map` costs several functions per handler to compile; pinning
+/// projected by hand for the reason given on `Attempt`).
+struct BoxOutput<F> {
+    attempt: F,
 }
 
 impl<T: Send + 'static, F: Future<Output = Result<T, Error>>> Future for BoxOutput<F> {
@@ -51,7 +30,10 @@ impl<T: Send + 'static, F: Future<Output = Result<T, Error>>> Future for BoxOutp
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        match std::task::ready!(self.project().attempt.poll(cx)) {
+        // SAFETY: `attempt` is structurally pinned: reached only through this projection,
+        // never moved, and `BoxOutput` has no `Drop` impl.
+        let attempt = unsafe { Pin::new_unchecked(&mut self.get_unchecked_mut().attempt) };
+        match std::task::ready!(attempt.poll(cx)) {
             Ok(output) => Poll::Ready(Ok(Box::new(output))),
             Err(e) => Poll::Ready(Err(e)),
         }
@@ -74,10 +56,12 @@ pub(crate) trait ErasedEventHandler<E: Event>: Send + Sync {
     ) -> SlotFuture<'a, Result<(), Error>>;
 }
 
+/// A request handler with its state: what a [`RequestEntry`] holds, behind `dyn`.
 pub(crate) struct BoundRequest<M, H: RequestHandler<M>>
 where
     M: Request,
 {
+    pub(crate) meta: HandlerMeta,
     pub(crate) state: H::State,
     pub(crate) spilled: AtomicBool,
     pub(crate) _message: PhantomData<fn(M)>,
@@ -112,34 +96,10 @@ where
     F: Future<Output = T> + Send + 'a,
 {
     // `fits` is a constant per handler, so the common branch compiles to nothing.
-    if !fits::<F>() {
-        report_spill(spilled, handler, size_of::<F>());
+    if !const { fits::<F>() } {
+        report_spill(spilled, handler, const { size_of::<F>() });
     }
     SlotFuture::new(slot, future)
-}
-
-impl<M: Request, H: RequestHandler<M>> ErasedRequestHandler<M> for BoundRequest<M, H> {
-    #[inline(always)]
-    fn call<'a>(
-        &'a self,
-        msg: M,
-        ctx: &'a Context,
-        slot: Pin<&'a InlineSlot>,
-    ) -> SlotFuture<'a, Result<M::Output, Error>> {
-        let future = attempt(ctx, H::call(&self.state, msg, ctx));
-        store(future, slot, &self.spilled, H::META.name)
-    }
-
-    #[inline(always)]
-    fn call_any<'a>(
-        &'a self,
-        msg: M,
-        ctx: &'a Context,
-    ) -> BoxFuture<'a, Result<Box<dyn Any + Send>, Error>> {
-        Box::pin(BoxOutput {
-            attempt: attempt(ctx, H::call(&self.state, msg, ctx)),
-        })
-    }
 }
 
 impl<E: Event, H: EventHandler<E>> ErasedEventHandler<E> for BoundEvent<E, H> {
@@ -156,26 +116,127 @@ impl<E: Event, H: EventHandler<E>> ErasedEventHandler<E> for BoundEvent<E, H> {
     }
 }
 
-/// The entry of a request type: its one handler.
-pub(crate) struct RequestEntry<M: Request> {
-    meta: HandlerMeta,
-    handler: Box<dyn ErasedRequestHandler<M>>,
+/// The typed call of a request handler: the `BoundRequest<M, H>` it was made for (as a data
+/// pointer), the message, and where to store the handler's future.
+type TypedCall<M> = for<'a> unsafe fn(
+    *const (),
+    M,
+    &'a Context,
+    Pin<&'a InlineSlot>,
+) -> SlotFuture<'a, Result<<M as Message>::Output, Error>>;
+
+/// A [`TypedCall`] with its message type erased so that entries of every type share one
+/// struct; turned back only for the message type it was made for ([`RequestEntry::typed`]).
+type ErasedCall = unsafe fn();
+
+/// The entry of a request type: its one handler, callable typed (the `send` path) or
+/// type-erased (the bytes path).
+///
+/// Not generic over the message on purpose: the drop glue of a generic entry (and of a boxed
+/// trait object per message type) is compiled into one codegen unit a debug build shares
+/// between all handlers, and recompiles whenever any handler changes.
+pub struct RequestEntry {
+    bound: Box<dyn AnyRequestEntry>,
+    /// `call_typed::<M, H>`, erased.
+    call: ErasedCall,
+    /// `M`: the only type `call` is turned back for.
+    message: TypeId,
 }
 
-impl<M: Request> RequestEntry<M> {
-    pub(crate) fn new(meta: HandlerMeta, handler: Box<dyn ErasedRequestHandler<M>>) -> Self {
-        RequestEntry { meta, handler }
+impl RequestEntry {
+    /// The entry of `H`, the handler of `M`, with its state resolved.
+    #[inline(always)]
+    pub(crate) fn new<M: Request, H: RequestHandler<M>>(state: H::State) -> Self {
+        let bound: Box<dyn AnyRequestEntry> = Box::new(BoundRequest::<M, H> {
+            meta: H::META,
+            state,
+            spilled: AtomicBool::new(false),
+            _message: PhantomData,
+        });
+        let call: TypedCall<M> = call_typed::<M, H>;
+        RequestEntry {
+            bound,
+            // SAFETY: a fn pointer to fn pointer transmute (same size); it is only called after
+            // being turned back into exactly `TypedCall<M>`, in `typed`, guarded by `message`.
+            call: unsafe { std::mem::transmute::<TypedCall<M>, ErasedCall>(call) },
+            message: TypeId::of::<M>(),
+        }
     }
 
+    /// The handler, type-erased.
+    pub(crate) fn erased(&self) -> &dyn AnyRequestEntry {
+        &*self.bound
+    }
+
+    /// The handler, callable with an `M`, if `M` is the entry's message type: one type-id
+    /// compare.
     #[inline]
+    pub(crate) fn typed<M: Request>(&self) -> Option<TypedRequest<'_, M>> {
+        if self.message != TypeId::of::<M>() {
+            return None;
+        }
+        Some(TypedRequest {
+            // SAFETY: `message` says `call` was made from a `TypedCall<M>` (see `new`).
+            call: unsafe { std::mem::transmute::<ErasedCall, TypedCall<M>>(self.call) },
+            bound: (&*self.bound as *const dyn AnyRequestEntry).cast::<()>(),
+            _entry: PhantomData,
+        })
+    }
+}
+
+impl std::fmt::Debug for RequestEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RequestEntry({})", self.bound.info().name())
+    }
+}
+
+/// A request entry seen with its message type: [`RequestEntry::typed`].
+pub(crate) struct TypedRequest<'e, M: Request> {
+    call: TypedCall<M>,
+    /// The `BoundRequest<M, H>` that `call` was made for, borrowed from the entry for `'e`.
+    bound: *const (),
+    _entry: PhantomData<&'e RequestEntry>,
+}
+
+// SAFETY: `bound` points into a `RequestEntry`, whose handler is `Send + Sync`
+// (`AnyRequestEntry: Send + Sync`); the pointer is only read as a shared reference.
+unsafe impl<M: Request> Send for TypedRequest<'_, M> {}
+// SAFETY: as for `Send`.
+unsafe impl<M: Request> Sync for TypedRequest<'_, M> {}
+
+impl<'e, M: Request> TypedRequest<'e, M> {
+    /// Calls the handler with `msg`; its future is stored in `slot`.
+    #[inline(always)]
     pub(crate) fn call<'a>(
-        &'a self,
+        &self,
         msg: M,
         ctx: &'a Context,
         slot: Pin<&'a InlineSlot>,
-    ) -> SlotFuture<'a, Result<M::Output, Error>> {
-        self.handler.call(msg, ctx, slot)
+    ) -> SlotFuture<'a, Result<M::Output, Error>>
+    where
+        'e: 'a,
+    {
+        // SAFETY: `call` and `bound` come from the same entry, made for `M` (checked in
+        // `typed`), and the entry outlives `'e: 'a`.
+        unsafe { (self.call)(self.bound, msg, ctx, slot) }
     }
+}
+
+/// The typed call of handler `H` of `M`.
+///
+/// # Safety
+/// `bound` points to a live `BoundRequest<M, H>` that outlives `'a`.
+#[inline(always)]
+unsafe fn call_typed<'a, M: Request, H: RequestHandler<M>>(
+    bound: *const (),
+    msg: M,
+    ctx: &'a Context,
+    slot: Pin<&'a InlineSlot>,
+) -> SlotFuture<'a, Result<M::Output, Error>> {
+    // SAFETY: the caller's contract.
+    let bound = unsafe { &*(bound as *const BoundRequest<M, H>) };
+    let future = attempt(ctx, H::call(&bound.state, msg, ctx));
+    store(future, slot, &bound.spilled, H::META.name)
 }
 
 /// A request entry seen without its message type.
@@ -202,21 +263,36 @@ fn mismatch(info: &'static MessageInfo) -> Error {
     .into()
 }
 
-impl<M: Request> AnyRequestEntry for RequestEntry<M> {
+// Every method is `#[inline(always)]`: a debug build then compiles it into the handler's own
+// codegen unit (where its vtable is made) instead of one unit shared by all handlers, which
+// recompiled whenever any handler changed.
+impl<M: Request, H: RequestHandler<M>> AnyRequestEntry for BoundRequest<M, H> {
+    #[inline(always)]
     fn meta(&self) -> &HandlerMeta {
         &self.meta
     }
+    #[inline(always)]
     fn info(&self) -> &'static MessageInfo {
         M::info()
     }
+    /// The bytes path: the handler's future boxed, its output boxed (built from the same
+    /// `attempt` as the typed call, so a message type adds no future of its own to compile).
+    #[inline(always)]
     fn call_dyn<'a>(
         &'a self,
         msg: Box<dyn AnyMessage>,
         ctx: &'a Context,
     ) -> BoxFuture<'a, Result<Box<dyn Any + Send>, Error>> {
         match msg.into_any().downcast::<M>() {
-            Ok(msg) => self.handler.call_any(*msg, ctx),
-            Err(_) => mismatched(M::info()),
+            Ok(msg) => Box::pin(BoxOutput {
+                attempt: attempt(ctx, H::call(&self.state, *msg, ctx)),
+            }),
+            // Bound and dropped, so the whole `Result` is moved in both arms and needs no drop
+            // glue of its own (one function fewer per message).
+            Err(other) => {
+                drop(other);
+                mismatched(M::info())
+            }
         }
     }
 }

@@ -15,6 +15,6 @@ pub use descriptor::{
     Bind, Binding, HandlerDescriptor, MessageDescriptor, bind_event, bind_request,
 };
 pub use entry::{AnyEventEntry, AnyRequestEntry};
-pub(crate) use entry::{EventHandlerBox, RequestEntry, call_event};
+pub(crate) use entry::{EventHandlerBox, TypedRequest, call_event};
 pub use problem::{BuildError, Problem};
 pub(crate) use table::{Entry, Table};

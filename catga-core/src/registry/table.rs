@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use crate::handler::HandlerMeta;
 use crate::message::{Event, MessageInfo, Request};
 use crate::registry::descriptor::{Binding, HandlerDescriptor, MessageDescriptor};
-use crate::registry::entry::{AnyEventEntry, AnyRequestEntry, EventEntry, RequestEntry};
+use crate::registry::entry::{AnyEventEntry, EventEntry, RequestEntry, TypedRequest};
 use crate::registry::{BuildError, Problem};
 use crate::state::States;
 
 /// A message type's handlers.
 pub(crate) enum Entry {
-    Request(Box<dyn AnyRequestEntry>),
+    Request(RequestEntry),
     Event(Box<dyn AnyEventEntry>),
 }
 
@@ -25,9 +25,9 @@ pub(crate) struct Table {
 impl Table {
     /// The handler of `M`, if registered: an index, a bounds check and one type-id compare.
     #[inline]
-    pub(crate) fn request<M: Request>(&self) -> Option<&RequestEntry<M>> {
+    pub(crate) fn request<M: Request>(&self) -> Option<TypedRequest<'_, M>> {
         match self.slots.get(M::info().slot()) {
-            Some(Some(Entry::Request(entry))) => (&**entry as &dyn Any).downcast_ref(),
+            Some(Some(Entry::Request(entry))) => entry.typed::<M>(),
             _ => None,
         }
     }

@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::marker::PhantomData;
 
-use crate::codec::{CodecError, Json};
+use crate::codec::CodecError;
 use crate::error::{Error, ErrorKind};
 use crate::message::AnyMessage;
 use crate::message::{MessageInfo, Request};
@@ -71,7 +71,7 @@ where
                 what: "a saga step's reply is not of its command's output type",
             })
         })?;
-        C::__encode_output(&Json, &output).map_err(|source| {
+        C::__encode_output_json(&output).map_err(|source| {
             ErrorKind::Codec {
                 message: C::NAME.to_string(),
                 source,
@@ -88,7 +88,7 @@ where
         let Some(undo) = &self.undo else {
             return Ok(None);
         };
-        let output = C::__decode_output(&Json, output)?;
+        let output = C::__decode_output_json(output)?;
         Ok(Some(Box::new(undo(data, output))))
     }
 }

@@ -29,7 +29,7 @@ pub struct Target<'a> {
 pub fn handler(krate: &TokenStream, t: &Target<'_>) -> TokenStream {
     Generate {
         krate,
-        p: quote!(#krate::__private),
+        p: quote!(__catga),
         t,
     }
     .handler()
@@ -37,7 +37,8 @@ pub fn handler(krate: &TokenStream, t: &Target<'_>) -> TokenStream {
 
 struct Generate<'a> {
     krate: &'a TokenStream,
-    /// `#krate::__private`.
+    /// `__catga`: the block's alias of `#krate::__private` (one path segment instead of two keeps
+    /// the expansion, which rustc parses and resolves on every build, short).
     p: TokenStream,
     t: &'a Target<'a>,
 }
@@ -58,7 +59,7 @@ impl Generate<'_> {
             Taking::Value => (
                 quote!(OwnedHandler),
                 quote!(#msg),
-                quote!(<#msg as #krate::Message>::Output),
+                quote!(<#msg as #p::Message>::Output),
                 quote!(__bind_owned),
             ),
             Taking::Ref => (
@@ -70,6 +71,9 @@ impl Generate<'_> {
         };
         quote! {
             const _: () = {
+                use #krate::__private as __catga;
+                #[allow(unused_imports)]
+                use __catga::probes::in_scope::*;
                 const __NAME: &'static str = ::core::concat!(::core::module_path!(), "::", #name);
                 const _: () = #check;
 
@@ -78,25 +82,23 @@ impl Generate<'_> {
                     type State = #state_ty;
                     const META: #p::HandlerMeta = #meta;
 
-                    fn resolve(__states: &#p::States) -> ::core::result::Result<Self::State, #p::MissingState> {
+                    fn resolve(__catga_states: &#p::States) -> #p::Result<Self::State, #p::MissingState> {
                         #resolve
                     }
 
-                    #[allow(clippy::manual_async_fn, clippy::needless_lifetimes)]
+                    #[allow(clippy::needless_lifetimes)]
                     fn call<'__a>(
-                        __state: &'__a Self::State,
-                        __msg: #msg_param,
-                        __ctx: &'__a #krate::Context,
-                    ) -> impl ::core::future::Future<
-                        Output = ::core::result::Result<#output, #p::Error>,
-                    > + ::core::marker::Send + '__a {
-                        async move { #call_body }
+                        __catga_state: &'__a Self::State,
+                        __catga_msg: #msg_param,
+                        __catga_ctx: &'__a #p::Context,
+                    ) -> impl #p::Future<Output = #p::Result<#output, #p::Error>> + #p::Send + '__a {
+                        #call_body
                     }
                 }
 
                 #p::inventory::submit! {
                     #p::HandlerDescriptor {
-                        message: <#msg as #krate::Message>::info,
+                        message: <#msg as #p::Message>::info,
                         meta: <#marker as #p::#handler_trait<#msg>>::META,
                         bind: <#msg as #p::Bind>::#bind::<#marker>,
                     }
@@ -131,17 +133,19 @@ impl Generate<'_> {
             }
         }
         let vars: Vec<_> = (0..types.len())
-            .map(|i| format_ident!("__s{}", i))
+            .map(|i| format_ident!("__catga_s{}", i))
             .collect();
-        let state_ty = quote!( ( #( ::std::sync::Arc<#types>, )* ) );
+        let state_ty = quote!( ( #( #p::Arc<#types>, )* ) );
+        if types.is_empty() {
+            return (quote!(()), quote!(#p::Ok(())));
+        }
         let resolve = quote! {
-            #[allow(unused_mut)]
-            let mut __missing = ::std::vec::Vec::new();
-            #( let #vars = __states.resolve::<#types>(&mut __missing); )*
+            let mut __catga_missing = #p::Vec::new();
+            #( let #vars = __catga_states.resolve::<#types>(&mut __catga_missing); )*
             match ( #( #vars, )* ) {
-                ( #( ::core::option::Option::Some(#vars), )* ) => ::core::result::Result::Ok(( #( #vars, )* )),
+                ( #( #p::Some(#vars), )* ) => #p::Ok(( #( #vars, )* )),
                 #[allow(unreachable_patterns)]
-                _ => ::core::result::Result::Err(#p::MissingState(__missing)),
+                _ => #p::Err(#p::MissingState(__catga_missing)),
             }
         };
         (state_ty, resolve)
@@ -165,16 +169,16 @@ impl Generate<'_> {
         let mut args = Vec::new();
         let mut state_index = usize::from(sig.receiver);
         if sig.receiver {
-            args.push(quote!(&*__state.0));
+            args.push(quote!(&*__catga_state.0));
         }
         for param in &sig.params {
             args.push(match param {
-                Param::Message => quote!(__msg),
-                Param::Context => quote!(__ctx),
+                Param::Message => quote!(__catga_msg),
+                Param::Context => quote!(__catga_ctx),
                 Param::State(_) => {
                     let i = syn::Index::from(state_index);
                     state_index += 1;
-                    quote!(&*__state.#i)
+                    quote!(&*__catga_state.#i)
                 }
             });
         }
@@ -184,41 +188,33 @@ impl Generate<'_> {
     /// Calls the user's function and converts what it returns: the value is the reply, the
     /// error becomes a catga `Error` keeping its retryability, code and source chain.
     fn call_body(&self) -> TokenStream {
-        let (krate, p, sig) = (self.krate, &self.p, self.t.sig);
+        let (p, sig) = (&self.p, self.t.sig);
         let msg = &sig.message;
         let callee = &self.t.callee;
         let args = self.call_args();
         let ret = &sig.ret;
         let into_result = quote_spanned!(ret.span()=>
-            <_ as #p::HandlerReturn<#msg>>::into_result(__result)
+            <_ as #p::HandlerReturn<#msg>>::into_result(__catga_result)
         );
         // A borrowing handler replies `()`: its message's output is `()` when it is an event;
         // for a command (a mistake `assert_by_ref` reports) the value is dropped, so the
         // mistake is not reported a second time as a type mismatch.
         let ok = match sig.taking {
-            Taking::Value => quote!(__ok),
+            Taking::Value => quote!(__catga_ok),
             Taking::Ref => quote!({
-                let _ = __ok;
+                let _ = __catga_ok;
             }),
         };
         quote! {
-            let __result = #callee( #(#args),* ).await;
-            match #into_result {
-                ::core::result::Result::Ok(__ok) => ::core::result::Result::Ok(#ok),
-                ::core::result::Result::Err(__err) => {
-                    #[allow(unused_imports)]
-                    use #p::{NoErrorCode as _, NoRetryable as _, ViaErrorCode as _, ViaRetryable as _};
-                    let __retryable = (&&#p::Probe(&__err)).catga_retryable();
-                    let __coded = (&&#p::Probe(&__err)).catga_error_code();
-                    #[allow(unused_imports)]
-                    use #p::{ViaInto as _, ViaNothing as _, ViaStdError as _, ViaWrapper as _};
-                    let __boxed = (&&&#p::ErrorSlot::new(__err)).catga_box_error();
-                    let __retryable = __retryable || #p::inner_retryable(&__boxed);
-                    ::core::result::Result::Err(#p::Error::__from_handler_boxed(
-                        <#msg as #krate::Message>::NAME, __NAME, __boxed, __retryable, __coded,
-                    ))
+            #p::Converted::new(#callee( #(#args),* ), |__catga_result| match #into_result {
+                #p::Ok(__catga_ok) => #p::Ok(#ok),
+                #p::Err(__catga_err) => {
+                    let __catga_retryable = (&&#p::Probe(&__catga_err)).catga_retryable();
+                    let __catga_coded = (&&#p::Probe(&__catga_err)).catga_error_code();
+                    let __catga_boxed = (&&&#p::ErrorSlot::new(__catga_err)).catga_box_error();
+                    #p::Err(#p::handler_error(<#msg as #p::Message>::NAME, __NAME, __catga_boxed, __catga_retryable, __catga_coded))
                 }
-            }
+            })
         }
     }
 }

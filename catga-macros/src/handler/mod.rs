@@ -71,6 +71,10 @@ fn scan_body(
                 const _: () = #krate::__private::assert_side_effects_allowed::<#alias>();
             }
         });
+    let checks: Vec<TokenStream> = checks.collect();
+    if checks.is_empty() {
+        return TokenStream::new();
+    }
     quote! {
         const _: () = {
             #[allow(dead_code)]

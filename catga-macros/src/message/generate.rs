@@ -59,13 +59,16 @@ impl<'a> Message<'a> {
         let markers = self.marker_impls();
         quote! {
             const _: () = {
+                use #krate::__private as __catga;
+                #[allow(unused_imports)]
+                use __catga::probes::in_scope::*;
                 #message
                 #bind
                 #request
                 #markers
 
-                #krate::__private::inventory::submit! {
-                    #krate::__private::MessageDescriptor { info: <#ident as #krate::Message>::info }
+                __catga::inventory::submit! {
+                    __catga::MessageDescriptor { info: <#ident as __catga::Message>::info }
                 }
             };
         }
@@ -78,48 +81,44 @@ impl<'a> Message<'a> {
 
     /// The body of a codec function of a `local` message: it never reaches the wire.
     fn not_wire(&self) -> TokenStream {
-        let krate = self.krate;
         let wire_name = &self.wire_name;
-        quote!(::core::result::Result::Err(#krate::__private::CodecError::NotWire { name: #wire_name }))
+        quote!(__catga::Err(__catga::CodecError::NotWire { name: #wire_name }))
     }
 
     /// `impl Message`: the static facts, the optional-trait probes and the codec functions.
     fn message_impl(&self) -> TokenStream {
-        let krate = self.krate;
         let ident = self.ident;
         let output = &self.output;
         let wire_name = &self.wire_name;
         let variant = self.kind_variant();
         let info = self.info();
-        let probes = probes(krate);
+        let probes = probes();
         let (decode, encode) = if self.wire() {
             (
-                quote_spanned!(ident.span()=> <#ident as #krate::__private::WireDeserialize>::catga_decode(codec, bytes)),
-                quote_spanned!(ident.span()=> <#ident as #krate::__private::WireSerialize>::catga_encode(self, codec)),
+                quote_spanned!(ident.span()=> <#ident as __catga::WireDeserialize>::catga_decode(&__catga::Json, __catga_json)),
+                quote_spanned!(ident.span()=> <#ident as __catga::WireSerialize>::catga_encode(self, &__catga::Json)),
             )
         } else {
             (self.not_wire(), self.not_wire())
         };
         quote! {
             #[automatically_derived]
-            impl #krate::Message for #ident {
+            impl __catga::Message for #ident {
                 type Output = #output;
                 const NAME: &'static str = #wire_name;
-                const KIND: #krate::__private::MessageKind = #krate::__private::MessageKind::#variant;
+                const KIND: __catga::MessageKind = __catga::MessageKind::#variant;
 
-                fn info() -> &'static #krate::__private::MessageInfo {
+                fn info() -> &'static __catga::MessageInfo {
                     #info
                 }
 
                 #probes
 
-                #[allow(unused_variables)]
-                fn __decode<C: #krate::__private::Codec>(codec: &C, bytes: &[u8])
-                    -> ::core::result::Result<Self, #krate::__private::CodecError> { #decode }
+                fn __decode_json(__catga_json: &[u8])
+                    -> __catga::Result<Self, __catga::CodecError> { #decode }
 
-                #[allow(unused_variables)]
-                fn __encode<C: #krate::__private::Codec>(&self, codec: &C)
-                    -> ::core::result::Result<::std::vec::Vec<u8>, #krate::__private::CodecError> { #encode }
+                fn __encode_json(&self)
+                    -> __catga::Result<__catga::Vec<u8>, __catga::CodecError> { #encode }
             }
         }
     }
@@ -135,7 +134,6 @@ impl<'a> Message<'a> {
 
     /// The body of `Message::info`: one `static MessageInfo`.
     fn info(&self) -> TokenStream {
-        let krate = self.krate;
         let ident = self.ident;
         let wire_name = &self.wire_name;
         let type_name = ident.to_string();
@@ -143,88 +141,94 @@ impl<'a> Message<'a> {
         let wire = self.wire();
         let policy = self.policy();
         let output_codec = if self.kind == Kind::Event {
-            quote!(#krate::__private::EVENT_OUTPUT_JSON)
+            quote!(__catga::EVENT_OUTPUT_JSON)
         } else {
-            quote!(#krate::__private::request_output_json::<#ident>())
+            quote!(__catga::request_output_json::<#ident>())
         };
         let location_line = quote_spanned!(ident.span()=> ::core::line!());
         quote! {
-            static INFO: #krate::__private::MessageInfo = #krate::__private::MessageInfo::__new(
+            static INFO: __catga::MessageInfo = __catga::MessageInfo::__new(
                 #wire_name,
-                #krate::__private::MessageKind::#variant,
+                __catga::MessageKind::#variant,
                 ::core::concat!(::core::module_path!(), "::", #type_name),
                 ::core::file!(),
                 #location_line,
                 #wire,
                 #policy,
-                #krate::__private::decode_wire::<#ident>,
+                __catga::decode_wire::<#ident>,
                 #output_codec,
             );
             &INFO
         }
     }
 
-    /// The per-message policy the behaviours read (`timeout`, `retry`, `rate_limit`, …).
+    /// The per-message policy the behaviours read (`timeout`, `retry`, `rate_limit`, …): the
+    /// fields the attribute sets, the rest from `MessagePolicy::DEFAULT`.
     fn policy(&self) -> TokenStream {
-        let krate = self.krate;
         let args = self.args;
-        let some = |value: Option<TokenStream>| match value {
-            Some(value) => quote!(::core::option::Option::Some(#value)),
-            None => quote!(::core::option::Option::None),
-        };
-        let millis = |ms: Option<u64>| some(ms.map(|ms| quote!(#krate::__private::millis(#ms))));
-        let timeout = millis(args.timeout_ms);
-        let cache_ttl = millis(args.cache_ttl_ms);
-        let retry = some(args.retry.map(|n| quote!(#n)));
-        let rate_limit = some(
-            args.rate_limit
-                .map(|(count, ms)| quote!(#krate::__private::rate(#count, #ms))),
-        );
-        let max_in_flight = some(args.concurrency.map(|n| quote!(#n)));
-        let bulkhead = some(args.bulkhead.as_ref().map(|name| quote!(#name)));
-        let idempotent = args.idempotent;
-        let skip = args.skip;
-        // Each event is named by type, so a typo is a compile error at the name.
-        let invalidated_by = args
-            .invalidated_by
-            .iter()
-            .map(|ty| quote_spanned!(ty.span()=> #krate::__private::event_info::<#ty>));
-        quote! {
-            #krate::__private::MessagePolicy {
-                timeout: #timeout,
-                max_attempts: #retry,
-                idempotent: #idempotent,
-                skip: #krate::__private::Skip::from_bits(#skip),
-                rate_limit: #rate_limit,
-                max_in_flight: #max_in_flight,
-                bulkhead: #bulkhead,
-                cache_ttl: #cache_ttl,
-                invalidated_by: &[#(#invalidated_by),*],
-            }
+        let millis = |ms: u64| quote!(__catga::Some(__catga::millis(#ms)));
+        let mut fields = Vec::new();
+        if let Some(ms) = args.timeout_ms {
+            let value = millis(ms);
+            fields.push(quote!(timeout: #value));
         }
+        if let Some(n) = args.retry {
+            fields.push(quote!(max_attempts: __catga::Some(#n)));
+        }
+        if args.idempotent {
+            fields.push(quote!(idempotent: true));
+        }
+        if args.skip != 0 {
+            let skip = args.skip;
+            fields.push(quote!(skip: __catga::Skip::from_bits(#skip)));
+        }
+        if let Some((count, ms)) = args.rate_limit {
+            fields.push(quote!(rate_limit: __catga::Some(__catga::rate(#count, #ms))));
+        }
+        if let Some(n) = args.concurrency {
+            fields.push(quote!(max_in_flight: __catga::Some(#n)));
+        }
+        if let Some(name) = &args.bulkhead {
+            fields.push(quote!(bulkhead: __catga::Some(#name)));
+        }
+        if let Some(ms) = args.cache_ttl_ms {
+            let value = millis(ms);
+            fields.push(quote!(cache_ttl: #value));
+        }
+        if !args.invalidated_by.is_empty() {
+            // Each event is named by type, so a typo is a compile error at the name.
+            let events = args
+                .invalidated_by
+                .iter()
+                .map(|ty| quote_spanned!(ty.span()=> __catga::event_info::<#ty>));
+            fields.push(quote!(invalidated_by: &[#(#events),*]));
+        }
+        if fields.is_empty() {
+            return quote!(__catga::MessagePolicy::DEFAULT);
+        }
+        quote!(__catga::MessagePolicy { #(#fields,)* ..__catga::MessagePolicy::DEFAULT })
     }
 
     /// `impl Bind`: how `#[handler]` binds a handler of this message (hidden glue).
     fn bind_impl(&self) -> TokenStream {
-        let krate = self.krate;
         let ident = self.ident;
-        let p = quote!(#krate::__private);
+        let p = quote!(__catga);
         let (role, bind_owned, bind_borrowed) = if self.kind == Kind::Event {
             (
                 quote!(EventRole),
-                quote!(#p::bind_event::<Self, H>(states)),
+                quote!(#p::bind_event::<Self, H>(__catga_states)),
                 quote! {
                     fn __bind_borrowed<H: #p::EventHandler<Self>>(
-                        states: &#p::States,
-                    ) -> ::core::result::Result<#p::Binding, #p::MissingState> {
-                        #p::bind_event::<Self, H>(states)
+                        __catga_states: &#p::States,
+                    ) -> __catga::Result<#p::Binding, #p::MissingState> {
+                        #p::bind_event::<Self, H>(__catga_states)
                     }
                 },
             )
         } else {
             (
                 quote!(RequestRole),
-                quote!(#p::bind_request::<Self, H>(states)),
+                quote!(#p::bind_request::<Self, H>(__catga_states)),
                 quote!(),
             )
         };
@@ -234,8 +238,8 @@ impl<'a> Message<'a> {
                 type __Role = #p::#role;
 
                 fn __bind_owned<H: #p::OwnedHandler<Self>>(
-                    states: &#p::States,
-                ) -> ::core::result::Result<#p::Binding, #p::MissingState> {
+                    __catga_states: &#p::States,
+                ) -> __catga::Result<#p::Binding, #p::MissingState> {
                     #bind_owned
                 }
 
@@ -249,7 +253,6 @@ impl<'a> Message<'a> {
         if self.kind == Kind::Event {
             return TokenStream::new();
         }
-        let krate = self.krate;
         let ident = self.ident;
         let output = &self.output;
         let (encode, decode) = if self.wire() {
@@ -259,21 +262,19 @@ impl<'a> Message<'a> {
                 .as_ref()
                 .map_or(ident.span(), |ty| ty.span());
             (
-                quote_spanned!(span=> <#output as #krate::__private::WireSerialize>::catga_encode(output, codec)),
-                quote_spanned!(span=> <#output as #krate::__private::WireDeserialize>::catga_decode(codec, bytes)),
+                quote_spanned!(span=> <#output as __catga::WireSerialize>::catga_encode(__catga_output, &__catga::Json)),
+                quote_spanned!(span=> <#output as __catga::WireDeserialize>::catga_decode(&__catga::Json, __catga_json)),
             )
         } else {
             (self.not_wire(), self.not_wire())
         };
         quote! {
             #[automatically_derived]
-            impl #krate::Request for #ident {
-                #[allow(unused_variables)]
-                fn __encode_output<C: #krate::__private::Codec>(codec: &C, output: &#output)
-                    -> ::core::result::Result<::std::vec::Vec<u8>, #krate::__private::CodecError> { #encode }
-                #[allow(unused_variables)]
-                fn __decode_output<C: #krate::__private::Codec>(codec: &C, bytes: &[u8])
-                    -> ::core::result::Result<#output, #krate::__private::CodecError> { #decode }
+            impl __catga::Request for #ident {
+                fn __encode_output_json(__catga_output: &#output)
+                    -> __catga::Result<__catga::Vec<u8>, __catga::CodecError> { #encode }
+                fn __decode_output_json(__catga_json: &[u8])
+                    -> __catga::Result<#output, __catga::CodecError> { #decode }
             }
         }
     }
@@ -281,7 +282,6 @@ impl<'a> Message<'a> {
     /// The kind's marker trait, and whether a handler's context may publish the message
     /// (commands and events may; queries may not: CATGA050).
     fn marker_impls(&self) -> TokenStream {
-        let krate = self.krate;
         let ident = self.ident;
         let marker = self.kind_variant();
         let side_effects = if self.kind == Kind::Query {
@@ -289,12 +289,12 @@ impl<'a> Message<'a> {
         } else {
             quote! {
                 #[automatically_derived]
-                impl #krate::__private::SideEffectsAllowed for #ident {}
+                impl __catga::SideEffectsAllowed for #ident {}
             }
         };
         quote! {
             #[automatically_derived]
-            impl #krate::#marker for #ident {}
+            impl __catga::#marker for #ident {}
             #side_effects
         }
     }
@@ -303,35 +303,26 @@ impl<'a> Message<'a> {
 /// The `Message` methods that find the type's optional traits (`Clone`, `IdempotencyKey`,
 /// `CacheKey`, `Validate`) by autoref specialisation: the trait's impl if there is one, a
 /// default otherwise.
-fn probes(krate: &TokenStream) -> TokenStream {
-    let p = quote!(#krate::__private);
+fn probes() -> TokenStream {
     quote! {
         #[inline]
-        fn __try_clone(&self) -> ::core::option::Option<Self> {
-            #[allow(unused_imports)]
-            use #p::{NoClone as _, ViaClone as _};
-            (&&#p::Probe(self)).catga_clone()
+        fn __try_clone(&self) -> __catga::Option<Self> {
+            (&&__catga::Probe(self)).catga_clone()
         }
 
         #[inline]
-        fn __idempotency_key(&self) -> ::core::option::Option<::std::string::String> {
-            #[allow(unused_imports)]
-            use #p::{NoIdempotencyKey as _, ViaIdempotencyKey as _};
-            (&&#p::Probe(self)).catga_idempotency_key()
+        fn __idempotency_key(&self) -> __catga::Option<::std::string::String> {
+            (&&__catga::Probe(self)).catga_idempotency_key()
         }
 
         #[inline]
-        fn __cache_key(&self) -> ::core::option::Option<::std::string::String> {
-            #[allow(unused_imports)]
-            use #p::{NoCacheKey as _, ViaCacheKey as _};
-            (&&#p::Probe(self)).catga_cache_key()
+        fn __cache_key(&self) -> __catga::Option<::std::string::String> {
+            (&&__catga::Probe(self)).catga_cache_key()
         }
 
         #[inline]
-        fn __validate(&self) -> ::core::result::Result<(), #p::ValidationErrors> {
-            #[allow(unused_imports)]
-            use #p::{NoValidate as _, ViaValidate as _};
-            (&&#p::Probe(self)).catga_validate()
+        fn __validate(&self) -> __catga::Result<(), __catga::ValidationErrors> {
+            (&&__catga::Probe(self)).catga_validate()
         }
     }
 }

@@ -39,9 +39,9 @@ pub fn stand_in(kind: Kind, krate: &TokenStream, item: &Item, args: &MessageArgs
     } else {
         quote! {
             impl #impl_generics #krate::Request for #ident #ty_generics #bounds {
-                fn __encode_output<C: #p::Codec>(_: &C, _: &Self::Output)
+                fn __encode_output_json(_: &Self::Output)
                     -> ::core::result::Result<::std::vec::Vec<u8>, #p::CodecError> { #never }
-                fn __decode_output<C: #p::Codec>(_: &C, _: &[u8])
+                fn __decode_output_json(_: &[u8])
                     -> ::core::result::Result<Self::Output, #p::CodecError> { #never }
             }
         }
@@ -63,9 +63,9 @@ pub fn stand_in(kind: Kind, krate: &TokenStream, item: &Item, args: &MessageArgs
                 fn __idempotency_key(&self) -> ::core::option::Option<::std::string::String> { #never }
                 fn __cache_key(&self) -> ::core::option::Option<::std::string::String> { #never }
                 fn __validate(&self) -> ::core::result::Result<(), #p::ValidationErrors> { #never }
-                fn __decode<C: #p::Codec>(_: &C, _: &[u8])
+                fn __decode_json(_: &[u8])
                     -> ::core::result::Result<Self, #p::CodecError> { #never }
-                fn __encode<C: #p::Codec>(&self, _: &C)
+                fn __encode_json(&self)
                     -> ::core::result::Result<::std::vec::Vec<u8>, #p::CodecError> { #never }
             }
             impl #impl_generics #p::Bind for #ident #ty_generics #bounds {

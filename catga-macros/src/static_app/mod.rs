@@ -88,10 +88,10 @@ impl<'a> Generated<'a> {
         let krate = self.krate;
         self.fields.push(quote!(#field: #bound::State));
         self.resolves.push(quote! {
-            let #field = match #bound::resolve(__states) {
-                ::core::result::Result::Ok(s) => ::core::option::Option::Some(s),
-                ::core::result::Result::Err(missing) => {
-                    __problems.push(#krate::Problem::MissingState { handler: #bound::META, types: missing.0 });
+            let #field = match #bound::resolve(__catga_states) {
+                ::core::result::Result::Ok(__catga_s) => ::core::option::Option::Some(__catga_s),
+                ::core::result::Result::Err(__catga_missing) => {
+                    __catga_problems.push(#krate::Problem::MissingState { handler: #bound::META, types: __catga_missing.0 });
                     ::core::option::Option::None
                 }
             };
@@ -111,12 +111,12 @@ impl<'a> Generated<'a> {
                 #[inline]
                 fn call<'__a>(
                     &'__a self,
-                    msg: #message,
-                    ctx: &'__a #krate::Context,
+                    __catga_msg: #message,
+                    __catga_ctx: &'__a #krate::Context,
                 ) -> impl ::core::future::Future<
                     Output = ::core::result::Result<<#message as #krate::Message>::Output, #p::Error>,
                 > + ::core::marker::Send + '__a {
-                    #bound::call(&self.#field, msg, ctx)
+                    #bound::call(&self.#field, __catga_msg, __catga_ctx)
                 }
             }
         });
@@ -134,31 +134,31 @@ impl<'a> Generated<'a> {
             let scope = u32::try_from(h + 1).unwrap_or(u32::MAX);
             let bound = quote_spanned!(handler.span()=> <#handler as #p::EventHandler<#message>>);
             self.state_field(&field, &bound);
-            runs.push(quote!(#p::run_static_event::<#message, #handler, __L>(layers, &self.#field, event, ctx, #scope)));
+            runs.push(quote!(#p::run_static_event::<#message, #handler, __L>(__catga_layers, &self.#field, __catga_event, __catga_ctx, #scope)));
             names.push(quote!(#bound::META.name));
-            results.push(format_ident!("__r{}", h));
+            results.push(format_ident!("__catga_r{}", h));
         }
         self.impls.push(quote! {
             #[automatically_derived]
             impl #p::StaticSubscribers<#message> for #name {
                 fn run<'__a, __L: #p::Layer>(
                     &'__a self,
-                    layers: &'__a __L,
-                    event: &'__a #message,
-                    ctx: &'__a #krate::Context,
+                    __catga_layers: &'__a __L,
+                    __catga_event: &'__a #message,
+                    __catga_ctx: &'__a #krate::Context,
                 ) -> impl ::core::future::Future<Output = #p::Outcome> + ::core::marker::Send + '__a {
                     async move {
                         let ( #(#results,)* ) = #p::join!( #(#runs),* );
-                        let mut outcome = #p::Outcome::new();
-                        #( outcome.note(#names, #results); )*
-                        outcome
+                        let mut __catga_outcome = #p::Outcome::new();
+                        #( __catga_outcome.note(#names, #results); )*
+                        __catga_outcome
                     }
                 }
             }
         });
         self.publish_any_arms.push(quote! {
-            if let ::core::option::Option::Some(event) = event.as_any().downcast_ref::<#message>() {
-                return ::std::boxed::Box::pin(<Self as #p::StaticSubscribers<#message>>::run(self, layers, event, ctx));
+            if let ::core::option::Option::Some(__catga_event) = __catga_event.as_any().downcast_ref::<#message>() {
+                return ::std::boxed::Box::pin(<Self as #p::StaticSubscribers<#message>>::run(self, __catga_layers, __catga_event, __catga_ctx));
             }
         });
     }
@@ -192,23 +192,23 @@ impl<'a> Generated<'a> {
 
             #[automatically_derived]
             impl #p::StaticApp for #name {
-                fn resolve(__states: &#p::States) -> ::core::result::Result<Self, ::std::vec::Vec<#krate::Problem>> {
+                fn resolve(__catga_states: &#p::States) -> ::core::result::Result<Self, ::std::vec::Vec<#krate::Problem>> {
                     #[allow(unused_mut)]
-                    let mut __problems = ::std::vec::Vec::new();
+                    let mut __catga_problems = ::std::vec::Vec::new();
                     #(#resolves)*
                     match ( #(#field_names,)* ) {
                         ( #( ::core::option::Option::Some(#field_names), )* ) => ::core::result::Result::Ok(#name { #(#field_names,)* }),
                         #[allow(unreachable_patterns)]
-                        _ => ::core::result::Result::Err(__problems),
+                        _ => ::core::result::Result::Err(__catga_problems),
                     }
                 }
 
                 #[allow(unused_variables)]
                 fn publish_any<'__a, __L: #p::Layer>(
                     &'__a self,
-                    layers: &'__a __L,
-                    event: &'__a dyn #p::AnyMessage,
-                    ctx: &'__a #krate::Context,
+                    __catga_layers: &'__a __L,
+                    __catga_event: &'__a dyn #p::AnyMessage,
+                    __catga_ctx: &'__a #krate::Context,
                 ) -> #p::BoxFuture<'__a, #p::Outcome> {
                     #(#publish_any_arms)*
                     ::std::boxed::Box::pin(async { #p::Outcome::new() })
@@ -220,10 +220,10 @@ impl<'a> Generated<'a> {
                 #[allow(clippy::manual_async_fn)]
                 fn call<'__a>(
                     &'__a self,
-                    msg: #p::NoRoute,
-                    _ctx: &'__a #krate::Context,
+                    __catga_msg: #p::NoRoute,
+                    __catga_ctx: &'__a #krate::Context,
                 ) -> impl ::core::future::Future<Output = ::core::result::Result<(), #p::Error>> + ::core::marker::Send + '__a {
-                    async move { match msg {} }
+                    async move { match __catga_msg {} }
                 }
             }
 

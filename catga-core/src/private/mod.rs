@@ -4,6 +4,7 @@ pub use inventory;
 pub use serde;
 
 pub use crate::codec::{Codec, CodecError, Json, MessagePack, WireFormat};
+pub use crate::dispatch::converted::Converted;
 pub use crate::dispatch::outcome::Outcome;
 pub use crate::error::{BoxError, Error, HandlerFailure};
 pub use crate::handler::{
@@ -24,12 +25,34 @@ pub use crate::validate::ValidationErrors;
 pub use futures::future::BoxFuture;
 pub use futures::join;
 
-use std::cell::Cell;
-use std::fmt;
-use std::ops::Deref;
-use std::time::Duration;
+pub mod probes;
+pub use probes::{ErrorSlot, Probe, inner_retryable};
 
-use crate::message::{Event, Message};
+// The prelude names generated code uses through its one `use …::__private as __catga;`: one
+// short path per name keeps every expansion (parsed and resolved on each build) small.
+pub use crate::context::Context;
+pub use crate::message::{Command, Event, Message, Query, Request};
+pub use std::future::Future;
+pub use std::marker::Send;
+pub use std::option::Option::{self, None, Some};
+pub use std::result::Result::{self, Err, Ok};
+pub use std::sync::Arc;
+pub use std::vec::Vec;
+
+/// The catga [`Error`] a handler's `Err` becomes: its boxed error, with whether it (or a catga
+/// error along its source chain) is retryable and its code, probed at the handler.
+pub fn handler_error(
+    message: &'static str,
+    handler: &'static str,
+    boxed: BoxError,
+    retryable: bool,
+    coded: Option<(&'static str, Option<serde_json::Value>)>,
+) -> Error {
+    let retryable = retryable || inner_retryable(&boxed);
+    Error::__from_handler_boxed(message, handler, boxed, retryable, coded)
+}
+
+use std::time::Duration;
 
 /// `Duration::from_millis` for generated statics.
 pub const fn millis(ms: u64) -> Duration {
@@ -54,7 +77,7 @@ fn encode_output_json<M: crate::message::Request>(
     output: &(dyn std::any::Any + Send),
 ) -> Result<Vec<u8>, CodecError> {
     match output.downcast_ref::<M::Output>() {
-        Some(output) => M::__encode_output(&Json, output),
+        Some(output) => M::__encode_output_json(output),
         None => Err(wrong_output(std::any::type_name::<M::Output>())),
     }
 }
@@ -71,7 +94,7 @@ fn wrong_output(type_name: &'static str) -> CodecError {
 fn decode_output_json<M: crate::message::Request>(
     bytes: &[u8],
 ) -> Result<Box<dyn std::any::Any + Send>, CodecError> {
-    match M::__decode_output(&Json, bytes) {
+    match M::__decode_output_json(bytes) {
         Ok(output) => Ok(Box::new(output)),
         Err(e) => Err(e),
     }
@@ -106,7 +129,7 @@ pub const fn rate(count: u32, period_ms: u64) -> Rate {
 /// Decodes a JSON payload into `M`, type-erased (stored in `MessageInfo`, which converts
 /// other formats to JSON first).
 pub fn decode_wire<M: Message>(json: &[u8]) -> Result<Box<dyn AnyMessage>, CodecError> {
-    match M::__decode(&Json, json) {
+    match M::__decode_json(json) {
         Ok(msg) => Ok(Box::new(msg)),
         Err(e) => Err(e),
     }
@@ -114,9 +137,9 @@ pub fn decode_wire<M: Message>(json: &[u8]) -> Result<Box<dyn AnyMessage>, Codec
 
 // ---- wire capability: a readable error instead of serde's bound failure ----
 //
-// Generated `__encode`/`__decode` go through these traits rather than calling the codec with a
-// `Serialize` bound directly, so a message without serde derives fails with our message, at the
-// message's name.
+// Generated `__encode_json`/`__decode_json` go through these traits rather than calling the
+// codec with a `Serialize` bound directly, so a message without serde derives fails with our
+// message, at the message's name.
 
 #[diagnostic::on_unimplemented(
     message = "`{Self}` travels over the wire but does not implement `Serialize`",
@@ -202,12 +225,12 @@ impl Message for NoRoute {
     fn __cache_key(&self) -> Option<String> {
         match *self {}
     }
-    fn __decode<C: Codec>(_: &C, _: &[u8]) -> Result<Self, CodecError> {
+    fn __decode_json(_: &[u8]) -> Result<Self, CodecError> {
         Err(CodecError::NotWire {
             name: "catga.no_route",
         })
     }
-    fn __encode<C: Codec>(&self, _: &C) -> Result<Vec<u8>, CodecError> {
+    fn __encode_json(&self) -> Result<Vec<u8>, CodecError> {
         match *self {}
     }
 }
@@ -220,12 +243,12 @@ impl Bind for NoRoute {
 }
 
 impl crate::message::Request for NoRoute {
-    fn __encode_output<C: Codec>(_: &C, _: &()) -> Result<Vec<u8>, CodecError> {
+    fn __encode_output_json(_: &()) -> Result<Vec<u8>, CodecError> {
         Err(CodecError::NotWire {
             name: "catga.no_route",
         })
     }
-    fn __decode_output<C: Codec>(_: &C, _: &[u8]) -> Result<(), CodecError> {
+    fn __decode_output_json(_: &[u8]) -> Result<(), CodecError> {
         Err(CodecError::NotWire {
             name: "catga.no_route",
         })
@@ -304,241 +327,3 @@ pub trait SideEffectsAllowed {}
 /// Compile-time check emitted at each `ctx.publish(…)` of a handler: its message is a command
 /// or an event (the message attributes implement the trait), not a query.
 pub const fn assert_side_effects_allowed<M: SideEffectsAllowed>() {}
-
-// ---- autoref specialisation probes, used with concrete types in generated code ----
-
-/// `(&&Probe(&value)).catga_*()` picks the capability's impl when the type has it and the
-/// fallback otherwise. Only meaningful where the type is concrete (generated code).
-pub struct Probe<'a, T>(pub &'a T);
-
-pub trait ViaClone<T> {
-    fn catga_clone(&self) -> Option<T>;
-}
-impl<T: Clone> ViaClone<T> for &Probe<'_, T> {
-    #[inline]
-    fn catga_clone(&self) -> Option<T> {
-        Some(self.0.clone())
-    }
-}
-pub trait NoClone<T> {
-    fn catga_clone(&self) -> Option<T>;
-}
-impl<T> NoClone<T> for Probe<'_, T> {
-    #[inline]
-    fn catga_clone(&self) -> Option<T> {
-        None
-    }
-}
-
-pub trait ViaValidate {
-    fn catga_validate(&self) -> Result<(), ValidationErrors>;
-}
-impl<T: crate::validate::Validate> ViaValidate for &Probe<'_, T> {
-    #[inline]
-    fn catga_validate(&self) -> Result<(), ValidationErrors> {
-        self.0.validate()
-    }
-}
-pub trait NoValidate {
-    fn catga_validate(&self) -> Result<(), ValidationErrors>;
-}
-impl<T> NoValidate for Probe<'_, T> {
-    #[inline]
-    fn catga_validate(&self) -> Result<(), ValidationErrors> {
-        Ok(())
-    }
-}
-
-pub trait ViaRetryable {
-    fn catga_retryable(&self) -> bool;
-}
-impl<T: crate::error::Retryable> ViaRetryable for &Probe<'_, T> {
-    #[inline]
-    fn catga_retryable(&self) -> bool {
-        self.0.is_retryable()
-    }
-}
-pub trait NoRetryable {
-    fn catga_retryable(&self) -> bool;
-}
-impl<T> NoRetryable for Probe<'_, T> {
-    #[inline]
-    fn catga_retryable(&self) -> bool {
-        false
-    }
-}
-
-pub trait ViaErrorCode {
-    fn catga_error_code(&self) -> Option<(&'static str, Option<serde_json::Value>)>;
-}
-impl<T: crate::error::ErrorCode> ViaErrorCode for &Probe<'_, T> {
-    #[inline]
-    fn catga_error_code(&self) -> Option<(&'static str, Option<serde_json::Value>)> {
-        Some((self.0.code(), self.0.details()))
-    }
-}
-pub trait NoErrorCode {
-    fn catga_error_code(&self) -> Option<(&'static str, Option<serde_json::Value>)>;
-}
-impl<T> NoErrorCode for Probe<'_, T> {
-    #[inline]
-    fn catga_error_code(&self) -> Option<(&'static str, Option<serde_json::Value>)> {
-        None
-    }
-}
-
-pub trait ViaIdempotencyKey {
-    fn catga_idempotency_key(&self) -> Option<String>;
-}
-impl<T: crate::behavior::IdempotencyKey> ViaIdempotencyKey for &Probe<'_, T> {
-    #[inline]
-    fn catga_idempotency_key(&self) -> Option<String> {
-        Some(self.0.idempotency_key())
-    }
-}
-pub trait NoIdempotencyKey {
-    fn catga_idempotency_key(&self) -> Option<String>;
-}
-impl<T> NoIdempotencyKey for Probe<'_, T> {
-    #[inline]
-    fn catga_idempotency_key(&self) -> Option<String> {
-        None
-    }
-}
-
-pub trait ViaCacheKey {
-    fn catga_cache_key(&self) -> Option<String>;
-}
-impl<T: crate::behavior::CacheKey> ViaCacheKey for &Probe<'_, T> {
-    #[inline]
-    fn catga_cache_key(&self) -> Option<String> {
-        Some(self.0.cache_key())
-    }
-}
-pub trait NoCacheKey {
-    fn catga_cache_key(&self) -> Option<String>;
-}
-impl<T> NoCacheKey for Probe<'_, T> {
-    #[inline]
-    fn catga_cache_key(&self) -> Option<String> {
-        None
-    }
-}
-
-// ---- a handler's error, boxed the best way its type allows ----
-
-/// A handler's error, owned, for `(&&&ErrorSlot::new(e)).catga_box_error()`: the first impl
-/// that applies to the concrete type wins (generated code only).
-pub struct ErrorSlot<T>(Cell<Option<T>>);
-
-impl<T> ErrorSlot<T> {
-    #[inline]
-    pub fn new(error: T) -> Self {
-        ErrorSlot(Cell::new(Some(error)))
-    }
-}
-
-/// What a slot held: each is taken once, by the one conversion method resolution picked.
-fn taken<T>(slot: &ErrorSlot<T>, box_it: impl FnOnce(T) -> BoxError) -> BoxError {
-    match slot.0.take() {
-        Some(error) => box_it(error),
-        None => Box::new(AlreadyTaken),
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the handler's error was already taken")]
-struct AlreadyTaken;
-
-/// A `std::error::Error`: boxed as it is, so `Error::downcast_ref` finds it.
-pub trait ViaStdError {
-    fn catga_box_error(&self) -> BoxError;
-}
-impl<T: std::error::Error + Send + Sync + 'static> ViaStdError for &&&ErrorSlot<T> {
-    #[inline]
-    fn catga_box_error(&self) -> BoxError {
-        taken(self, |e| Box::new(e))
-    }
-}
-
-/// A type that dereferences to the error it wraps (`anyhow::Error`, `eyre::Report`,
-/// `Box<dyn Error + Send + Sync>`): kept whole, with the wrapped error as its source, so
-/// `Error::downcast_ref` finds that error (and anything under it) along the source chain.
-pub trait ViaWrapper {
-    fn catga_box_error(&self) -> BoxError;
-}
-impl<T> ViaWrapper for &&ErrorSlot<T>
-where
-    T: Deref<Target = dyn std::error::Error + Send + Sync + 'static>
-        + fmt::Display
-        + fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    #[inline]
-    fn catga_box_error(&self) -> BoxError {
-        taken(self, |e| Box::new(Wrapper(e)))
-    }
-}
-
-/// Anything else that converts into a boxed error (`String`, `&str`).
-pub trait ViaInto {
-    fn catga_box_error(&self) -> BoxError;
-}
-impl<T: Into<BoxError>> ViaInto for &ErrorSlot<T> {
-    #[inline]
-    fn catga_box_error(&self) -> BoxError {
-        taken(self, Into::into)
-    }
-}
-
-/// Any other type: only in a program that does not compile (the handler's return type is
-/// already reported, CATGA004); this keeps that the only error.
-pub trait ViaNothing {
-    fn catga_box_error(&self) -> BoxError;
-}
-impl<T> ViaNothing for ErrorSlot<T> {
-    #[inline]
-    fn catga_box_error(&self) -> BoxError {
-        taken(self, |_| Box::new(AlreadyTaken))
-    }
-}
-
-/// See [`ViaWrapper`]: shows as the wrapper does, and offers what it wraps as the source.
-struct Wrapper<T>(T);
-
-impl<T: fmt::Display> fmt::Display for Wrapper<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `{:#}` on anyhow/eyre prints the whole context chain on one line.
-        write!(f, "{:#}", self.0)
-    }
-}
-
-impl<T: fmt::Debug> fmt::Debug for Wrapper<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl<T> std::error::Error for Wrapper<T>
-where
-    T: Deref<Target = dyn std::error::Error + Send + Sync + 'static> + fmt::Display + fmt::Debug,
-{
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.0)
-    }
-}
-
-/// Whether a boxed handler error carries a catga [`Error`] somewhere along its source chain
-/// that is retryable (a dispatch the handler propagated with `?` through `anyhow`).
-pub fn inner_retryable(error: &BoxError) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
-    while let Some(e) = current {
-        if let Some(own) = e.downcast_ref::<Error>() {
-            return own.is_retryable();
-        }
-        current = e.source();
-    }
-    false
-}
