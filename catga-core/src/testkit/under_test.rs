@@ -93,7 +93,9 @@ pub trait Corner: Send + Sync + 'static {
 ///
 ///     async fn open(&self, _test: &str, settings: &Settings) -> Option<BusCorner> {
 ///         let bus = MemoryTransport::new()
-///             .max_deliveries(settings.max_deliveries, settings.redelivery_delay);
+///             .max_deliveries(settings.max_deliveries)
+///             .and_then(|bus| bus.backoff([settings.redelivery_delay]))
+///             .ok()?;
 ///         Some(BusCorner(bus))
 ///     }
 /// }

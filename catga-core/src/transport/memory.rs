@@ -20,6 +20,7 @@ use super::{
     TransportError,
 };
 use crate::envelope::Envelope;
+use crate::transport::options::{self, InvalidOption};
 
 /// Messages larger than this are refused (as a broker would).
 const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
@@ -43,7 +44,8 @@ struct Bus {
     queues: Mutex<HashMap<Route, Arc<Queue>>>,
     max_payload: usize,
     max_deliveries: u32,
-    redelivery_delay: Duration,
+    /// The wait before each redelivery (`options::redelivery_delay`: the last one repeats).
+    backoff: Vec<Duration>,
 }
 
 /// What a queue carries and for whom.
@@ -85,6 +87,15 @@ impl Default for MemoryTransport {
     }
 }
 
+/// A setting made on a transport that was already cloned.
+fn shared(option: &'static str, value: String) -> InvalidOption {
+    InvalidOption::new(
+        option,
+        value,
+        "set it before cloning the transport: every clone shares one bus and its settings",
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave a queue inconsistent.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -98,18 +109,44 @@ impl MemoryTransport {
                 queues: Mutex::new(HashMap::new()),
                 max_payload: DEFAULT_MAX_PAYLOAD,
                 max_deliveries: 3,
-                redelivery_delay: Duration::from_millis(100),
+                backoff: vec![Duration::from_millis(100)],
             }),
         }
     }
 
-    /// Delivers a failed event up to `n` times in all, `delay` apart (set before cloning).
-    pub fn max_deliveries(mut self, n: u32, delay: Duration) -> Self {
-        if let Some(bus) = Arc::get_mut(&mut self.bus) {
-            bus.max_deliveries = n.max(1);
-            bus.redelivery_delay = delay;
+    /// Delivers a failed event at most `n` times in all, the first delivery included (`1`
+    /// turns redelivery off), as `max_deliveries` does on the NATS and Redis transports.
+    ///
+    /// # Errors
+    /// [`InvalidOption`] for `0`, or when this transport was already cloned: the setting
+    /// belongs to the bus every clone shares, so it is made on the first, before cloning.
+    pub fn max_deliveries(mut self, n: u32) -> Result<Self, InvalidOption> {
+        options::check_max_deliveries(n)?;
+        match Arc::get_mut(&mut self.bus) {
+            Some(bus) => bus.max_deliveries = n,
+            None => return Err(shared("max_deliveries", n.to_string())),
         }
-        self
+        Ok(self)
+    }
+
+    /// The wait before each redelivery of a failed event: the first entry before the second
+    /// delivery, the next before the third, the last repeating (default 100 ms), as `backoff`
+    /// does on the NATS and Redis transports.
+    ///
+    /// # Errors
+    /// [`InvalidOption`] for an empty schedule, a delay over 100 years, or a transport already
+    /// cloned (see [`max_deliveries`](Self::max_deliveries)).
+    pub fn backoff(
+        mut self,
+        delays: impl IntoIterator<Item = Duration>,
+    ) -> Result<Self, InvalidOption> {
+        let delays: Vec<Duration> = delays.into_iter().collect();
+        options::check_backoff(&delays)?;
+        match Arc::get_mut(&mut self.bus) {
+            Some(bus) => bus.backoff = delays,
+            None => return Err(shared("backoff", format!("{delays:?}"))),
+        }
+        Ok(self)
     }
 
     /// How many messages wait for the instances of `service` (taken by none yet): a way to
@@ -421,7 +458,7 @@ async fn deliver(inbound: &dyn Inbound, route: &str, parcel: Parcel, queue: &Que
     match settled {
         Disposition::Ack | Disposition::Terminate => {}
         Disposition::Retry => {
-            tokio::time::sleep(bus.redelivery_delay).await;
+            tokio::time::sleep(options::redelivery_delay(&bus.backoff, attempt)).await;
             queue.push(Parcel {
                 envelope,
                 attempt: attempt.saturating_add(1),
