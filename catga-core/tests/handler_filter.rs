@@ -74,3 +74,19 @@ async fn a_filter_that_selects_nothing_cannot_serve_silently() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_filter_may_capture_what_it_selects() {
+    // As read from configuration at startup: a closure capturing it, not only a fn pointer.
+    let modules: Vec<String> = vec!["shipping_rates".to_string()];
+    let app = Catga::builder()
+        .transport(MemoryTransport::new())
+        .service("rates")
+        .handlers(move |h| modules.iter().any(|m| h.is_in(m)))
+        .build()
+        .unwrap();
+    assert_eq!(app.send(shipping_rates::Quote).await.unwrap(), 2);
+    let err = app.send(shipping::Ship).await.unwrap_err();
+    assert_eq!(err.code(), "transport", "routed away: {err}");
+    app.serve().await.unwrap().shutdown().await;
+}

@@ -47,6 +47,9 @@ pub struct CatgaBuilder<L = Identity> {
     settings: Settings,
 }
 
+/// What [`CatgaBuilder::handlers`] keeps.
+pub(super) type HandlerFilter = dyn Fn(&HandlerMeta) -> bool + Send + Sync;
+
 /// Everything but the layers, moved as one when `.layer(…)` changes the builder's type.
 pub(super) struct Settings {
     pub(super) allow_unhandled: Vec<&'static MessageInfo>,
@@ -59,7 +62,7 @@ pub(super) struct Settings {
     pub(super) serve_max_in_flight: usize,
     pub(super) dead_letters: Arc<dyn DynDeadLetterStore>,
     pub(super) dead_letters_configured: bool,
-    pub(super) handler_filter: Option<fn(&HandlerMeta) -> bool>,
+    pub(super) handler_filter: Option<Box<HandlerFilter>>,
 }
 
 impl CatgaBuilder<Identity> {
@@ -200,8 +203,11 @@ impl<L: Layer> CatgaBuilder<L> {
     /// A filter that keeps none of the linked handlers is logged at `warn` by `build()`, and
     /// [`Catga::serve`] refuses to serve nothing
     /// ([`TransportError::NothingToServe`](crate::transport::TransportError::NothingToServe)).
-    pub fn handlers(mut self, keep: fn(&HandlerMeta) -> bool) -> Self {
-        self.settings.handler_filter = Some(keep);
+    ///
+    /// `keep` may capture (a list of module names read from configuration, say); it runs once
+    /// per linked handler, in `build()`.
+    pub fn handlers(mut self, keep: impl Fn(&HandlerMeta) -> bool + Send + Sync + 'static) -> Self {
+        self.settings.handler_filter = Some(Box::new(keep));
         self
     }
 
@@ -217,7 +223,7 @@ impl<L: Layer> CatgaBuilder<L> {
             &self.states,
             &self.settings.allow_unhandled,
             routed,
-            self.settings.handler_filter,
+            self.settings.handler_filter.as_deref(),
         )?;
         Ok(Catga {
             inner: Arc::new(Inner {

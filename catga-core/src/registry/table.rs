@@ -70,7 +70,7 @@ impl Table {
         states: &States,
         allow_unhandled: &[&'static MessageInfo],
         routed: bool,
-        keep: Option<fn(&HandlerMeta) -> bool>,
+        keep: Option<&(dyn Fn(&HandlerMeta) -> bool + Send + Sync)>,
     ) -> Result<Table, BuildError> {
         if let Some(keep) = keep {
             let linked = inventory::iter::<HandlerDescriptor>.into_iter().count();

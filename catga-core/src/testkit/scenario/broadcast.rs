@@ -80,13 +80,9 @@ macro_rules! __catga_scenarios_broadcast {
                 .state_arc(stock.clone())
                 .transport(transport)
                 .service("inventory")
-                .handlers(if with_handler {
-                    |h| {
-                        h.name.contains("::broadcast_inventory::")
-                            || h.name.contains("::broadcast_adjustments::")
-                    }
-                } else {
-                    |h| h.name.contains("::broadcast_inventory::")
+                .handlers(move |h| {
+                    h.name.contains("::broadcast_inventory::")
+                        || (with_handler && h.name.contains("::broadcast_adjustments::"))
                 })
                 .layer(Caching::new())
                 .build()
