@@ -322,7 +322,7 @@ pub trait Event: Message<Output = ()> {}
 
 /// Per-message settings from the attribute, read by behaviours. Every field is "not set" by
 /// default, and then the behaviour's own configuration applies.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct MessagePolicy {
     /// `timeout = "2s"`: overrides the [`Timeout`](crate::behavior::Timeout) behaviour's limit.
     pub timeout: Option<Duration>,
@@ -363,6 +363,12 @@ impl MessagePolicy {
         cache_ttl: None,
         invalidated_by: &[],
     };
+}
+
+impl Default for MessagePolicy {
+    fn default() -> Self {
+        MessagePolicy::DEFAULT
+    }
 }
 
 /// Any message, type-erased. Every message type implements it.

@@ -178,8 +178,7 @@ impl RequestEntry {
         Some(TypedRequest {
             // SAFETY: `message` says `call` was made from a `TypedCall<M>` (see `new`).
             call: unsafe { std::mem::transmute::<ErasedCall, TypedCall<M>>(self.call) },
-            bound: (&*self.bound as *const dyn AnyRequestEntry).cast::<()>(),
-            _entry: PhantomData,
+            bound: &*self.bound,
         })
     }
 }
@@ -193,16 +192,9 @@ impl std::fmt::Debug for RequestEntry {
 /// A request entry seen with its message type: [`RequestEntry::typed`].
 pub(crate) struct TypedRequest<'e, M: Request> {
     call: TypedCall<M>,
-    /// The `BoundRequest<M, H>` that `call` was made for, borrowed from the entry for `'e`.
-    bound: *const (),
-    _entry: PhantomData<&'e RequestEntry>,
+    /// The `BoundRequest<M, H>` that `call` was made for.
+    bound: &'e dyn AnyRequestEntry,
 }
-
-// SAFETY: `bound` points into a `RequestEntry`, whose handler is `Send + Sync`
-// (`AnyRequestEntry: Send + Sync`); the pointer is only read as a shared reference.
-unsafe impl<M: Request> Send for TypedRequest<'_, M> {}
-// SAFETY: as for `Send`.
-unsafe impl<M: Request> Sync for TypedRequest<'_, M> {}
 
 impl<'e, M: Request> TypedRequest<'e, M> {
     /// Calls the handler with `msg`; its future is stored in `slot`.
@@ -216,9 +208,10 @@ impl<'e, M: Request> TypedRequest<'e, M> {
     where
         'e: 'a,
     {
+        let bound = (self.bound as *const dyn AnyRequestEntry).cast::<()>();
         // SAFETY: `call` and `bound` come from the same entry, made for `M` (checked in
         // `typed`), and the entry outlives `'e: 'a`.
-        unsafe { (self.call)(self.bound, msg, ctx, slot) }
+        unsafe { (self.call)(bound, msg, ctx, slot) }
     }
 }
 

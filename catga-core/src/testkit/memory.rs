@@ -23,11 +23,11 @@ impl TransportUnderTest for Memory {
     }
 
     async fn open(&self, _test: &str, settings: &Settings) -> Option<MemoryCorner> {
-        // The suite's settings are valid for every transport; `None` would mean "skip".
+        // Invalid settings are the suite's bug: fail loudly (`None` would skip every scenario).
         let bus = MemoryTransport::new()
             .max_deliveries(settings.max_deliveries)
             .and_then(|bus| bus.backoff([settings.redelivery_delay]))
-            .ok()?;
+            .unwrap_or_else(|e| panic!("the suite's settings for the in-memory transport: {e}"));
         Some(MemoryCorner { bus })
     }
 }

@@ -95,7 +95,7 @@ pub trait Corner: Send + Sync + 'static {
 ///         let bus = MemoryTransport::new()
 ///             .max_deliveries(settings.max_deliveries)
 ///             .and_then(|bus| bus.backoff([settings.redelivery_delay]))
-///             .ok()?;
+///             .expect("the suite's settings are valid");
 ///         Some(BusCorner(bus))
 ///     }
 /// }

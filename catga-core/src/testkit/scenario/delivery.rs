@@ -287,7 +287,7 @@ macro_rules! __catga_scenarios_delivery {
             let runs = Arc::new(Runs::default());
             let consumer = layered(corner.connect().await, &letters, &runs);
             let serving = consumer.serve().await.expect("serve");
-            // Fails on its first delivery (p14b: on its first two), then succeeds.
+            // Job 1 fails on its first delivery, job 2 on its first two; then each succeeds.
             consumer.publish(Job::fails(1, 1)).await.expect("publish");
             consumer.publish(Job::fails(2, 2)).await.expect("publish");
             eventually("both jobs done", || async {
