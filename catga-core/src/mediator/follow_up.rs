@@ -63,7 +63,12 @@ impl<L: Layer> Catga<L> {
     /// One queued event: to the transport if there is one, else to the handlers here. What
     /// fails is kept: an event the transport refused, to be published again; a failed
     /// handler here, unless a `DeadLetter` layer kept it. `caused` holds the headers.
-    async fn publish_follow_up(&self, event: &dyn AnyMessage, ctx: Context, caused: &Context) {
+    pub(super) async fn publish_follow_up(
+        &self,
+        event: &dyn AnyMessage,
+        ctx: Context,
+        caused: &Context,
+    ) {
         let info = event.info();
         let id = ctx.message_id();
         let (correlation, causation) = (ctx.correlation_id(), ctx.causation_id());

@@ -17,6 +17,7 @@ mod keep;
 mod remote;
 mod replay;
 mod serve;
+mod stored;
 mod terminal;
 
 use std::future::Future;

@@ -191,7 +191,7 @@ impl<L: Layer> Catga<L> {
     }
 
     /// `name` is the envelope's, borrowed for the error: the envelope moves into the transport.
-    async fn send_envelope(&self, name: &str, envelope: Envelope) -> Result<(), Error> {
+    pub(super) async fn send_envelope(&self, name: &str, envelope: Envelope) -> Result<(), Error> {
         let Some(transport) = self.inner.settings.transport.as_deref() else {
             return Ok(());
         };

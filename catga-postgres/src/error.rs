@@ -1,0 +1,68 @@
+//! The adapter's errors.
+
+use catga_core::error::BoxError;
+
+/// What went wrong talking to Postgres, or with what was asked of it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PostgresError {
+    /// The schema name is not a plain Postgres identifier.
+    #[error(
+        "`{0}` is not a valid schema name: use 1 to 63 lowercase ASCII letters, digits and `_`, not starting with a digit"
+    )]
+    InvalidSchema(String),
+    /// An option was given a value it cannot take.
+    #[error("invalid option `{option}`: {reason}")]
+    InvalidOption {
+        /// The option, as its builder method is named.
+        option: &'static str,
+        /// Why the value is refused.
+        reason: String,
+    },
+    /// A migration could not be applied.
+    #[error("migrating schema `{schema}` failed: {source}")]
+    Migrate {
+        /// The schema being migrated.
+        schema: String,
+        /// sqlx's error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed (the database is unreachable, a constraint was violated, …).
+    #[error("{operation} failed: {source}")]
+    Database {
+        /// What was being done, e.g. `outbox: insert`.
+        operation: &'static str,
+        /// sqlx's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// `Tx::current` was called outside a dispatch that the `Outbox` behaviour runs.
+    #[error(
+        "no transaction: this code does not run inside a dispatch of an application with the `Outbox` behaviour (add `.layer(Outbox::new(pool, schema))`, or call it from the handler itself, not a spawned task)"
+    )]
+    NoTransaction,
+    /// The dispatch's transaction was already committed or rolled back.
+    #[error("the dispatch's transaction has already ended")]
+    TransactionEnded,
+    /// A stored row could not be read back (a column holds something catga did not write).
+    #[error("malformed row in `{table}`: {reason}")]
+    MalformedRow {
+        /// The table.
+        table: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl PostgresError {
+    /// A failed query, with what was being done.
+    pub(crate) fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> PostgresError {
+        move |source| PostgresError::Database { operation, source }
+    }
+
+    /// Boxed, for the core traits' error types.
+    pub(crate) fn boxed(self) -> BoxError {
+        Box::new(self)
+    }
+}

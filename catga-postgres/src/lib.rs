@@ -1,0 +1,26 @@
+//! PostgreSQL for catga, through sqlx: a transactional outbox, so a handler's writes and the
+//! events it publishes commit together and reach the broker at least once.
+//!
+//! * [`migrate`] creates the tables in a schema of your choice ([`Schema`]), idempotently.
+//! * [`Outbox`] is a behaviour: each command runs in a transaction ([`Tx`]) that also stores
+//!   the events the handler published; a failed handler leaves no row and no event.
+//! * [`OutboxRelay`] publishes the stored events through the application's transport and
+//!   removes each once the transport acknowledged it.
+//!
+//! What it guarantees, the schema and the measured figures are in `docs/persistence.md`.
+//!
+//! Queries are checked at run time: building this crate needs no database.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod migrate;
+pub mod outbox;
+mod schema;
+mod tx;
+
+pub use error::PostgresError;
+pub use migrate::migrate;
+pub use outbox::{Outbox, OutboxRelay, RunningRelay};
+pub use schema::Schema;
+pub use tx::{Tx, TxGuard};
