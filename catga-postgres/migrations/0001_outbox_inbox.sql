@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     message_id   uuid        NOT NULL,
     handler      text        NOT NULL,
     processed_at timestamptz NOT NULL DEFAULT now(),
+    -- A command's or query's reply, as JSON, returned again to a redelivery.
+    reply        bytea,
     PRIMARY KEY (message_id, handler)
 );
 CREATE INDEX IF NOT EXISTS inbox_processed_at ON inbox (processed_at);

@@ -4,6 +4,8 @@
 //! * [`migrate`] creates the tables in a schema of your choice ([`Schema`]), idempotently.
 //! * [`Outbox`] is a behaviour: each command runs in a transaction ([`Tx`]) that also stores
 //!   the events the handler published; a failed handler leaves no row and no event.
+//! * [`Inbox`] records each handled message in the same transaction, so a redelivery has no
+//!   second effect.
 //! * [`OutboxRelay`] publishes the stored events through the application's transport and
 //!   removes each once the transport acknowledged it.
 //!
@@ -14,12 +16,15 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod inbox;
 mod migrate;
 pub mod outbox;
 mod schema;
+mod transaction;
 mod tx;
 
 pub use error::PostgresError;
+pub use inbox::Inbox;
 pub use migrate::migrate;
 pub use outbox::{Outbox, OutboxRelay, RunningRelay};
 pub use schema::Schema;

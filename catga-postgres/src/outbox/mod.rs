@@ -14,13 +14,14 @@ use std::sync::Arc;
 
 use catga_core::codec::WireFormat;
 use catga_core::envelope::Envelope;
-use catga_core::error::{Error, ErrorKind};
+use catga_core::error::Error;
 use catga_core::{Behavior, Context, Next, Payload};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use crate::error::PostgresError;
 use crate::schema::Schema;
+use crate::transaction::{store_error, within};
 use crate::tx::Tx;
 
 pub use relay::{OutboxRelay, RunningRelay};
@@ -44,9 +45,11 @@ pub fn by_correlation(envelope: &Envelope) -> String {
 
 /// The transactional outbox behaviour. See the [module docs](self).
 ///
-/// It wraps commands only: a query changes nothing, and the handlers of one event share a
-/// context, so their events cannot yet be told apart here; an event handler's writes and
-/// follow-ups are not transactional with each other (use a command for that).
+/// It wraps commands. A query changes nothing and is passed through. The handlers of one
+/// event share a context, so their published events cannot be told apart here: an event
+/// handler gets a transaction from [`Inbox`](crate::Inbox) (its writes and its inbox record
+/// commit together), and its follow-up events are published after that commit, as without an
+/// outbox.
 ///
 /// Add it inside `Retry` (each attempt gets a transaction of its own) and outside
 /// `Validation` and `Timeout`:
@@ -158,18 +161,6 @@ impl Outbox {
     }
 }
 
-fn store_error(error: PostgresError) -> Error {
-    let operation = match &error {
-        PostgresError::Database { operation, .. } => *operation,
-        _ => "outbox",
-    };
-    ErrorKind::Store {
-        operation,
-        source: error.boxed(),
-    }
-    .into()
-}
-
 impl Behavior for Outbox {
     async fn handle<P: Payload, N: Next<P>>(
         &self,
@@ -180,53 +171,22 @@ impl Behavior for Outbox {
         if msg.info().kind() != catga_core::message::MessageKind::Command {
             return next.run(msg).await;
         }
-        let transaction = self
-            .shared
-            .pool
-            .begin()
-            .await
-            .map_err(|e| store_error(PostgresError::db("outbox: begin")(e)))?;
-        let tx = Tx::new(transaction);
-        let outcome = Tx::scope(Arc::clone(&tx), next.run(msg)).await;
-        let Some(transaction) = tx.finish().await else {
-            return Err(store_error(PostgresError::TransactionEnded));
-        };
-        let output = match outcome {
-            Ok(output) => output,
-            Err(error) => {
-                // Explicitly, so the connection is clean before it returns to the pool.
-                if let Err(e) = transaction.rollback().await {
-                    tracing::warn!(target: "catga", error = %e, "outbox: rollback failed; the connection is discarded");
-                }
-                return Err(error);
+        let format = self.format;
+        let (outcome, _own) = within(&self.shared.pool, |tx| async move {
+            let output = next.run(msg).await?;
+            let envelopes = ctx.take_published(format)?;
+            if !envelopes.is_empty() {
+                self.write(&tx, &envelopes).await.map_err(store_error)?;
             }
-        };
-        let envelopes = match ctx.take_published(self.format) {
-            Ok(envelopes) => envelopes,
-            Err(error) => {
-                let _ = transaction.rollback().await;
-                return Err(error);
-            }
-        };
-        let tx = Tx::new(transaction);
-        if !envelopes.is_empty()
-            && let Err(error) = self.write(&tx, &envelopes).await
-        {
-            if let Some(transaction) = tx.finish().await {
-                let _ = transaction.rollback().await;
-            }
-            return Err(store_error(error));
-        }
-        let Some(transaction) = tx.finish().await else {
-            return Err(store_error(PostgresError::TransactionEnded));
-        };
-        transaction
-            .commit()
-            .await
-            .map_err(|e| store_error(PostgresError::db("outbox: commit")(e)))?;
-        if !envelopes.is_empty() {
+            Ok((output, envelopes.len()))
+        })
+        .await?;
+        let (output, written) = outcome;
+        if written > 0 {
+            // When an outer `Inbox` owns the transaction this runs before its commit; the
+            // relay then finds nothing yet and the commit's `NOTIFY` wakes it again.
             self.shared.committed.notify_one();
-            metrics::counter!("catga_outbox_written_total").increment(envelopes.len() as u64);
+            metrics::counter!("catga_outbox_written_total").increment(written as u64);
         }
         Ok(output)
     }
