@@ -226,3 +226,34 @@ async fn two_relays_share_the_rows_without_publishing_one_twice() {
     first.shutdown().await;
     second.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrating_is_idempotent_and_concurrent_migrations_do_not_fail() {
+    let Some(db) = db("outbox_migrate").await else { return };
+    let fresh = catga_postgres::Schema::new(format!("{}_m", db.schema)).expect("valid");
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = db.pool.clone();
+            let schema = fresh.clone();
+            tokio::spawn(async move { catga_postgres::migrate(&pool, &schema).await })
+        })
+        .collect();
+    for run in runs {
+        run.await.expect("joined").expect("a concurrent migration succeeds");
+    }
+    catga_postgres::migrate(&db.pool, &fresh)
+        .await
+        .expect("migrating again does nothing");
+    let tables = db
+        .count(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{fresh}' AND table_name IN ('outbox', 'inbox', '_sqlx_migrations')"
+        ))
+        .await;
+    assert_eq!(tables, 3);
+    assert_eq!(
+        db.count("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name = '_sqlx_migrations'").await,
+        0,
+        "nothing is written outside the schema"
+    );
+    db.execute(&format!("DROP SCHEMA {fresh} CASCADE")).await;
+}
