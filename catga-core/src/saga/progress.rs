@@ -20,6 +20,33 @@ pub enum SagaStatus {
 }
 
 impl SagaStatus {
+    /// Every status, in the order of the lifecycle.
+    pub const ALL: [SagaStatus; 5] = [
+        SagaStatus::Running,
+        SagaStatus::Compensating,
+        SagaStatus::Completed,
+        SagaStatus::Compensated,
+        SagaStatus::Failed,
+    ];
+
+    /// The status's name as serde writes it (`"Running"`, `"Compensating"`, …): the form a
+    /// [saga store](crate::store::saga) keeps in its own column, so the column and the stored
+    /// state's JSON agree.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SagaStatus::Running => "Running",
+            SagaStatus::Compensating => "Compensating",
+            SagaStatus::Completed => "Completed",
+            SagaStatus::Compensated => "Compensated",
+            SagaStatus::Failed => "Failed",
+        }
+    }
+
+    /// The status [`as_str`](Self::as_str) names `name`, or `None` for any other text.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == name)
+    }
+
     /// Whether the saga has nothing left to do.
     pub fn is_finished(self) -> bool {
         matches!(
@@ -150,6 +177,16 @@ fn completed_steps<'de, De: Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_names_are_the_serde_names() {
+        for status in SagaStatus::ALL {
+            let json = serde_json::to_string(&status).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert_eq!(SagaStatus::from_name(status.as_str()), Some(status));
+        }
+        assert_eq!(SagaStatus::from_name("running"), None);
+    }
 
     #[test]
     fn message_ids_depend_on_the_run_the_step_and_the_direction_only() {

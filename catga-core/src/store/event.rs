@@ -12,10 +12,14 @@
 //! keeps the trait implementable by a database table, e.g. in Postgres:
 //!
 //! ```text
-//! stream text, version bigint, event_id uuid primary key, event_type text, payload jsonb,
+//! stream text, version bigint, event_id uuid primary key, event_type text, payload bytea,
 //! recorded_at timestamptz, correlation_id uuid, causation_id uuid,
 //! unique (stream, version)   -- a unique violation on insert is a `Conflict`
 //! ```
+//!
+//! A payload is kept as the bytes given (`bytea`, not `jsonb`: a payload need not be JSON, and
+//! `jsonb` would reorder keys and drop whitespace; the conformance suite checks payloads byte
+//! for byte).
 //!
 //! [`InMemoryEventStore`](super::memory_event::InMemoryEventStore) is the implementation for
 //! tests and single-process applications.

@@ -1,8 +1,11 @@
 //! Stores: where catga keeps what must outlive a dispatch (replies already given, messages
-//! that could not be handled, …). Each is a trait with an in-memory implementation here; the
-//! Redis and Postgres implementations live in their adapter crates.
+//! that could not be handled, event streams, saga progress, …). Each is a trait with an
+//! in-memory implementation here; the Redis and Postgres implementations live in their
+//! adapter crates, and every implementation runs the same conformance suite
+//! (`catga_core::testkit::stores`, feature `testkit`).
 
 pub mod dead_letter;
 pub mod event;
 pub mod idempotency;
 pub mod memory_event;
+pub mod saga;

@@ -28,6 +28,8 @@
 //! missing server ([`services`]), a server process of a test's own ([`ServerProcess`]), and the
 //! log capture of the credential tests ([`logs`]).
 //!
+//! The store conformance suite, one per store trait, is in [`stores`].
+//!
 //! This module is test support: it panics to report a failure, with a message that says what
 //! was expected.
 
@@ -39,6 +41,7 @@ mod process;
 mod runtime;
 mod scenario;
 pub mod services;
+pub mod stores;
 mod under_test;
 mod wait;
 
