@@ -229,7 +229,9 @@ async fn two_relays_share_the_rows_without_publishing_one_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrating_is_idempotent_and_concurrent_migrations_do_not_fail() {
-    let Some(db) = db("outbox_migrate").await else { return };
+    let Some(db) = db("outbox_migrate").await else {
+        return;
+    };
     let fresh = catga_postgres::Schema::new(format!("{}_m", db.schema)).expect("valid");
     let runs: Vec<_> = (0..4)
         .map(|_| {
@@ -239,7 +241,9 @@ async fn migrating_is_idempotent_and_concurrent_migrations_do_not_fail() {
         })
         .collect();
     for run in runs {
-        run.await.expect("joined").expect("a concurrent migration succeeds");
+        run.await
+            .expect("joined")
+            .expect("a concurrent migration succeeds");
     }
     catga_postgres::migrate(&db.pool, &fresh)
         .await

@@ -71,7 +71,8 @@ pub mod shipping {
 
 async fn db(test: &str) -> Option<Db> {
     let db = Db::open(test).await?;
-    db.execute("CREATE TABLE {schema}.effects (parcel bigint)").await;
+    db.execute("CREATE TABLE {schema}.effects (parcel bigint)")
+        .await;
     Some(db)
 }
 
@@ -90,7 +91,9 @@ fn app(db: &Db, effects: &Arc<Effects>) -> (Catga<impl Layer>, catga_postgres::O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_that_can_never_be_published_are_dead_lettered_once_and_the_relay_goes_on() {
-    let Some(db) = db("relay_malformed").await else { return };
+    let Some(db) = db("relay_malformed").await else {
+        return;
+    };
     let effects = Arc::new(Effects::default());
     let (app, relay) = app(&db, &effects);
     // Three bad rows and a good one, as another program (or a bug) might have written them.
@@ -105,7 +108,11 @@ async fn rows_that_can_never_be_published_are_dead_lettered_once_and_the_relay_g
     let done = relay.relay_once(&app).await.expect("a round");
     assert_eq!(done, 4);
     assert_eq!(db.outbox_rows().await, 0, "every row was settled");
-    assert_eq!(effects.runs.load(Ordering::SeqCst), 1, "the good row was published");
+    assert_eq!(
+        effects.runs.load(Ordering::SeqCst),
+        1,
+        "the good row was published"
+    );
     let letters = app.dead_letters().list_dyn(10).await.expect("dead letters");
     let mut names: Vec<&str> = letters.iter().map(|l| l.message.as_str()).collect();
     names.sort_unstable();
@@ -118,7 +125,9 @@ async fn rows_that_can_never_be_published_are_dead_lettered_once_and_the_relay_g
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_mid_batch_loses_nothing_and_the_inbox_absorbs_its_duplicates() {
-    let Some(db) = db("relay_killed").await else { return };
+    let Some(db) = db("relay_killed").await else {
+        return;
+    };
     let effects = Arc::new(Effects::default());
     let (app, relay) = app(&db, &effects);
     for parcel in 0..60 {
@@ -137,10 +146,15 @@ async fn a_relay_killed_mid_batch_loses_nothing_and_the_inbox_absorbs_its_duplic
     effects.slow_ms.store(0, Ordering::SeqCst);
     let second = relay.start(app.clone()).await.expect("a new relay starts");
     eventually("every event had its effect", || async {
-        db.count("SELECT count(DISTINCT parcel) FROM {schema}.effects").await == 60
+        db.count("SELECT count(DISTINCT parcel) FROM {schema}.effects")
+            .await
+            == 60
     })
     .await;
-    eventually("the outbox emptied", || async { db.outbox_rows().await == 0 }).await;
+    eventually("the outbox emptied", || async {
+        db.outbox_rows().await == 0
+    })
+    .await;
     assert_eq!(
         db.count("SELECT count(*) FROM {schema}.effects").await,
         60,
@@ -166,7 +180,9 @@ impl Transport for Flaky {
     }
     fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>> {
         if self.down.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(TransportError::Unreachable("the broker is down".into())) });
+            return Box::pin(async {
+                Err(TransportError::Unreachable("the broker is down".into()))
+            });
         }
         self.inner.publish(envelope)
     }
@@ -188,7 +204,9 @@ impl Transport for Flaky {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_broker_down_commands_commit_rows_wait_and_everything_flows_when_it_returns() {
-    let Some(db) = db("relay_broker_down").await else { return };
+    let Some(db) = db("relay_broker_down").await else {
+        return;
+    };
     let effects = Arc::new(Effects::default());
     let down = Arc::new(AtomicBool::new(true));
     let outbox = Outbox::new(db.pool.clone(), db.schema.clone());
@@ -210,13 +228,19 @@ async fn with_the_broker_down_commands_commit_rows_wait_and_everything_flows_whe
     let serving = app.serve().await.expect("serves");
     let running = relay.start(app.clone()).await.expect("starts");
     for parcel in 0..30 {
-        app.send(Ship { parcel }).await.expect("commits while the broker is down");
+        app.send(Ship { parcel })
+            .await
+            .expect("commits while the broker is down");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(db.outbox_rows().await, 30, "rows wait in the outbox");
     assert_eq!(effects.runs.load(Ordering::SeqCst), 0);
     assert!(
-        db.count("SELECT count(*) FROM {schema}.outbox WHERE attempts > 0 AND last_error IS NOT NULL").await >= 1,
+        db.count(
+            "SELECT count(*) FROM {schema}.outbox WHERE attempts > 0 AND last_error IS NOT NULL"
+        )
+        .await
+            >= 1,
         "the failure is noted on the row for an operator"
     );
     down.store(false, Ordering::SeqCst);
@@ -224,7 +248,10 @@ async fn with_the_broker_down_commands_commit_rows_wait_and_everything_flows_whe
         db.count("SELECT count(*) FROM {schema}.effects").await == 30
     })
     .await;
-    eventually("the outbox emptied", || async { db.outbox_rows().await == 0 }).await;
+    eventually("the outbox emptied", || async {
+        db.outbox_rows().await == 0
+    })
+    .await;
     running.shutdown().await;
     serving.shutdown().await;
 }

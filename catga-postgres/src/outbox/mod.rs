@@ -64,7 +64,7 @@ pub fn by_correlation(envelope: &Envelope) -> String {
 /// migrate(&pool, &schema).await?;
 /// let outbox = Outbox::new(pool, schema);
 /// let relay = outbox.relay();
-/// let app = Catga::builder().layer(Retry::default()).layer(outbox).build()?;
+/// let app = Catga::builder().layer(Retry::exponential(3)).layer(outbox).build()?;
 /// let running = relay.start(app.clone()).await?;
 /// # running.shutdown().await;
 /// # Ok(()) }

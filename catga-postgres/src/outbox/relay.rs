@@ -202,19 +202,39 @@ impl OutboxRelay {
             .await
             .map_err(PostgresError::db("outbox relay: claim"))?;
         let claimed = rows.len();
-        let mut done: Vec<i64> = Vec::with_capacity(claimed);
-        let mut blocked: Option<(i64, String)> = None;
+        // Rows of one key are published one after the other, in position order; different
+        // keys at the same time, so a batch costs about one broker round trip, not one per row.
+        let mut keys: Vec<Vec<Claimed>> = Vec::new();
+        let mut key_index: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
         for row in &rows {
             let claim = row::from_row(row).map_err(PostgresError::db("outbox relay: read row"))?;
-            let position = claim.position;
-            match self.publish(app, claim).await {
-                Ok(()) => done.push(position),
-                Err(error) => {
-                    // The transport is down or refused: keep the rest for later, in order.
-                    blocked = Some((position, error.to_string()));
-                    break;
+            let at = *key_index
+                .entry(claim.ordering_key.clone())
+                .or_insert_with(|| {
+                    keys.push(Vec::new());
+                    keys.len() - 1
+                });
+            keys[at].push(claim);
+        }
+        let outcomes = futures::future::join_all(keys.into_iter().map(|rows| async move {
+            let mut done = Vec::with_capacity(rows.len());
+            for claim in rows {
+                let position = claim.position;
+                if let Err(error) = self.publish(app, claim).await {
+                    // The transport is down or refused: the key's later rows wait, in order.
+                    return (done, Some((position, error.to_string())));
                 }
+                done.push(position);
             }
+            (done, None)
+        }))
+        .await;
+        let mut done: Vec<i64> = Vec::with_capacity(claimed);
+        let mut failed: Vec<(i64, String)> = Vec::new();
+        for (published, failure) in outcomes {
+            done.extend(published);
+            failed.extend(failure);
         }
         if !done.is_empty() {
             let sql = if self.keep_published.is_some() {
@@ -228,11 +248,14 @@ impl OutboxRelay {
                 .await
                 .map_err(PostgresError::db("outbox relay: remove published"))?;
         }
-        if let Some((position, error)) = &blocked {
+        if let Some((_, error)) = failed.first() {
+            // The rows that could not be published, with the first failure's text (they
+            // failed against the same broker in the same round).
+            let positions: Vec<i64> = failed.iter().map(|(position, _)| *position).collect();
             sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE {table} SET attempts = attempts + 1, last_error = $2 WHERE position = $1"
+                "UPDATE {table} SET attempts = attempts + 1, last_error = $2 WHERE position = ANY($1)"
             )))
-            .bind(position)
+            .bind(&positions)
             .bind(error)
             .execute(&mut *tx)
             .await
@@ -253,7 +276,7 @@ impl OutboxRelay {
         if !done.is_empty() {
             metrics::counter!("catga_outbox_published_total").increment(done.len() as u64);
         }
-        if blocked.is_some() {
+        if !failed.is_empty() {
             // Not a full batch: the caller waits for the next trigger instead of spinning.
             return Ok(done.len());
         }

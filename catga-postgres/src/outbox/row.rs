@@ -55,6 +55,7 @@ impl Columns {
 /// A row as the relay claimed it.
 pub(crate) struct Claimed {
     pub position: i64,
+    pub ordering_key: String,
     pub message_id: Uuid,
     pub name: String,
     /// The envelope, or why the row cannot be one.
@@ -72,6 +73,7 @@ fn malformed(reason: String) -> PostgresError {
 pub(crate) fn from_row(row: &PgRow) -> Result<Claimed, sqlx::Error> {
     let position: i64 = row.try_get("position")?;
     let message_id: Uuid = row.try_get("message_id")?;
+    let ordering_key: String = row.try_get("ordering_key")?;
     let name: String = row.try_get("name")?;
     let kind: String = row.try_get("kind")?;
     let headers: String = row.try_get("headers")?;
@@ -117,6 +119,7 @@ pub(crate) fn from_row(row: &PgRow) -> Result<Claimed, sqlx::Error> {
     })();
     Ok(Claimed {
         position,
+        ordering_key,
         message_id,
         name,
         envelope,
