@@ -45,6 +45,28 @@ pub enum PostgresError {
     /// The dispatch's transaction was already committed or rolled back.
     #[error("the dispatch's transaction has already ended")]
     TransactionEnded,
+    /// A value is larger than a store accepts in one write (see the stores'
+    /// `max_write_bytes`): refused before anything is sent.
+    #[error(
+        "{what} is {bytes} bytes, more than the {limit} bytes this store accepts in one write\nhelp: store the value elsewhere and keep a reference, or raise the store's `max_write_bytes`"
+    )]
+    TooLarge {
+        /// What was too large, e.g. `a dead letter`.
+        what: &'static str,
+        /// Its size in bytes.
+        bytes: usize,
+        /// The store's limit in bytes.
+        limit: usize,
+    },
+    /// A value cannot be stored as given: Postgres `text` and `jsonb` cannot hold a NUL
+    /// character, and integers must fit in a `bigint`. Refused before anything is sent.
+    #[error("{what} cannot be stored: {reason}")]
+    Unrepresentable {
+        /// The value, e.g. `a dead letter's error`.
+        what: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
     /// A stored row could not be read back (a column holds something catga did not write).
     #[error("malformed row in `{table}`: {reason}")]
     MalformedRow {

@@ -20,6 +20,7 @@ mod inbox;
 mod migrate;
 pub mod outbox;
 mod schema;
+pub mod store;
 mod transaction;
 mod tx;
 
@@ -28,4 +29,7 @@ pub use inbox::Inbox;
 pub use migrate::migrate;
 pub use outbox::{Outbox, OutboxRelay, RunningRelay};
 pub use schema::Schema;
+pub use store::{
+    PostgresDeadLetterStore, PostgresEventStore, PostgresIdempotencyStore, PostgresSagaStore,
+};
 pub use tx::{Tx, TxGuard};
