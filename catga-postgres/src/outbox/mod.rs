@@ -8,6 +8,7 @@
 //! the transport acknowledged them.
 
 mod relay;
+mod round;
 pub(crate) mod row;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use catga_core::envelope::Envelope;
 use catga_core::error::Error;
 use catga_core::{Behavior, Context, Next, Payload};
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use crate::error::PostgresError;
 use crate::schema::Schema;
@@ -25,6 +26,7 @@ use crate::transaction::{store_error, within};
 use crate::tx::Tx;
 
 pub use relay::{OutboxRelay, RunningRelay};
+use round::Committed;
 
 /// What the behaviour and the relay of one outbox share.
 pub(crate) struct Shared {
@@ -32,7 +34,17 @@ pub(crate) struct Shared {
     pub(crate) schema: Schema,
     /// Woken at every commit that wrote rows: the relay of this process starts at once.
     pub(crate) committed: Notify,
+    /// The rows each commit wrote, with their envelopes, for the fast round.
+    pub(crate) fast_tx: mpsc::Sender<Vec<Committed>>,
+    /// Taken by the first relay started in this process.
+    pub(crate) fast_rx: std::sync::Mutex<Option<mpsc::Receiver<Vec<Committed>>>>,
+    /// Whether a relay took `fast_rx`: until then nothing is queued (it would only be held).
+    pub(crate) fast_taken: std::sync::atomic::AtomicBool,
 }
+
+/// Commits handed to the relay and not yet taken. Beyond it a commit's rows are left to a
+/// claim round (nothing is lost; they are read back from the table).
+const FAST_QUEUE: usize = 1024;
 
 /// Which events must be published in order: those with equal keys, in commit order.
 pub type OrderingKey = fn(&Envelope) -> String;
@@ -100,15 +112,19 @@ impl Outbox {
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], \
                $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[]) \
                AS t(mid, okey, name, kind, corr, caus, ts, tp, tst, hdr, fmt, pay) \
-             RETURNING position), \
+             RETURNING position, message_id), \
              woken AS (SELECT pg_notify('{channel}', '')) \
-             SELECT count(*) FROM ins, woken"
+             SELECT ins.position, ins.message_id FROM ins, woken"
         );
+        let (fast_tx, fast_rx) = mpsc::channel(FAST_QUEUE);
         Outbox {
             shared: Arc::new(Shared {
                 pool,
                 schema,
                 committed: Notify::new(),
+                fast_tx,
+                fast_rx: std::sync::Mutex::new(Some(fast_rx)),
+                fast_taken: std::sync::atomic::AtomicBool::new(false),
             }),
             insert: insert.into(),
             format: WireFormat::Json,
@@ -135,29 +151,54 @@ impl Outbox {
         OutboxRelay::new(Arc::clone(&self.shared))
     }
 
-    async fn write(&self, tx: &Tx, envelopes: &[Envelope]) -> Result<(), PostgresError> {
+    /// Writes `envelopes` in `tx`; returns them as the rows they became, for the fast round.
+    async fn write(
+        &self,
+        tx: &Tx,
+        envelopes: Vec<Envelope>,
+    ) -> Result<Vec<Committed>, PostgresError> {
         let mut columns = row::Columns::default();
-        for envelope in envelopes {
-            columns.push(envelope, (self.ordering_key)(envelope));
+        let mut keys = Vec::with_capacity(envelopes.len());
+        for envelope in &envelopes {
+            let key = (self.ordering_key)(envelope);
+            columns.push(envelope, key.clone());
+            keys.push(key);
         }
-        let mut conn = tx.lock().await?;
-        sqlx::query(crate::schema::sql(&self.insert))
-            .bind(columns.message_id)
-            .bind(columns.ordering_key)
-            .bind(columns.name)
-            .bind(columns.kind)
-            .bind(columns.correlation_id)
-            .bind(columns.causation_id)
-            .bind(columns.timestamp_ms)
-            .bind(columns.traceparent)
-            .bind(columns.tracestate)
-            .bind(columns.headers)
-            .bind(columns.format)
-            .bind(columns.payload)
-            .execute(&mut *conn)
-            .await
-            .map_err(PostgresError::db("outbox: insert"))?;
-        Ok(())
+        let rows: Vec<(i64, uuid::Uuid)> = {
+            let mut conn = tx.lock().await?;
+            sqlx::query_as(crate::schema::sql(&self.insert))
+                .bind(columns.message_id)
+                .bind(columns.ordering_key)
+                .bind(columns.name)
+                .bind(columns.kind)
+                .bind(columns.correlation_id)
+                .bind(columns.causation_id)
+                .bind(columns.timestamp_ms)
+                .bind(columns.traceparent)
+                .bind(columns.tracestate)
+                .bind(columns.headers)
+                .bind(columns.format)
+                .bind(columns.payload)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(PostgresError::db("outbox: insert"))?
+        };
+        // `RETURNING` promises no order: match the rows to the envelopes by message id.
+        let positions: std::collections::HashMap<uuid::Uuid, i64> = rows
+            .into_iter()
+            .map(|(position, id)| (id, position))
+            .collect();
+        Ok(envelopes
+            .into_iter()
+            .zip(keys)
+            .filter_map(|(envelope, ordering_key)| {
+                positions.get(&envelope.id).map(|&position| Committed {
+                    position,
+                    ordering_key,
+                    envelope,
+                })
+            })
+            .collect())
     }
 }
 
@@ -172,21 +213,31 @@ impl Behavior for Outbox {
             return next.run(msg).await;
         }
         let format = self.format;
-        let (outcome, _own) = within(&self.shared.pool, |tx| async move {
+        let ((output, committed), own) = within(&self.shared.pool, |tx| async move {
             let output = next.run(msg).await?;
             let envelopes = ctx.take_published(format)?;
-            if !envelopes.is_empty() {
-                self.write(&tx, &envelopes).await.map_err(store_error)?;
-            }
-            Ok((output, envelopes.len()))
+            let committed = if envelopes.is_empty() {
+                Vec::new()
+            } else {
+                self.write(&tx, envelopes).await.map_err(store_error)?
+            };
+            Ok((output, committed))
         })
         .await?;
-        let (output, written) = outcome;
-        if written > 0 {
-            // When an outer `Inbox` owns the transaction this runs before its commit; the
-            // relay then finds nothing yet and the commit's `NOTIFY` wakes it again.
-            self.shared.committed.notify_one();
-            metrics::counter!("catga_outbox_written_total").increment(written as u64);
+        if !committed.is_empty() {
+            metrics::counter!("catga_outbox_written_total").increment(committed.len() as u64);
+            if own
+                && self
+                    .shared
+                    .fast_taken
+                    .load(std::sync::atomic::Ordering::Acquire)
+            {
+                // Committed: hand the rows to this process's relay. A full queue (or no relay
+                // started) leaves them to a claim round, woken by the commit's NOTIFY.
+                let _ = self.shared.fast_tx.try_send(committed);
+            }
+            // With an outer `Inbox` owning the transaction nothing is committed yet; its
+            // commit's NOTIFY wakes the relays.
         }
         Ok(output)
     }

@@ -15,6 +15,10 @@ use crate::error::PostgresError;
 pub(crate) const COLUMNS: &str = "position, message_id, ordering_key, name, kind, correlation_id, causation_id, \
      timestamp_ms, traceparent, tracestate, headers::text AS headers, format, payload";
 
+/// [`COLUMNS`] of the table aliased `o`.
+pub(crate) const COLUMNS_OF_O: &str = "o.position, o.message_id, o.ordering_key, o.name, o.kind, o.correlation_id, \
+     o.causation_id, o.timestamp_ms, o.traceparent, o.tracestate, o.headers::text AS headers, o.format, o.payload";
+
 /// Envelopes as the column arrays of one multi-row `INSERT … SELECT FROM UNNEST(…)`: one
 /// round trip for any number of events.
 #[derive(Default)]
