@@ -18,7 +18,8 @@ use crate::error::PostgresError;
 use crate::schema::{Schema, sql};
 use crate::transaction::{store_error, within};
 
-/// The inbox behaviour. See the [module docs](self).
+/// The inbox behaviour: records each handled message in the transaction of its effects,
+/// so a redelivered copy is acknowledged without running the handler again.
 ///
 /// Every dispatch of a command or an event handler through it costs one `INSERT` in its
 /// transaction (a query changes nothing and is passed through). A message seen before costs

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod fnv;
 mod inbox;
 mod migrate;
 pub mod outbox;

@@ -2,6 +2,9 @@
 
 use crate::error::PostgresError;
 
+/// The longest name Postgres keeps whole (`NAMEDATALEN - 1`).
+pub(crate) const MAX_IDENTIFIER: usize = 63;
+
 /// A validated Postgres schema name: every table of this crate lives in it, so several
 /// applications (or tests) can share one database without sharing rows.
 ///
@@ -28,7 +31,7 @@ impl Schema {
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
         let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if first_ok && rest_ok && name.len() <= 63 && !name.starts_with("pg_") {
+        if first_ok && rest_ok && name.len() <= MAX_IDENTIFIER && !name.starts_with("pg_") {
             Ok(Schema(name))
         } else {
             Err(PostgresError::InvalidSchema(name))
@@ -47,7 +50,20 @@ impl Schema {
 
     /// The `LISTEN`/`NOTIFY` channel the outbox announces new rows on.
     pub(crate) fn outbox_channel(&self) -> String {
-        format!("{}_outbox", self.0)
+        self.channel("outbox")
+    }
+
+    /// The `LISTEN`/`NOTIFY` channel for `purpose` in this schema: `<schema>_<purpose>`, or,
+    /// when that is longer than a Postgres name may be, `catga_<purpose>_<hash of the schema>`
+    /// (`pg_notify` refuses a longer name, and `LISTEN` would silently truncate it).
+    pub(crate) fn channel(&self, purpose: &str) -> String {
+        let plain = format!("{}_{purpose}", self.0);
+        if plain.len() <= MAX_IDENTIFIER {
+            return plain;
+        }
+        let mut hash = crate::fnv::Fnv::default();
+        hash.write(self.0.as_bytes());
+        format!("catga_{purpose}_{:016x}", hash.0)
     }
 }
 
@@ -73,6 +89,9 @@ mod tests {
             assert!(Schema::new(ok).is_ok(), "{ok}");
         }
         let long = "a".repeat(64);
+        let longest = Schema::new("a".repeat(63)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(longest.outbox_channel().len() <= super::MAX_IDENTIFIER);
+        assert_eq!(Schema::catga().outbox_channel(), "catga_outbox");
         for bad in [
             "",
             "1abc",

@@ -27,14 +27,13 @@ use tokio::time::Instant;
 use super::column::{self, DEFAULT_MAX_WRITE_BYTES, LONGEST};
 use super::wakeup::Wakeups;
 use crate::error::PostgresError;
+use crate::fnv::Fnv;
 use crate::schema::{Schema, sql};
 
 /// How often a waiter looks at its key unless configured.
 const DEFAULT_POLL: Duration = Duration::from_secs(1);
 /// The shortest poll interval accepted.
 const MIN_POLL: Duration = Duration::from_millis(10);
-/// The longest `LISTEN/NOTIFY` channel name Postgres accepts (`NAMEDATALEN - 1`).
-const MAX_CHANNEL: usize = 63;
 
 /// An [`IdempotencyStore`] in the table `<schema>.idempotency` (created by
 /// [`migrate`](crate::migrate)), shared by every instance on the same schema. See the
@@ -155,33 +154,9 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// 64-bit FNV-1a: stable across processes and versions, unlike `std`'s hashers.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-}
-
-/// The channel of `schema`'s idempotency notifications: `<schema>_idempotency`, or, when that
-/// is longer than Postgres allows, a name made from a hash of the schema.
+/// The channel of `schema`'s idempotency notifications (see [`Schema::channel`]).
 fn channel(schema: &Schema) -> String {
-    let plain = format!("{schema}_idempotency");
-    if plain.len() <= MAX_CHANNEL {
-        return plain;
-    }
-    let mut hash = Fnv::default();
-    hash.write(schema.as_str().as_bytes());
-    format!("catga_idempotency_{:016x}", hash.0)
+    schema.channel("idempotency")
 }
 
 impl PostgresIdempotencyStore {
@@ -449,7 +424,7 @@ mod tests {
     #[test]
     fn channels_fit_postgres_names() {
         let long = Schema::new("a".repeat(63)).unwrap_or_else(|e| panic!("{e}"));
-        assert!(channel(&long).len() <= MAX_CHANNEL);
+        assert!(channel(&long).len() <= crate::schema::MAX_IDENTIFIER);
         assert_eq!(channel(&Schema::catga()), "catga_idempotency");
     }
 }
