@@ -34,3 +34,8 @@ pub use store::{
     PostgresDeadLetterStore, PostgresEventStore, PostgresIdempotencyStore, PostgresSagaStore,
 };
 pub use tx::{Tx, TxGuard};
+
+/// The examples of `docs/persistence.md`, compiled as doctests.
+#[doc = include_str!("../../docs/persistence.md")]
+#[cfg(doctest)]
+mod persistence_doctests {}

@@ -1,7 +1,7 @@
 //! Stores: where catga keeps what must outlive a dispatch (replies already given, messages
 //! that could not be handled, event streams, saga progress, …). Each is a trait with an
-//! in-memory implementation here; the Redis and Postgres implementations live in their
-//! adapter crates, and every implementation runs the same conformance suite
+//! in-memory implementation here; `catga-postgres` implements every one on PostgreSQL, and
+//! every implementation runs the same conformance suite
 //! (`catga_core::testkit::stores`, feature `testkit`).
 
 pub mod dead_letter;

@@ -3,8 +3,8 @@
 //!
 //! Each store trait of [`store`](crate::store) says what it promises in its rustdoc (a
 //! completed key gives its reply, a stale append is a conflict and writes nothing, …). The
-//! in-memory stores keep those promises in one process; the Redis and Postgres stores must keep
-//! the same ones across processes. One suite per trait checks them all the same way:
+//! in-memory stores keep those promises in one process; a database's stores (`catga-postgres`)
+//! keep the same ones across processes. One suite per trait checks them all the same way:
 //!
 //! | trait | scenarios | macro |
 //! |---|---|---|
