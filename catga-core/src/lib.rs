@@ -118,7 +118,7 @@ pub use message::{Command, Event, Location, Message, MessageInfo, MessageKind, Q
 pub use payload::Payload;
 pub use pipeline::{Behavior, Identity, Layer, Next, Stack};
 pub use registry::{BuildError, Problem};
-pub use saga::{Saga, SagaError, SagaState, SagaStatus};
+pub use saga::{Saga, SagaError, SagaState, SagaStatus, StoredSagaError};
 pub use static_app::{StaticBuilder, StaticCatga};
 pub use tokio_util::sync::CancellationToken;
 pub use validate::{FieldError, Validate, ValidationErrors};

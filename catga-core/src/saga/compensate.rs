@@ -23,39 +23,45 @@ struct GaveUp {
 }
 
 impl<D: Sync + 'static> Saga<D> {
-    /// Undoes the completed steps, last first, then settles the status.
-    pub(super) async fn compensate<L: Layer>(
+    /// Undoes the last completed step (if it has a compensation) and drops it from the
+    /// state: one change, so a caller can persist it before the next compensation. A
+    /// compensation that fails for good is dead-lettered and recorded, and the saga goes on
+    /// with the others. Returns `false`, changing nothing, when no completed step is left.
+    pub(super) async fn compensate_last<L: Layer>(
         &self,
         app: &Catga<L>,
         data: &D,
         state: &mut SagaState,
-        observe: &mut impl FnMut(&SagaState),
-    ) {
-        while let Some(done) = state.completed.last() {
-            // `check` made sure every recorded position is one of this saga's steps.
-            if let Some(step) = self.steps.get(done.index)
-                && step.compensation_info().is_some()
-            {
-                let (index, output) = (done.index, done.output.clone());
-                if let Err(gave_up) = self.compensate_step(app, data, state, index, &output).await {
-                    let letter = self.keep(app, data, state, index, &output, &gave_up).await;
-                    state.compensation_failures.push(failure(
-                        step.name(),
-                        index,
-                        &gave_up.error,
-                        letter,
-                    ));
-                }
+    ) -> bool {
+        let Some(done) = state.completed.last() else {
+            return false;
+        };
+        // `check` made sure every recorded position is one of this saga's steps.
+        if let Some(step) = self.steps.get(done.index)
+            && step.compensation_info().is_some()
+        {
+            let (index, output) = (done.index, done.output.clone());
+            if let Err(gave_up) = self.compensate_step(app, data, state, index, &output).await {
+                let letter = self.keep(app, data, state, index, &output, &gave_up).await;
+                state.compensation_failures.push(failure(
+                    step.name(),
+                    index,
+                    &gave_up.error,
+                    letter,
+                ));
             }
-            state.completed.pop();
-            observe(state);
         }
+        state.completed.pop();
+        true
+    }
+
+    /// Settles the status once every completed step was compensated.
+    pub(super) fn settle(&self, state: &mut SagaState) {
         state.status = if state.compensation_failures.is_empty() {
             SagaStatus::Compensated
         } else {
             SagaStatus::Failed
         };
-        observe(state);
     }
 
     /// Tries the compensation of step `index` with doubling delays until it succeeds or the

@@ -34,10 +34,15 @@
 //!   application keeps none of them: a failed step is compensated, and a compensation that
 //!   failed for good is kept once.
 //!
-//! Progress is a plain, serialisable [`SagaState`], updated as the saga goes: persist it (the
-//! `observe` callback of [`Saga::run_observed`] sees every change) and pass it back to `run`
-//! to resume after a crash. A step that was being sent when the process died is sent again
-//! with the same message id.
+//! Progress is a plain, serialisable [`SagaState`], updated as the saga goes. To survive a
+//! crash, run the saga with [`Saga::run_stored`]: the instance (state and data) is saved in a
+//! [`SagaStore`](crate::store::saga::SagaStore) before the first command and after every
+//! change, and [`Saga::recover`], called in a loop by any process, finds the instances nobody
+//! saved for a grace period and finishes them: a running one with its next step, a
+//! compensating one with its next compensation. The one step that was being sent when the
+//! process died is sent again with the same message id; of two processes resuming one
+//! instance, the store's version lets exactly one go on. ([`Saga::run_observed`] sees every
+//! change too, synchronously, for a caller that keeps the state elsewhere.)
 //!
 //! A forward step that fails *in doubt* (a timeout, a reply lost on the way back) may have
 //! taken effect: it is not compensated (its compensation is built from its reply, which never
@@ -88,15 +93,19 @@
 mod builder;
 mod compensate;
 mod progress;
+mod recover;
 mod run;
 mod step;
+mod stored;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use builder::{SagaBuildError, SagaBuilder};
 pub use progress::{CompletedStep, SagaState, SagaStatus, StepFailure};
+pub use recover::{RecoverError, Recovery};
 pub use run::SagaError;
+pub use stored::{Resumed, StoredSagaError};
 
 use crate::store::dead_letter::DynDeadLetterStore;
 use step::ErasedStep;

@@ -118,43 +118,79 @@ impl<D: Sync + 'static> Saga<D> {
     ) -> Result<(), SagaError> {
         self.check(state)?;
         let mut first_error = None;
-        while state.status == SagaStatus::Running
-            && let Some(step) = self.steps.get(state.next_step)
-        {
-            let index = state.next_step;
-            let ctx = self.context(state, index, state.forward_message_id(index));
-            let sent = app.send_dyn(step.forward(data), ctx).await;
-            match sent.and_then(|reply| step.keep_reply(reply)) {
-                Ok(output) => {
-                    state.completed.push(CompletedStep {
-                        index,
-                        step: step.name().to_string(),
-                        output,
-                    });
-                    state.next_step += 1;
-                }
-                Err(error) => {
-                    if error.is_in_doubt() {
-                        tracing::error!(target: "catga", saga = self.name, step = step.name(), index,
-                            error = %error, "saga step failed in doubt: it may have taken effect and is not compensated; compensating the steps before it");
-                    } else {
-                        tracing::warn!(target: "catga", saga = self.name, step = step.name(), index,
-                            error = %error, "saga step failed; compensating");
+        while self.advance(app, data, state, &mut first_error).await {
+            observe(state);
+        }
+        self.outcome(state, first_error)
+    }
+
+    /// Makes the next change of `state`: sends the next forward step, compensates the last
+    /// completed step, or settles the status once there is nothing left to send. Returns
+    /// `false`, changing nothing, once the saga is finished.
+    ///
+    /// One change per call is what lets a caller persist every change before the next
+    /// command goes out (`run_observed` calls its callback, `run_stored` awaits a save). A
+    /// forward step's error is kept in `first_error` for the outcome.
+    pub(super) async fn advance<L: Layer>(
+        &self,
+        app: &Catga<L>,
+        data: &D,
+        state: &mut SagaState,
+        first_error: &mut Option<Error>,
+    ) -> bool {
+        match state.status {
+            SagaStatus::Running => match self.steps.get(state.next_step) {
+                Some(step) => {
+                    let index = state.next_step;
+                    let ctx = self.context(state, index, state.forward_message_id(index));
+                    let sent = app.send_dyn(step.forward(data), ctx).await;
+                    match sent.and_then(|reply| step.keep_reply(reply)) {
+                        Ok(output) => {
+                            state.completed.push(CompletedStep {
+                                index,
+                                step: step.name().to_string(),
+                                output,
+                            });
+                            state.next_step += 1;
+                        }
+                        Err(error) => {
+                            if error.is_in_doubt() {
+                                tracing::error!(target: "catga", saga = self.name, step = step.name(), index,
+                                    error = %error, "saga step failed in doubt: it may have taken effect and is not compensated; compensating the steps before it");
+                            } else {
+                                tracing::warn!(target: "catga", saga = self.name, step = step.name(), index,
+                                    error = %error, "saga step failed; compensating");
+                            }
+                            state.failure = Some(failure(step.name(), index, &error, None));
+                            state.status = SagaStatus::Compensating;
+                            *first_error = Some(error);
+                        }
                     }
-                    state.failure = Some(failure(step.name(), index, &error, None));
-                    state.status = SagaStatus::Compensating;
-                    first_error = Some(error);
+                }
+                // `check` refused a next step beyond the last, so this is "every step ran".
+                None => state.status = SagaStatus::Completed,
+            },
+            SagaStatus::Compensating => {
+                if !self.compensate_last(app, data, state).await {
+                    self.settle(state);
                 }
             }
-            observe(state);
+            SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed => return false,
         }
-        if state.status == SagaStatus::Running {
-            state.status = SagaStatus::Completed;
-            observe(state);
-        }
-        if state.status == SagaStatus::Compensating {
-            self.compensate(app, data, state, &mut observe).await;
-        }
+        true
+    }
+
+    /// What a finished run returns: `Ok` once completed, else the failure the state records
+    /// (with the step's error when this run saw it).
+    #[allow(
+        clippy::result_large_err,
+        reason = "the error is `run`'s own, returned to its caller as it is"
+    )]
+    pub(super) fn outcome(
+        &self,
+        state: &SagaState,
+        first_error: Option<Error>,
+    ) -> Result<(), SagaError> {
         let failure = state.failure.clone().unwrap_or_else(|| StepFailure {
             step: String::new(),
             index: None,
@@ -183,7 +219,7 @@ impl<D: Sync + 'static> Saga<D> {
         clippy::result_large_err,
         reason = "the error is `run`'s own, returned to its caller as it is"
     )]
-    fn check(&self, state: &SagaState) -> Result<(), SagaError> {
+    pub(super) fn check(&self, state: &SagaState) -> Result<(), SagaError> {
         if state.saga != self.name || state.next_step > self.steps.len() {
             return Err(SagaError::WrongState {
                 saga: self.name,
