@@ -1,7 +1,10 @@
 //! What the Postgres tests share: the server (or a reason to skip) and a schema of each test's
-//! own, dropped at the end.
+//! own, dropped at the end; a PostgreSQL server of a test's own for the tests that crash and
+//! restart it ([`private_postgres`]).
 
 #![allow(dead_code)] // each test binary uses part of it
+
+pub mod private_postgres;
 
 use std::time::Duration;
 
@@ -28,50 +31,32 @@ impl Db {
     /// Connects and migrates a schema named after `test`, or reports the server missing
     /// (`None`: the test returns).
     pub async fn open(test: &str) -> Option<Db> {
-        let url = url();
-        // The label is shortened before the unique suffix is added, so a long test name
-        // (a conformance scenario's) still gets a schema of its own: `t_`, at most 51
-        // characters of the name, 10 of the suffix.
-        let label: String = test.chars().take(51).collect();
-        let name = testkit::unique(&label)
-            .to_lowercase()
-            .replace(['-', '.', ':'], "_");
-        let name: String = format!("t_{name}").chars().take(63).collect();
-        let schema = Schema::new(name).expect("a valid schema name");
-        // The test's own tables (created by the test) are reached unqualified, as an
-        // application's are: the schema leads every connection's search path.
-        let search_path = format!("SET search_path TO {schema}, public");
-        let connect = PgPoolOptions::new()
-            .max_connections(16)
-            .after_connect(move |conn, _| {
-                let sql = search_path.clone();
-                Box::pin(async move {
-                    sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(sql)).await?;
-                    Ok(())
-                })
-            })
-            .connect(&url);
+        match Db::open_on(test, &url(), PgPoolOptions::new().max_connections(16)).await {
+            Ok(db) => Some(db),
+            Err(why) => {
+                services::unavailable(
+                    test,
+                    &why,
+                    "set CATGA_POSTGRES_URL or run ../shared/services.sh postgres",
+                );
+                None
+            }
+        }
+    }
+
+    /// A fresh, migrated schema named after `test` on the server at `url`, through a pool
+    /// built from `options` (its search path set to the schema); `Err` says why the server
+    /// could not be reached.
+    pub async fn open_on(test: &str, url: &str, options: PgPoolOptions) -> Result<Db, String> {
+        let schema = schema_for(test);
+        let connect = with_search_path(options, &schema).connect(url);
         let pool = match tokio::time::timeout(Duration::from_secs(5), connect).await {
             Ok(Ok(pool)) => pool,
-            Ok(Err(e)) => {
-                services::unavailable(
-                    test,
-                    &format!("Postgres unreachable: {e}"),
-                    "set CATGA_POSTGRES_URL or run ../shared/services.sh postgres",
-                );
-                return None;
-            }
-            Err(_) => {
-                services::unavailable(
-                    test,
-                    "Postgres did not answer within 5 s",
-                    "set CATGA_POSTGRES_URL or run ../shared/services.sh postgres",
-                );
-                return None;
-            }
+            Ok(Err(e)) => return Err(format!("Postgres unreachable: {e}")),
+            Err(_) => return Err("Postgres did not answer within 5 s".to_string()),
         };
         migrate(&pool, &schema).await.expect("migrations apply");
-        Some(Db { pool, schema })
+        Ok(Db { pool, schema })
     }
 
     /// Rows left in the outbox.
@@ -104,6 +89,31 @@ impl Db {
         .await
         .expect("test count runs")
     }
+}
+
+/// A schema of `test`'s own: `t_`, at most 51 characters of the name (shortened before the
+/// unique suffix is added, so a long test name, a conformance scenario's, still gets a schema
+/// of its own), 10 of the suffix.
+pub fn schema_for(test: &str) -> Schema {
+    let label: String = test.chars().take(51).collect();
+    let name = testkit::unique(&label)
+        .to_lowercase()
+        .replace(['-', '.', ':'], "_");
+    let name: String = format!("t_{name}").chars().take(63).collect();
+    Schema::new(name).expect("a valid schema name")
+}
+
+/// `options` whose connections have `schema` first on their search path: the test's own
+/// tables (created by the test) are reached unqualified, as an application's are.
+pub fn with_search_path(options: PgPoolOptions, schema: &Schema) -> PgPoolOptions {
+    let search_path = format!("SET search_path TO {schema}, public");
+    options.after_connect(move |conn, _| {
+        let sql = search_path.clone();
+        Box::pin(async move {
+            sqlx::Executor::execute(conn, sqlx::AssertSqlSafe(sql)).await?;
+            Ok(())
+        })
+    })
 }
 
 impl Drop for Db {
