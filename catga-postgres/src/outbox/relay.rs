@@ -6,7 +6,8 @@
 //! round claims a batch in a transaction with `FOR UPDATE SKIP LOCKED`, so two relays never
 //! publish the same row at once, publishes it, and deletes (or marks) what the transport
 //! acknowledged before committing. A relay that dies mid-batch commits nothing: its rows are
-//! unlocked and published again (at most one batch of duplicates, which an inbox absorbs).
+//! unlocked and published again: at most one batch per round in flight is published twice
+//! (`batch × rounds_in_flight` rows, 512 by default), which an inbox absorbs.
 //!
 //! Order per ordering key: only a key's oldest unpublished row (its *head*) can be claimed,
 //! together with the rows after it; another relay skips the locked head and cannot take the
@@ -35,7 +36,8 @@ const DEFAULT_POLL: Duration = Duration::from_secs(1);
 /// Rounds in flight while a backlog is relayed unless configured.
 const DEFAULT_ROUNDS_IN_FLIGHT: usize = 2;
 const MAX_ROUNDS_IN_FLIGHT: usize = 16;
-/// The most rows one claim may take: one batch is also the most a crash can publish twice.
+/// The most rows one claim may take: one batch per round in flight is also the most a crash
+/// can publish twice.
 const MAX_BATCH: usize = 10_000;
 /// Rows a relay removes between two `VACUUM`s of the outbox. Claims walk the table's indexes
 /// in position order, and every removed row leaves an entry there until a vacuum: without
@@ -153,7 +155,7 @@ impl OutboxRelay {
     }
 
     /// Rows claimed and published per round (default 256, at most 10,000). A crash repeats at
-    /// most one batch.
+    /// most one batch per round in flight ([`rounds_in_flight`](Self::rounds_in_flight)).
     ///
     /// # Errors
     /// [`PostgresError::InvalidOption`] for 0 or more than 10,000.
@@ -186,7 +188,8 @@ impl OutboxRelay {
     }
 
     /// How many rounds run at once while a backlog is relayed (default 2, at most 16), each
-    /// on a connection of its own: one claims while another publishes.
+    /// on a connection of its own: one claims while another publishes. A crash repeats up to
+    /// one batch per round in flight; 1 keeps that to one batch.
     ///
     /// # Errors
     /// [`PostgresError::InvalidOption`] for 0 or more than 16.
@@ -267,25 +270,34 @@ impl OutboxRelay {
     async fn fast<L: Layer>(
         &self,
         app: &Catga<L>,
-        mut committed: Vec<Committed>,
+        committed: Vec<Committed>,
         fast: &mut Option<mpsc::Receiver<Vec<Committed>>>,
     ) {
+        let mut pending = committed;
         if let Some(rx) = fast.as_mut() {
-            while committed.len() < self.batch
+            while pending.len() < self.batch
                 && let Ok(more) = rx.try_recv()
             {
-                committed.extend(more);
+                pending.extend(more);
             }
         }
-        let expected = committed.len();
-        let published = match self.fast_round(app, committed).await {
-            Ok(published) => published,
-            Err(error) => {
-                tracing::warn!(target: "catga", error = %error, "outbox relay: a fast round failed; a claim round publishes its rows");
-                0
-            }
-        };
-        if published < expected {
+        // Rounds of at most a batch, like claim rounds, so a crash repeats no more than a
+        // batch per round whatever one command published.
+        let mut short = false;
+        while !pending.is_empty() {
+            let rest = pending.split_off(pending.len().min(self.batch));
+            let expected = pending.len();
+            let published = match self.fast_round(app, pending).await {
+                Ok(published) => published,
+                Err(error) => {
+                    tracing::warn!(target: "catga", error = %error, "outbox relay: a fast round failed; a claim round publishes its rows");
+                    0
+                }
+            };
+            short |= published < expected;
+            pending = rest;
+        }
+        if short {
             // Locked by another relay, behind an older row, or failed: a claim round decides.
             self.shared.committed.notify_one();
         }
