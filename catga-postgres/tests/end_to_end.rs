@@ -15,19 +15,19 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use catga_core::error::BoxError;
 use catga_core::prelude::*;
-use catga_core::testkit::{self, PATIENCE, ServerProcess, services, within};
+use catga_core::testkit::{self, PATIENCE, services, within};
 use catga_core::transport::Transport;
 use catga_nats::NatsTransport;
 use catga_postgres::{Inbox, Outbox, Tx};
 use catga_redis::RedisTransport;
 use common::Db;
+use common::private_nats::PrivateNats;
 use uuid::Uuid;
 
 #[command(output = ())]
@@ -322,73 +322,6 @@ async fn over_nats_every_event_takes_effect_once_and_in_order_per_conversation()
         25,
     )
     .await;
-}
-
-/// A `nats-server` of the test's own (JetStream, its store in the test's directory) on a free
-/// loopback port; SIGKILLed by its PID when dropped, its directory removed.
-struct PrivateNats {
-    process: ServerProcess,
-}
-
-impl PrivateNats {
-    /// The binary (`$NATS_SERVER_BIN`, else `/usr/sbin`, `/usr/bin`, …), or `None` after
-    /// saying why the test is skipped (a failure under `CATGA_REQUIRE_SERVICES=1`).
-    fn binary_or_skip(test: &str) -> Option<PathBuf> {
-        let binary = ServerProcess::program("NATS_SERVER_BIN", "nats-server");
-        if binary.is_none() {
-            services::unavailable(
-                test,
-                "no nats-server binary (looked at $NATS_SERVER_BIN, /usr/sbin, /usr/bin, /usr/local/bin)",
-                "install nats-server or set NATS_SERVER_BIN",
-            );
-        }
-        binary
-    }
-
-    async fn start(binary: &std::path::Path) -> PrivateNats {
-        let mut server = PrivateNats {
-            process: ServerProcess::new(binary, "catga-pg-nats-"),
-        };
-        for _ in 0..5 {
-            if server.spawn_and_wait().await {
-                return server;
-            }
-            server.process.change_port();
-        }
-        panic!("could not start a private nats-server on a free port");
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.process.port())
-    }
-
-    async fn spawn_and_wait(&mut self) -> bool {
-        let args = [
-            "-js".to_string(),
-            "-a".to_string(),
-            "127.0.0.1".to_string(),
-            "-p".to_string(),
-            self.process.port().to_string(),
-            "-sd".to_string(),
-            self.process.dir().display().to_string(),
-        ];
-        self.process.start(args);
-        self.process.wait_listening(Duration::from_secs(20)).await
-    }
-
-    /// Starts the killed server again, same port and store.
-    async fn restart(&mut self) {
-        assert!(
-            self.spawn_and_wait().await,
-            "the private nats-server could not start again on port {}",
-            self.process.port()
-        );
-    }
-
-    /// SIGKILL by PID.
-    fn kill(&mut self) {
-        self.process.kill();
-    }
 }
 
 /// The events of `stream` in the order the server stored them, first copies only (a

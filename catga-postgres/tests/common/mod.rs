@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod private_nats;
 pub mod private_postgres;
 
 use std::time::Duration;
