@@ -258,7 +258,7 @@ async fn run() {
     .expect("orders table");
     let acked = Arc::new(Mutex::new(HashMap::new()));
     let timing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let outbox = Outbox::new(pool.clone(), schema.clone());
+    let outbox = Outbox::new(pool.clone(), &schema);
     let relay = outbox.relay().batch(BATCH).expect("valid batch");
     let app = Catga::builder()
         .state(pool.clone())

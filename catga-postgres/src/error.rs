@@ -37,11 +37,17 @@ pub enum PostgresError {
         #[source]
         source: sqlx::Error,
     },
-    /// `Tx::current` was called outside a dispatch that the `Outbox` behaviour runs.
+    /// `Tx::current` was called outside a dispatch that an `Outbox` or `Inbox` runs.
     #[error(
-        "no transaction: this code does not run inside a dispatch of an application with the `Outbox` behaviour (add `.layer(Outbox::new(pool, schema))`, or call it from the handler itself, not a spawned task)"
+        "no transaction: this code does not run inside a dispatch with a transaction; a command gets one from `.layer(Outbox::new(pool, &schema))` or `.layer(Inbox::new(pool, &schema))`, an event handler from the `Inbox` (the `Outbox` wraps commands only); call it from the handler itself, not from a task it spawned"
     )]
     NoTransaction,
+    /// The dispatch's transaction is locked by a guard (`Tx::lock`) still alive, so catga's
+    /// own code called from the handler cannot use it.
+    #[error(
+        "the dispatch's transaction is locked by a `Tx::lock` guard that is still alive: drop the guard (end its block) before calling the event store or a `Repository`"
+    )]
+    TransactionBusy,
     /// The dispatch's transaction was already committed or rolled back.
     #[error("the dispatch's transaction has already ended")]
     TransactionEnded,

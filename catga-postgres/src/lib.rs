@@ -9,7 +9,18 @@
 //! * [`OutboxRelay`] publishes the stored events through the application's transport and
 //!   removes each once the transport acknowledged it.
 //!
+//! * The stores of `catga_core::store` on Postgres, shared by every instance on a schema:
+//!   [`PostgresIdempotencyStore`], [`PostgresDeadLetterStore`], [`PostgresEventStore`] (which
+//!   appends in the dispatch's transaction) and [`PostgresSagaStore`].
+//!
 //! What it guarantees, the schema and the measured figures are in `docs/persistence.md`.
+//!
+//! Add it with sqlx's Postgres driver on Tokio:
+//!
+//! ```toml
+//! catga-postgres = { git = "https://github.com/catga/catga-rs" }   # not on crates.io yet (see the README)
+//! sqlx = { version = "0.9", default-features = false, features = ["postgres", "runtime-tokio"] }
+//! ```
 //!
 //! Queries are checked at run time: building this crate needs no database.
 

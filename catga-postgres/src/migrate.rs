@@ -11,7 +11,9 @@ use crate::schema::Schema;
 static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Creates `schema` if needed and applies every migration of this crate that it lacks: the
-/// outbox and inbox tables (see `docs/persistence.md` for the schema).
+/// tables of the outbox and inbox (`outbox`, `inbox`) and of the stores (`idempotency`,
+/// `dead_letters`, `events`, `event_streams`, `sagas`); `docs/persistence.md` describes them.
+/// Your application's own tables are yours to create.
 ///
 /// Idempotent, and safe to call from several processes at once: sqlx's migrator takes a
 /// Postgres advisory lock for the whole run, so one process applies and the others then find

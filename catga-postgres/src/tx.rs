@@ -55,9 +55,9 @@ impl Tx {
     /// The current dispatch's transaction.
     ///
     /// # Errors
-    /// [`PostgresError::NoTransaction`] outside a dispatch the `Outbox` behaviour runs (no
-    /// such layer, a query or an event handler it does not wrap, or a task the handler
-    /// spawned).
+    /// [`PostgresError::NoTransaction`] outside a dispatch an `Outbox` (commands) or `Inbox`
+    /// (commands and event handlers) runs: no such layer, a query, or a task the handler
+    /// spawned.
     pub fn current() -> Result<Arc<Tx>, PostgresError> {
         CURRENT
             .try_with(Arc::clone)
@@ -65,13 +65,30 @@ impl Tx {
     }
 
     /// Locks the transaction for a query: the guard is a `&mut PgConnection` for sqlx
-    /// (`.execute(&mut *guard)`). Handlers of one dispatch run their queries one at a time.
+    /// (`.execute(&mut *guard)`). Queries of one dispatch run one at a time.
+    ///
+    /// The lock is not re-entrant: drop the guard before calling anything that uses the
+    /// transaction itself (`PostgresEventStore`, so a `Repository` on it). Keep the guard in a
+    /// block of its own, as the example above does. (The event store does not wait for a
+    /// guard: it fails with [`PostgresError::TransactionBusy`] instead of hanging.)
     ///
     /// # Errors
     /// [`PostgresError::TransactionEnded`] if the dispatch already committed or rolled back
     /// (the handle was kept past the handler's return).
     pub async fn lock(&self) -> Result<TxGuard<'_>, PostgresError> {
         MutexGuard::try_map(self.transaction.lock().await, Option::as_mut)
+            .map(TxGuard)
+            .map_err(|_| PostgresError::TransactionEnded)
+    }
+
+    /// Locks the transaction if no guard holds it: for catga's own code called from a
+    /// handler, which would otherwise wait forever on a guard the handler still holds.
+    pub(crate) fn try_lock(&self) -> Result<TxGuard<'_>, PostgresError> {
+        let guard = self
+            .transaction
+            .try_lock()
+            .map_err(|_| PostgresError::TransactionBusy)?;
+        MutexGuard::try_map(guard, Option::as_mut)
             .map(TxGuard)
             .map_err(|_| PostgresError::TransactionEnded)
     }

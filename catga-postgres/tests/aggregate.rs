@@ -22,6 +22,8 @@ pub struct Deposit {
     pub amount: u64,
     /// Fail after the aggregate was saved and the event published.
     pub fail_after_save: bool,
+    /// Save while a `Tx::lock` guard of the handler's own is still alive.
+    pub hold_guard: bool,
 }
 
 /// The aggregate's event, and the message the handler publishes.
@@ -70,7 +72,14 @@ pub mod accounts {
             };
             account.record(deposited.clone());
             account.caused_by(ctx);
+            let tx = catga_postgres::Tx::current()?;
+            let guard = if cmd.hold_guard {
+                Some(tx.lock().await?)
+            } else {
+                None
+            };
             let version = self.repo.save(&mut account).await?;
+            drop(guard);
             ctx.publish(deposited)?;
             if cmd.fail_after_save {
                 return Err(Failed.into());
@@ -87,7 +96,7 @@ fn app(db: &Db) -> (Catga<impl Layer>, PostgresEventStore) {
             repo: Repository::new(store.clone()),
         })
         .handlers(|h| h.is_in("accounts"))
-        .layer(Outbox::new(db.pool.clone(), db.schema.clone()))
+        .layer(Outbox::new(db.pool.clone(), &db.schema))
         .build()
         .expect("the application builds");
     (app, store)
@@ -98,6 +107,7 @@ fn deposit(account: &str, amount: u64, fail_after_save: bool) -> Deposit {
         account: account.to_owned(),
         amount,
         fail_after_save,
+        hold_guard: false,
     }
 }
 
@@ -166,4 +176,26 @@ async fn a_handler_failing_after_the_save_leaves_no_event_and_no_outbox_row() {
     // The stream is still new: the next deposit saves version 1.
     assert_eq!(app.send(deposit("9", 5, false)).await.expect("deposit"), 1);
     assert_eq!(db.outbox_rows().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saving_while_the_handler_holds_the_transactions_guard_is_an_error_not_a_hang() {
+    let Some(db) = Db::open("aggregate_guard").await else {
+        return;
+    };
+    let (app, store) = app(&db);
+    let held = Deposit {
+        hold_guard: true,
+        ..deposit("3", 1, false)
+    };
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(30), app.send(held))
+        .await
+        .expect("the dispatch ends instead of waiting for its own guard");
+    let error = outcome.expect_err("the save cannot use the locked transaction");
+    assert!(
+        error.to_string().contains("locked by a `Tx::lock` guard"),
+        "says what to do: {error}"
+    );
+    assert_eq!(store.load("account-3", 0).await.expect("load"), []);
+    assert_eq!(db.outbox_rows().await, 0);
 }

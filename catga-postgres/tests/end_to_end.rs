@@ -99,7 +99,7 @@ async fn producer(
     db: &Db,
     transport: impl Transport,
 ) -> (Catga<impl Layer>, catga_postgres::RunningRelay) {
-    let outbox = Outbox::new(db.pool.clone(), db.schema.clone());
+    let outbox = Outbox::new(db.pool.clone(), &db.schema);
     let relay = outbox.relay();
     let app = Catga::builder()
         .transport(transport)

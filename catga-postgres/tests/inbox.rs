@@ -100,7 +100,7 @@ fn with_outbox(db: &Db, runs: &Arc<Runs>) -> Catga<impl Layer> {
         .state_arc(Arc::clone(runs))
         .handlers(|h| h.is_in("ledger"))
         .layer(Inbox::new(db.pool.clone(), &db.schema))
-        .layer(Outbox::new(db.pool.clone(), db.schema.clone()))
+        .layer(Outbox::new(db.pool.clone(), &db.schema))
         .build()
         .expect("builds")
 }

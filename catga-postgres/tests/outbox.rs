@@ -92,7 +92,7 @@ async fn db(test: &str) -> Option<Db> {
 }
 
 fn app(db: &Db, seen: &Arc<Seen>) -> (Catga<impl Layer>, catga_postgres::OutboxRelay) {
-    let outbox = Outbox::new(db.pool.clone(), db.schema.clone());
+    let outbox = Outbox::new(db.pool.clone(), &db.schema);
     let relay = outbox.relay();
     let app = Catga::builder()
         .state_arc(Arc::clone(seen))

@@ -205,7 +205,7 @@ async fn with_the_inbox_outside_every_acknowledged_command_has_its_effect_once_t
     };
     let mut server = server;
     let effects = Arc::new(Effects::default());
-    let outbox = Outbox::new(db.pool.clone(), db.schema.clone());
+    let outbox = Outbox::new(db.pool.clone(), &db.schema);
     let relay = outbox.relay();
     let app = Catga::builder()
         .state_arc(Arc::clone(&effects))
@@ -228,7 +228,7 @@ async fn with_the_outbox_outside_every_acknowledged_command_has_its_effect_once_
     };
     let mut server = server;
     let effects = Arc::new(Effects::default());
-    let outbox = Outbox::new(db.pool.clone(), db.schema.clone());
+    let outbox = Outbox::new(db.pool.clone(), &db.schema);
     let relay = outbox.relay();
     let app = Catga::builder()
         .state_arc(Arc::clone(&effects))

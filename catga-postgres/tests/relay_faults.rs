@@ -77,7 +77,7 @@ async fn db(test: &str) -> Option<Db> {
 }
 
 fn app(db: &Db, effects: &Arc<Effects>) -> (Catga<impl Layer>, catga_postgres::OutboxRelay) {
-    let outbox = Outbox::new(db.pool.clone(), db.schema.clone());
+    let outbox = Outbox::new(db.pool.clone(), &db.schema);
     let relay = outbox.relay();
     let app = Catga::builder()
         .state_arc(Arc::clone(effects))
@@ -209,7 +209,7 @@ async fn with_the_broker_down_commands_commit_rows_wait_and_everything_flows_whe
     };
     let effects = Arc::new(Effects::default());
     let down = Arc::new(AtomicBool::new(true));
-    let outbox = Outbox::new(db.pool.clone(), db.schema.clone());
+    let outbox = Outbox::new(db.pool.clone(), &db.schema);
     let relay = outbox
         .relay()
         .poll_interval(Duration::from_millis(50))

@@ -193,7 +193,7 @@ fn app(
     effects: &Arc<Effects>,
     deliveries: &Arc<AtomicU64>,
 ) -> (Catga<impl Layer>, OutboxRelay) {
-    let mut outbox = Outbox::new(pool.clone(), schema.clone());
+    let mut outbox = Outbox::new(pool.clone(), schema);
     if scenario == Scenario::Sequential {
         outbox = outbox.ordering_key(one_key);
     }

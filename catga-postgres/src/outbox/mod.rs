@@ -12,6 +12,7 @@ mod round;
 pub(crate) mod row;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use catga_core::codec::WireFormat;
 use catga_core::envelope::Envelope;
@@ -40,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) fast_rx: std::sync::Mutex<Option<mpsc::Receiver<Vec<Committed>>>>,
     /// Whether a relay took `fast_rx`: until then nothing is queued (it would only be held).
     pub(crate) fast_taken: std::sync::atomic::AtomicBool,
+    /// Whether the "no relay started here" warning was logged.
+    pub(crate) warned_no_relay: std::sync::atomic::AtomicBool,
 }
 
 /// Commits handed to the relay and not yet taken. Beyond it a commit's rows are left to a
@@ -74,7 +77,7 @@ pub fn by_correlation(envelope: &Envelope) -> String {
 ///
 /// let schema = Schema::new("orders")?;
 /// migrate(&pool, &schema).await?;
-/// let outbox = Outbox::new(pool, schema);
+/// let outbox = Outbox::new(pool, &schema);
 /// let relay = outbox.relay();
 /// let app = Catga::builder().layer(Retry::exponential(3)).layer(outbox).build()?;
 /// let running = relay.start(app.clone()).await?;
@@ -100,7 +103,8 @@ impl std::fmt::Debug for Outbox {
 
 impl Outbox {
     /// An outbox in `schema` (created by [`migrate`](crate::migrate)), on `pool`.
-    pub fn new(pool: PgPool, schema: Schema) -> Outbox {
+    pub fn new(pool: PgPool, schema: &Schema) -> Outbox {
+        let schema = schema.clone();
         let table = schema.table("outbox");
         let channel = schema.outbox_channel();
         // One round trip for all of a dispatch's events: the rows, and the notification that
@@ -125,6 +129,7 @@ impl Outbox {
                 fast_tx,
                 fast_rx: std::sync::Mutex::new(Some(fast_rx)),
                 fast_taken: std::sync::atomic::AtomicBool::new(false),
+                warned_no_relay: std::sync::atomic::AtomicBool::new(false),
             }),
             insert: insert.into(),
             format: WireFormat::Json,
@@ -226,12 +231,14 @@ impl Behavior for Outbox {
         .await?;
         if !committed.is_empty() {
             metrics::counter!("catga_outbox_written_total").increment(committed.len() as u64);
-            if own
-                && self
-                    .shared
-                    .fast_taken
-                    .load(std::sync::atomic::Ordering::Acquire)
-            {
+            let relay_here = self.shared.fast_taken.load(Ordering::Acquire);
+            if !relay_here && !self.shared.warned_no_relay.swap(true, Ordering::Relaxed) {
+                // Once per outbox: the likely mistake is a relay never started. Another
+                // instance's relay may publish the rows, so it is not an error.
+                tracing::warn!(target: "catga", schema = %self.shared.schema,
+                    "events are stored in the outbox but no OutboxRelay was started in this process; they wait until a relay (here or in another instance) publishes them: start one with `outbox.relay().start(app)`");
+            }
+            if own && relay_here {
                 // Committed: hand the rows to this process's relay. A full queue (or no relay
                 // started) leaves them to a claim round, woken by the commit's NOTIFY.
                 let _ = self.shared.fast_tx.try_send(committed);

@@ -48,7 +48,8 @@ const TABLE: &str = "dead_letters";
 /// migrate(&pool, &schema).await?;
 /// let dead_letters = PostgresDeadLetterStore::new(pool, &schema);
 /// let app = Catga::builder().dead_letters(dead_letters.clone()).build()?;
-/// for record in dead_letters.by_message("orders.place", 10).await? {
+/// // The wire name: by default the type's name, e.g. `PlaceOrder`.
+/// for record in dead_letters.by_message("PlaceOrder", 10).await? {
 ///     println!("{}: {}", record.id, record.error);
 /// }
 /// # Ok(()) }

@@ -461,7 +461,7 @@ impl EventStore for PostgresEventStore {
     ) -> Result<u64, EventStoreError> {
         match Tx::current() {
             Ok(tx) => {
-                let mut conn = tx.lock().await.map_err(|e| backend(stream, e))?;
+                let mut conn = tx.try_lock().map_err(|e| backend(stream, e))?;
                 self.append_in(&mut conn, stream, expected_version, events)
                     .await
             }
@@ -482,7 +482,7 @@ impl EventStore for PostgresEventStore {
     ) -> Result<Vec<StoredEvent>, EventStoreError> {
         match Tx::current() {
             Ok(tx) => {
-                let mut conn = tx.lock().await.map_err(|e| backend(stream, e))?;
+                let mut conn = tx.try_lock().map_err(|e| backend(stream, e))?;
                 self.load_in(&mut conn, stream, from_version).await
             }
             Err(_) => {
