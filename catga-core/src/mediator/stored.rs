@@ -66,7 +66,9 @@ impl<L: Layer> Catga<L> {
             self.send_envelope(info.name(), envelope).await
         } else {
             let caused = envelope.context();
-            self.publish_follow_up(&*event, ctx, &caused).await;
+            // Boxed: the in-process path's future is kilobytes, and would otherwise size every
+            // publish to a transport too (a relay keeps hundreds in flight).
+            Box::pin(self.publish_follow_up(&*event, ctx, &caused)).await;
             Ok(())
         }
     }
