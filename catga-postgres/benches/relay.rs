@@ -386,7 +386,10 @@ async fn run() {
         outboxed * 1e6
     );
     running.shutdown().await;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&pool)
-        .await;
+        .await
+    {
+        eprintln!("could not drop the benchmark's schema {schema}: {e}");
+    }
 }
