@@ -45,6 +45,11 @@ pub(crate) struct Shared {
     pub(crate) warned_no_relay: std::sync::atomic::AtomicBool,
 }
 
+/// The `NOTIFY` payload of rows the committing process's relay publishes from memory: other
+/// relays leave them to it (a process that dies before publishing them leaves them to the
+/// relays' poll). Rows announced with an empty payload are claimed by whichever relay hears.
+pub(crate) const FAST: &str = "fast";
+
 /// Commits handed to the relay and not yet taken. Beyond it a commit's rows are left to a
 /// claim round (nothing is lost; they are read back from the table).
 const FAST_QUEUE: usize = 1024;
@@ -117,7 +122,7 @@ impl Outbox {
                $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[]) \
                AS t(mid, okey, name, kind, corr, caus, ts, tp, tst, hdr, fmt, pay) \
              RETURNING position, message_id), \
-             woken AS (SELECT pg_notify('{channel}', '')) \
+             woken AS (SELECT pg_notify('{channel}', $13)) \
              SELECT ins.position, ins.message_id FROM ins, woken"
         );
         let (fast_tx, fast_rx) = mpsc::channel(FAST_QUEUE);
@@ -157,10 +162,12 @@ impl Outbox {
     }
 
     /// Writes `envelopes` in `tx`; returns them as the rows they became, for the fast round.
+    /// `fast`: this process's relay will be handed the rows after the commit.
     async fn write(
         &self,
         tx: &Tx,
         envelopes: Vec<Envelope>,
+        fast: bool,
     ) -> Result<Vec<Committed>, PostgresError> {
         let mut columns = row::Columns::default();
         let mut keys = Vec::with_capacity(envelopes.len());
@@ -184,6 +191,7 @@ impl Outbox {
                 .bind(columns.headers)
                 .bind(columns.format)
                 .bind(columns.payload)
+                .bind(if fast { FAST } else { "" })
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(PostgresError::db("outbox: insert"))?
@@ -218,33 +226,39 @@ impl Behavior for Outbox {
             return next.run(msg).await;
         }
         let format = self.format;
+        // Handed to this process's relay after the commit only when this dispatch commits
+        // (no outer `Inbox` owns the transaction) and a relay runs here.
+        let fast = Tx::current().is_err() && self.shared.fast_taken.load(Ordering::Acquire);
         let ((output, committed), own) = within(&self.shared.pool, |tx| async move {
             let output = next.run(msg).await?;
             let envelopes = ctx.take_published(format)?;
             let committed = if envelopes.is_empty() {
                 Vec::new()
             } else {
-                self.write(&tx, envelopes).await.map_err(store_error)?
+                self.write(&tx, envelopes, fast)
+                    .await
+                    .map_err(store_error)?
             };
             Ok((output, committed))
         })
         .await?;
         if !committed.is_empty() {
             metrics::counter!("catga_outbox_written_total").increment(committed.len() as u64);
-            let relay_here = self.shared.fast_taken.load(Ordering::Acquire);
-            if !relay_here && !self.shared.warned_no_relay.swap(true, Ordering::Relaxed) {
+            if !self.shared.fast_taken.load(Ordering::Acquire)
+                && !self.shared.warned_no_relay.swap(true, Ordering::Relaxed)
+            {
                 // Once per outbox: the likely mistake is a relay never started. Another
                 // instance's relay may publish the rows, so it is not an error.
                 tracing::warn!(target: "catga", schema = %self.shared.schema,
                     "events are stored in the outbox but no OutboxRelay was started in this process; they wait until a relay (here or in another instance) publishes them: start one with `outbox.relay().start(app)`");
             }
-            if own && relay_here {
-                // Committed: hand the rows to this process's relay. A full queue (or no relay
-                // started) leaves them to a claim round, woken by the commit's NOTIFY.
-                let _ = self.shared.fast_tx.try_send(committed);
+            if fast && own && self.shared.fast_tx.try_send(committed).is_err() {
+                // The queue is full or the relay stopped: other relays were told to leave
+                // these rows to it, so wake this process's claim round instead.
+                self.shared.committed.notify_one();
             }
-            // With an outer `Inbox` owning the transaction nothing is committed yet; its
-            // commit's NOTIFY wakes the relays.
+            // Otherwise the commit's NOTIFY (here, or of the outer `Inbox`'s commit) wakes
+            // the relays that claim them.
         }
         Ok(output)
     }

@@ -239,29 +239,38 @@ impl OutboxRelay {
         if fast.is_some() {
             self.shared.fast_taken.store(true, Ordering::Release);
         }
+        // Rows may be waiting from before this relay started.
+        self.drain(&app, &stop).await;
         loop {
-            // Drain first: rows may be waiting from before this relay started.
-            self.drain(&app, &stop).await;
-            self.vacuum_if_due().await;
-            tokio::select! {
+            let drain = tokio::select! {
                 () = stop.cancelled() => return,
                 Some(committed) = recv(&mut fast) => {
                     self.fast(&app, committed, &mut fast).await;
-                    continue;
+                    false
                 }
-                () = self.shared.committed.notified() => {}
-                notification = listener.recv() => {
-                    if let Err(error) = notification {
+                () = self.shared.committed.notified() => true,
+                notification = listener.recv() => match notification {
+                    // `FAST`: the committing process publishes the rows from memory, and
+                    // wakes its own relay for what it could not; a claim here would only
+                    // race it. Anything else (another process without a relay, an outer
+                    // transaction): claim.
+                    Ok(notification) => notification.payload() != super::FAST,
+                    Err(error) => {
                         // sqlx reconnects on the next `recv`; the poll covers the gap.
                         tracing::warn!(target: "catga", error = %error, "outbox relay: LISTEN connection lost; reconnecting");
                         tokio::select! {
                             () = stop.cancelled() => return,
                             () = tokio::time::sleep(Duration::from_millis(200)) => {}
                         }
+                        true
                     }
-                }
-                _ = poll.tick() => {}
+                },
+                _ = poll.tick() => true,
+            };
+            if drain {
+                self.drain(&app, &stop).await;
             }
+            self.vacuum_if_due().await;
         }
     }
 
