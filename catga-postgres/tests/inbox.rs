@@ -217,3 +217,49 @@ async fn a_duplicate_command_gets_the_first_reply_without_running() {
     assert_eq!(runs.runs.load(Ordering::SeqCst), 1);
     assert_eq!(ledger_rows(&db).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_is_skipped_in_one_round_trip() {
+    let Some(db) = db("inbox_round_trips").await else {
+        return;
+    };
+    // The instance talks to Postgres through a proxy that counts round trips, on one
+    // connection, so the statements it prepared for the first delivery are reused.
+    let proxy = common::round_trips::RoundTrips::start(&common::url()).await;
+    let pool = common::with_search_path(
+        sqlx::postgres::PgPoolOptions::new().max_connections(1),
+        &db.schema,
+    )
+    .connect(proxy.url())
+    .await
+    .expect("connects through the proxy");
+    let runs = Arc::new(Runs::default());
+    let app = Catga::builder()
+        .state_arc(Arc::clone(&runs))
+        .handlers(|h| h.is_in("ledger"))
+        .layer(Inbox::new(pool.clone(), &db.schema))
+        .build()
+        .expect("builds");
+    let event = envelope(&Deposited {
+        account: 3,
+        cents: 70,
+    });
+    let cmd = envelope(&Withdraw {
+        account: 3,
+        cents: 20,
+    });
+    app.dispatch_envelope(&event).await.expect("handled");
+    let first = app.dispatch_envelope(&cmd).await.expect("handled");
+    let handled = proxy.take();
+    assert!(
+        handled >= 3,
+        "the first deliveries were seen by the proxy ({handled})"
+    );
+
+    app.dispatch_envelope(&event).await.expect("acknowledged");
+    assert_eq!(proxy.take(), 1, "a redelivered event: one round trip");
+    let again = app.dispatch_envelope(&cmd).await.expect("answered");
+    assert_eq!(proxy.take(), 1, "a redelivered command: one round trip");
+    assert_eq!(again, first, "with the first reply");
+    assert_eq!(runs.runs.load(Ordering::SeqCst), 2);
+}
