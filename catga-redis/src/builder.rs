@@ -9,13 +9,11 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
-use catga_core::secret::{REDACTED, redact_url};
 use futures::future::BoxFuture;
-use redis::IntoConnectionInfo;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::blocking::BlockingPool;
 use crate::config::{Config, StartFrom};
+use crate::connection::{ConnectOptions, Multiplexed, Nodes, Opened};
 use crate::error::ConnectError;
 use crate::keys::Keys;
 use crate::transport::request::RequestScript;
@@ -26,7 +24,7 @@ use crate::transport::{RedisTransport, Shared};
 const MAX_IDLE_BLOCKING: usize = 32;
 
 /// Configures a [`RedisTransport`]; `.await` it to connect. Obtain one with
-/// [`RedisTransport::connect`].
+/// [`RedisTransport::connect`] or [`RedisTransport::connect_cluster`].
 ///
 /// Setting an option only records it. Awaiting checks every option first, before anything is
 /// sent, and refuses one the transport cannot use with [`ConnectError::InvalidOption`] (a zero
@@ -35,38 +33,38 @@ const MAX_IDLE_BLOCKING: usize = 32;
 /// connects, checking that the server answers.
 ///
 /// Its `Debug` output and the errors connecting returns show the URL with its credentials
-/// hidden ([`redact_url`]) and never the value of a credential option.
+/// hidden ([`redact_url`](catga_core::secret::redact_url)) and never the value of a
+/// credential option or a private key.
 ///
 /// # Errors
 /// Awaiting it fails with [`ConnectError::InvalidOption`] for an option it cannot use,
 /// [`ConnectError::InvalidUrl`] for a URL that does not parse,
 /// [`ConnectError::Unreachable`] when the server cannot be reached, and
-/// [`ConnectError::Unauthorized`] when it refuses the credentials.
+/// [`ConnectError::Unauthorized`] when it refuses the credentials. For `rediss://`:
+/// [`ConnectError::TlsUnsupported`] without the `tls` feature; with it,
+/// [`ConnectError::InvalidTls`] for a certificate or key it cannot use and
+/// [`ConnectError::TlsHandshake`] when the TLS handshake fails (the server's certificate is
+/// not trusted, say).
 #[derive(Clone)]
 #[must_use = "a `RedisConnect` does nothing until it is awaited"]
 pub struct RedisConnect {
-    url: String,
-    username: Option<String>,
-    password: Option<String>,
+    connect: ConnectOptions,
     config: Config,
 }
 
 impl fmt::Debug for RedisConnect {
     /// Written by hand so that a credential can never reach a log through `{:?}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = |value: &Option<String>| value.as_ref().map(|_| REDACTED);
-        f.debug_struct("RedisConnect")
-            .field("url", &redact_url(&self.url))
-            .field("username", &hidden(&self.username))
-            .field("password", &hidden(&self.password))
-            .field("config", &self.config)
-            .finish()
+        let mut out = f.debug_struct("RedisConnect");
+        self.connect.debug_fields(&mut out);
+        out.field("config", &self.config).finish()
     }
 }
 
 impl RedisTransport {
-    /// Connects to the server at `url` (`redis://host:port/db`; `rediss://`, TLS, is refused
-    /// with [`ConnectError::TlsUnsupported`]: this build has no TLS client). Credentials may be given in the URL,
+    /// Connects to the server at `url` (`redis://host:port/db`, or `rediss://host:port/db`
+    /// for TLS, which needs the `tls` feature: without it, `rediss://` is refused with
+    /// [`ConnectError::TlsUnsupported`]). Credentials may be given in the URL,
     /// percent-encoded (`redis://user:password@host/0`, `redis://:password@host/0` for the
     /// default user), or with [`RedisConnect::user_and_password`] and
     /// [`RedisConnect::password`]. Set options on the returned [`RedisConnect`], then `.await`
@@ -86,16 +84,52 @@ impl RedisTransport {
     /// # }
     /// ```
     pub fn connect(url: impl Into<String>) -> RedisConnect {
-        RedisConnect {
-            url: url.into(),
-            username: None,
-            password: None,
-            config: Config::default(),
-        }
+        RedisConnect::new(ConnectOptions::server(url.into()))
+    }
+
+    /// Connects to the Redis Cluster that `nodes` belong to (`redis://host:port` each, or
+    /// `rediss://` with the `tls` feature; one reachable node is enough, the others are found
+    /// from it), with the same options as [`connect`](Self::connect).
+    ///
+    /// Each event and request stream (`{prefix}:events:{name}`, `{prefix}:requests:{name}`)
+    /// is in its own slot, so the streams spread over the nodes; a request's reply list takes
+    /// its stream's slot as hash tag (`{prefix}:replies:{{prefix}:requests:{name}}:{id}`), so
+    /// the reply and the request's acknowledgement stay one transaction. Blocking reads and
+    /// reply waits get connections of their own to the node owning their key; an instance
+    /// reads its streams with one `XREADGROUP` per slot.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), catga_redis::ConnectError> {
+    /// use catga_redis::RedisTransport;
+    /// use catga_redis::store::RedisStores;
+    ///
+    /// let redis = RedisTransport::connect_cluster([
+    ///     "redis://10.0.0.1:7000",
+    ///     "redis://10.0.0.2:7000",
+    ///     "redis://10.0.0.3:7000",
+    /// ])
+    /// .prefix("shop")
+    /// .await?;
+    /// let stores = RedisStores::sharing(&redis); // the stores on the same cluster
+    /// # let _ = stores;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connect_cluster(nodes: impl IntoIterator<Item = impl Into<String>>) -> RedisConnect {
+        RedisConnect::new(ConnectOptions::cluster(
+            nodes.into_iter().map(Into::into).collect(),
+        ))
     }
 }
 
 impl RedisConnect {
+    fn new(connect: ConnectOptions) -> RedisConnect {
+        RedisConnect {
+            connect,
+            config: Config::default(),
+        }
+    }
+
     /// The prefix of every key (default `catga`): streams are `{prefix}:events:{name}` and
     /// `{prefix}:requests:{name}`, replies `{prefix}:replies:{id}`. Applications that must not
     /// see each other's messages use different prefixes.
@@ -263,8 +297,8 @@ impl RedisConnect {
         user: impl Into<String>,
         password: impl Into<String>,
     ) -> Self {
-        self.username = Some(user.into());
-        self.password = Some(password.into());
+        self.connect
+            .set_user_and_password(user.into(), password.into());
         self
     }
 
@@ -272,65 +306,88 @@ impl RedisConnect {
     /// (`requirepass`), or that of the user named in the URL; it replaces a password in the
     /// URL.
     pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
+        self.connect.set_password(password.into());
+        self
+    }
+
+    /// Trusts the CA certificate(s) in `pem` (PEM text, such as the server's
+    /// `tls-ca-cert-file`) for `rediss://`, instead of the system's certificate authorities;
+    /// call again to trust more. Checked when awaited: a PEM without a usable certificate is
+    /// refused with [`ConnectError::InvalidTls`], as is a `redis://` URL with this option.
+    /// With the `tls` feature.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use catga_redis::RedisTransport;
+    ///
+    /// let ca = std::fs::read("/etc/redis/tls/ca.crt")?;
+    /// let redis = RedisTransport::connect("rediss://redis.internal:6380")
+    ///     .tls_root_certificate(ca)
+    ///     .await?;
+    /// # let _ = redis;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.connect.tls_mut().add_root_certificate(pem.into());
+        self
+    }
+
+    /// Presents a client certificate for mutual TLS (a server with `tls-auth-clients yes`):
+    /// `cert_pem` is the certificate chain, the client's own first, `key_pem` its private key
+    /// (PKCS#8, PKCS#1 or SEC1 PEM). Checked when awaited: a PEM that does not parse or a key
+    /// that does not belong to the certificate is refused with [`ConnectError::InvalidTls`],
+    /// whose message never shows the key; `Debug` never shows it either. With the `tls`
+    /// feature.
+    #[cfg(feature = "tls")]
+    pub fn tls_client_auth(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.connect
+            .tls_mut()
+            .set_client_auth(cert_pem.into(), key_pem.into());
         self
     }
 
     async fn run(self) -> Result<RedisTransport, ConnectError> {
         // Every option first: nothing is sent for a configuration that cannot work.
         self.config.check()?;
-        // The only form of the URL that reaches an error or a log.
-        let url = redact_url(&self.url).into_owned();
-        let invalid = |source| ConnectError::InvalidUrl {
-            url: url.clone(),
-            source,
-        };
-        // The client is built without TLS: say so, rather than that the URL is not a URL.
-        if self
-            .url
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("rediss://")
-        {
-            return Err(ConnectError::TlsUnsupported { url });
-        }
-        let mut info = self.url.as_str().into_connection_info().map_err(invalid)?;
-        if self.username.is_some() || self.password.is_some() {
-            let mut settings = info.redis_settings().clone();
-            if let Some(username) = &self.username {
-                settings = settings.set_username(username);
-            }
-            if let Some(password) = &self.password {
-                settings = settings.set_password(password);
-            }
-            info = info.set_redis_settings(settings);
-        }
-        tracing::debug!(target: "catga::redis", url = %url, "connecting to Redis");
-        let client = redis::Client::open(info).map_err(invalid)?;
         let timeout = self.config.response_timeout;
-        // Few, short reconnection attempts per command: a command fails within about a
-        // second while the server is down, and the next command tries again, so callers (and
-        // the consumers' own waits) decide how long to keep trying.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(timeout))
-            .set_connection_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_with_config(client.clone(), manager_config)
-            .await
-            .map_err(|source| ConnectError::connect(url.clone(), source))?;
-        let blocking = BlockingPool::new(client.clone(), MAX_IDLE_BLOCKING, timeout);
-        tracing::info!(target: "catga::redis", url = %url, prefix = %self.config.prefix,
-            "Redis transport ready");
-        Ok(RedisTransport::from_shared(Arc::new(Shared {
+        match self.connect.open(timeout).await? {
+            Opened::Server(server) => {
+                let blocking = BlockingPool::new(server.client.clone(), MAX_IDLE_BLOCKING, timeout);
+                tracing::info!(target: "catga::redis", url = %server.shown,
+                    prefix = %self.config.prefix, "Redis transport ready");
+                Ok(self.transport(server.client, server.manager.into(), blocking))
+            }
+            Opened::Cluster(cluster) => {
+                let tls = self.connect.tls().clone();
+                let nodes = Nodes::new(cluster.seed, tls, cluster.conn.clone());
+                let blocking = BlockingPool::cluster(Arc::new(nodes), MAX_IDLE_BLOCKING, timeout);
+                tracing::info!(target: "catga::redis", nodes = %cluster.shown,
+                    prefix = %self.config.prefix, "Redis transport ready on a cluster");
+                Ok(self.transport(cluster.client, Multiplexed::Cluster(cluster.conn), blocking))
+            }
+        }
+    }
+
+    fn transport(
+        &self,
+        client: redis::Client,
+        manager: Multiplexed,
+        blocking: BlockingPool,
+    ) -> RedisTransport {
+        RedisTransport::from_shared(Arc::new(Shared {
             keys: Keys::new(&self.config.prefix),
             client,
             manager,
             blocking,
             request_script: RequestScript::new(),
-            config: self.config,
-        })))
+            config: self.config.clone(),
+        }))
     }
 }
 

@@ -105,19 +105,21 @@ fn invalid(option: &'static str, value: String, reason: &'static str) -> Connect
 
 /// Checks a key prefix: not empty, and without whitespace, control characters or the glob
 /// characters `* ? [ ] \`, so `SCAN … MATCH {prefix}:*` finds exactly this prefix's keys and
-/// `redis-cli` takes them unquoted.
-fn check_prefix(prefix: &str) -> Result<(), &'static str> {
+/// `redis-cli` takes them unquoted; without braces, which would change which Redis Cluster
+/// slot (hash tag) a key lands in. The transport and the stores share it.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), &'static str> {
     if prefix.is_empty() {
         return Err(
             "a key prefix keeps applications apart on one server: it cannot be empty\n\
              help: use a name such as `catga` or `shop:prod`",
         );
     }
-    let bad =
-        |c: char| c.is_whitespace() || c.is_control() || matches!(c, '*' | '?' | '[' | ']' | '\\');
+    let bad = |c: char| {
+        c.is_whitespace() || c.is_control() || matches!(c, '*' | '?' | '[' | ']' | '\\' | '{' | '}')
+    };
     if prefix.chars().any(bad) {
         return Err(
-            "a key prefix cannot hold whitespace, control characters or the glob \
+            "a key prefix cannot hold whitespace, control characters, braces or the glob \
              characters `* ? [ ] \\`\nhelp: use a name such as `catga` or `shop:prod`",
         );
     }

@@ -37,13 +37,49 @@ pub enum ConnectError {
         #[source]
         source: RedisError,
     },
-    /// The URL asks for TLS (`rediss://`), which this build of catga-redis does not support.
+    /// The URL asks for TLS (`rediss://`), and catga-redis was built without its `tls`
+    /// feature.
     #[error(
-        "`{url}` asks for TLS, which catga-redis does not support yet\nhelp: use `redis://` on a trusted network, or a local TLS proxy (stunnel, a sidecar) in front of the server"
+        "`{url}` asks for TLS, which this build of catga-redis does not support\nhelp: enable the `tls` feature of catga-redis (`catga-redis = {{ version = \"…\", features = [\"tls\"] }}`)"
     )]
     TlsUnsupported {
         /// The URL with its credentials hidden.
         url: String,
+    },
+    /// A TLS setting the client cannot use (with the `tls` feature): a PEM that holds no
+    /// certificate or key or does not parse, a key that does not match its certificate, TLS
+    /// options for a URL that does not ask for TLS, or a URL that turns certificate
+    /// verification off (`#insecure`). Checked when the builder is awaited, before anything
+    /// is sent. Neither the message nor the source shows the PEM's contents.
+    #[error("invalid TLS setting `{option}` for `{url}`: {problem}\nhelp: {help}")]
+    InvalidTls {
+        /// The URL with its credentials hidden.
+        url: String,
+        /// The builder method that set it (`tls_root_certificate`, `tls_client_auth`), or
+        /// `url`.
+        option: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+        /// What to write instead.
+        help: &'static str,
+        /// What the parser said, when it said something that shows no key material.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The TLS handshake with the server failed (with the `tls` feature): its certificate is
+    /// not trusted, not valid for the host or out of date, or the server refused the client's
+    /// certificate or its absence, or the port does not speak TLS.
+    #[error("the TLS handshake with the redis server at `{url}` failed: {problem}\nhelp: {help}")]
+    TlsHandshake {
+        /// The URL with its credentials hidden.
+        url: String,
+        /// Why, in words (`its certificate is not trusted`, …).
+        problem: &'static str,
+        /// What to do about it.
+        help: &'static str,
+        /// What the client said (the rustls error is in its text).
+        #[source]
+        source: RedisError,
     },
     /// The server could not be reached (refused, timed out, name not resolved).
     #[error("the redis server at `{url}` is unreachable")]
@@ -69,6 +105,15 @@ pub enum ConnectError {
 impl ConnectError {
     /// A failed first connection, as the variant that says why.
     pub(crate) fn connect(url: String, source: RedisError) -> Self {
+        #[cfg(feature = "tls")]
+        if let Some((problem, help)) = crate::tls::handshake_failure(&source) {
+            return ConnectError::TlsHandshake {
+                url,
+                problem,
+                help,
+                source,
+            };
+        }
         let refused = source.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(source.code(), Some("NOAUTH" | "WRONGPASS"));
         if refused {
@@ -113,6 +158,17 @@ impl CommandError {
     /// Whether the connection, not the command, failed (so trying again later may work).
     pub fn is_connection(&self) -> bool {
         is_connection(&self.source)
+    }
+
+    /// Whether a Redis Cluster said the key is elsewhere or its slot is not served now
+    /// (`MOVED`, `ASK`, `CLUSTERDOWN`, `TRYAGAIN`), or the node stopped being a primary under
+    /// a blocked command (`UNBLOCKED`) or a write (`READONLY`): a failover or a resharding
+    /// moved the key, and a connection of its own to its node must be found again.
+    pub(crate) fn is_moved(&self) -> bool {
+        matches!(
+            self.source.code(),
+            Some("MOVED" | "ASK" | "CLUSTERDOWN" | "TRYAGAIN" | "UNBLOCKED" | "READONLY")
+        )
     }
 
     /// Whether the server said `NOGROUP`: the stream or its consumer group is gone (deleted,

@@ -41,10 +41,18 @@ impl Keys {
             .is_some_and(|rest| rest.starts_with(":replies:"))
     }
 
-    /// A fresh list for one request's reply. A new id per call, so a late reply to an earlier
-    /// attempt can never be taken for this one's.
-    pub fn reply(&self) -> String {
-        format!("{}:replies:{}", self.prefix, Uuid::now_v7().simple())
+    /// A fresh list for one request's reply, sent on `stream`. A new id per call, so a late
+    /// reply to an earlier attempt can never be taken for this one's. Its hash tag is the
+    /// request stream's name, `{prefix}:replies:{{prefix}:requests:{name}}:{id}`, so on a
+    /// Redis Cluster the list is in the stream's slot: the serving instance pushes the reply
+    /// and acknowledges the request in one transaction there. (A stream name holds no
+    /// braces: the prefix and wire names cannot.)
+    pub fn reply(&self, stream: &str) -> String {
+        format!(
+            "{}:replies:{{{stream}}}:{}",
+            self.prefix,
+            Uuid::now_v7().simple()
+        )
     }
 }
 
@@ -57,8 +65,17 @@ mod tests {
         let keys = Keys::new("shop");
         assert_eq!(keys.events("OrderPlaced"), "shop:events:OrderPlaced");
         assert_eq!(keys.requests("orders.place"), "shop:requests:orders.place");
-        let (a, b) = (keys.reply(), keys.reply());
-        assert!(a.starts_with("shop:replies:"), "{a}");
+        let stream = keys.requests("orders.place");
+        let (a, b) = (keys.reply(&stream), keys.reply(&stream));
+        assert!(
+            a.starts_with("shop:replies:{shop:requests:orders.place}:"),
+            "{a}"
+        );
+        assert_eq!(
+            crate::connection::key_slot(a.as_bytes()),
+            crate::connection::key_slot(stream.as_bytes()),
+            "a reply list is in its request stream's slot"
+        );
         assert_ne!(a, b);
         assert!(keys.is_reply(&a));
         assert!(!keys.is_reply("shop:events:OrderPlaced"));

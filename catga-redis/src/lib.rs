@@ -102,6 +102,28 @@
 //!   before a service's consumer group exists reaches it only with [`StartFrom::Beginning`].
 //!
 //! `docs/redis.md` has the details and the measured takeover and recovery times.
+//!
+//! ## TLS
+//! With the `tls` feature, `rediss://host:port/db` connects over TLS (the redis crate's rustls
+//! client, with rustls's `ring` provider), trusting the system's certificate authorities, or
+//! only those given with `RedisConnect::tls_root_certificate`; a client certificate for
+//! mutual TLS is given with `RedisConnect::tls_client_auth`. The stores' and the cache's
+//! builders have the same two options. Without the feature, `rediss://` is refused with
+//! [`ConnectError::TlsUnsupported`]. `docs/transports.md` has the details.
+//!
+//! ## Redis Cluster
+//! [`RedisTransport::connect_cluster`] and [`RedisStores::connect_cluster`](store::RedisStores::connect_cluster)
+//! take the URLs of some nodes of a Redis Cluster and the same options as `connect`: streams
+//! spread over the nodes, each store family stays on the node owning its hash tag, blocking
+//! reads connect to the node owning their key. `docs/redis.md` (Redis Cluster) has the key
+//! layout and what is tested.
+//!
+//! ## Caching query replies
+//! [`RedisCache`] is a backend for catga's `Caching` behaviour
+//! (`Caching::with_backend(cache)`): one cache every instance of a service shares, with a
+//! near-cache in each instance's memory, and `invalidated_by` events that clear it for all of
+//! them. A Redis that is down makes it a miss (the handler runs), never a failed query. See
+//! the [`cache`] module.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -114,16 +136,25 @@ mod guide_doctests {}
 
 mod blocking;
 mod builder;
+pub mod cache;
 mod config;
+mod connection;
 mod entry;
 mod error;
+mod inbox;
 mod keys;
+pub mod outbox;
 mod reply;
+pub mod store;
+mod tls;
 mod transport;
 
 pub use builder::RedisConnect;
+pub use cache::RedisCache;
 pub use config::StartFrom;
 pub use error::{CommandError, ConnectError};
+pub use inbox::RedisInbox;
+pub use outbox::{RedisOutbox, RedisOutboxError, RedisOutboxRelay, RedisWrites, RunningRelay};
 pub use transport::RedisTransport;
 
 /// The transport's types, for `use catga_redis::prelude::*`.

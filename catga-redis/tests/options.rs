@@ -166,6 +166,8 @@ async fn the_defaults_and_each_smallest_value_pass() {
     accepted(connect().prefix("shop:prod-1").untrimmed()).await;
 }
 
+/// Only without the `tls` feature: with it, `rediss://` is supported (`tests/tls.rs`).
+#[cfg(not(feature = "tls"))]
 #[tokio::test]
 async fn a_tls_url_is_refused_as_unsupported_not_as_malformed() {
     let error = RedisTransport::connect("rediss://user:secret@127.0.0.1:6380/0")

@@ -33,7 +33,7 @@ mod tracing;
 mod validation;
 
 pub use self::tracing::Tracing;
-pub use caching::{CacheKey, Caching};
+pub use caching::{CacheBackend, CacheKey, CacheLookup, Caching, MemoryCache, MemoryQuery};
 pub use circuit_breaker::{CircuitBreaker, CircuitState, Trip};
 pub use concurrency_limit::ConcurrencyLimit;
 pub(crate) use dead_letter::record as dead_letter_record;

@@ -12,7 +12,11 @@ pub static EXTERNAL_CALL_IN_COMMAND: Rule = Rule {
     help: "announce the change with `ctx.publish(event)` and let an event handler (or the outbox) call the external system",
     rationale: "If the handler's transaction fails after the call, or the call succeeds and the \
                 handler then fails, the two systems disagree. Publishing an event (through the \
-                outbox when there is one) makes the external call follow the committed change.",
+                outbox when there is one) makes the external call follow the committed change. \
+                Writes queued in the dispatch's unit of work (`catga_redis::RedisWrites`: \
+                `writes.xadd(…)`, `writes.command(redis::cmd(…), …)`) commit with the handler and \
+                are not external calls; building a command (`redis::cmd`, `redis::pipe`) is not \
+                a call either, sending it (`query_async`, `invoke_async`) is.",
     surfaces: &[Surface::Cli],
     allow: Allow::Handler,
     bad: "#[handler]\nasync fn place(cmd: PlaceOrder, http: &reqwest::Client) -> Result<u64, ShopError> {\n    http.post(WEBHOOK).send().await?;\n    Ok(1)\n}",

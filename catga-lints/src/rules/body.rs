@@ -34,14 +34,35 @@ const CLIENT_CRATES: &[&str] = &[
     "lettre",
 ];
 
-/// Methods that send to an external system whatever their receiver (CATGA060).
+/// Methods that send to an external system whatever their receiver (CATGA060), unless the
+/// receiver is a unit of work that only queues them (`RedisWrites`, see [`UNITS_OF_WORK`]).
 const CLIENT_METHODS: &[&str] = &[
     "publish_with_headers",
     "publish_with_reply",
     "xadd",
     "basic_publish",
     "send_email",
+    // redis: a command, pipeline or script sent and its answer awaited.
+    "query_async",
+    "invoke_async",
+    "exec_async",
 ];
+
+/// Functions of the client crates that only build a value, sent later by a method that is
+/// itself reported (`query_async`): `redis::cmd("SET")` handed to a unit of work that commits
+/// it with the handler's other writes is no external call.
+const BUILDERS: &[&[&str]] = &[
+    &["redis", "cmd"],
+    &["redis", "pipe"],
+    &["redis", "Cmd", "new"],
+    &["redis", "Pipeline", "new"],
+    &["redis", "Script", "new"],
+];
+
+/// Types whose `current()` is the dispatch's unit of work: their write methods (`xadd`, …)
+/// queue a write that commits with the handler's transaction, the outbox's way, so they are
+/// not external calls (`catga_redis::RedisWrites`).
+const UNITS_OF_WORK: &[&str] = &["RedisWrites"];
 
 /// `send`, `publish` and friends: a message dispatched through a mediator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +102,7 @@ pub fn scan(block: &syn::Block, context: Option<&Ident>) -> BodyFacts {
     let mut scan = Scan {
         context,
         facts: BodyFacts::default(),
+        units: Vec::new(),
         held: Vec::new(),
         awaited: false,
     };
@@ -105,6 +127,8 @@ struct Guard {
 struct Scan<'c> {
     context: Option<&'c Ident>,
     facts: BodyFacts,
+    /// Bindings of a unit of work (`let writes = RedisWrites::current()?;`).
+    units: Vec<String>,
     /// Guards alive at this point, innermost block last.
     held: Vec<Guard>,
     /// Whether the expression being visited is the operand of `.await`.
@@ -114,6 +138,17 @@ struct Scan<'c> {
 impl Scan<'_> {
     fn report(&mut self, rule: &'static catalog::Rule, span: Span, message: impl Into<String>) {
         self.facts.findings.push(Finding::new(rule, span, message));
+    }
+
+    /// Whether `expr` is a binding of a unit of work.
+    fn is_unit_of_work(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::Path(p) => p
+                .path
+                .get_ident()
+                .is_some_and(|ident| self.units.iter().any(|u| ident == u)),
+            _ => false,
+        }
     }
 
     fn is_context(&self, expr: &Expr) -> bool {
@@ -128,6 +163,25 @@ impl Scan<'_> {
         let held = std::mem::take(&mut self.held);
         f(self);
         self.held = held;
+    }
+}
+
+/// Whether `expr` is `UnitOfWork::current()`, possibly followed by `?` or a method call
+/// (`RedisWrites::current()?`, `RedisWrites::current().map_err(…)?`).
+fn opens_unit_of_work(expr: &Expr) -> bool {
+    match expr {
+        Expr::Try(t) => opens_unit_of_work(&t.expr),
+        Expr::MethodCall(m) => opens_unit_of_work(&m.receiver),
+        Expr::Call(call) => match &*call.func {
+            Expr::Path(f) => {
+                let path = segments(&f.path);
+                path.len() >= 2
+                    && path.last().is_some_and(|s| s == "current")
+                    && UNITS_OF_WORK.contains(&path[path.len() - 2].as_str())
+            }
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -202,6 +256,9 @@ impl<'ast> Visit<'ast> for Scan<'_> {
                         },
                         _ => continue,
                     };
+                    if opens_unit_of_work(&init.expr) {
+                        self.units.push(name.clone());
+                    }
                     if let Some(sync) = guard_kind(&init.expr) {
                         self.held.push(Guard {
                             name,
@@ -315,9 +372,13 @@ impl<'ast> Visit<'ast> for Scan<'_> {
                     "`block_on` blocks the runtime thread",
                 );
             }
-            if path
-                .first()
-                .is_some_and(|s| CLIENT_CRATES.contains(&s.as_str()))
+            let builds = BUILDERS
+                .iter()
+                .any(|b| path.iter().map(String::as_str).eq(b.iter().copied()));
+            if !builds
+                && path
+                    .first()
+                    .is_some_and(|s| CLIENT_CRATES.contains(&s.as_str()))
             {
                 self.facts.external_calls.push((span, format!("`{text}`")));
             }
@@ -377,7 +438,7 @@ impl<'ast> Visit<'ast> for Scan<'_> {
                     .external_calls
                     .push((call.span(), "an HTTP request (`.send()`)".into()));
             }
-            m if CLIENT_METHODS.contains(&m) => {
+            m if CLIENT_METHODS.contains(&m) && !self.is_unit_of_work(&call.receiver) => {
                 self.facts
                     .external_calls
                     .push((call.span(), format!("`.{m}(…)`")));
@@ -538,7 +599,7 @@ mod tests {
     fn dispatches_and_external_calls() {
         let block: syn::Block = syn::parse_str(
             "{ ctx.publish(Placed { id })?; app.send(Reserve(1)).await?; tx.send(x).await?; \
-               http.post(u).send().await?; redis::cmd(\"SET\"); }",
+               http.post(u).send().await?; redis::cmd(\"SET\").arg(1).query_async(&mut c).await?; }",
         )
         .unwrap();
         let ctx: Ident = syn::parse_str("ctx").unwrap();
@@ -557,5 +618,26 @@ mod tests {
             ]
         );
         assert_eq!(facts.external_calls.len(), 2);
+    }
+
+    #[test]
+    fn writes_queued_in_a_unit_of_work_are_not_external_calls() {
+        let block: syn::Block = syn::parse_str(
+            "{ let writes = RedisWrites::current()?; writes.xadd(&k, \"*\", &[(\"a\", 1)])?; \
+               let mut cmd = redis::cmd(\"LPUSH\"); cmd.arg(&k); writes.command(cmd, &[&k])?; \
+               conn.xadd(&k, \"*\", &[(\"a\", 1)]).await?; }",
+        )
+        .unwrap();
+        let facts = scan(&block, None);
+        let calls: Vec<&str> = facts
+            .external_calls
+            .iter()
+            .map(|(_, c)| c.as_str())
+            .collect();
+        assert_eq!(
+            calls,
+            vec!["`.xadd(…)`"],
+            "only the direct XADD on a connection"
+        );
     }
 }

@@ -6,12 +6,13 @@
 //! sends whatever has queued since its last round trip as one `XACK` per stream. Shutdown
 //! [flushes](Acker::flush) the queue after the last handler finished, so it returns with
 //! everything acknowledged (or, if the server was away, logged and left pending for
-//! redelivery).
+//! redelivery). On a Redis Cluster a pipeline stays in one slot: the acknowledgements go as
+//! one pipeline per slot, sent at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::connection::Multiplexed;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::CommandError;
@@ -37,7 +38,7 @@ pub(crate) struct Acker {
 
 impl Acker {
     /// Starts the acknowledging task for consumer group `group`.
-    pub fn spawn(manager: ConnectionManager, group: String) -> Acker {
+    pub fn spawn(manager: Multiplexed, group: String) -> Acker {
         let (queue, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(rx, manager, group));
         Acker { queue }
@@ -59,11 +60,7 @@ impl Acker {
     }
 }
 
-async fn run(
-    mut rx: mpsc::UnboundedReceiver<Message>,
-    mut manager: ConnectionManager,
-    group: String,
-) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Message>, manager: Multiplexed, group: String) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -84,13 +81,33 @@ async fn run(
                 Message::Flush(_) => {}
             }
         }
-        if !by_stream.is_empty() {
-            let mut pipe = redis::pipe();
-            for (stream, ids) in &by_stream {
-                pipe.cmd("XACK").arg(*stream).arg(&group).arg(ids).ignore();
-            }
-            if let Err(e) = pipe.query_async::<()>(&mut manager).await {
-                let stream = by_stream.keys().next().copied().unwrap_or_default();
+        // One pipeline on a single server; one per slot on a cluster.
+        let mut pipes: Vec<(Option<u16>, &str, redis::Pipeline)> = Vec::new();
+        for (stream, ids) in &by_stream {
+            let slot = manager
+                .is_cluster()
+                .then(|| crate::connection::key_slot(stream.as_bytes()));
+            let at = match pipes.iter().position(|(s, _, _)| *s == slot) {
+                Some(at) => at,
+                None => {
+                    pipes.push((slot, stream, redis::pipe()));
+                    pipes.len() - 1
+                }
+            };
+            pipes[at]
+                .2
+                .cmd("XACK")
+                .arg(*stream)
+                .arg(&group)
+                .arg(ids)
+                .ignore();
+        }
+        let sent = pipes.iter().map(|(_, stream, pipe)| {
+            let mut manager = manager.clone();
+            async move { (*stream, pipe.query_async::<()>(&mut manager).await) }
+        });
+        for (stream, result) in futures::future::join_all(sent).await {
+            if let Err(e) = result {
                 let error = CommandError::new("XACK", stream, e);
                 tracing::warn!(target: "catga::redis", group = %group, entries,
                     error = &error as &dyn std::error::Error,

@@ -1,7 +1,7 @@
 //! Consumer groups: a service is a group on each stream it serves, an instance a consumer in
 //! it.
 
-use redis::aio::ConnectionManager;
+use crate::connection::Multiplexed;
 
 use super::positions::Positions;
 use crate::config::StartFrom;
@@ -10,7 +10,7 @@ use crate::error::CommandError;
 /// Creates the group on each stream (and the stream, if there is none yet) unless it exists,
 /// and registers the consumer, so a request sent right after `serve` returns finds it.
 pub(crate) async fn join(
-    manager: &mut ConnectionManager,
+    manager: &mut Multiplexed,
     streams: &[String],
     group: &str,
     consumer: &str,
@@ -28,7 +28,7 @@ pub(crate) async fn join(
 /// (see [`Positions`]), and registers the consumer again. Returns the streams whose group
 /// was created, with where it starts.
 pub(crate) async fn recreate(
-    manager: &mut ConnectionManager,
+    manager: &mut Multiplexed,
     streams: &[String],
     group: &str,
     consumer: &str,
@@ -47,7 +47,7 @@ pub(crate) async fn recreate(
 
 /// `XGROUP CREATE … MKSTREAM` at `start`; false if the group existed.
 async fn create(
-    manager: &mut ConnectionManager,
+    manager: &mut Multiplexed,
     stream: &str,
     group: &str,
     start: &str,
@@ -69,7 +69,7 @@ async fn create(
 }
 
 async fn register(
-    manager: &mut ConnectionManager,
+    manager: &mut Multiplexed,
     stream: &str,
     group: &str,
     consumer: &str,
@@ -89,7 +89,7 @@ async fn register(
 /// are still pending it stays, so they are claimed by another instance rather than dropped
 /// (deleting a consumer drops its pending entries).
 pub(crate) async fn leave(
-    manager: &mut ConnectionManager,
+    manager: &mut Multiplexed,
     streams: &[String],
     group: &str,
     consumer: &str,

@@ -28,11 +28,11 @@ use std::time::Duration;
 use catga_core::envelope::Envelope;
 use catga_core::transport::{Inbound, Reply, ServePlan, Serving, Transport, TransportError};
 use futures::future::BoxFuture;
-use redis::aio::ConnectionManager;
 
 use self::request::RequestScript;
 use crate::blocking::BlockingPool;
 use crate::config::Config;
+use crate::connection::Multiplexed;
 use crate::keys::Keys;
 
 /// A catga [`Transport`] over Redis Streams. See the [crate docs](crate) for how messages map
@@ -46,10 +46,12 @@ pub struct RedisTransport {
 
 /// What every clone, and every consumer it starts, shares.
 pub(crate) struct Shared {
+    /// A client of the server (of the first node given, on a cluster), for stores that open
+    /// a connection of their own (a pub/sub subscriber).
     pub client: redis::Client,
-    /// The multiplexed connection for every command that does not block; it reconnects by
-    /// itself after the server restarts.
-    pub manager: ConnectionManager,
+    /// The multiplexed connection for every command that does not block, to the server or
+    /// to a cluster; it reconnects by itself after the server restarts.
+    pub manager: Multiplexed,
     pub blocking: BlockingPool,
     pub request_script: RequestScript,
     pub keys: Keys,
@@ -67,6 +69,16 @@ impl std::fmt::Debug for RedisTransport {
 impl RedisTransport {
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
         RedisTransport { shared }
+    }
+
+    /// Its multiplexed connection and key prefix, for stores that share them.
+    pub(crate) fn store_connection(&self) -> (Multiplexed, &str) {
+        (self.shared.manager.clone(), &self.shared.config.prefix)
+    }
+
+    /// Its client, for stores that open a connection of their own (a pub/sub subscriber).
+    pub(crate) fn store_client(&self) -> redis::Client {
+        self.shared.client.clone()
     }
 
     /// The key prefix everything this transport stores lives under

@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use catga_core::transport::{Inbound, TransportError};
 use redis::Value;
@@ -25,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::retry_delay::RetryDelay;
-use crate::blocking;
+use crate::blocking::{self, BlockedConn};
 use crate::entry::{self, ShapeError};
 use crate::error::CommandError;
 
@@ -96,14 +95,14 @@ impl Observer {
         })
     }
 
-    /// Reads until stopped. `client_id` holds the reading connection's id while it is
-    /// connected (0 otherwise), for shutdown to interrupt a blocked read.
-    pub async fn run(mut self, client_id: Arc<AtomicI64>) {
+    /// Reads until stopped. `blocked` holds the reading connection while it is connected,
+    /// for shutdown to interrupt a blocked read.
+    pub async fn run(mut self, blocked: Arc<BlockedConn>) {
         let mut retry = RetryDelay::default();
         let mut reconnecting = false;
         while !self.stop.is_cancelled() {
-            let ended = self.session(&client_id, &mut retry, reconnecting).await;
-            client_id.store(0, Ordering::Release);
+            let ended = self.session(&blocked, &mut retry, reconnecting).await;
+            blocked.disconnected();
             let Err(error) = ended else {
                 return;
             };
@@ -119,23 +118,30 @@ impl Observer {
 
     async fn session(
         &mut self,
-        client_id: &AtomicI64,
+        blocked: &BlockedConn,
         retry: &mut RetryDelay,
         reconnected: bool,
     ) -> Result<(), ObserveError> {
-        let config = &self.shared.config;
         let first = self
             .cursors
             .first()
             .map(|(s, _)| s.clone())
             .unwrap_or_default();
-        let mut conn = blocking::connect(&self.shared.client, config.response_timeout)
+        // On a cluster, the node owning these streams (all in one slot), looked up again
+        // after a failure: a failover may have moved them.
+        let pool = &self.shared.blocking;
+        let node = pool
+            .node_for(&first, reconnected)
+            .await
+            .map_err(|e| CommandError::new("CLUSTER SLOTS", &first, e))?;
+        let mut conn = pool
+            .open(node.as_ref())
             .await
             .map_err(|e| CommandError::new("CONNECT", &first, e))?;
         let id = blocking::identify(&mut conn, &self.client_name)
             .await
             .map_err(|e| CommandError::new("CLIENT ID", &first, e))?;
-        client_id.store(id, Ordering::Release);
+        blocked.connected(node, id);
         if reconnected {
             // Entries may have come and gone while the connection was down.
             tracing::info!(target: "catga::redis", observed = self.names.len(),

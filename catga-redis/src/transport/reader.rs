@@ -9,7 +9,6 @@
 //! nothing added since the restart is skipped.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -17,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 use super::groups;
 use super::retry_delay::RetryDelay;
 use super::worker::Worker;
-use crate::blocking;
+use crate::blocking::{self, BlockedConn};
 use crate::entry::{self, Entry, ShapeError};
 use crate::error::CommandError;
 
@@ -32,20 +31,24 @@ enum ReadError {
     Stalled,
 }
 
-/// Reads until the worker is stopped. `client_id` holds the reading connection's id while it
-/// is connected (0 otherwise), for shutdown to interrupt a blocked read.
-pub(crate) async fn run(worker: Arc<Worker>, client_id: Arc<AtomicI64>) {
+/// Reads `streams` (all of the worker's on a single server; those of one slot on a cluster,
+/// where one `XREADGROUP` cannot span slots) until the worker is stopped. `blocked` holds the
+/// reading connection while it is connected, for shutdown to interrupt a blocked read.
+pub(crate) async fn run(worker: Arc<Worker>, streams: Vec<String>, blocked: Arc<BlockedConn>) {
     let mut retry = RetryDelay::default();
+    let mut failed = false;
     while !worker.stop.is_cancelled() {
-        let ended = session(&worker, &client_id, &mut retry).await;
-        client_id.store(0, Ordering::Release);
+        let ended = session(&worker, &streams, &blocked, &mut retry, failed).await;
+        blocked.disconnected();
         let Err(error) = ended else {
             return;
         };
+        // On a cluster the streams' node may have changed (a failover): look it up again.
+        failed = true;
         if let ReadError::Command(command) = &error
             && command.is_no_group()
         {
-            if let Some(created) = rejoin(&worker).await {
+            if let Some(created) = rejoin(&worker, &streams).await {
                 retry.reset();
                 if created > 0 {
                     // Read again at once: entries added since the server came back wait.
@@ -66,11 +69,11 @@ pub(crate) async fn run(worker: Arc<Worker>, client_id: Arc<AtomicI64>) {
 /// Creates the service's vanished consumer groups again, each after the last entry this
 /// instance saw on its stream (see [`Positions`](super::positions::Positions)); how many it
 /// created (none when another instance was first), or `None` when that failed.
-async fn rejoin(worker: &Worker) -> Option<usize> {
+async fn rejoin(worker: &Worker, streams: &[String]) -> Option<usize> {
     let mut manager = worker.shared.manager.clone();
     let recreated = groups::recreate(
         &mut manager,
-        &worker.streams,
+        streams,
         &worker.group,
         &worker.consumer,
         &worker.positions,
@@ -96,12 +99,20 @@ async fn rejoin(worker: &Worker) -> Option<usize> {
 
 async fn session(
     worker: &Arc<Worker>,
-    client_id: &AtomicI64,
+    streams: &[String],
+    blocked: &BlockedConn,
     retry: &mut RetryDelay,
+    fresh: bool,
 ) -> Result<(), ReadError> {
     let config = &worker.shared.config;
-    let first = worker.streams.first().cloned().unwrap_or_default();
-    let mut conn = blocking::connect(&worker.shared.client, config.response_timeout)
+    let first = streams.first().cloned().unwrap_or_default();
+    let blocking = &worker.shared.blocking;
+    let node = blocking
+        .node_for(&first, fresh)
+        .await
+        .map_err(|e| CommandError::new("CLUSTER SLOTS", &first, e))?;
+    let mut conn = blocking
+        .open(node.as_ref())
         .await
         .map_err(|e| CommandError::new("CONNECT", &first, e))?;
     let name = format!(
@@ -111,11 +122,10 @@ async fn session(
     let id = blocking::identify(&mut conn, &name)
         .await
         .map_err(|e| CommandError::new("CLIENT ID", &first, e))?;
-    client_id.store(id, Ordering::Release);
+    blocked.connected(node, id);
 
     // This consumer's pending entries first, one cursor per stream until each is drained.
-    let mut backlog: Vec<(String, String)> = worker
-        .streams
+    let mut backlog: Vec<(String, String)> = streams
         .iter()
         .map(|s| (s.clone(), "0".to_string()))
         .collect();
@@ -142,9 +152,9 @@ async fn session(
     }
 
     // Then new entries, as they arrive: as many as there are free slots.
-    let streams: Vec<&String> = worker.streams.iter().collect();
     let new = ">".to_string();
-    let ids: Vec<&String> = worker.streams.iter().map(|_| &new).collect();
+    let ids: Vec<&String> = streams.iter().map(|_| &new).collect();
+    let streams: Vec<&String> = streams.iter().collect();
     loop {
         let Some(count) = worker.capacity().await else {
             return Ok(());

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use crate::connection::Multiplexed;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use crate::error::CommandError;
 
@@ -58,7 +58,7 @@ impl Reaper {
     /// and returns the names of those forgotten.
     pub async fn reap(
         &self,
-        manager: &mut ConnectionManager,
+        manager: &mut Multiplexed,
         stream: &str,
         group: &str,
         consumer: &str,

@@ -7,8 +7,8 @@
 //! since the claimer resets that for every entry in flight here; so a script checks the owner
 //! and takes it in one step.
 
+use crate::connection::Multiplexed;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use crate::error::CommandError;
 
@@ -34,7 +34,7 @@ impl Redeliver {
     /// `deliveries`; false if it is not this consumer's any more.
     pub async fn take_again(
         &self,
-        manager: &mut ConnectionManager,
+        manager: &mut Multiplexed,
         stream: &str,
         group: &str,
         consumer: &str,

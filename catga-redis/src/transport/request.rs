@@ -63,7 +63,7 @@ impl Shared {
     ) -> Result<Reply, TransportError> {
         self.check_size(&envelope)?;
         let stream = self.keys.requests(&envelope.name);
-        let reply_key = self.keys.reply();
+        let reply_key = self.keys.reply(&stream);
 
         let mut invocation = self.request_script.0.key(&stream);
         invocation.arg(self.config.max_len.map_or(String::new(), |n| n.to_string()));
@@ -86,13 +86,14 @@ impl Shared {
 
     async fn await_reply(&self, key: &str, timeout: Duration) -> Result<Reply, TransportError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        // A pooled connection may have died with a server restart; the reply list outlives
-        // it, so waiting again on a fresh connection loses nothing.
+        // A pooled connection may have died with a server restart, or (on a cluster) a
+        // failover moved the list to another node; the reply list outlives it, so waiting
+        // again on a fresh connection (to the node owning the list now) loses nothing.
         let mut retried = false;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.pop(key, left).await {
-                Err(error) if error.is_connection() && !retried => {
+            match self.pop(key, left, retried).await {
+                Err(error) if (error.is_connection() || error.is_moved()) && !retried => {
                     self.blocking.clear();
                     retried = true;
                 }
@@ -104,11 +105,22 @@ impl Shared {
         }
     }
 
-    /// One `BLPOP` of the reply list for up to `wait`: the reply, or `None` when none came.
-    async fn pop(&self, key: &str, wait: Duration) -> Result<Option<Vec<u8>>, CommandError> {
+    /// One `BLPOP` of the reply list for up to `wait`, on a connection to the node owning it
+    /// (the slot map asked for again when `fresh`): the reply, or `None` when none came.
+    async fn pop(
+        &self,
+        key: &str,
+        wait: Duration,
+        fresh: bool,
+    ) -> Result<Option<Vec<u8>>, CommandError> {
+        let node = self
+            .blocking
+            .node_for(key, fresh)
+            .await
+            .map_err(|e| CommandError::new("BLPOP", key, e))?;
         let mut conn = self
             .blocking
-            .get()
+            .get(node.as_ref())
             .await
             .map_err(|e| CommandError::new("BLPOP", key, e))?;
         // BLPOP takes seconds with decimals; 0 would mean forever, so never round to it.
@@ -125,7 +137,7 @@ impl Shared {
             Err(_) => Ok(None),
             Ok(Err(e)) => Err(CommandError::new("BLPOP", key, e)),
             Ok(Ok(popped)) => {
-                self.blocking.put(conn);
+                self.blocking.put(node, conn);
                 Ok(popped.map(|(_, frame)| frame))
             }
         }

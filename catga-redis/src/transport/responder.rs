@@ -47,8 +47,8 @@ impl Worker {
                 });
                 Reply::Err(RemoteFailure::of(&error))
             });
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut answer = redis::pipe();
+        answer.atomic();
         match &reply_to {
             // A caller past its deadline is not waiting any more.
             Some(_) if expired => {}
@@ -59,11 +59,12 @@ impl Worker {
             Some(key) => {
                 let ttl =
                     u64::try_from(self.shared.config.reply_ttl.as_millis()).unwrap_or(u64::MAX);
-                pipe.cmd("RPUSH")
+                answer
+                    .cmd("RPUSH")
                     .arg(key)
                     .arg(reply::encode(&reply))
                     .ignore();
-                pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
+                answer.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
             }
             None => {
                 tracing::warn!(target: "catga::redis", message = %name,
@@ -73,12 +74,46 @@ impl Worker {
         // A request stream is this service's alone, and a request is for one consumer: once
         // answered, nothing needs it any more. (Event streams are shared by every service
         // that handles the event: nothing is ever deleted from them.)
-        pipe.cmd("XACK")
+        let mut done = redis::pipe();
+        done.atomic();
+        done.cmd("XACK")
             .arg(&*entry.stream)
             .arg(&self.group)
             .arg(&entry.id)
             .ignore();
-        pipe.cmd("XDEL").arg(&*entry.stream).arg(&entry.id).ignore();
+        done.cmd("XDEL").arg(&*entry.stream).arg(&entry.id).ignore();
+        // One transaction where the reply list and the stream may meet: always on one
+        // server; on a cluster when the list is in the stream's slot, as every reply key of
+        // this version is (`Keys::reply`). A list elsewhere (named by another program) is
+        // answered first, then the request acknowledged.
+        let apart = self.shared.manager.is_cluster()
+            && answer.cmd_iter().next().is_some()
+            && reply_to.as_deref().is_some_and(|key| {
+                crate::connection::key_slot(key.as_bytes())
+                    != crate::connection::key_slot(entry.stream.as_bytes())
+            });
+        let steps = if apart {
+            vec![answer, done]
+        } else {
+            for cmd in done.cmd_iter() {
+                answer.add_command(cmd.clone()).ignore();
+            }
+            vec![answer]
+        };
+        for step in &steps {
+            if !self.send_answer(step, &name, reply_to.as_deref()).await {
+                return;
+            }
+        }
+    }
+
+    /// Sends `pipe`, trying again for up to the response timeout; false if it could not.
+    async fn send_answer(
+        &self,
+        pipe: &redis::Pipeline,
+        name: &str,
+        reply_to: Option<&str>,
+    ) -> bool {
         let give_up = tokio::time::Instant::now() + self.shared.config.response_timeout;
         let mut retry = RetryDelay::default();
         loop {
@@ -87,15 +122,15 @@ impl Worker {
                 .bounded(pipe.query_async::<()>(&mut self.shared.manager.clone()))
                 .await;
             let Err(e) = sent else {
-                return;
+                return true;
             };
-            let error = CommandError::new("RPUSH", reply_to.clone().unwrap_or_default(), e);
+            let error = CommandError::new("RPUSH", reply_to.unwrap_or_default(), e);
             let delay = retry.next_delay();
             if tokio::time::Instant::now() + delay >= give_up {
                 tracing::warn!(target: "catga::redis", message = %name,
                     error = &error as &dyn std::error::Error,
                     "could not send the reply; the request stays pending and its next delivery is answered as in doubt (or run again if it is safe to repeat)");
-                return;
+                return false;
             }
             tracing::debug!(target: "catga::redis", message = %name,
                 error = &error as &dyn std::error::Error, "could not send the reply; trying again");

@@ -21,7 +21,6 @@
 //! more.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use catga_core::transport::{Inbound, ServePlan, Serving, TransportError};
@@ -38,6 +37,7 @@ use super::positions::Positions;
 use super::redeliver::Redeliver;
 use super::worker::{Route, Worker};
 use super::{claimer, groups, reader};
+use crate::blocking::BlockedConn;
 use std::collections::HashMap;
 
 /// How often shutdown repeats its request to interrupt a blocked read, in case the first
@@ -80,25 +80,21 @@ pub(crate) async fn serve(
         None => format!("{}-{}", std::process::id(), Uuid::now_v7().simple()),
     };
     let stop = CancellationToken::new();
-    // Positioned before `serve` returns: an event published after it is observed.
-    let observer = if plan.observe.is_empty() {
-        None
-    } else {
+    // Positioned before `serve` returns: an event published after it is observed. One
+    // observer per slot on a cluster, where one `XREAD` cannot span slots.
+    let mut observers = Vec::new();
+    let observed = by_slot(&shared, plan.observe.clone(), |name| {
+        shared.keys.events(name)
+    });
+    for names in observed {
         let name = format!(
             "catga:{}:{}:{}:observer",
             shared.config.prefix, group, consumer
         );
-        Some(
-            Observer::new(
-                shared.clone(),
-                &plan.observe,
-                inbound.clone(),
-                stop.clone(),
-                name,
-            )
-            .await?,
-        )
-    };
+        observers.push(
+            Observer::new(shared.clone(), &names, inbound.clone(), stop.clone(), name).await?,
+        );
+    }
     groups::join(
         &mut shared.manager.clone(),
         &streams,
@@ -130,14 +126,15 @@ pub(crate) async fn serve(
         stop,
     });
     let mut blocked = Vec::new();
-    if !worker.streams.is_empty() {
-        let client_id = Arc::new(AtomicI64::new(0));
-        let reader = tokio::spawn(reader::run(worker.clone(), client_id.clone()));
-        blocked.push((reader, client_id));
+    // One reader per slot on a cluster, where one `XREADGROUP` cannot span slots.
+    for streams in by_slot(&worker.shared, worker.streams.clone(), String::clone) {
+        let conn = Arc::new(BlockedConn::default());
+        let reader = tokio::spawn(reader::run(worker.clone(), streams, conn.clone()));
+        blocked.push((reader, conn));
     }
-    if let Some(observer) = observer {
-        let client_id = Arc::new(AtomicI64::new(0));
-        blocked.push((tokio::spawn(observer.run(client_id.clone())), client_id));
+    for observer in observers {
+        let conn = Arc::new(BlockedConn::default());
+        blocked.push((tokio::spawn(observer.run(conn.clone())), conn));
     }
     let claimer = (!worker.streams.is_empty()).then(|| tokio::spawn(claimer::run(worker.clone())));
     Ok(Serving::new(move || {
@@ -145,23 +142,45 @@ pub(crate) async fn serve(
     }))
 }
 
-/// A task blocked in reads on a connection of its own, and that connection's id (0 while
-/// not connected).
-type Blocked = (JoinHandle<()>, Arc<AtomicI64>);
+/// A task blocked in reads on a connection of its own, and that connection.
+type Blocked = (JoinHandle<()>, Arc<BlockedConn>);
+
+/// `items` in groups one command may read together: all of them on a single server; those
+/// whose key (`key(item)`) is in one slot on a cluster. Empty for no items.
+fn by_slot(
+    shared: &Shared,
+    items: Vec<String>,
+    key: impl Fn(&String) -> String,
+) -> Vec<Vec<String>> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    if !shared.manager.is_cluster() {
+        return vec![items];
+    }
+    let mut groups: Vec<(u16, Vec<String>)> = Vec::new();
+    for item in items {
+        let slot = crate::connection::key_slot(key(&item).as_bytes());
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((slot, vec![item])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
 
 async fn shutdown(worker: Arc<Worker>, blocked: Vec<Blocked>, claimer: Option<JoinHandle<()>>) {
     worker.stop.cancel();
     // A read blocked on the server returns at the end of its block time, or at once when
     // another connection unblocks it; what the reader got is still handled.
     let mut manager = worker.shared.manager.clone();
-    for (mut task, client_id) in blocked {
+    for (mut task, conn) in blocked {
         loop {
-            let id = client_id.load(Ordering::Acquire);
-            if id != 0 {
-                let unblocked = redis::cmd("CLIENT")
-                    .arg("UNBLOCK")
-                    .arg(id)
-                    .query_async::<()>(&mut manager)
+            if let Some((node, id)) = conn.get() {
+                let unblocked = worker
+                    .shared
+                    .blocking
+                    .unblock(&manager, node.as_ref(), id)
                     .await;
                 if let Err(e) = unblocked {
                     tracing::debug!(target: "catga::redis", error = &e as &dyn std::error::Error,

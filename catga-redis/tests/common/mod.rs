@@ -4,8 +4,14 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod outage;
+pub mod private_cluster;
 pub mod private_redis;
 pub mod redis_dead_letters;
+pub mod round_trips;
+pub mod scoped;
+pub mod slice;
+pub mod store_error;
 pub mod transport;
 
 use std::time::Duration;
@@ -35,6 +41,32 @@ pub async fn reachable(url: &str) -> Result<(), String> {
     }
 }
 
+/// The shared server's URL ([`url`]), or `None` (the test then returns, having printed why)
+/// when it is unreachable, unless `CATGA_REQUIRE_SERVICES=1`, where that fails the test.
+pub async fn shared_url(test: &str) -> Option<String> {
+    let url = url();
+    if let Err(why) = reachable(&url).await {
+        // CATGA_REDIS_URL may hold a password: only its redacted form is printed.
+        let shown = catga_core::secret::redact_url(&url);
+        services::unavailable(
+            test,
+            &format!("redis at {shown} is unreachable ({why})"),
+            "start redis-server or set CATGA_REDIS_URL",
+        );
+        return None;
+    }
+    Some(url)
+}
+
+/// A raw connection to the server at `url`, which answered a moment ago.
+pub async fn raw(url: &str) -> MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("valid url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the server answered a moment ago")
+}
+
 /// The Redis transport in the conformance suite: each scenario gets a key prefix of its own.
 pub struct Redis;
 
@@ -52,8 +84,9 @@ impl TransportUnderTest for Redis {
     }
 }
 
-/// The test's slice of the server: a key prefix no other test uses. Dropping it deletes every
-/// key under the prefix, even when the test panicked.
+/// The test's slice of the server for the transport: a key prefix no other test uses.
+/// Dropping it deletes every key under the prefix (both forms, [`slice::patterns`]), even when
+/// the test panicked.
 pub struct Server {
     pub url: String,
     pub prefix: String,
@@ -72,18 +105,8 @@ impl Server {
 
     /// A slice whose transports have `options` (its prefix is the slice's).
     pub async fn open(test: &str, options: Options) -> Option<Server> {
-        let url = url();
-        if let Err(why) = reachable(&url).await {
-            // CATGA_REDIS_URL may hold a password: only its redacted form is printed.
-            let shown = catga_core::secret::redact_url(&url);
-            services::unavailable(
-                test,
-                &format!("redis at {shown} is unreachable ({why})"),
-                "start redis-server or set CATGA_REDIS_URL",
-            );
-            return None;
-        }
-        let prefix = format!("catga-test:{test}:{}", uuid::Uuid::now_v7().simple());
+        let url = shared_url(test).await?;
+        let prefix = slice::prefix(test);
         let options = Options {
             prefix: Some(prefix.clone()),
             ..options
@@ -119,11 +142,7 @@ impl Server {
 
     /// A raw connection, to look at or inject entries.
     pub async fn raw(&self) -> MultiplexedConnection {
-        redis::Client::open(self.url.as_str())
-            .expect("valid url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("the server answered a moment ago")
+        raw(&self.url).await
     }
 }
 
@@ -161,19 +180,7 @@ impl testkit::Corner for Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
-        }
+        slice::delete_keys(&self.url, &self.prefix);
     }
 }
 

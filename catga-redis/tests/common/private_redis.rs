@@ -36,6 +36,8 @@ pub struct PrivateRedis {
     persistence: Persistence,
     /// The default user's password (`--requirepass`), in [`url`](Self::url) too.
     password: Option<String>,
+    /// The port of the primary this server replicates (`--replicaof`), if it is a replica.
+    replica_of: Option<u16>,
 }
 
 impl PrivateRedis {
@@ -57,6 +59,7 @@ impl PrivateRedis {
             process,
             persistence,
             password: password.map(str::to_string),
+            replica_of: None,
         };
         // A port the OS just handed out is free again once the listener is dropped, but
         // another process (other tests on this machine) may take it first: then this server
@@ -69,6 +72,71 @@ impl PrivateRedis {
             server.port = server.process.port();
         }
         panic!("could not start a private redis-server on a free port");
+    }
+
+    /// A replica of `primary` (`--replicaof`), on a free port, once it has synchronised.
+    pub async fn start_replica_of(primary: &PrivateRedis) -> PrivateRedis {
+        let program = ServerProcess::program("REDIS_SERVER_BIN", "redis-server")
+            .expect("redis-server is installed (checked by `available`)");
+        let process = ServerProcess::new(program, "catga-redis-replica-");
+        let mut server = PrivateRedis {
+            port: process.port(),
+            process,
+            persistence: Persistence::None,
+            password: None,
+            replica_of: Some(primary.port),
+        };
+        let mut started = false;
+        for _ in 0..5 {
+            if server.spawn_and_wait().await {
+                started = true;
+                break;
+            }
+            server.process.change_port();
+            server.port = server.process.port();
+        }
+        assert!(started, "could not start a private replica on a free port");
+        let mut raw = server.raw().await;
+        let synced = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap_or_default();
+                if info.contains("master_link_status:up") {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            synced.is_ok(),
+            "the replica did not synchronise within 20 s"
+        );
+        // And the primary lists it as online (what `ROLE` discovery reads), not only the
+        // replica seeing its link up.
+        let mut primary_raw = primary.raw().await;
+        let listed = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut primary_raw)
+                    .await
+                    .unwrap_or_default();
+                if info.contains(&format!("port={},state=online", server.port)) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            listed.is_ok(),
+            "the primary did not list the replica as online within 20 s"
+        );
+        server
     }
 
     /// Starts the (stopped) server again on the same port, and waits until it answers.
@@ -103,9 +171,19 @@ impl PrivateRedis {
             appendonly.to_string(),
             "--appendfsync".to_string(),
             fsync.to_string(),
+            // Stopping must not wait for replicas to catch up (Redis 7 waits up to 10 s).
+            "--shutdown-timeout".to_string(),
+            "0".to_string(),
         ];
         if let Some(password) = &self.password {
             args.extend(["--requirepass".to_string(), password.clone()]);
+        }
+        if let Some(primary) = self.replica_of {
+            args.extend([
+                "--replicaof".to_string(),
+                "127.0.0.1".to_string(),
+                primary.to_string(),
+            ]);
         }
         args.extend([
             "--dir".to_string(),
@@ -156,6 +234,15 @@ impl PrivateRedis {
             .await
             .expect("the private server answers")
     }
+
+    /// `SCRIPT FLUSH`: the server forgets every script loaded so far.
+    pub async fn script_flush(&self) {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut self.raw().await)
+            .await
+            .expect("SCRIPT FLUSH");
+    }
 }
 
 /// The process id of the server answering at `url`, if one does.
@@ -176,4 +263,107 @@ async fn server_pid(url: &str) -> Option<u32> {
     info.lines()
         .find_map(|line| line.strip_prefix("process_id:"))
         .and_then(|pid| pid.trim().parse().ok())
+}
+
+/// Whether a TLS server asks clients for a certificate (`--tls-auth-clients`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCertificates {
+    /// Checked if one is presented; a client without one is served.
+    Optional,
+    /// A client without a certificate signed by the server's CA is refused.
+    Required,
+}
+
+/// A `redis-server` that speaks only TLS (`--port 0 --tls-port …`), on a free loopback port,
+/// without persistence; stopped by its PID when dropped, its directory removed.
+pub struct PrivateTlsRedis {
+    process: ServerProcess,
+    pub port: u16,
+}
+
+impl PrivateTlsRedis {
+    /// Starts a server presenting `cert` with `key` and checking client certificates against
+    /// `ca` (PEM files), and waits until it listens. Readiness is read from the server's own
+    /// log, so the test needs no client certificate to know it is up, and a server another
+    /// test started on the same port is never mistaken for this one.
+    pub async fn start(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        clients: ClientCertificates,
+    ) -> PrivateTlsRedis {
+        let program = ServerProcess::program("REDIS_SERVER_BIN", "redis-server")
+            .expect("redis-server is installed (checked by `available`)");
+        let mut process = ServerProcess::new(program, "catga-redis-tls-");
+        let auth_clients = match clients {
+            ClientCertificates::Optional => "optional",
+            ClientCertificates::Required => "yes",
+        };
+        let log = process.dir().join("redis.log");
+        for _ in 0..5 {
+            let args = [
+                "--port".to_string(),
+                "0".to_string(),
+                "--tls-port".to_string(),
+                process.port().to_string(),
+                "--bind".to_string(),
+                "127.0.0.1".to_string(),
+                "--tls-cert-file".to_string(),
+                cert.display().to_string(),
+                "--tls-key-file".to_string(),
+                key.display().to_string(),
+                "--tls-ca-cert-file".to_string(),
+                ca.display().to_string(),
+                "--tls-auth-clients".to_string(),
+                auth_clients.to_string(),
+                "--save".to_string(),
+                String::new(),
+                "--appendonly".to_string(),
+                "no".to_string(),
+                "--dir".to_string(),
+                process.dir().display().to_string(),
+                "--logfile".to_string(),
+                log.display().to_string(),
+            ];
+            let _ = std::fs::remove_file(&log);
+            process.start(&args);
+            let ready = tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    if process.exited() {
+                        return false;
+                    }
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    if text.contains("Ready to accept connections") {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            match ready {
+                Ok(true) => {
+                    return PrivateTlsRedis {
+                        port: process.port(),
+                        process,
+                    };
+                }
+                // Its port was taken (or it refused its certificates: the log says which).
+                Ok(false) => process.change_port(),
+                Err(_) => panic!(
+                    "the private TLS redis-server on port {} did not come up:\n{}",
+                    process.port(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ),
+            }
+        }
+        panic!(
+            "could not start a private TLS redis-server:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// The server's URL (`rediss://127.0.0.1:port`).
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
 }

@@ -41,7 +41,15 @@ impl Options {
 
 /// The builder for `url` with `options`.
 pub fn builder(url: impl Into<String>, options: &Options) -> RedisConnect {
-    let mut builder = RedisTransport::connect(url);
+    configure(RedisTransport::connect(url), options)
+}
+
+/// The builder for the cluster of `nodes` with `options`.
+pub fn cluster_builder(nodes: Vec<String>, options: &Options) -> RedisConnect {
+    configure(RedisTransport::connect_cluster(nodes), options)
+}
+
+fn configure(mut builder: RedisConnect, options: &Options) -> RedisConnect {
     let o = options.clone();
     if let Some(prefix) = o.prefix {
         builder = builder.prefix(prefix);
