@@ -157,6 +157,11 @@ pub use inbox::RedisInbox;
 pub use outbox::{RedisOutbox, RedisOutboxError, RedisOutboxRelay, RedisWrites, RunningRelay};
 pub use transport::RedisTransport;
 
+/// The `redis` client crate this adapter is built on (1.8), re-exported so the commands a
+/// handler queues (`RedisWrites::command(catga_redis::redis::cmd(…), …)`) and reads
+/// (`RedisWrites::read`) use the same version without a dependency of their own.
+pub use redis;
+
 /// The transport's types, for `use catga_redis::prelude::*`.
 pub mod prelude {
     pub use crate::{RedisTransport, StartFrom};
