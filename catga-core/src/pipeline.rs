@@ -78,6 +78,60 @@ pub trait Behavior: Send + Sync + 'static {
     }
 }
 
+/// A shared behaviour is a behaviour: layer an `Arc` and keep a clone to reach the same
+/// instance from outside the application (invalidate a [`Caching`](crate::behavior::Caching)
+/// right after a command, read a circuit breaker's state). Every method is passed through,
+/// the observing ones included, which a wrapper written by hand easily forgets.
+///
+/// ```
+/// use std::sync::Arc;
+/// use catga_core::prelude::*;
+/// use catga_core::behavior::Caching;
+///
+/// #[query(output = u64, cache_ttl = "30s")]
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// pub struct GetStock { pub sku: u64 }
+///
+/// #[handler]
+/// async fn stock(q: GetStock) -> Result<u64, std::io::Error> { Ok(q.sku) }
+///
+/// let caching = Arc::new(Caching::new());
+/// let app = Catga::builder().layer(Arc::clone(&caching)).build()?;
+/// // … later, outside any dispatch (right after a command, say):
+/// caching.invalidate::<GetStock>();
+/// # let _ = app;
+/// # Ok::<(), catga_core::BuildError>(())
+/// ```
+impl<B: Behavior> Behavior for std::sync::Arc<B> {
+    #[inline]
+    fn handle<P: Payload, N: Next<P>>(
+        &self,
+        msg: P,
+        ctx: &Context,
+        next: N,
+    ) -> impl Future<Output = Result<P::Output, Error>> + Send {
+        (**self).handle(msg, ctx, next)
+    }
+
+    #[inline]
+    fn observe_publish(&self, event: &dyn AnyMessage, ctx: &Context) {
+        (**self).observe_publish(event, ctx);
+    }
+
+    fn observed_events(&self) -> Vec<&'static str> {
+        (**self).observed_events()
+    }
+
+    fn keeps_failures(&self) -> bool {
+        (**self).keeps_failures()
+    }
+
+    #[inline]
+    fn observe_remote(&self, name: &str) {
+        (**self).observe_remote(name);
+    }
+}
+
 /// The rest of the pipeline after a behaviour: the inner behaviours, then the handler.
 ///
 /// `Next` is a `Copy` handle: call `next.run(msg)` as often as needed (a retry runs it once per

@@ -32,7 +32,7 @@ async fn query_replies_are_cached_for_their_ttl_by_key() {
     let caching = Arc::new(Caching::new());
     let app = Catga::builder()
         .state_arc(bank.clone())
-        .layer(SharedCaching(caching.clone()))
+        .layer(Arc::clone(&caching))
         .build()
         .unwrap();
     let get = |trace: &str| GetPrice {
@@ -66,7 +66,7 @@ async fn a_named_event_invalidates_even_with_no_handler_and_manual_invalidation_
     let caching = Arc::new(Caching::new());
     let app = Catga::builder()
         .state_arc(bank.clone())
-        .layer(SharedCaching(caching.clone()))
+        .layer(Arc::clone(&caching))
         .build()
         .unwrap();
     let get = || GetPrice {
@@ -98,24 +98,6 @@ async fn concurrent_misses_load_once() {
     let replies = futures::future::join_all((0..10).map(|_| app.send(get()))).await;
     assert!(replies.iter().all(|r| r.as_ref().ok() == Some(&200)));
     assert_eq!(bank.price_reads.load(Ordering::SeqCst), 1, "single flight");
-}
-
-/// Keeps a handle on the caching behaviour inside the app.
-struct SharedCaching(Arc<Caching>);
-
-impl Behavior for SharedCaching {
-    fn handle<P: Payload, N: Next<P>>(
-        &self,
-        msg: P,
-        ctx: &Context,
-        next: N,
-    ) -> impl std::future::Future<Output = Result<P::Output, Error>> + Send {
-        self.0.handle(msg, ctx, next)
-    }
-
-    fn observe_publish(&self, event: &dyn catga_core::AnyMessage, ctx: &Context) {
-        self.0.observe_publish(event, ctx);
-    }
 }
 
 // ---- dead letters ----
