@@ -14,55 +14,9 @@ use syn::spanned::Spanned;
 use syn::visit::{self, Visit};
 use syn::{Expr, ExprMethodCall, Ident, Pat, Stmt, Token};
 
+use super::external::{BUILDERS, CLIENT_CRATES, CLIENT_METHODS, opens_unit_of_work};
 use crate::catalog;
 use crate::finding::Finding;
-
-/// Crates whose calls reach an external system (CATGA060).
-const CLIENT_CRATES: &[&str] = &[
-    "reqwest",
-    "ureq",
-    "hyper",
-    "surf",
-    "isahc",
-    "async_nats",
-    "nats",
-    "redis",
-    "lapin",
-    "rdkafka",
-    "rumqttc",
-    "tonic",
-    "lettre",
-];
-
-/// Methods that send to an external system whatever their receiver (CATGA060), unless the
-/// receiver is a unit of work that only queues them (`RedisWrites`, see [`UNITS_OF_WORK`]).
-const CLIENT_METHODS: &[&str] = &[
-    "publish_with_headers",
-    "publish_with_reply",
-    "xadd",
-    "basic_publish",
-    "send_email",
-    // redis: a command, pipeline or script sent and its answer awaited.
-    "query_async",
-    "invoke_async",
-    "exec_async",
-];
-
-/// Functions of the client crates that only build a value, sent later by a method that is
-/// itself reported (`query_async`): `redis::cmd("SET")` handed to a unit of work that commits
-/// it with the handler's other writes is no external call.
-const BUILDERS: &[&[&str]] = &[
-    &["redis", "cmd"],
-    &["redis", "pipe"],
-    &["redis", "Cmd", "new"],
-    &["redis", "Pipeline", "new"],
-    &["redis", "Script", "new"],
-];
-
-/// Types whose `current()` is the dispatch's unit of work: their write methods (`xadd`, …)
-/// queue a write that commits with the handler's transaction, the outbox's way, so they are
-/// not external calls (`catga_redis::RedisWrites`).
-const UNITS_OF_WORK: &[&str] = &["RedisWrites"];
 
 /// `send`, `publish` and friends: a message dispatched through a mediator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,27 +120,8 @@ impl Scan<'_> {
     }
 }
 
-/// Whether `expr` is `UnitOfWork::current()`, possibly followed by `?` or a method call
-/// (`RedisWrites::current()?`, `RedisWrites::current().map_err(…)?`).
-fn opens_unit_of_work(expr: &Expr) -> bool {
-    match expr {
-        Expr::Try(t) => opens_unit_of_work(&t.expr),
-        Expr::MethodCall(m) => opens_unit_of_work(&m.receiver),
-        Expr::Call(call) => match &*call.func {
-            Expr::Path(f) => {
-                let path = segments(&f.path);
-                path.len() >= 2
-                    && path.last().is_some_and(|s| s == "current")
-                    && UNITS_OF_WORK.contains(&path[path.len() - 2].as_str())
-            }
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
 /// The path of a called function, as segments.
-fn segments(path: &syn::Path) -> Vec<String> {
+pub(super) fn segments(path: &syn::Path) -> Vec<String> {
     path.segments.iter().map(|s| s.ident.to_string()).collect()
 }
 

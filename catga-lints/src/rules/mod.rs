@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod duration;
+mod external;
 pub mod handler;
 pub mod message;
 pub mod naming;
