@@ -15,7 +15,8 @@ use catga_core::message::MessageKind;
 use catga_core::{Behavior, Context, Next, Payload};
 
 use crate::outbox::{
-    InboxRecord, OutboxKeys, Outcome, RedisOutboxError, dispatch_error, millis, replay, within,
+    Dispatch, InboxRecord, OutboxKeys, Outcome, RedisOutboxError, dispatch_error, millis, replay,
+    within,
 };
 use crate::store::{RedisStores, StoreConn};
 
@@ -32,6 +33,11 @@ const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 ///   concurrent duplicate that lost the race applies nothing, since the script checks the
 ///   record first); alone, by one `SET … NX PX … GET` (a duplicate that lost the race is
 ///   reported as a duplicate, with the first one's reply).
+/// * **With [`Idempotency`](catga_core::behavior::Idempotency) outside it**, on a store of
+///   the same [`RedisStores`] (`stores.idempotency()`), the commit script also records the
+///   idempotent reply, after the effects: the behaviour sends no completion of its own, and
+///   no moment exists when the effects are applied and the key is still only claimed. (Its
+///   claim, before the handler, stays a round trip of its own.)
 ///
 /// Queries pass through. Place it outside [`RedisOutbox`](crate::RedisOutbox) or inside:
 /// both join one unit. Records expire after [`ttl`](Self::ttl) (7 days by default): keep it
@@ -121,12 +127,13 @@ impl Behavior for RedisInbox {
             return replay::<P>(info, &reply);
         }
         let ttl_ms = self.ttl_ms;
-        let (output, outcome) = within(
-            &self.conn,
-            &self.keys,
-            info.name(),
+        let dispatch = Dispatch {
+            info,
             handler,
-            |writes| async move {
+            message_id: ctx.message_id(),
+        };
+        let (output, outcome) =
+            within::<P, _, _>(&self.conn, &self.keys, dispatch, |writes| async move {
                 let output = next.run(msg).await?;
                 let reply = P::encode_output(info, &output).map_err(|source| {
                     Error::from(ErrorKind::Codec {
@@ -140,9 +147,8 @@ impl Behavior for RedisInbox {
                     })
                     .map_err(|e| dispatch_error(info.name(), handler, e))?;
                 Ok(output)
-            },
-        )
-        .await?;
+            })
+            .await?;
         match outcome {
             Some(Outcome::Duplicate(reply)) => {
                 tracing::debug!(target: "catga::redis", message = info.name(),

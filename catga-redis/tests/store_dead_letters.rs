@@ -137,6 +137,76 @@ async fn put_many_keeps_sixteen_records_in_one_round_trip() {
     assert_eq!(cost(&proxy), (0, 0), "an empty batch sends nothing");
 }
 
+/// A record replaced later in the same batch leaves one record and no stale index entry; a
+/// key of another type fails the whole batch before anything of it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_many_replaces_within_a_batch_and_is_all_or_nothing() {
+    let Some(slice) = Slice::open_within("dlq_put_many_edges", RESPONSE_TIMEOUT).await else {
+        return;
+    };
+    let store = slice.dead_letters().await;
+    let at = now();
+    let first = record("orders.refund", at);
+    let replaced = DeadLetterRecord {
+        message: "orders.cancel".into(),
+        ..first.clone()
+    };
+    let other = record("orders.refund", at + Duration::from_secs(1));
+    store
+        .put_many(&[first.clone(), other.clone(), replaced.clone()])
+        .await
+        .expect("put_many");
+    assert_eq!(store.count().await.expect("count"), 2);
+    assert_eq!(
+        ids(&store
+            .by_message("orders.refund", 10)
+            .await
+            .expect("by_message")),
+        vec![other.id],
+        "the replaced record's old entry is gone"
+    );
+    assert_eq!(
+        store
+            .by_message("orders.cancel", 10)
+            .await
+            .expect("by_message"),
+        vec![replaced]
+    );
+
+    // Another program's list where one record of the batch would go.
+    let blocked = record("orders.refund", at);
+    let mut raw = slice.raw().await;
+    let _: () = redis::cmd("RPUSH")
+        .arg(store.record_key(blocked.id))
+        .arg("not a hash")
+        .query_async(&mut raw)
+        .await
+        .expect("RPUSH");
+    let fresh = record("orders.refund", at);
+    let error = store
+        .put_many(&[fresh.clone(), blocked])
+        .await
+        .expect_err("WRONGTYPE");
+    assert!(
+        matches!(error, RedisStoreError::Command { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        store.count().await.expect("count"),
+        2,
+        "nothing of the batch was written"
+    );
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(store.record_key(fresh.id))
+        .query_async(&mut raw)
+        .await
+        .expect("EXISTS");
+    assert!(
+        !exists,
+        "the record before the refused one is not written either"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_shares_one_hash_tag() {
     let Some(slice) = Slice::open_within("dlq_keys", RESPONSE_TIMEOUT).await else {

@@ -10,7 +10,9 @@ use crate::message::MessageKind;
 use crate::payload::Payload;
 use crate::pipeline::{Behavior, Next};
 use crate::policy::Skip;
-use crate::store::idempotency::{Claim, IdempotencyStore, KeyId, MemoryIdempotencyStore, ReplyKey};
+use crate::store::idempotency::{
+    Claim, IdempotencyStore, KeyId, MemoryIdempotencyStore, PendingReply, ReplyKey,
+};
 
 /// A key a message declares for idempotency, instead of its message id: two messages with the
 /// same key are the same operation (e.g. a client-supplied request id, or `order_id`).
@@ -202,7 +204,28 @@ impl<S: IdempotencyStore> Behavior for Idempotency<S> {
             message: info.name(),
             state: Held::Claim,
         };
-        let result = next.run(msg).await;
+        // A unit of work inside may record the reply with the handler's effects (one round
+        // trip fewer, and no window between them); only a store that allows it pays for the
+        // offer.
+        let pending = self.store.completes_in_unit_of_work().then(|| {
+            PendingReply::new(
+                key.clone(),
+                self.ttl,
+                ctx.message_id(),
+                Arc::clone(&self.store),
+            )
+        });
+        let result = match &pending {
+            Some(pending) => PendingReply::scope(Arc::clone(pending), next.run(msg)).await,
+            None => next.run(msg).await,
+        };
+        if pending.as_ref().is_some_and(|p| p.is_recorded()) {
+            // Recorded by the commit: nothing left to complete, and nothing to release (a
+            // layer between may still have failed the dispatch; the record stands, as the
+            // effects it goes with do).
+            held.state = Held::Settled;
+            return result;
+        }
         match &result {
             Ok(output) => {
                 // The handler ran: whatever happens to the record, its reply is returned. A

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+pub use super::pending_reply::PendingReply;
 use crate::error::BoxError;
 
 /// What identifies one handling of one message.
@@ -107,6 +108,16 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         key: &ReplyKey,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Whether a unit of work inside the [`Idempotency`](crate::behavior::Idempotency)
+    /// behaviour may record this store's replies in its own commit ([`PendingReply`]): the
+    /// behaviour then offers each reply to it before recording it itself. Only an adapter
+    /// whose unit of work can write this store's records returns `true` (the Redis store,
+    /// whose records the Redis outbox's and inbox's commit script writes). The default is
+    /// `false`, which costs the behaviour nothing.
+    fn completes_in_unit_of_work(&self) -> bool {
+        false
+    }
 }
 
 const SHARDS: usize = 16;

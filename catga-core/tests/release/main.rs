@@ -18,6 +18,7 @@ mod counting_alloc;
 mod idempotency;
 mod idempotency_store;
 mod passive;
+mod pending_reply;
 mod rate_limit;
 mod slots;
 mod timeout;

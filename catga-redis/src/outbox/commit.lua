@@ -1,13 +1,16 @@
 -- The commit of a unit of work: the handler's writes, its events and its inbox record.
 --
--- KEYS: [inbox key], outbox stream, ordering-key lists…, the writes' declared keys…
+-- KEYS: [inbox key], [idempotency key], outbox stream, ordering-key lists…, the writes'
+--       declared keys…
 -- ARGV: 1 has inbox ('1'/'0'), 2 inbox value, 3 inbox ttl ms, 4 notify channel ('' none),
 --       5 notify payload, 6 index of the first declared key in KEYS, 7 event count,
---       8 write count, then per write: check code, arity, arguments…,
+--       8 write count, 9 has an idempotent reply ('1'/'0'), 10 its record ('D' .. reply),
+--       11 its ttl ms, 12 the idempotency store's wake-up channel,
+--       then per write: check code, arity, arguments…,
 --       then per event: index of its list in KEYS, field count, fields and values…
 --
--- Returns {'ok', entry id…} | {'duplicate', stored reply} | {'refused', write #, reason}
---       | {'partial', write #, reason}
+-- Returns {'ok', reply recorded ('1'/'0'), entry id…} | {'duplicate', stored reply}
+--       | {'refused', write #, reason} | {'partial', write #, reason}
 --
 -- Redis runs a script atomically (no other client's command in between) but does not undo
 -- its writes when a command fails. So nothing is written until every write that can be
@@ -15,7 +18,8 @@
 -- (DUMP) first and restores them if a write fails.
 
 local has_inbox = ARGV[1] == '1'
-local s = has_inbox and 2 or 1
+local has_reply = ARGV[9] == '1'
+local s = 1 + (has_inbox and 1 or 0) + (has_reply and 1 or 0)
 local first_key = tonumber(ARGV[6])
 local events = tonumber(ARGV[7])
 
@@ -26,8 +30,30 @@ if has_inbox then
   end
 end
 
+-- The idempotency key as the idempotency store's scripts read it ('H' held, 'W' held and
+-- waited for, 'D' done, nil absent, '?' a value the store did not write: left alone, and
+-- left to the behaviour to report). Read before anything is written: GETRANGE on a key of
+-- another type would fail the script halfway.
+local reply_key, reply_state = nil, nil
+if has_reply then
+  reply_key = KEYS[s - 1]
+  local t = redis.call('TYPE', reply_key)['ok']
+  if t == 'string' then
+    local tag = redis.call('GETRANGE', reply_key, 0, 0)
+    if tag == 'D' then
+      reply_state = 'D'
+    elseif (tag == 'H' or tag == 'W') and redis.call('STRLEN', reply_key) == 1 then
+      reply_state = tag
+    else
+      reply_state = '?'
+    end
+  elseif t ~= 'none' then
+    reply_state = '?'
+  end
+end
+
 -- The writes, as queued.
-local p = 9
+local p = 13
 local writes = {}
 for w = 1, tonumber(ARGV[8]) do
   local code, n = ARGV[p], tonumber(ARGV[p + 1])
@@ -150,7 +176,7 @@ for w = 1, #writes do
   end
 end
 
-local out = {'ok'}
+local out = {'ok', '0'}
 for e = 1, events do
   local list, n = KEYS[tonumber(ARGV[p])], tonumber(ARGV[p + 1])
   local fields = {}
@@ -165,6 +191,14 @@ end
 
 if has_inbox then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+-- Last, after every effect it stands for; a waiting duplicate is woken to read it.
+if has_reply and reply_state ~= '?' then
+  redis.call('SET', reply_key, ARGV[10], 'PX', ARGV[11])
+  if reply_state == 'W' then
+    redis.call('PUBLISH', ARGV[12], reply_key)
+  end
+  out[2] = '1'
 end
 if events > 0 and ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])

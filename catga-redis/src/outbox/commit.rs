@@ -8,14 +8,16 @@ use std::sync::{Arc, LazyLock};
 use catga_core::error::{Error, ErrorKind};
 use catga_core::message::MessageInfo;
 use catga_core::payload::Payload;
+use catga_core::store::idempotency::PendingReply;
 use redis::{Script, Value};
+use uuid::Uuid;
 
 use super::error::{RedisOutboxError, dispatch_error};
 use super::keys::{ORDERING_FIELD, OutboxKeys};
 use super::round::Committed;
 use super::writes::{RedisWrites, Unit};
 use crate::entry::each_field;
-use crate::store::StoreConn;
+use crate::store::{StoreConn, UnitCompletion};
 
 static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("commit.lua")));
 
@@ -27,8 +29,10 @@ pub(crate) const PLAIN: &str = "plain";
 
 /// What a commit did.
 pub(crate) enum Outcome {
-    /// Applied (or nothing to apply).
-    Applied,
+    /// Applied (or nothing to apply); whether the unit's idempotent reply was recorded with
+    /// it (a key the idempotency store did not write is left to the behaviour, which reports
+    /// it).
+    Applied { reply_recorded: bool },
     /// The inbox record existed: nothing applied; the reply kept with the record.
     Duplicate(Vec<u8>),
 }
@@ -37,18 +41,25 @@ pub(crate) enum Outcome {
 /// or `RedisInbox` opened it and commits it), else in a new one, committed when `work`
 /// succeeds and dropped when it fails. A joining call that fails takes back what it queued.
 ///
+/// The committing call also records the reply of an `Idempotency` behaviour around the
+/// handler when its store can be written by this commit ([`PendingReply`]): `dispatch`
+/// names the handler's dispatch (message, handler, message id) so that a dispatch started
+/// inside the handler never records the outer one's reply.
+///
 /// Returns `work`'s value and, when this call committed, what the commit did.
-pub(crate) async fn within<T, F, Fut>(
+pub(crate) async fn within<P, F, Fut>(
     conn: &StoreConn,
     keys: &Arc<OutboxKeys>,
-    message: &'static str,
-    handler: Option<&'static str>,
+    dispatch: Dispatch,
     work: F,
-) -> Result<(T, Option<Outcome>), Error>
+) -> Result<(P::Output, Option<Outcome>), Error>
 where
+    P: Payload,
     F: FnOnce(Arc<RedisWrites>) -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
+    Fut: Future<Output = Result<P::Output, Error>>,
 {
+    let Dispatch { info, handler, .. } = dispatch;
+    let message = info.name();
     if let Ok(writes) = RedisWrites::current() {
         if writes.keys().stream != keys.stream {
             let error = RedisOutboxError::InvalidOption {
@@ -68,12 +79,58 @@ where
     let writes = RedisWrites::open(conn.clone(), Arc::clone(keys));
     let outcome = RedisWrites::scope(Arc::clone(&writes), work(Arc::clone(&writes))).await;
     // Ended either way: a handle the handler kept can no longer queue anything.
-    let unit = writes.end();
+    let mut unit = writes.end();
     let value = outcome?;
+    let pending = record_reply::<P>(conn, keys, &dispatch, &mut unit, &value);
     let committed = commit(conn, keys, unit)
         .await
         .map_err(|error| dispatch_error(message, handler, error))?;
+    if let (
+        Some(pending),
+        Outcome::Applied {
+            reply_recorded: true,
+        },
+    ) = (pending, &committed)
+    {
+        pending.recorded();
+    }
     Ok((value, Some(committed)))
+}
+
+/// The dispatch a unit of work belongs to.
+#[derive(Clone, Copy)]
+pub(crate) struct Dispatch {
+    pub(crate) info: &'static MessageInfo,
+    pub(crate) handler: Option<&'static str>,
+    pub(crate) message_id: Uuid,
+}
+
+/// Puts the pending idempotent reply of `dispatch` into `unit` when this commit can record
+/// it: the unit has something to commit anyway (recording a reply alone is what the
+/// behaviour does itself, at the same cost) and the store is one this commit can write.
+fn record_reply<P: Payload>(
+    conn: &StoreConn,
+    keys: &OutboxKeys,
+    dispatch: &Dispatch,
+    unit: &mut Unit,
+    output: &P::Output,
+) -> Option<Arc<PendingReply>> {
+    if unit.commands.is_empty() && unit.events.is_empty() && unit.inbox.is_none() {
+        return None;
+    }
+    let pending =
+        PendingReply::current(dispatch.info.name(), dispatch.handler, dispatch.message_id)?;
+    // The inbox record keeps the same bytes (`encode_output`); encode once.
+    let encoded;
+    let reply: &[u8] = match &unit.inbox {
+        Some(inbox) => &inbox.reply,
+        None => {
+            encoded = P::encode_output(dispatch.info, output).ok()?;
+            &encoded
+        }
+    };
+    unit.reply = Some(UnitCompletion::of(conn, &keys.stream, &pending, reply)?);
+    Some(pending)
 }
 
 /// The reply a duplicate gets: the one kept with the inbox record, decoded.
@@ -98,9 +155,11 @@ pub(crate) async fn commit(
     keys: &OutboxKeys,
     unit: Unit,
 ) -> Result<Outcome, RedisOutboxError> {
-    if unit.commands.is_empty() && unit.events.is_empty() {
+    if unit.commands.is_empty() && unit.events.is_empty() && unit.reply.is_none() {
         let Some(inbox) = unit.inbox else {
-            return Ok(Outcome::Applied);
+            return Ok(Outcome::Applied {
+                reply_recorded: false,
+            });
         };
         // Alone, the record needs no script: a concurrent duplicate that set it first makes
         // this one a duplicate too, with the first one's reply.
@@ -117,7 +176,9 @@ pub(crate) async fn commit(
             .map_err(RedisOutboxError::Store)?;
         return Ok(match prior {
             Some(reply) => Outcome::Duplicate(reply),
-            None => Outcome::Applied,
+            None => Outcome::Applied {
+                reply_recorded: false,
+            },
         });
     }
     let relay = unit.relay.clone();
@@ -127,13 +188,15 @@ pub(crate) async fn commit(
         .is_some_and(|shared| shared.fast_taken.load(Ordering::Acquire));
     let reply: Value = {
         let mut invocation = COMMIT.prepare_invoke();
-        let has_inbox = unit.inbox.is_some();
         if let Some(inbox) = &unit.inbox {
             invocation.key(&inbox.key);
         }
+        if let Some(reply) = &unit.reply {
+            invocation.key(&reply.key);
+        }
         invocation.key(&keys.stream);
         // Lua indexes from 1: the stream is KEYS[s], the lists follow it.
-        let s = if has_inbox { 2 } else { 1 };
+        let s = 1 + usize::from(unit.inbox.is_some()) + usize::from(unit.reply.is_some());
         let mut lists: Vec<String> = Vec::new();
         let mut list_index: HashMap<&str, usize> = HashMap::new();
         for event in &unit.events {
@@ -167,6 +230,14 @@ pub(crate) async fn commit(
             .arg(first_key)
             .arg(unit.events.len())
             .arg(unit.commands.len());
+        match &unit.reply {
+            Some(reply) => invocation
+                .arg("1")
+                .arg(&reply.value)
+                .arg(reply.ttl_ms)
+                .arg(&reply.channel),
+            None => invocation.arg("0").arg("").arg(0).arg(""),
+        };
         for queued in &unit.commands {
             invocation.arg(queued.check).arg(queued.args.len());
             for arg in &queued.args {
@@ -194,8 +265,11 @@ pub(crate) async fn commit(
             .await
             .map_err(RedisOutboxError::Store)?
     };
-    let ids = match read_reply(&keys.stream, reply, &unit)? {
-        Reply::Ok(ids) => ids,
+    let (reply_recorded, ids) = match read_reply(&keys.stream, reply, &unit)? {
+        Reply::Ok {
+            reply_recorded,
+            ids,
+        } => (reply_recorded, ids),
         Reply::Duplicate(reply) => return Ok(Outcome::Duplicate(reply)),
     };
     if ids.len() != unit.events.len() {
@@ -220,12 +294,16 @@ pub(crate) async fn commit(
             .collect();
         shared.committed_here(fast, committed);
     }
-    Ok(Outcome::Applied)
+    Ok(Outcome::Applied { reply_recorded })
 }
 
 /// The commit script's answer.
 enum Reply {
-    Ok(Vec<String>),
+    /// Applied: whether the idempotent reply was recorded, and the events' entry ids.
+    Ok {
+        reply_recorded: bool,
+        ids: Vec<String>,
+    },
     Duplicate(Vec<u8>),
 }
 
@@ -238,7 +316,17 @@ fn read_reply(stream: &str, reply: Value, unit: &Unit) -> Result<Reply, RedisOut
     let mut items = items.into_iter();
     let status = items.next().and_then(text).unwrap_or_default();
     match status.as_str() {
-        "ok" => Ok(Reply::Ok(items.filter_map(text).collect())),
+        "ok" => {
+            let reply_recorded = match items.next().and_then(text).as_deref() {
+                Some("1") => true,
+                Some("0") => false,
+                _ => return Err(malformed("the commit script's reply has no reply flag")),
+            };
+            Ok(Reply::Ok {
+                reply_recorded,
+                ids: items.filter_map(text).collect(),
+            })
+        }
         "duplicate" => Ok(Reply::Duplicate(
             items.next().and_then(bytes).unwrap_or_default(),
         )),

@@ -37,7 +37,7 @@ pub(crate) use keys::OutboxKeys;
 pub use relay::{RedisOutboxRelay, RunningRelay};
 pub use writes::RedisWrites;
 
-pub(crate) use commit::{Outcome, replay, within};
+pub(crate) use commit::{Dispatch, Outcome, replay, within};
 pub(crate) use error::dispatch_error;
 pub(crate) use writes::{InboxRecord, millis};
 
@@ -98,6 +98,10 @@ pub fn by_correlation(envelope: &Envelope) -> String {
 /// of work from [`RedisInbox`](crate::RedisInbox) (its writes and its inbox record are applied
 /// together), and its follow-up events are published after that, as without an outbox (the
 /// handlers of one event share a context, so their events cannot be told apart here).
+///
+/// An [`Idempotency`](catga_core::behavior::Idempotency) behaviour outside it, on a store of
+/// the same [`RedisStores`](crate::store::RedisStores), has its reply recorded by the commit
+/// script, after the writes and events, instead of by a completion of its own.
 ///
 /// Add it inside `Retry` (each attempt gets a unit of its own):
 ///
@@ -201,12 +205,13 @@ impl Behavior for RedisOutbox {
         }
         let (format, ordering_key) = (self.format, self.ordering_key);
         let shared = &self.shared;
-        let (output, outcome) = within(
-            &shared.conn,
-            &shared.keys,
-            info.name(),
-            None,
-            |writes| async move {
+        let dispatch = Dispatch {
+            info,
+            handler: msg.handler(),
+            message_id: ctx.message_id(),
+        };
+        let (output, outcome) =
+            within::<P, _, _>(&shared.conn, &shared.keys, dispatch, |writes| async move {
                 let output = next.run(msg).await?;
                 let envelopes = ctx.take_published(format)?;
                 if !envelopes.is_empty() {
@@ -221,9 +226,8 @@ impl Behavior for RedisOutbox {
                         .map_err(|e| dispatch_error(info.name(), None, e))?;
                 }
                 Ok(output)
-            },
-        )
-        .await?;
+            })
+            .await?;
         match outcome {
             Some(Outcome::Duplicate(reply)) => replay::<P>(info, &reply),
             _ => Ok(output),

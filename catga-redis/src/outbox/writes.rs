@@ -11,6 +11,7 @@ use super::Shared;
 use super::error::RedisOutboxError;
 use super::keys::OutboxKeys;
 use crate::store::StoreConn;
+use crate::store::UnitCompletion;
 
 tokio::task_local! {
     /// The unit of the dispatch being polled. A task-local, scoped to the future of one
@@ -97,6 +98,9 @@ pub(crate) struct Unit {
     /// The outbox whose relay may publish the events from memory after the commit.
     pub(crate) relay: Option<Arc<Shared>>,
     pub(crate) inbox: Option<InboxRecord>,
+    /// The idempotent reply the commit records for the `Idempotency` behaviour around the
+    /// handler; set by the committing layer just before the commit.
+    pub(crate) reply: Option<UnitCompletion>,
 }
 
 /// One queued write.

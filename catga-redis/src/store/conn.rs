@@ -56,6 +56,17 @@ impl StoreConn {
         self.client.as_ref()
     }
 
+    /// Whether `other` is this connection (a clone of it): stores of one
+    /// [`RedisStores`](super::RedisStores).
+    pub(crate) fn same_connection(&self, other: &StoreConn) -> bool {
+        Arc::ptr_eq(&self.routing, &other.routing)
+    }
+
+    /// Whether this is a Redis Cluster connection: a script's keys must share a slot.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.manager.is_cluster()
+    }
+
     /// Where reads go.
     pub(crate) fn read_from(&self) -> ReadFrom {
         self.routing.read_from

@@ -241,8 +241,8 @@ impl RedisDeadLetterStore {
     /// [`RedisStoreError::TooLarge`] before anything is sent if any record is over
     /// [`max_write_bytes`](Self::max_write_bytes) (also for the batch as a whole, which is
     /// one command); [`RedisStoreError::Command`] when the connection failed or the server
-    /// refused the script (a key another program wrote with another type: the records
-    /// before it were kept).
+    /// refused the script (a key another program wrote with another type: nothing of the
+    /// batch is written).
     pub async fn put_many(&self, records: &[DeadLetterRecord]) -> Result<(), RedisStoreError> {
         if records.is_empty() {
             return Ok(());

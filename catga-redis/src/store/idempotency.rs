@@ -6,6 +6,7 @@
 mod batch;
 mod key;
 mod scripts;
+mod unit;
 mod wakeup;
 
 pub(in crate::store) use key::escape;
@@ -22,6 +23,7 @@ use super::DEFAULT_MAX_WRITE_BYTES;
 use super::conn::StoreConn;
 use super::connect::RedisStores;
 use super::error::RedisStoreError;
+pub(crate) use unit::UnitCompletion;
 use wakeup::Wakeups;
 
 /// How often a waiter looks at its key unless configured.
@@ -393,6 +395,15 @@ impl IdempotencyStore for RedisIdempotencyStore {
     /// One round trip (`EVALSHA`); wakes the key's waiters in every instance.
     async fn complete(&self, key: &ReplyKey, reply: &[u8], ttl: Duration) -> Result<(), BoxError> {
         Ok(self.complete_key(key, reply, ttl).await?)
+    }
+
+    /// `true`: the commit script of a [`RedisOutbox`](crate::RedisOutbox) or
+    /// [`RedisInbox`](crate::RedisInbox) around the handler, on the same
+    /// [`RedisStores`](crate::store::RedisStores), writes the reply with the handler's
+    /// effects (no `complete` round trip; no moment when the effects are applied and the
+    /// key still claimed). On a Redis Cluster only a key in the unit's slot can be.
+    fn completes_in_unit_of_work(&self) -> bool {
+        true
     }
 
     /// One round trip (`EVALSHA`); removes a claim, never a reply, and wakes the key's

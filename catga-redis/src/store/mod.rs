@@ -41,6 +41,7 @@ pub use dead_letter::RedisDeadLetterStore;
 pub use error::RedisStoreError;
 pub use event::RedisEventStore;
 pub use idempotency::RedisIdempotencyStore;
+pub(crate) use idempotency::UnitCompletion;
 pub use read_from::{DEFAULT_READ_YOUR_WRITES, REPLICA_BACKOFF, ReadFrom};
 pub use saga::RedisSagaStore;
 

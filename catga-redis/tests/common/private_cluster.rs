@@ -249,6 +249,88 @@ impl PrivateCluster {
         }
     }
 
+    /// Promotes `replica` (a replica of `primary`) by `CLUSTER FAILOVER`, and returns once
+    /// every node routes `key` to it.
+    ///
+    /// A manual failover is a handshake that Redis aborts after 5 s (its fixed manual-failover
+    /// timeout) when the replica has not caught up with the primary's offset, which a busy
+    /// 2-core machine can arrange: this waits for the replica to be in sync first, retries an
+    /// aborted failover, and forces the last attempt (`FORCE`, no handshake, still elected by
+    /// the primaries' votes).
+    pub fn fail_over(&self, key: &str, primary: u16, replica: u16) {
+        const ATTEMPTS: usize = 4;
+        for attempt in 1..=ATTEMPTS {
+            self.wait_in_sync(primary, replica);
+            let mut failover = redis::cmd("CLUSTER");
+            failover.arg("FAILOVER");
+            if attempt == ATTEMPTS {
+                failover.arg("FORCE");
+            }
+            let asked: redis::RedisResult<()> = failover.query(&mut self.node(replica));
+            if let Err(error) = asked {
+                eprintln!("CLUSTER FAILOVER attempt {attempt} refused: {error}");
+            }
+            let deadline = Instant::now() + Duration::from_secs(8);
+            while Instant::now() < deadline {
+                if role(&mut self.node(replica)).as_deref() == Some("master") {
+                    return self.wait_routed(key, replica);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!("CLUSTER FAILOVER attempt {attempt} did not promote {replica}; again");
+        }
+        panic!("{replica} was not promoted after {ATTEMPTS} CLUSTER FAILOVER attempts");
+    }
+
+    /// Waits (up to 20 s) until `replica`'s link to `primary` is up and it has replayed the
+    /// primary's whole replication stream.
+    fn wait_in_sync(&self, primary: u16, replica: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let primary_offset = info_field(&mut self.node(primary), "master_repl_offset");
+            let mut replica_conn = self.node(replica);
+            let link_up =
+                info_field(&mut replica_conn, "master_link_status").as_deref() == Some("up");
+            let replica_offset = info_field(&mut replica_conn, "slave_repl_offset");
+            if link_up && primary_offset.is_some() && primary_offset == replica_offset {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {replica} never caught up with {primary}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (up to 20 s) until every node's `CLUSTER SLOTS` routes `key` to `owner`.
+    fn wait_routed(&self, key: &str, owner: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut conn = self.node(owner);
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut conn)
+            .expect("CLUSTER KEYSLOT");
+        loop {
+            let agreed = self.nodes.iter().all(|node| {
+                slots(&mut self.node(node.port))
+                    .into_iter()
+                    .any(|(start, end, primary, _)| {
+                        (start..=end).contains(&slot) && primary == owner
+                    })
+            });
+            if agreed {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not every node routes {key} to {owner}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills every node by PID once this process is gone, and removes their directories:
     /// the shared cluster is a static, never dropped.
     fn watch(&self) {
@@ -462,6 +544,24 @@ fn process_id(conn: &mut redis::Connection) -> Option<u32> {
     info.lines()
         .find_map(|line| line.strip_prefix("process_id:"))
         .and_then(|pid| pid.trim().parse().ok())
+}
+
+/// One `field:value` line of `INFO replication`.
+fn info_field(conn: &mut redis::Connection, field: &str) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg("replication").query(conn).ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(|value| value.trim().to_owned())
+}
+
+/// The first element of `ROLE`: `master` or `slave`.
+fn role(conn: &mut redis::Connection) -> Option<String> {
+    let reply: Vec<redis::Value> = redis::cmd("ROLE").query(conn).ok()?;
+    match reply.first()? {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        redis::Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
 }
 
 /// `CLUSTER SLOTS` as (first slot, last slot, primary's port, replicas' ports).

@@ -108,28 +108,52 @@ return 1
 /// `KEYS`: `ids`, `by_time`, `by_message`, then one record key per record. `ARGV`, per record
 /// in the order of its key: how many arguments follow for it, then its id, `failed_at` (µs),
 /// its `by_message` member and its field-value pairs. Each record is written as [`PUT`] writes
-/// one: the whole batch is one script, so the server runs it at once (all of it, or, on a
-/// command error, the records before the failing one).
+/// one, except that the index entries are added with one `ZADD` per index for the batch (a
+/// record replaced later in the same batch leaves no stale `by_message` entry): the whole
+/// batch is one script, so the server runs it at once. Every record key is read before any is
+/// written, so a key of another type (`WRONGTYPE`) fails the batch with nothing written.
 pub(super) static PUT_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{COMMON}{}",
         r"
+local olds = {}
+for i = 4, #KEYS do olds[i] = redis.call('HGET', KEYS[i], 'message') end
 local at = 1
+local times, entries, written = {}, {}, {}
 for i = 4, #KEYS do
   local n = tonumber(ARGV[at])
   local id, score, entry = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local last = at + n
-  local old = redis.call('HGET', KEYS[i], 'message')
-  if old then redis.call('ZREM', KEYS[3], member(old, id)) end
+  local old = olds[i]
+  if written[KEYS[i]] then old = redis.call('HGET', KEYS[i], 'message') end
+  written[KEYS[i]] = true
+  if old then
+    local stale = member(old, id)
+    entries[stale] = nil
+    redis.call('ZREM', KEYS[3], stale)
+  end
   redis.call('DEL', KEYS[i])
   for j = at + 4, last, 100 do
     redis.call('HSET', KEYS[i], unpack(ARGV, j, math.min(j + 99, last)))
   end
-  redis.call('ZADD', KEYS[1], 0, id)
-  redis.call('ZADD', KEYS[2], score, id)
-  redis.call('ZADD', KEYS[3], 0, entry)
+  times[id] = score
+  entries[entry] = true
   at = last + 1
 end
+local function flush(key, members)
+  local args = {}
+  for m, score in pairs(members) do
+    args[#args + 1] = score == true and 0 or score
+    args[#args + 1] = m
+    if #args >= 200 then redis.call('ZADD', key, unpack(args)); args = {} end
+  end
+  if #args > 0 then redis.call('ZADD', key, unpack(args)) end
+end
+local ids = {}
+for id in pairs(times) do ids[id] = 0 end
+flush(KEYS[1], ids)
+flush(KEYS[2], times)
+flush(KEYS[3], entries)
 return #KEYS - 3
 "
     ))
