@@ -52,6 +52,7 @@
 
 pub mod aggregate;
 pub mod behavior;
+pub mod cluster;
 pub mod codec;
 pub mod context;
 mod delivery;

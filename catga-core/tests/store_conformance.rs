@@ -34,3 +34,7 @@ catga_core::testkit::stores::event_store_conformance!(|_scenario| async {
 catga_core::testkit::stores::saga_store_conformance!(|_scenario| async {
     Some(MemorySagaStore::new())
 });
+
+catga_core::testkit::stores::lease_store_conformance!(|_scenario| async {
+    Some(catga_core::store::memory_lease::MemoryLeaseStore::new())
+});

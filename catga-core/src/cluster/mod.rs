@@ -1,0 +1,12 @@
+//! Coordination between the instances of a service, on the engines it already runs: leader
+//! election through a lease with fencing tokens ([`Leadership`]), so that work only one
+//! instance may do (recovering an outbox, firing scheduled messages, sweeping old records)
+//! runs on one, and stops there as soon as another may have taken over.
+//!
+//! catga builds no consensus of its own: the lease is granted by a
+//! [`LeaseStore`](crate::store::lease::LeaseStore) (in memory here; Redis, PostgreSQL and NATS
+//! key-value in the adapters), whose single server or replicated log does the agreeing.
+
+mod leadership;
+
+pub use leadership::{Elected, Leader, Leadership, Role};
