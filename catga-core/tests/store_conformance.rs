@@ -38,3 +38,7 @@ catga_core::testkit::stores::saga_store_conformance!(|_scenario| async {
 catga_core::testkit::stores::lease_store_conformance!(|_scenario| async {
     Some(catga_core::store::memory_lease::MemoryLeaseStore::new())
 });
+
+catga_core::testkit::stores::schedule_store_conformance!(|_scenario| async {
+    Some(catga_core::store::memory_schedule::MemoryScheduleStore::new())
+});

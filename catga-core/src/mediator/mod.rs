@@ -16,6 +16,7 @@ mod inbound;
 mod keep;
 mod remote;
 mod replay;
+mod scheduled;
 mod serve;
 mod stored;
 mod terminal;

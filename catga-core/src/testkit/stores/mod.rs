@@ -13,6 +13,7 @@
 //! | [`EventStore`](crate::store::event::EventStore) | [`event`] | [`event_store_conformance!`] |
 //! | [`SagaStore`](crate::store::saga::SagaStore) | [`saga`] | [`saga_store_conformance!`] |
 //! | [`LeaseStore`](crate::store::lease::LeaseStore) | [`lease`] | [`lease_store_conformance!`] |
+//! | [`ScheduleStore`](crate::store::schedule::ScheduleStore) | [`schedule`] | [`schedule_store_conformance!`] |
 //!
 //! A scenario is a plain `async fn` taking a fresh store (`pub async fn scenario<S:
 //! Trait>(store: S)`) and panicking with what it expected. Unlike the transport scenarios they
@@ -45,6 +46,7 @@ pub mod event;
 pub mod idempotency;
 pub mod lease;
 pub mod saga;
+pub mod schedule;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -53,7 +55,7 @@ use super::PATIENCE;
 
 pub use crate::{
     dead_letter_store_conformance, event_store_conformance, idempotency_store_conformance,
-    lease_store_conformance, saga_store_conformance,
+    lease_store_conformance, saga_store_conformance, schedule_store_conformance,
 };
 
 /// The bound on one whole scenario: a store that hangs fails the test instead of the run.
