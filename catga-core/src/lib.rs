@@ -61,6 +61,7 @@ mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod handler;
+pub mod health;
 pub mod id;
 pub mod mediator;
 pub mod message;

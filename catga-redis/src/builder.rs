@@ -387,6 +387,7 @@ impl RedisConnect {
             blocking,
             request_script: RequestScript::new(),
             config: self.config.clone(),
+            link: Default::default(),
         }))
     }
 }

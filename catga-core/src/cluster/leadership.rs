@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::{CheckStatus, HealthCheck};
 use crate::store::lease::{FencingToken, Grant, LeaseStore};
 
 /// What this instance is in one election, as [`Elected::role`] reports it from memory.
@@ -217,6 +218,19 @@ impl Elected {
     /// The leadership this instance holds now, if any.
     pub fn leader(&self) -> Option<Leader> {
         self.leader.borrow().clone().filter(Leader::is_held)
+    }
+
+    /// A readiness check for [`Catga::add_health_check`](crate::Catga::add_health_check): up
+    /// while a leader is known (this instance, or another found holding the lease at the last
+    /// attempt), down while none is (the store unreachable, or the lease vacant and not yet
+    /// taken) and once the election stopped. From memory, no I/O.
+    pub fn health_check(&self) -> impl HealthCheck {
+        let role = self.role.clone();
+        move || match &*role.borrow() {
+            Role::Leader { .. } | Role::Follower { leader_seen: true } => CheckStatus::Up,
+            Role::Follower { leader_seen: false } => CheckStatus::down("no leader known"),
+            Role::Stopped => CheckStatus::down("the election stopped"),
+        }
     }
 
     /// A receiver of the leaderships this instance takes: `Some` each time it becomes leader,

@@ -230,6 +230,7 @@ impl<L: Layer> CatgaBuilder<L> {
                 layers: self.layers,
                 table,
                 settings: self.settings,
+                health: crate::health::HealthChecks::default(),
             }),
         })
     }

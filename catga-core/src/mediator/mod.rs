@@ -12,6 +12,7 @@ mod bytes;
 mod detach;
 mod dyn_send;
 mod follow_up;
+mod health;
 mod inbound;
 mod keep;
 mod remote;
@@ -55,6 +56,7 @@ struct Inner<L> {
     layers: L,
     table: Table,
     settings: builder::Settings,
+    health: crate::health::HealthChecks,
 }
 
 impl<L> Clone for Catga<L> {

@@ -6,6 +6,7 @@ use super::Catga;
 use super::inbound::AppInbound;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind};
+use crate::health::Flag;
 use crate::pipeline::Layer;
 use crate::store::dead_letter::DynDeadLetterStore;
 use crate::transport::{ServePlan, Serving, TransportError};
@@ -52,9 +53,18 @@ impl<L: Layer> Catga<L> {
             tracing::info!(target: "catga", service = %plan.service,
                 "messages given up on are kept in memory (`Catga::dead_letters`) and lost with the process; give the application a durable store with `dead_letters(…)`");
         }
-        transport
+        let serving = transport
             .serve(plan, Arc::new(AppInbound::new(self.clone())))
-            .await
+            .await?;
+        // Readiness: consumers run from here until this `Serving` is shut down or dropped.
+        let consumers =
+            Flag::new("not serving: `serve()` was not called, or its `Serving` was shut down");
+        consumers.set_up();
+        self.add_health_check("consumers", consumers.clone());
+        Ok(Serving::new(move || {
+            consumers.set_down();
+            Box::pin(serving.shutdown())
+        }))
     }
 
     /// The application's dead-letter store (see

@@ -51,6 +51,7 @@ pub use inbound::{Disposition, Inbound, Rejected};
 pub use memory::MemoryTransport;
 
 use crate::envelope::Envelope;
+use crate::health::CheckStatus;
 
 /// The other side's answer to a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,6 +154,14 @@ pub trait Transport: Send + Sync + 'static {
         plan: ServePlan,
         inbound: Arc<dyn Inbound>,
     ) -> BoxFuture<'_, Result<Serving, TransportError>>;
+
+    /// The connection's state as last known, for [`Catga::health`](crate::Catga::health)'s
+    /// `transport` check: from memory, **without I/O** (it is called on every probe, also
+    /// while the broker is unreachable). `None` (the default) for a transport with no
+    /// connection to report.
+    fn health(&self) -> Option<CheckStatus> {
+        None
+    }
 }
 
 /// Implements [`Transport`] for a pointer to a transport by forwarding every method.
@@ -179,6 +188,9 @@ macro_rules! forward_transport {
                 inbound: Arc<dyn Inbound>,
             ) -> BoxFuture<'_, Result<Serving, TransportError>> {
                 (**self).serve(plan, inbound)
+            }
+            fn health(&self) -> Option<CheckStatus> {
+                (**self).health()
             }
         }
     };

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use catga_core::envelope::Envelope;
+use catga_core::health::CheckStatus;
 use catga_core::transport::{Inbound, Reply, ServePlan, Serving, Transport, TransportError};
 use futures::future::BoxFuture;
 
@@ -124,5 +125,20 @@ impl Transport for NatsTransport {
         inbound: Arc<dyn Inbound>,
     ) -> BoxFuture<'_, Result<Serving, TransportError>> {
         Box::pin(serve::serve(self.shared.clone(), plan, inbound))
+    }
+
+    /// The client's connection state, which it keeps as it connects and reconnects (no I/O):
+    /// up while connected, down while it reconnects (messages published meanwhile wait in the
+    /// client's buffer) or before it first connected.
+    fn health(&self) -> Option<CheckStatus> {
+        Some(match self.shared.client.connection_state() {
+            async_nats::connection::State::Connected => CheckStatus::Up,
+            async_nats::connection::State::Disconnected => {
+                CheckStatus::down("disconnected from the NATS server; reconnecting")
+            }
+            async_nats::connection::State::Pending => {
+                CheckStatus::down("connecting to the NATS server")
+            }
+        })
     }
 }

@@ -10,6 +10,7 @@ mod acker;
 mod claimer;
 mod groups;
 mod inflight;
+pub(crate) mod link;
 mod observe;
 mod positions;
 mod publish;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use catga_core::envelope::Envelope;
+use catga_core::health::CheckStatus;
 use catga_core::transport::{Inbound, Reply, ServePlan, Serving, Transport, TransportError};
 use futures::future::BoxFuture;
 
@@ -56,6 +58,8 @@ pub(crate) struct Shared {
     pub request_script: RequestScript,
     pub keys: Keys,
     pub config: Config,
+    /// What the reader and publishers last saw of the connection.
+    pub link: link::Link,
 }
 
 impl std::fmt::Debug for RedisTransport {
@@ -152,5 +156,12 @@ impl Transport for RedisTransport {
         inbound: Arc<dyn Inbound>,
     ) -> BoxFuture<'_, Result<Serving, TransportError>> {
         Box::pin(serve::serve(self.shared.clone(), plan, inbound))
+    }
+
+    /// What the consumers' reads and the publishes last saw (no I/O): up until a command
+    /// fails for want of a connection (the server down or restarting, a dropped connection,
+    /// no answer in time), up again at the next command answered.
+    fn health(&self) -> Option<CheckStatus> {
+        Some(self.shared.link.status())
     }
 }

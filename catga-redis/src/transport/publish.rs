@@ -23,9 +23,11 @@ impl Shared {
             cmd.arg(name).arg(value);
         });
         let mut manager = self.manager.clone();
-        self.bounded(cmd.query_async::<redis::Value>(&mut manager))
-            .await
-            .map_err(|e| CommandError::new("XADD", key, e).into_transport())?;
+        let added = self
+            .bounded(cmd.query_async::<redis::Value>(&mut manager))
+            .await;
+        self.link.saw(&added);
+        added.map_err(|e| CommandError::new("XADD", key, e).into_transport())?;
         Ok(())
     }
 }

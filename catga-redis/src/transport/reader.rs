@@ -111,10 +111,9 @@ async fn session(
         .node_for(&first, fresh)
         .await
         .map_err(|e| CommandError::new("CLUSTER SLOTS", &first, e))?;
-    let mut conn = blocking
-        .open(node.as_ref())
-        .await
-        .map_err(|e| CommandError::new("CONNECT", &first, e))?;
+    let opened = blocking.open(node.as_ref()).await;
+    worker.shared.link.saw(&opened);
+    let mut conn = opened.map_err(|e| CommandError::new("CONNECT", &first, e))?;
     let name = format!(
         "catga:{}:{}:{}:reader",
         config.prefix, worker.group, worker.consumer
@@ -202,9 +201,12 @@ async fn read(
         .unwrap_or_default()
         .saturating_add(config.response_timeout);
     let first = streams.first().map_or("", |s| s.as_str());
-    let value = tokio::time::timeout(limit, cmd.query_async::<Value>(conn))
-        .await
-        .map_err(|_| ReadError::Stalled)?
-        .map_err(|e| CommandError::new("XREADGROUP", first, e))?;
+    let answered = tokio::time::timeout(limit, cmd.query_async::<Value>(conn)).await;
+    let Ok(answered) = answered else {
+        worker.shared.link.down("XREADGROUP got no answer in time");
+        return Err(ReadError::Stalled);
+    };
+    worker.shared.link.saw(&answered);
+    let value = answered.map_err(|e| CommandError::new("XREADGROUP", first, e))?;
     Ok(entry::read_reply("XREADGROUP", value)?)
 }

@@ -1,0 +1,87 @@
+//! Readiness on NATS: `Catga::health()` reports the client's connection state (kept by the
+//! client, no I/O) and the consumers `serve()` started. A private `nats-server` is killed and
+//! started again: the report turns down while it is gone and up once the client reconnected,
+//! and answering it never waits on the dead server.
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use catga_core::prelude::*;
+use common::Options;
+use common::server::{PrivateServer, binary_or_skip};
+
+#[event]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pinged;
+
+pub mod pings {
+    use super::*;
+
+    #[handler]
+    async fn on_ping(_event: &Pinged) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// Polls `app.health()` until `ready` is `want`, failing after 30 s; returns the report.
+async fn until_ready(app: &Catga, want: bool) -> catga_core::health::HealthReport {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = app.health();
+        if report.ready == want {
+            return report;
+        }
+        assert!(Instant::now() < deadline, "still {report} after 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_follows_the_server_down_and_back_without_waiting_on_it() {
+    let Some(binary) = binary_or_skip("health") else {
+        return;
+    };
+    let mut server = PrivateServer::start(&binary, "catga-nats-health-").await;
+    let transport = common::transport::connect(server.url(), &Options::for_tests())
+        .await
+        .expect("the private server is up");
+    let app = Catga::builder()
+        .transport(transport)
+        .service("pings")
+        .handlers(|h| h.is_in("pings"))
+        .build()
+        .expect("builds");
+    let serving = app.serve().await.expect("serves");
+    let report = until_ready(&app, true).await;
+    let names: Vec<_> = report.checks.iter().map(|c| c.name.as_ref()).collect();
+    assert_eq!(names, ["transport", "consumers"]);
+
+    server.kill();
+    let report = until_ready(&app, false).await;
+    let failing: Vec<_> = report.failing().map(|c| c.name.as_ref()).collect();
+    assert_eq!(failing, ["transport"], "{report}");
+    // Answered from memory while the server is gone: a thousand reports, no I/O.
+    for _ in 0..1000 {
+        assert!(!app.health().ready);
+    }
+
+    server.restart().await;
+    until_ready(&app, true).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(error) = app.publish(Pinged).await {
+        assert!(error.is_retryable(), "{error}");
+        assert!(Instant::now() < deadline, "{error}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serving.shutdown().await;
+    let report = app.health();
+    assert_eq!(
+        report
+            .failing()
+            .map(|c| c.name.as_ref())
+            .collect::<Vec<_>>(),
+        ["consumers"]
+    );
+}
