@@ -11,7 +11,8 @@
 //!
 //! * The stores of `catga_core::store` on Postgres, shared by every instance on a schema:
 //!   [`PostgresIdempotencyStore`], [`PostgresDeadLetterStore`], [`PostgresEventStore`] (which
-//!   appends in the dispatch's transaction) and [`PostgresSagaStore`].
+//!   appends in the dispatch's transaction), [`PostgresSagaStore`] and [`PostgresLeaseStore`]
+//!   (leases with fencing tokens, for `catga_core::cluster::Leadership`).
 //!
 //! What it guarantees, the schema and the measured figures are in `docs/persistence.md`.
 //!
@@ -42,7 +43,8 @@ pub use migrate::migrate;
 pub use outbox::{Outbox, OutboxRelay, RunningRelay};
 pub use schema::Schema;
 pub use store::{
-    PostgresDeadLetterStore, PostgresEventStore, PostgresIdempotencyStore, PostgresSagaStore,
+    PostgresDeadLetterStore, PostgresEventStore, PostgresIdempotencyStore, PostgresLeaseStore,
+    PostgresSagaStore,
 };
 pub use tx::{Tx, TxGuard};
 

@@ -8,6 +8,7 @@
 //! | [`PostgresDeadLetterStore`] | [`DeadLetterStore`](catga_core::store::dead_letter::DeadLetterStore) | `dead_letters` | pool |
 //! | [`PostgresEventStore`] | [`EventStore`](catga_core::store::event::EventStore) | `events`, `event_streams` | the dispatch's, else pool |
 //! | [`PostgresSagaStore`] | [`SagaStore`](catga_core::store::saga::SagaStore) | `sagas` | pool |
+//! | [`PostgresLeaseStore`] | [`LeaseStore`](catga_core::store::lease::LeaseStore) | `leases` | pool |
 //!
 //! [`migrate`](crate::migrate) creates the tables in the schema given. Each store is built
 //! from a pool and that schema, does no I/O until used, and is cheap to clone. Queries are
@@ -17,8 +18,8 @@
 //! ([`Tx`](crate::Tx)) when there is one, so an aggregate's events commit with the handler's
 //! other writes and its outbox rows. The others always use the pool, for what they record must
 //! not wait for, or be undone with, the dispatch's transaction: a claim must be seen by other
-//! instances while the handler runs, a dead letter is written because the dispatch failed, and
-//! a saga's progress is saved between steps.
+//! instances while the handler runs, a dead letter is written because the dispatch failed, a
+//! saga's progress is saved between steps, and a lease is granted to one instance at once.
 //!
 //! **Sizes.** Each store refuses a write larger than its `max_write_bytes` (default
 //! [`DEFAULT_MAX_WRITE_BYTES`], 64 MiB, at most [`MAX_WRITE_BYTES`]) before sending it, with
@@ -35,6 +36,7 @@ mod column;
 pub mod dead_letter;
 pub mod event;
 pub mod idempotency;
+pub mod lease;
 pub mod saga;
 mod wakeup;
 
@@ -42,4 +44,5 @@ pub use column::{DEFAULT_MAX_WRITE_BYTES, MAX_WRITE_BYTES};
 pub use dead_letter::PostgresDeadLetterStore;
 pub use event::PostgresEventStore;
 pub use idempotency::PostgresIdempotencyStore;
+pub use lease::PostgresLeaseStore;
 pub use saga::PostgresSagaStore;
