@@ -180,6 +180,7 @@ mod config;
 mod error;
 mod header_block;
 mod headers;
+mod lease;
 mod reconnect;
 mod subject;
 mod subject_cache;
@@ -188,9 +189,13 @@ mod transport;
 pub use builder::NatsConnect;
 pub use error::{ConnectError, NatsError};
 pub use headers::{ERROR_CODE, InvalidHeader};
+pub use lease::{
+    DEFAULT_LEASE_BUCKET, DEFAULT_LEASE_MAX_AGE, MalformedLeaseValue, NatsLeaseError,
+    NatsLeaseStore, NatsLeaseStoreConnect,
+};
 pub use transport::NatsTransport;
 
 /// The transport's types, for `use catga_nats::prelude::*`.
 pub mod prelude {
-    pub use crate::NatsTransport;
+    pub use crate::{NatsLeaseStore, NatsTransport};
 }

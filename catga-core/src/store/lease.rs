@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use crate::error::BoxError;
 
-/// A number that grows with every grant of one lease: the first grant of a name gets 1, every
-/// later grant (after a release or an expiry, to any holder) a greater one. Renewing a grant
-/// keeps its token.
+/// A number that grows with every grant of one lease: every grant of a name (after a release
+/// or an expiry, to any holder) gets a greater token than every earlier grant of it, the
+/// first at least 1 (1 in memory, on Redis and on PostgreSQL; on NATS key-value, an entry's
+/// revision). Renewing a grant keeps its token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FencingToken(u64);
 
