@@ -158,3 +158,52 @@ async fn a_leader_paused_past_its_lease_is_fenced_off() {
     assert_eq!(floor.seen(), new.token);
     assert!(new.token > FencingToken::new(1));
 }
+
+/// Work run while leading starts on the leader only, is dropped when the leadership ends, and
+/// starts on the next leader.
+#[tokio::test(start_paused = true)]
+async fn singleton_work_runs_on_the_leader_only_and_moves_with_it() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let store = Arc::new(MemoryLeaseStore::new());
+    let elections = three(&store);
+    let running: Vec<Arc<AtomicU32>> = (0..3).map(|_| Arc::new(AtomicU32::new(0))).collect();
+    let work: Vec<_> = elections
+        .iter()
+        .zip(&running)
+        .map(|(election, running)| {
+            let running = Arc::clone(running);
+            election.run_while_leading(move |leader| {
+                let running = Arc::clone(&running);
+                async move {
+                    running.fetch_add(1, Ordering::SeqCst);
+                    let _still = Guard(Arc::clone(&running));
+                    leader.lost().await;
+                    std::future::pending::<()>().await;
+                }
+            })
+        })
+        .collect();
+    let (first, _) = leader_among(&elections).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let now: Vec<u32> = running.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+    assert_eq!(now.iter().sum::<u32>(), 1, "running on one node: {now:?}");
+    assert_eq!(now[first], 1);
+    elections[first].stop().await;
+    let (second, _) = leader_among(&elections).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let now: Vec<u32> = running.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+    assert_eq!(now[first], 0, "dropped on the old leader");
+    assert_eq!(now[second], 1, "started on the new one");
+    for w in work {
+        w.stop().await;
+    }
+}
+
+/// Counts down when the work it lives in is dropped.
+struct Guard(Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -10,9 +10,11 @@
 
 mod leadership;
 mod scheduler;
+mod singleton;
 
 pub use leadership::{Elected, Leader, Leadership, Role};
 pub use scheduler::{
     DEFAULT_CLAIM_LEASE, DEFAULT_SCHEDULER_BATCH, DEFAULT_SCHEDULER_POLL, RunningScheduler,
     Scheduler,
 };
+pub use singleton::Singleton;
