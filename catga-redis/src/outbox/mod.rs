@@ -100,7 +100,7 @@ pub fn by_correlation(envelope: &Envelope) -> String {
 /// handlers of one event share a context, so their events cannot be told apart here).
 ///
 /// An [`Idempotency`](catga_core::behavior::Idempotency) behaviour outside it, on a store of
-/// the same [`RedisStores`](crate::store::RedisStores), has its reply recorded by the commit
+/// the same `RedisStores`, has its reply recorded by the commit
 /// script, after the writes and events, instead of by a completion of its own.
 ///
 /// Add it inside `Retry` (each attempt gets a unit of its own):

@@ -1,5 +1,5 @@
 //! catga's stores on Redis, shared by every instance of an application on one server and
-//! key prefix: idempotency keys, dead letters, event streams and saga instances.
+//! key prefix: idempotency keys, dead letters, event streams, saga instances and leases.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +32,7 @@ mod dead_letter;
 mod error;
 mod event;
 mod idempotency;
+mod lease;
 mod read_from;
 mod saga;
 
@@ -42,6 +43,7 @@ pub use error::RedisStoreError;
 pub use event::RedisEventStore;
 pub use idempotency::RedisIdempotencyStore;
 pub(crate) use idempotency::UnitCompletion;
+pub use lease::RedisLeaseStore;
 pub use read_from::{DEFAULT_READ_YOUR_WRITES, REPLICA_BACKOFF, ReadFrom};
 pub use saga::RedisSagaStore;
 
