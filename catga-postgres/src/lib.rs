@@ -11,8 +11,9 @@
 //!
 //! * The stores of `catga_core::store` on Postgres, shared by every instance on a schema:
 //!   [`PostgresIdempotencyStore`], [`PostgresDeadLetterStore`], [`PostgresEventStore`] (which
-//!   appends in the dispatch's transaction), [`PostgresSagaStore`] and [`PostgresLeaseStore`]
-//!   (leases with fencing tokens, for `catga_core::cluster::Leadership`).
+//!   appends in the dispatch's transaction), [`PostgresSagaStore`], [`PostgresLeaseStore`]
+//!   (leases with fencing tokens, for `catga_core::cluster::Leadership`) and
+//!   [`PostgresScheduleStore`] (scheduled messages, for `catga_core::cluster::Scheduler`).
 //!
 //! What it guarantees, the schema and the measured figures are in `docs/persistence.md`.
 //!
@@ -44,7 +45,7 @@ pub use outbox::{Outbox, OutboxRelay, RunningRelay};
 pub use schema::Schema;
 pub use store::{
     PostgresDeadLetterStore, PostgresEventStore, PostgresIdempotencyStore, PostgresLeaseStore,
-    PostgresSagaStore,
+    PostgresSagaStore, PostgresScheduleStore,
 };
 pub use tx::{Tx, TxGuard};
 

@@ -12,8 +12,8 @@ static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Creates `schema` if needed and applies every migration of this crate that it lacks: the
 /// tables of the outbox and inbox (`outbox`, `inbox`) and of the stores (`idempotency`,
-/// `dead_letters`, `events`, `event_streams`, `sagas`, `leases`); `docs/persistence.md` and the
-/// stores' docs describe them.
+/// `dead_letters`, `events`, `event_streams`, `sagas`, `leases`, `scheduled_messages`,
+/// `schedule_fence`); `docs/persistence.md` and the stores' docs describe them.
 /// Your application's own tables are yours to create.
 ///
 /// Idempotent, and safe to call from several processes at once: sqlx's migrator takes a

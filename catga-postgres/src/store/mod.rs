@@ -9,6 +9,7 @@
 //! | [`PostgresEventStore`] | [`EventStore`](catga_core::store::event::EventStore) | `events`, `event_streams` | the dispatch's, else pool |
 //! | [`PostgresSagaStore`] | [`SagaStore`](catga_core::store::saga::SagaStore) | `sagas` | pool |
 //! | [`PostgresLeaseStore`] | [`LeaseStore`](catga_core::store::lease::LeaseStore) | `leases` | pool |
+//! | [`PostgresScheduleStore`] | [`ScheduleStore`](catga_core::store::schedule::ScheduleStore) | `scheduled_messages`, `schedule_fence` | pool |
 //!
 //! [`migrate`](crate::migrate) creates the tables in the schema given. Each store is built
 //! from a pool and that schema, does no I/O until used, and is cheap to clone. Queries are
@@ -19,7 +20,8 @@
 //! other writes and its outbox rows. The others always use the pool, for what they record must
 //! not wait for, or be undone with, the dispatch's transaction: a claim must be seen by other
 //! instances while the handler runs, a dead letter is written because the dispatch failed, a
-//! saga's progress is saved between steps, and a lease is granted to one instance at once.
+//! saga's progress is saved between steps, a lease is granted to one instance at once, and a
+//! scheduled message is claimed by one leader at once.
 //!
 //! **Sizes.** Each store refuses a write larger than its `max_write_bytes` (default
 //! [`DEFAULT_MAX_WRITE_BYTES`], 64 MiB, at most [`MAX_WRITE_BYTES`]) before sending it, with
@@ -28,9 +30,9 @@
 //! Postgres cannot store (a NUL character) is refused with
 //! [`PostgresError::Unrepresentable`](crate::PostgresError::Unrepresentable).
 //!
-//! **Times** are kept to the microsecond. Leases, TTLs and `updated_at` use the database's
-//! clock, so instances need not agree on the time; a dead letter's `failed_at` is the one in
-//! the record.
+//! **Times** are kept to the microsecond. Leases, TTLs, claims of scheduled messages and
+//! `updated_at` use the database's clock, so instances need not agree on the time; a dead
+//! letter's `failed_at` and a scheduled message's due time are the ones given.
 
 mod column;
 pub mod dead_letter;
@@ -38,6 +40,7 @@ pub mod event;
 pub mod idempotency;
 pub mod lease;
 pub mod saga;
+pub mod schedule;
 mod wakeup;
 
 pub use column::{DEFAULT_MAX_WRITE_BYTES, MAX_WRITE_BYTES};
@@ -46,3 +49,4 @@ pub use event::PostgresEventStore;
 pub use idempotency::PostgresIdempotencyStore;
 pub use lease::PostgresLeaseStore;
 pub use saga::PostgresSagaStore;
+pub use schedule::PostgresScheduleStore;
