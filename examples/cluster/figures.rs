@@ -6,6 +6,7 @@
 //! ```text
 //! cargo build -p catga-examples-cluster --release
 //! target/release/failover-figures [runs] [nats|redis|postgres …]
+//! target/release/failover-figures renew     # what a renewal costs, against a raw round trip
 //! ```
 
 use std::io::Write;
@@ -15,11 +16,23 @@ use std::time::Duration;
 use catga_examples_cluster::scenario::{Departure, Place, run};
 use catga_examples_cluster::{Backend, median_and_max};
 
+#[path = "renew.rs"]
+mod renew;
+
 const TTL: Duration = Duration::from_secs(5);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "renew") {
+        return match renew::figures().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "renew: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let mut backends: Vec<Backend> = args.filter_map(|a| Backend::parse(&a)).collect();
     if backends.is_empty() {

@@ -244,6 +244,7 @@ impl Drop for Cluster {
             let _ = Command::new("kill")
                 .arg("-CONT")
                 .arg(child.id().to_string())
+                .stderr(Stdio::null())
                 .status();
             let _ = child.kill();
             let _ = child.wait();

@@ -46,7 +46,7 @@ impl RedisStores {
     /// response timeout, TLS certificates), then `.await` it.
     ///
     /// Each store family keeps its keys under one hash tag (`{shop:events}`,
-    /// `{shop:sagas}`, `{shop:dead_letters}`, `{shop:leases}`, `{shop:outbox}`), so every
+    /// `{shop:sagas}`, `{shop:dead_letters}`, `{shop:leases}`, `{shop:schedule}`, `{shop:outbox}`), so every
     /// script runs on one node, and the families of a prefix spread over the cluster's nodes;
     /// idempotency keys spread key by key. Reads go to each key's primary: [`read_from`]
     /// other than [`ReadFrom::Primary`] and [`replica`] are refused with

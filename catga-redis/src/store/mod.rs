@@ -1,5 +1,6 @@
 //! catga's stores on Redis, shared by every instance of an application on one server and
-//! key prefix: idempotency keys, dead letters, event streams, saga instances and leases.
+//! key prefix: idempotency keys, dead letters, event streams, saga instances, leases and
+//! scheduled messages.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,6 +36,7 @@ mod idempotency;
 mod lease;
 mod read_from;
 mod saga;
+mod schedule;
 
 pub(crate) use conn::StoreConn;
 pub use connect::{RedisStores, RedisStoresConnect};
@@ -46,6 +48,7 @@ pub(crate) use idempotency::UnitCompletion;
 pub use lease::RedisLeaseStore;
 pub use read_from::{DEFAULT_READ_YOUR_WRITES, REPLICA_BACKOFF, ReadFrom};
 pub use saga::RedisSagaStore;
+pub use schedule::RedisScheduleStore;
 
 /// The largest value a store writes unless configured: 64 MiB. A clear error in place of
 /// the server's refusal at its `proto-max-bulk-len` (512 MB by default), and a bound on what
