@@ -396,3 +396,53 @@ impl<S: LeaseStore> Elector<S> {
         outcome
     }
 }
+
+/// Whether this instance may do the part of a component's work reserved to the leader (an
+/// outbox relay's recovery of rows other processes left, say): open always when the component
+/// was given no election ([`LeaderGate::always`], the default), else while the election's
+/// instance leads. Cheap to clone; read from memory.
+#[derive(Clone, Debug, Default)]
+pub struct LeaderGate {
+    leaders: Option<watch::Receiver<Option<Leader>>>,
+}
+
+impl LeaderGate {
+    /// A gate that is always open: no election, every instance does the work.
+    pub fn always() -> LeaderGate {
+        LeaderGate::default()
+    }
+
+    /// A gate open while `election`'s instance leads.
+    pub fn of(election: &Elected) -> LeaderGate {
+        LeaderGate {
+            leaders: Some(election.subscribe()),
+        }
+    }
+
+    /// Whether the work may run now.
+    pub fn is_open(&self) -> bool {
+        self.leaders
+            .as_ref()
+            .is_none_or(|leaders| leaders.borrow().as_ref().is_some_and(Leader::is_held))
+    }
+
+    /// Resolves when the gate opens after having been closed (this instance became the
+    /// leader); never for a gate that is always open, nor once the election is gone.
+    pub async fn opened(&mut self) {
+        let Some(leaders) = self.leaders.as_mut() else {
+            return std::future::pending().await;
+        };
+        loop {
+            if leaders.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if leaders
+                .borrow_and_update()
+                .as_ref()
+                .is_some_and(Leader::is_held)
+            {
+                return;
+            }
+        }
+    }
+}

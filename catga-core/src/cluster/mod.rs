@@ -12,7 +12,7 @@ mod leadership;
 mod scheduler;
 mod singleton;
 
-pub use leadership::{Elected, Leader, Leadership, Role};
+pub use leadership::{Elected, Leader, LeaderGate, Leadership, Role};
 pub use scheduler::{
     DEFAULT_CLAIM_LEASE, DEFAULT_SCHEDULER_BATCH, DEFAULT_SCHEDULER_POLL, RunningScheduler,
     Scheduler,

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use catga_core::Catga;
+use catga_core::cluster::{Elected, LeaderGate};
 use catga_core::pipeline::Layer;
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
@@ -58,6 +59,9 @@ pub struct OutboxRelay {
     lock: Arc<str>,
     /// Rows removed since the last vacuum, by every clone of this relay.
     removed: Arc<AtomicUsize>,
+    /// When set, only the leader claims rows other processes left (see
+    /// [`recover_while_leading`](OutboxRelay::recover_while_leading)).
+    leadership: LeaderGate,
 }
 
 impl std::fmt::Debug for OutboxRelay {
@@ -118,6 +122,7 @@ impl OutboxRelay {
             )
             .into(),
             removed: Arc::new(AtomicUsize::new(0)),
+            leadership: LeaderGate::always(),
         }
     }
 
@@ -211,6 +216,20 @@ impl OutboxRelay {
         self
     }
 
+    /// Claims the rows other processes left (their commits announced for a relay that never
+    /// published them, or a process that died before its fast round) only while this instance
+    /// leads `election`: one claim per poll across the service instead of one per instance,
+    /// each costing the database a walk of the outbox's heads. This relay still publishes its
+    /// own process's commits, from memory and by claiming what its fast round could not,
+    /// whether it leads or not. A claim needs no fencing token: it is a row lock, taken by
+    /// whichever relay is first and held only by its transaction; rows a dead leader left are
+    /// claimed by the next leader's first round, one lease TTL later at most. Without it
+    /// (the default), every relay claims.
+    pub fn recover_while_leading(mut self, election: &Elected) -> OutboxRelay {
+        self.leadership = LeaderGate::of(election);
+        self
+    }
+
     /// Starts relaying for `app` on the current Tokio runtime.
     ///
     /// # Errors
@@ -240,15 +259,24 @@ impl OutboxRelay {
             self.shared.fast_taken.store(true, Ordering::Release);
         }
         // Rows may be waiting from before this relay started.
-        self.drain(&app, &stop).await;
+        if self.leadership.is_open() {
+            self.drain(&app, &stop).await;
+        }
+        let mut leadership = self.leadership.clone();
         loop {
-            let drain = tokio::select! {
+            let others = tokio::select! {
                 () = stop.cancelled() => return,
                 Some(committed) = recv(&mut fast) => {
                     self.fast(&app, committed, &mut fast).await;
                     false
                 }
-                () = self.shared.committed.notified() => true,
+                // This process's own rows its fast round could not take: always.
+                () = self.shared.committed.notified() => {
+                    self.drain(&app, &stop).await;
+                    false
+                }
+                // Just became the leader: what the last one left.
+                () = leadership.opened() => true,
                 notification = listener.recv() => match notification {
                     // `FAST`: the committing process publishes the rows from memory, and
                     // wakes its own relay for what it could not; a claim here would only
@@ -267,7 +295,7 @@ impl OutboxRelay {
                 },
                 _ = poll.tick() => true,
             };
-            if drain {
+            if others && self.leadership.is_open() {
                 self.drain(&app, &stop).await;
             }
             self.vacuum_if_due().await;

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use catga_core::Catga;
+use catga_core::cluster::{Elected, LeaderGate};
 use catga_core::pipeline::Layer;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -58,6 +59,9 @@ pub struct RedisOutboxRelay {
     pub(super) batch: usize,
     poll: Duration,
     pub(super) lease: Duration,
+    /// When set, only the leader claims entries other processes left (see
+    /// [`recover_while_leading`](RedisOutboxRelay::recover_while_leading)).
+    leadership: LeaderGate,
 }
 
 impl std::fmt::Debug for RedisOutboxRelay {
@@ -78,7 +82,21 @@ impl RedisOutboxRelay {
             batch: DEFAULT_BATCH,
             poll: DEFAULT_POLL,
             lease: DEFAULT_LEASE,
+            leadership: LeaderGate::always(),
         }
+    }
+
+    /// Claims the entries other processes left (committed where no relay ran, or by a process
+    /// that died before its fast round) only while this instance leads `election`: one
+    /// recovery claim per poll across the service instead of one per instance. This relay
+    /// still publishes its own process's commits, from memory and by claiming what its fast
+    /// round could not, whether it leads or not. A claim needs no fencing token: it is a lease
+    /// on the entries, taken by whichever relay is first; entries a dead leader left are
+    /// claimed by the next leader once their claims run out. Without it (the default), every
+    /// relay claims.
+    pub fn recover_while_leading(mut self, election: &Elected) -> RedisOutboxRelay {
+        self.leadership = LeaderGate::of(election);
+        self
     }
 
     pub(super) fn lease_ms(&self) -> u64 {
@@ -170,15 +188,24 @@ impl RedisOutboxRelay {
         if fast.is_some() {
             self.shared.fast_taken.store(true, Ordering::Release);
         }
-        self.drain(&app, &stop).await;
+        if self.leadership.is_open() {
+            self.drain(&app, &stop).await;
+        }
+        let mut leadership = self.leadership.clone();
         loop {
-            let drain = tokio::select! {
+            let others = tokio::select! {
                 () = stop.cancelled() => return,
                 Some(committed) = recv(&mut fast) => {
                     self.fast(&app, committed, &mut fast).await;
                     false
                 }
-                () = self.shared.committed.notified() => true,
+                // This process's own entries its fast round could not take: always.
+                () = self.shared.committed.notified() => {
+                    self.drain(&app, &stop).await;
+                    false
+                }
+                // Just became the leader: what the last one left.
+                () = leadership.opened() => true,
                 woken = wake(&mut listener) => woken,
                 _ = poll.tick() => {
                     if let Some(listener) = listener.as_mut() {
@@ -187,7 +214,7 @@ impl RedisOutboxRelay {
                     true
                 }
             };
-            if drain {
+            if others && self.leadership.is_open() {
                 self.drain(&app, &stop).await;
             }
         }

@@ -1,0 +1,117 @@
+//! An outbox relay that recovers only while it leads (`recover_while_leading`): it publishes
+//! its own process's commits whether it leads or not, leaves the rows another process left
+//! to the leader, and claims them as soon as it becomes the leader.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use catga_core::cluster::Leadership;
+use catga_core::error::BoxError;
+use catga_core::prelude::*;
+use catga_core::store::lease::LeaseStore;
+use catga_core::store::memory_lease::MemoryLeaseStore;
+use catga_core::testkit::eventually;
+use catga_postgres::Outbox;
+use common::Db;
+
+#[command(output = ())]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ship {
+    pub parcel: i64,
+}
+
+#[event]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Shipped {
+    pub parcel: i64,
+}
+
+#[derive(Default)]
+pub struct Effects {
+    runs: AtomicU32,
+}
+
+pub mod shipping {
+    use super::*;
+
+    #[handler]
+    pub async fn ship(cmd: Ship, ctx: &Context) -> Result<(), BoxError> {
+        ctx.publish(Shipped { parcel: cmd.parcel })?;
+        Ok(())
+    }
+
+    #[handler]
+    impl Effects {
+        async fn shipped(&self, _event: &Shipped) -> Result<(), BoxError> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_claims_what_others_left_and_every_relay_publishes_its_own() {
+    let Some(db) = Db::open("relay_leadership").await else {
+        return;
+    };
+    let effects = Arc::new(Effects::default());
+    let outbox = Outbox::new(db.pool.clone(), &db.schema);
+    let relay = outbox
+        .relay()
+        .poll_interval(Duration::from_millis(50))
+        .expect("valid");
+    let app = Catga::builder()
+        .state_arc(Arc::clone(&effects))
+        .handlers(|h| h.is_in("shipping"))
+        .layer(outbox)
+        .build()
+        .expect("builds");
+    let leases = Arc::new(MemoryLeaseStore::new());
+    // Another instance leads.
+    let other = leases
+        .acquire("outbox", "other", Duration::from_secs(60))
+        .await
+        .expect("memory")
+        .expect("vacant");
+    let election = Leadership::sharing(Arc::clone(&leases), "outbox")
+        .ttl(Duration::from_secs(1))
+        .start();
+    let running = relay
+        .recover_while_leading(&election)
+        .start(app.clone())
+        .await
+        .expect("starts");
+
+    app.send(Ship { parcel: 1 }).await.expect("shipped");
+    eventually("this process's own row is published", || async {
+        effects.runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    // A row another process committed and never published.
+    db.execute(
+        "INSERT INTO {schema}.outbox (message_id, ordering_key, name, kind, correlation_id, timestamp_ms, format, payload, headers) VALUES \
+         (gen_random_uuid(), 'x', 'Shipped', 'event', gen_random_uuid(), 0, 'application/json', '{\"parcel\": 2}'::bytea, '[]')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        effects.runs.load(Ordering::SeqCst),
+        1,
+        "ten polls later, a follower has not claimed it"
+    );
+    assert_eq!(db.outbox_rows().await, 1);
+
+    assert!(leases.release(&other).await.expect("memory"));
+    eventually("the new leader claims the row left behind", || async {
+        effects.runs.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(election.leader().is_some());
+    assert_eq!(db.outbox_rows().await, 0);
+    running.shutdown().await;
+    election.stop().await;
+}

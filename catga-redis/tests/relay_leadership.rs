@@ -1,0 +1,131 @@
+//! A Redis outbox relay that recovers only while it leads (`recover_while_leading`): it
+//! publishes its own process's commits whether it leads or not, leaves the entries another
+//! process left to the leader, and claims them as soon as it becomes the leader.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use catga_core::cluster::Leadership;
+use catga_core::error::BoxError;
+use catga_core::prelude::*;
+use catga_core::store::lease::LeaseStore;
+use catga_core::store::memory_lease::MemoryLeaseStore;
+use catga_core::testkit::eventually;
+use catga_redis::RedisOutbox;
+use common::slice::Slice;
+
+#[command(output = ())]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ship {
+    pub parcel: i64,
+}
+
+#[event]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Shipped {
+    pub parcel: i64,
+}
+
+#[derive(Default)]
+pub struct Effects {
+    runs: AtomicU32,
+}
+
+pub mod shipping {
+    use super::*;
+
+    #[handler]
+    pub async fn ship(cmd: Ship, ctx: &Context) -> Result<(), BoxError> {
+        ctx.publish(Shipped { parcel: cmd.parcel })?;
+        Ok(())
+    }
+
+    #[handler]
+    impl Effects {
+        async fn shipped(&self, _event: &Shipped) -> Result<(), BoxError> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_claims_what_others_left_and_every_relay_publishes_its_own() {
+    let Some(slice) = Slice::open("relay_leadership").await else {
+        return;
+    };
+    let effects = Arc::new(Effects::default());
+    let outbox = RedisOutbox::new(&slice.stores);
+    let relay = outbox
+        .relay()
+        .poll_interval(Duration::from_millis(50))
+        .expect("valid");
+    let app = Catga::builder()
+        .state_arc(Arc::clone(&effects))
+        .handlers(|h| h.is_in("shipping"))
+        .layer(outbox)
+        .build()
+        .expect("builds");
+    let leases = Arc::new(MemoryLeaseStore::new());
+    // Another instance leads.
+    let other = leases
+        .acquire("outbox", "other", Duration::from_secs(60))
+        .await
+        .expect("memory")
+        .expect("vacant");
+    let election = Leadership::sharing(Arc::clone(&leases), "outbox")
+        .ttl(Duration::from_secs(1))
+        .start();
+    let running = relay
+        .recover_while_leading(&election)
+        .start(app.clone())
+        .await
+        .expect("starts");
+
+    app.send(Ship { parcel: 1 }).await.expect("shipped");
+    eventually("this process's own row is published", || async {
+        effects.runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    // An entry another process committed, where no relay ran.
+    let elsewhere = Catga::builder()
+        .state_arc(Arc::new(Effects::default()))
+        .handlers(|h| h.is_in("shipping"))
+        .layer(RedisOutbox::new(&slice.connect().await))
+        .build()
+        .expect("builds");
+    elsewhere.send(Ship { parcel: 2 }).await.expect("committed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        effects.runs.load(Ordering::SeqCst),
+        1,
+        "ten polls later, a follower has not claimed it"
+    );
+    assert_eq!(stream_len(&slice).await, 1, "the entry waits");
+
+    assert!(leases.release(&other).await.expect("memory"));
+    eventually("the new leader claims the row left behind", || async {
+        effects.runs.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(election.leader().is_some());
+    eventually("its entry is finished", || async {
+        stream_len(&slice).await == 0
+    })
+    .await;
+    running.shutdown().await;
+    election.stop().await;
+}
+
+async fn stream_len(slice: &Slice) -> u64 {
+    let key = RedisOutbox::new(&slice.stores).stream_key().to_string();
+    redis::cmd("XLEN")
+        .arg(key)
+        .query_async(&mut slice.raw().await)
+        .await
+        .expect("XLEN")
+}
