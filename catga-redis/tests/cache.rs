@@ -337,6 +337,9 @@ async fn a_redis_that_is_down_is_a_miss_and_caching_resumes_when_it_is_back() {
         .finish();
     // This test's thread only: the runtime is current-thread, so every task is on it.
     let _logging = tracing::subscriber::set_default(subscriber);
+    // Another test's thread may have hit the warning's callsite first, with no subscriber of
+    // its own, and cached it as never enabled: decide its interest again, this one included.
+    tracing::callsite::rebuild_interest_cache();
 
     let mut server = PrivateRedis::start(Persistence::None).await;
     let cache = RedisCache::connect(server.url())

@@ -59,6 +59,9 @@ async fn tracing_spans_close_and_leave_the_thread_however_the_dispatch_ends() {
     let count = SpanCount::default();
     let _subscriber =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(count.clone()));
+    // Another test's thread may have cached a span's callsite as never enabled (it hit it
+    // with no subscriber of its own): decide every callsite's interest again.
+    tracing::callsite::rebuild_interest_cache();
     let app = Catga::builder().layer(Tracing).build().unwrap();
     for (n, ending) in (1..).zip(ENDINGS) {
         let key = format!("tracing-{ending:?}");
