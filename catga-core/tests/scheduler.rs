@@ -232,3 +232,42 @@ async fn a_message_that_can_never_be_fired_is_kept_as_a_dead_letter() {
     running.stop().await;
     election.stop().await;
 }
+
+/// A leader whose token the store refuses (its floor came from another election) fires
+/// nothing, keeps trying, and says so in its health check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_the_store_fences_off_fires_nothing_and_is_not_ready() {
+    use catga_core::store::lease::FencingToken;
+    use catga_core::store::schedule::ScheduleStore;
+    let seen = Arc::new(Seen::default());
+    let app = app(&seen);
+    let schedules = Arc::new(MemoryScheduleStore::new());
+    // Another election, under another lease name, got further.
+    schedules.fired(&[], FencingToken::new(10)).await.unwrap();
+    let scheduler = Scheduler::sharing(app.clone(), Arc::clone(&schedules))
+        .poll_interval(Duration::from_millis(20));
+    scheduler
+        .publish_after(ReminderDue { n: 1 }, Duration::from_millis(10))
+        .await
+        .unwrap();
+    let election = Leadership::new(MemoryLeaseStore::new(), "scheduler")
+        .ttl(TTL)
+        .start();
+    let running = scheduler.run(&election);
+    app.add_health_check("scheduler", running.health_check());
+    testkit::within(Duration::from_secs(10), "the check going down", || async {
+        !app.health().ready
+    })
+    .await;
+    assert!(election.leader().is_some(), "it leads");
+    assert!(app.health().to_string().contains("higher fencing token"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(seen.all().is_empty(), "nothing fired");
+    assert_eq!(schedules.len(), 1, "the message waits");
+    election.stop().await;
+    testkit::within(Duration::from_secs(10), "up once no longer leading", || async {
+        app.health().ready
+    })
+    .await;
+    running.stop().await;
+}

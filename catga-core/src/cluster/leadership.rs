@@ -190,6 +190,7 @@ impl<S: LeaseStore> Leadership<S> {
 /// A running election (see [`Leadership`]). Dropping it stops the election without releasing
 /// the lease (it runs out); [`stop`](Self::stop) releases it.
 #[derive(Debug)]
+#[must_use = "dropping an `Elected` stops the election (without releasing the lease); keep it while the instance runs, and call `stop().await` to hand the lease over"]
 pub struct Elected {
     name: String,
     holder: String,

@@ -13,6 +13,7 @@ use super::leadership::{Elected, Leader};
 use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind};
+use crate::health::{Flag, HealthCheck};
 use crate::mediator::Catga;
 use crate::message::{Event, Message, Request};
 use crate::pipeline::Layer;
@@ -26,6 +27,9 @@ pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(30);
 /// The longest the leader sleeps before looking at the store again (default): the bound on
 /// how late a message scheduled by another instance is noticed.
 pub const DEFAULT_SCHEDULER_POLL: Duration = Duration::from_millis(500);
+/// Why the scheduler's health check is down.
+const FENCED_OFF: &str = "this instance leads but the schedule store has seen a higher fencing token: a newer leader, another election with another lease name, or a lease store that lost its counters";
+
 /// Messages fired at once by the leader.
 const IN_FLIGHT: usize = 32;
 
@@ -212,14 +216,19 @@ impl<L: Layer + Send + Sync + 'static> Scheduler<L> {
         let mut leaders = election.subscribe();
         let scheduler = self.clone();
         let stopped = stop.clone();
+        let fenced = Flag::new(FENCED_OFF);
+        fenced.set_up();
+        let flag = fenced.clone();
         let task = tokio::spawn(async move {
             loop {
                 let leader = leaders.borrow_and_update().clone();
                 if let Some(leader) = leader.filter(Leader::is_held) {
                     tokio::select! {
                         () = stopped.cancelled() => return,
-                        () = scheduler.lead(&leader) => {}
+                        () = scheduler.lead(&leader, &flag) => {}
                     }
+                    // Fenced off or not, this leadership is over.
+                    flag.set_up();
                 }
                 tokio::select! {
                     () = stopped.cancelled() => return,
@@ -227,12 +236,12 @@ impl<L: Layer + Send + Sync + 'static> Scheduler<L> {
                 }
             }
         });
-        RunningScheduler { stop, task }
+        RunningScheduler { stop, task, fenced }
     }
 
     /// Fires due messages until `leader` loses its leadership (or a store says a newer
     /// leader exists).
-    async fn lead(&self, leader: &Leader) {
+    async fn lead(&self, leader: &Leader, fenced: &Flag) {
         let token = leader.token();
         tracing::info!(target: "catga", token = token.get(), "the scheduler fires due messages here");
         while leader.is_held() {
@@ -241,11 +250,19 @@ impl<L: Layer + Send + Sync + 'static> Scheduler<L> {
                 claimed = self.store.claim_due_dyn(self.batch, token, self.claim_lease) => claimed,
             };
             let batch = match claimed {
-                Ok(batch) => batch,
+                Ok(batch) => {
+                    fenced.set_up();
+                    batch
+                }
                 Err(error) if is_stale(&error) => {
+                    // Usually a newer leader, whose elector will soon tell this one. If this
+                    // instance goes on leading, the store's floor came from elsewhere: keep
+                    // saying so, and try again, rather than fall silent.
+                    fenced.set_down();
                     tracing::warn!(target: "catga", token = token.get(), error = %error,
-                        "a newer leader fires scheduled messages; this one stops");
-                    return;
+                        "the schedule store refuses this leader's token: a newer leader fires scheduled messages, or (if this instance keeps leading) another election with another lease name, or a lease store that lost its counters, fires into the same store; nothing is fired here meanwhile");
+                    self.pause(leader, self.poll.max(Duration::from_secs(1))).await;
+                    continue;
                 }
                 Err(error) => {
                     tracing::warn!(target: "catga", error = %error,
@@ -277,9 +294,10 @@ impl<L: Layer + Send + Sync + 'static> Scheduler<L> {
                     metrics::counter!("catga_scheduled_fired_total").increment(fired.len() as u64);
                 }
                 Err(error) if is_stale(&error) => {
+                    fenced.set_down();
                     tracing::warn!(target: "catga", token = token.get(), error = %error,
-                        "a newer leader fires scheduled messages; this one stops (its last batch may go out twice, with the same message ids)");
-                    return;
+                        "the schedule store refused to mark a batch fired: a newer leader fires scheduled messages (this batch may go out twice, with the same message ids)");
+                    continue;
                 }
                 Err(error) => tracing::warn!(target: "catga", error = %error,
                     "could not mark scheduled messages fired; they are fired again when their claim runs out (same message ids)"),
@@ -333,12 +351,21 @@ impl<L: Layer + Send + Sync + 'static> Scheduler<L> {
 
 /// A scheduler firing on the leader (see [`Scheduler::run`]). Dropping it stops it too.
 #[derive(Debug)]
+#[must_use = "dropping a `RunningScheduler` stops firing; keep it while the instance runs"]
 pub struct RunningScheduler {
     stop: CancellationToken,
     task: JoinHandle<()>,
+    fenced: Flag,
 }
 
 impl RunningScheduler {
+    /// A readiness check for [`Catga::add_health_check`](crate::Catga::add_health_check):
+    /// down while this instance leads but the schedule store refuses its token (it has seen
+    /// a higher one, so nothing is fired here), up otherwise. From memory, no I/O.
+    pub fn health_check(&self) -> impl HealthCheck {
+        self.fenced.clone()
+    }
+
     /// Stops firing and returns once the scheduler's task ended (a message being fired is
     /// dropped mid-way and fired again when its claim runs out).
     pub async fn stop(mut self) {

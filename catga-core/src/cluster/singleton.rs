@@ -66,6 +66,7 @@ impl Elected {
 
 /// Work running on the leader (see [`Elected::run_while_leading`]). Dropping it stops it too.
 #[derive(Debug)]
+#[must_use = "dropping a `Singleton` stops its work; keep it while the instance runs"]
 pub struct Singleton {
     stop: CancellationToken,
     task: JoinHandle<()>,
