@@ -265,9 +265,11 @@ async fn a_leader_the_store_fences_off_fires_nothing_and_is_not_ready() {
     assert!(seen.all().is_empty(), "nothing fired");
     assert_eq!(schedules.len(), 1, "the message waits");
     election.stop().await;
-    testkit::within(Duration::from_secs(10), "up once no longer leading", || async {
-        app.health().ready
-    })
+    testkit::within(
+        Duration::from_secs(10),
+        "up once no longer leading",
+        || async { app.health().ready },
+    )
     .await;
     running.stop().await;
 }

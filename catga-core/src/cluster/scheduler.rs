@@ -261,7 +261,8 @@ impl<L: Layer + Send + Sync + 'static> Scheduler<L> {
                     fenced.set_down();
                     tracing::warn!(target: "catga", token = token.get(), error = %error,
                         "the schedule store refuses this leader's token: a newer leader fires scheduled messages, or (if this instance keeps leading) another election with another lease name, or a lease store that lost its counters, fires into the same store; nothing is fired here meanwhile");
-                    self.pause(leader, self.poll.max(Duration::from_secs(1))).await;
+                    self.pause(leader, self.poll.max(Duration::from_secs(1)))
+                        .await;
                     continue;
                 }
                 Err(error) => {
