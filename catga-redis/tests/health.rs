@@ -26,17 +26,11 @@ pub mod pings {
     }
 }
 
-/// Polls `app.health()` until `ready` is `want`, failing after 30 s; returns the report.
+/// Waits (the testkit's patience) until `app.health().ready` is `want`; the report then.
 async fn until_ready(app: &Catga, want: bool) -> catga_core::health::HealthReport {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let report = app.health();
-        if report.ready == want {
-            return report;
-        }
-        assert!(Instant::now() < deadline, "still {report} after 30 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = if want { "ready" } else { "not ready" };
+    catga_core::testkit::eventually(what, || async { app.health().ready == want }).await;
+    app.health()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
