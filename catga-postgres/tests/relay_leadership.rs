@@ -1,6 +1,8 @@
 //! An outbox relay that recovers only while it leads (`recover_while_leading`): it publishes
 //! its own process's commits whether it leads or not, leaves the rows another process left
-//! to the leader, and claims them as soon as it becomes the leader.
+//! to the leader, and claims them as soon as it becomes the leader. Its own commits are
+//! published while another process leads however they were committed: right after the
+//! relay started, or by an outer transaction (an `Inbox` outside the `Outbox`).
 
 mod common;
 
@@ -14,7 +16,7 @@ use catga_core::prelude::*;
 use catga_core::store::lease::LeaseStore;
 use catga_core::store::memory_lease::MemoryLeaseStore;
 use catga_core::testkit::eventually;
-use catga_postgres::Outbox;
+use catga_postgres::{Inbox, Outbox};
 use common::Db;
 
 #[command(output = ())]
@@ -112,6 +114,96 @@ async fn only_the_leader_claims_what_others_left_and_every_relay_publishes_its_o
     .await;
     assert!(election.leader().is_some());
     assert_eq!(db.outbox_rows().await, 0);
+    running.shutdown().await;
+    election.stop().await;
+}
+
+/// Another instance holds the outbox lease for a minute; this one's election follows.
+async fn another_leads() -> (Arc<MemoryLeaseStore>, catga_core::cluster::Elected) {
+    let leases = Arc::new(MemoryLeaseStore::new());
+    leases
+        .acquire("outbox", "other", Duration::from_secs(60))
+        .await
+        .expect("memory")
+        .expect("vacant");
+    let election = Leadership::sharing(Arc::clone(&leases), "outbox")
+        .ttl(Duration::from_secs(1))
+        .start();
+    (leases, election)
+}
+
+// One thread: the relay's task cannot run between `start` returning and the send, so the
+// send sees whatever `start` itself set up (a relay that took its hand-over queue only once
+// its task ran left this row to the leader).
+#[tokio::test(flavor = "current_thread")]
+async fn a_send_right_after_start_is_published_by_its_own_relay_while_another_leads() {
+    let Some(db) = Db::open("relay_leadership_start").await else {
+        return;
+    };
+    let effects = Arc::new(Effects::default());
+    let outbox = Outbox::new(db.pool.clone(), &db.schema);
+    let relay = outbox
+        .relay()
+        .poll_interval(Duration::from_millis(50))
+        .expect("valid");
+    let app = Catga::builder()
+        .state_arc(Arc::clone(&effects))
+        .handlers(|h| h.is_in("shipping"))
+        .layer(outbox)
+        .build()
+        .expect("builds");
+    let (_leases, election) = another_leads().await;
+    let running = relay
+        .recover_while_leading(&election)
+        .start(app.clone())
+        .await
+        .expect("starts");
+    app.send(Ship { parcel: 1 }).await.expect("shipped");
+    eventually("the row sent right after start is published", || async {
+        effects.runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(db.outbox_rows().await, 0);
+    assert!(election.leader().is_none(), "another instance still leads");
+    running.shutdown().await;
+    election.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_of_an_outer_transaction_is_published_by_its_own_relay_while_another_leads() {
+    let Some(db) = Db::open("relay_leadership_outer").await else {
+        return;
+    };
+    let effects = Arc::new(Effects::default());
+    let outbox = Outbox::new(db.pool.clone(), &db.schema);
+    let relay = outbox
+        .relay()
+        .poll_interval(Duration::from_millis(50))
+        .expect("valid");
+    // The inbox outside the outbox owns the transaction: the rows are not handed over
+    // from memory, the commit's notification names this process.
+    let app = Catga::builder()
+        .state_arc(Arc::clone(&effects))
+        .handlers(|h| h.is_in("shipping"))
+        .layer(Inbox::new(db.pool.clone(), &db.schema))
+        .layer(outbox)
+        .build()
+        .expect("builds");
+    let (_leases, election) = another_leads().await;
+    let running = relay
+        .recover_while_leading(&election)
+        .start(app.clone())
+        .await
+        .expect("starts");
+    for parcel in 1..=3 {
+        app.send(Ship { parcel }).await.expect("shipped");
+    }
+    eventually("the outer transaction's rows are published", || async {
+        effects.runs.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    assert_eq!(db.outbox_rows().await, 0);
+    assert!(election.leader().is_none(), "another instance still leads");
     running.shutdown().await;
     election.stop().await;
 }

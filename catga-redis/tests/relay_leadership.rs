@@ -1,6 +1,8 @@
 //! A Redis outbox relay that recovers only while it leads (`recover_while_leading`): it
 //! publishes its own process's commits whether it leads or not, leaves the entries another
-//! process left to the leader, and claims them as soon as it becomes the leader.
+//! process left to the leader, and claims them as soon as it becomes the leader. Its own
+//! commits are published while another process leads however they were committed: right
+//! after the relay started, or in the unit of work of an inbox outside the outbox.
 
 mod common;
 
@@ -14,7 +16,7 @@ use catga_core::prelude::*;
 use catga_core::store::lease::LeaseStore;
 use catga_core::store::memory_lease::MemoryLeaseStore;
 use catga_core::testkit::eventually;
-use catga_redis::RedisOutbox;
+use catga_redis::{RedisInbox, RedisOutbox};
 use common::slice::Slice;
 
 #[command(output = ())]
@@ -128,4 +130,89 @@ async fn stream_len(slice: &Slice) -> u64 {
         .query_async(&mut slice.raw().await)
         .await
         .expect("XLEN")
+}
+
+/// Another instance holds the outbox lease for a minute; this one's election follows.
+async fn another_leads() -> (Arc<MemoryLeaseStore>, catga_core::cluster::Elected) {
+    let leases = Arc::new(MemoryLeaseStore::new());
+    leases
+        .acquire("outbox", "other", Duration::from_secs(60))
+        .await
+        .expect("memory")
+        .expect("vacant");
+    let election = Leadership::sharing(Arc::clone(&leases), "outbox")
+        .ttl(Duration::from_secs(1))
+        .start();
+    (leases, election)
+}
+
+/// Sends three commands through `app` right after its relay started while another instance
+/// leads, and waits for this process's relay to publish them.
+async fn own_commits_are_published(slice: &Slice, inbox_outside: bool) {
+    let effects = Arc::new(Effects::default());
+    let outbox = RedisOutbox::new(&slice.stores);
+    let relay = outbox
+        .relay()
+        .poll_interval(Duration::from_millis(50))
+        .expect("valid");
+    let builder = Catga::builder()
+        .state_arc(Arc::clone(&effects))
+        .handlers(|h| h.is_in("shipping"));
+    let (_leases, election) = another_leads().await;
+    let sent = if inbox_outside {
+        let app = builder
+            .layer(RedisInbox::new(&slice.stores))
+            .layer(outbox)
+            .build()
+            .expect("builds");
+        let running = relay
+            .recover_while_leading(&election)
+            .start(app.clone())
+            .await
+            .expect("starts");
+        for parcel in 1..=3 {
+            app.send(Ship { parcel }).await.expect("shipped");
+        }
+        running
+    } else {
+        let app = builder.layer(outbox).build().expect("builds");
+        let running = relay
+            .recover_while_leading(&election)
+            .start(app.clone())
+            .await
+            .expect("starts");
+        for parcel in 1..=3 {
+            app.send(Ship { parcel }).await.expect("shipped");
+        }
+        running
+    };
+    eventually("this process's commits are published", || async {
+        effects.runs.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    eventually("their entries are finished", || async {
+        stream_len(slice).await == 0
+    })
+    .await;
+    assert!(election.leader().is_none(), "another instance still leads");
+    sent.shutdown().await;
+    election.stop().await;
+}
+
+// One thread: the relay's task cannot run between `start` returning and the first send, so
+// the send sees whatever `start` itself set up.
+#[tokio::test(flavor = "current_thread")]
+async fn a_send_right_after_start_is_published_by_its_own_relay_while_another_leads() {
+    let Some(slice) = Slice::open("relay_leadership_start").await else {
+        return;
+    };
+    own_commits_are_published(&slice, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_units_commit_is_published_by_its_own_relay_while_another_leads() {
+    let Some(slice) = Slice::open("relay_leadership_inbox").await else {
+        return;
+    };
+    own_commits_are_published(&slice, true).await;
 }

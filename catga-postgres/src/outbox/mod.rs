@@ -20,6 +20,7 @@ use catga_core::error::Error;
 use catga_core::{Behavior, Context, Next, Payload};
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
 
 use crate::error::PostgresError;
 use crate::schema::Schema;
@@ -43,11 +44,16 @@ pub(crate) struct Shared {
     pub(crate) fast_taken: std::sync::atomic::AtomicBool,
     /// Whether the "no relay started here" warning was logged.
     pub(crate) warned_no_relay: std::sync::atomic::AtomicBool,
+    /// The `NOTIFY` payload of this process's commits that are not handed over from memory
+    /// (an outer transaction commits them, or no relay ran when the dispatch began): every
+    /// relay may claim them, and this process's relay claims them even when it does not lead.
+    pub(crate) instance: Arc<str>,
 }
 
 /// The `NOTIFY` payload of rows the committing process's relay publishes from memory: other
 /// relays leave them to it (a process that dies before publishing them leaves them to the
-/// relays' poll). Rows announced with an empty payload are claimed by whichever relay hears.
+/// relays' poll). Rows announced with any other payload (the committing outbox's
+/// [`Shared::instance`]) are claimed by whichever relay hears.
 pub(crate) const FAST: &str = "fast";
 
 /// Commits handed to the relay and not yet taken. Beyond it a commit's rows are left to a
@@ -135,6 +141,7 @@ impl Outbox {
                 fast_rx: std::sync::Mutex::new(Some(fast_rx)),
                 fast_taken: std::sync::atomic::AtomicBool::new(false),
                 warned_no_relay: std::sync::atomic::AtomicBool::new(false),
+                instance: Uuid::now_v7().simple().to_string().into(),
             }),
             insert: insert.into(),
             format: WireFormat::Json,
@@ -191,7 +198,7 @@ impl Outbox {
                 .bind(columns.headers)
                 .bind(columns.format)
                 .bind(columns.payload)
-                .bind(if fast { FAST } else { "" })
+                .bind(if fast { FAST } else { &*self.shared.instance })
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(PostgresError::db("outbox: insert"))?
@@ -256,9 +263,13 @@ impl Behavior for Outbox {
                 // The queue is full or the relay stopped: other relays were told to leave
                 // these rows to it, so wake this process's claim round instead.
                 self.shared.committed.notify_one();
+            } else if !fast && own && self.shared.fast_taken.load(Ordering::Acquire) {
+                // A relay started here while this dispatch ran: its claim round takes the
+                // rows (the commit's NOTIFY may have come before it listened).
+                self.shared.committed.notify_one();
             }
-            // Otherwise the commit's NOTIFY (here, or of the outer `Inbox`'s commit) wakes
-            // the relays that claim them.
+            // Otherwise the commit's NOTIFY (here, or of the outer `Inbox`'s commit) names
+            // this process: its relay claims the rows, and so may any other.
         }
         Ok(output)
     }

@@ -242,22 +242,37 @@ impl OutboxRelay {
             .listen(&self.shared.schema.outbox_channel())
             .await
             .map_err(PostgresError::db("outbox relay: listen"))?;
+        // Taken before this returns, so every dispatch that begins after `start` hands its
+        // rows to this relay (taken in the task, a send right after `start` could still see
+        // no relay and leave its rows to the leader).
+        let fast = self.take_fast();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(self.run(app, listener, stop.clone()));
+        let task = tokio::spawn(self.run(app, listener, fast, stop.clone()));
         Ok(RunningRelay {
             stop,
             task: Some(task),
         })
     }
 
-    async fn run<L: Layer>(self, app: Catga<L>, mut listener: PgListener, stop: CancellationToken) {
-        let mut poll = tokio::time::interval(self.poll);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first relay started in this process gets the rows its commits hand over.
-        let mut fast = self.shared.fast_rx.lock().ok().and_then(|mut rx| rx.take());
+    /// The hand-over queue of this process's commits, if no relay here took it before: the
+    /// first relay started in a process gets the rows its commits hand over.
+    fn take_fast(&self) -> Option<mpsc::Receiver<Vec<Committed>>> {
+        let fast = self.shared.fast_rx.lock().ok().and_then(|mut rx| rx.take());
         if fast.is_some() {
             self.shared.fast_taken.store(true, Ordering::Release);
         }
+        fast
+    }
+
+    async fn run<L: Layer>(
+        self,
+        app: Catga<L>,
+        mut listener: PgListener,
+        mut fast: Option<mpsc::Receiver<Vec<Committed>>>,
+        stop: CancellationToken,
+    ) {
+        let mut poll = tokio::time::interval(self.poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Rows may be waiting from before this relay started.
         if self.leadership.is_open() {
             self.drain(&app, &stop).await;
@@ -280,8 +295,14 @@ impl OutboxRelay {
                 notification = listener.recv() => match notification {
                     // `FAST`: the committing process publishes the rows from memory, and
                     // wakes its own relay for what it could not; a claim here would only
-                    // race it. Anything else (another process without a relay, an outer
-                    // transaction): claim.
+                    // race it. This process's own rows committed otherwise (by an outer
+                    // transaction): claim them, leader or not.
+                    Ok(notification) if notification.payload() == &*self.shared.instance => {
+                        self.drain(&app, &stop).await;
+                        false
+                    }
+                    // Anything else (another process without a relay, or its outer
+                    // transaction): rows the leader claims.
                     Ok(notification) => notification.payload() != super::FAST,
                     Err(error) => {
                         // sqlx reconnects on the next `recv`; the poll covers the gap.

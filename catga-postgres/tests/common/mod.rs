@@ -27,6 +27,8 @@ pub fn url() -> String {
 pub struct Db {
     pub pool: PgPool,
     pub schema: Schema,
+    /// The server, for dropping the schema on a connection of the dropping thread's own.
+    url: String,
 }
 
 impl Db {
@@ -58,7 +60,11 @@ impl Db {
             Err(_) => return Err("Postgres did not answer within 5 s".to_string()),
         };
         migrate(&pool, &schema).await.expect("migrations apply");
-        Ok(Db { pool, schema })
+        Ok(Db {
+            pool,
+            schema,
+            url: url.to_string(),
+        })
     }
 
     /// Rows left in the outbox.
@@ -120,9 +126,11 @@ pub fn with_search_path(options: PgPoolOptions, schema: &Schema) -> PgPoolOption
 
 impl Drop for Db {
     fn drop(&mut self) {
-        let pool = self.pool.clone();
+        let url = self.url.clone();
         let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
-        // Best effort, off the test's runtime (which may be shutting down).
+        // Best effort, off the test's runtime (which may be shutting down), on a connection
+        // of its own: the pool's connections are driven by the test's runtime, which this
+        // drop blocks (on a one-thread runtime a pool query here waits for its timeout).
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -131,7 +139,13 @@ impl Drop for Db {
                 return;
             };
             runtime.block_on(async move {
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
             });
         })
         .join();

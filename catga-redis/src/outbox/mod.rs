@@ -75,9 +75,10 @@ impl Shared {
             }
             return;
         }
-        if fast && self.fast_tx.try_send(committed).is_err() {
-            // The queue is full or the relay stopped: other relays were told to leave these
-            // entries to this one, so wake its claim round instead.
+        if !fast || self.fast_tx.try_send(committed).is_err() {
+            // Not handed over (a relay started here while the dispatch ran), the queue is
+            // full or the relay stopped: this process's claim round takes the entries, leader
+            // or not (other relays were told to leave fast entries to it).
             self.committed.notify_one();
         }
     }

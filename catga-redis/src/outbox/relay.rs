@@ -167,27 +167,37 @@ impl RedisOutboxRelay {
             Some(client) => Some(Listener::open(client.clone(), &self.shared.keys.notify).await?),
             None => None,
         };
+        // Taken before this returns, so every dispatch that begins after `start` hands its
+        // entries to this relay (taken in the task, a send right after `start` could still
+        // see no relay and leave its entries to the leader).
+        let fast = self.take_fast();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(self.run(app, listener, stop.clone()));
+        let task = tokio::spawn(self.run(app, listener, fast, stop.clone()));
         Ok(RunningRelay {
             stop,
             task: Some(task),
         })
     }
 
+    /// The hand-over queue of this process's commits, if no relay here took it before: the
+    /// first relay started in a process gets the entries its commits hand over.
+    fn take_fast(&self) -> Option<mpsc::Receiver<Vec<Committed>>> {
+        let fast = self.shared.fast_rx.lock().ok().and_then(|mut rx| rx.take());
+        if fast.is_some() {
+            self.shared.fast_taken.store(true, Ordering::Release);
+        }
+        fast
+    }
+
     async fn run<L: Layer>(
         self,
         app: Catga<L>,
         mut listener: Option<Listener>,
+        mut fast: Option<mpsc::Receiver<Vec<Committed>>>,
         stop: CancellationToken,
     ) {
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first relay started in this process gets the entries its commits hand over.
-        let mut fast = self.shared.fast_rx.lock().ok().and_then(|mut rx| rx.take());
-        if fast.is_some() {
-            self.shared.fast_taken.store(true, Ordering::Release);
-        }
         if self.leadership.is_open() {
             self.drain(&app, &stop).await;
         }
