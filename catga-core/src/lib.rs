@@ -77,6 +77,7 @@ pub mod secret;
 pub mod state;
 pub mod static_app;
 pub mod store;
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod transport;

@@ -519,22 +519,56 @@ fn tracing_opens_a_span_per_dispatch_with_ids_and_outcome() {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     };
-    assert_eq!(field(&spans[0], "message").as_deref(), Some("Unchecked"));
-    assert_eq!(field(&spans[0], "kind").as_deref(), Some("query"));
-    assert_eq!(field(&spans[0], "outcome").as_deref(), Some("ok"));
-    assert_eq!(field(&spans[0], "attempt").as_deref(), Some("1"));
     assert_eq!(
-        field(&spans[0], "correlation_id"),
+        field(&spans[0], "messaging.destination.name").as_deref(),
+        Some("Unchecked")
+    );
+    assert_eq!(
+        field(&spans[0], "catga.message.kind").as_deref(),
+        Some("query")
+    );
+    assert_eq!(field(&spans[0], "catga.outcome").as_deref(), Some("ok"));
+    assert_eq!(field(&spans[0], "catga.attempt").as_deref(), Some("1"));
+    assert_eq!(
+        field(&spans[0], "messaging.message.conversation_id"),
         Some(correlation.to_string())
     );
-    let message_id = field(&spans[0], "message_id").unwrap();
+    let message_id = field(&spans[0], "messaging.message.id").unwrap();
     assert_eq!(
         uuid::Uuid::parse_str(&message_id)
             .unwrap()
             .get_version_num(),
         7
     );
-    assert_eq!(field(&spans[1], "message").as_deref(), Some("Register"));
-    assert_eq!(field(&spans[1], "kind").as_deref(), Some("command"));
-    assert_eq!(field(&spans[1], "outcome").as_deref(), Some("validation"));
+    assert_eq!(
+        field(&spans[1], "messaging.destination.name").as_deref(),
+        Some("Register")
+    );
+    assert_eq!(
+        field(&spans[1], "catga.message.kind").as_deref(),
+        Some("command")
+    );
+    assert_eq!(
+        field(&spans[1], "catga.outcome").as_deref(),
+        Some("validation")
+    );
+    // OpenTelemetry's name, kind and status, read by tracing-opentelemetry.
+    assert_eq!(
+        field(&spans[0], "otel.name").as_deref(),
+        Some("dispatch Unchecked")
+    );
+    assert_eq!(field(&spans[0], "otel.kind").as_deref(), Some("internal"));
+    assert_eq!(
+        field(&spans[0], "messaging.system").as_deref(),
+        Some("catga")
+    );
+    assert_eq!(field(&spans[0], "error.type"), None);
+    assert_eq!(
+        field(&spans[1], "error.type").as_deref(),
+        Some("validation")
+    );
+    assert_eq!(
+        field(&spans[1], "otel.status_code").as_deref(),
+        Some("ERROR")
+    );
 }

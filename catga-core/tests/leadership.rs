@@ -207,3 +207,49 @@ impl Drop for Guard {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+#[test]
+fn the_leader_gauges_follow_the_lease_and_its_token() {
+    use catga_core::telemetry::metric;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // (leader, epoch) as last set; one snapshot each (taking one resets what it read).
+    let gauges = || {
+        let snapshot = snapshotter.snapshot().into_vec();
+        let read = |name: &str| {
+            snapshot.iter().find_map(|(key, .., value)| {
+                let ours = key.key().name() == name
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "lease" && l.value() == "gauged");
+                match value {
+                    DebugValue::Gauge(v) if ours => Some(v.into_inner()),
+                    _ => None,
+                }
+            })
+        };
+        (read(metric::LEADER), read(metric::LEADER_EPOCH))
+    };
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = Arc::new(MemoryLeaseStore::new());
+            let election = Leadership::sharing(Arc::clone(&store), "gauged")
+                .ttl(TTL)
+                .start();
+            let (_, leader) = leader_among(std::slice::from_ref(&election)).await;
+            #[allow(clippy::cast_precision_loss)]
+            let token = leader.token().get() as f64;
+            assert_eq!(gauges(), (Some(1.0), Some(token)));
+            election.stop().await;
+            assert_eq!(gauges().0, Some(0.0), "stepped down");
+        });
+    });
+}

@@ -151,6 +151,11 @@ impl Behavior for Retry {
                 error = %error,
                 "retrying"
             );
+            // `message` as the other behaviours' counters label it; `error_type` the code of
+            // the failure that is retried.
+            metrics::counter!("catga_retries_total", "message" => again.info().name(),
+                "error_type" => error.code().to_string())
+            .increment(1);
             tokio::time::sleep(delay).await;
             msg = again;
             attempt += 1;

@@ -4,14 +4,30 @@ use tracing::Instrument;
 use tracing::field::{Empty, display};
 
 use crate::context::Context;
+use crate::envelope::header::{TRACEPARENT, TRACESTATE};
 use crate::error::Error;
 use crate::payload::Payload;
 use crate::pipeline::{Behavior, Next};
+use crate::telemetry::TraceContext;
+use crate::telemetry::installed;
 
-/// Opens an `INFO` span `catga.dispatch` per dispatch (per handler, for events) with the
-/// message's name, kind, message id, correlation id, causation id and attempt, and records the
-/// outcome (`ok` or the error's [`code`](crate::Error::code)). A failure is also logged as a
-/// `WARN` event inside the span.
+/// Opens an `INFO` span `catga.dispatch` per dispatch (per handler, for events), named and
+/// attributed after OpenTelemetry's messaging conventions (see [`telemetry`](crate::telemetry)):
+/// `otel.name` `dispatch <message>`, `otel.kind` `internal`, `messaging.system` `catga`,
+/// `messaging.destination.name` (the wire name), `messaging.operation.type` `process`,
+/// `messaging.operation.name` `dispatch`, `messaging.message.id`,
+/// `messaging.message.conversation_id` (the correlation id), and catga's own
+/// `catga.message.kind`, `catga.causation_id`, `catga.attempt` and `catga.outcome` (`ok` or
+/// the error's [`code`](crate::Error::code)). A failure also sets `error.type` (the code) and
+/// `otel.status_code` `ERROR`, and is logged as a `WARN` event inside the span.
+///
+/// It spans the behaviours and what they wrap: the handler here, or the send to another
+/// process (whose producer span is its child; the handling process opens its own dispatch
+/// span under its consumer span).
+///
+/// Inside another span (a delivery's consumer span, an HTTP request's) it is that span's
+/// child. Outside any, with a [`TracePropagation`](crate::telemetry::TracePropagation)
+/// installed, its parent is the context's `traceparent` header, if it has one.
 ///
 /// When no subscriber listens at `INFO` for target `catga`, the behaviour checks one cached
 /// flag and does nothing else; in particular no message id is minted for it.
@@ -37,30 +53,53 @@ impl Behavior for Tracing {
         let span = tracing::info_span!(
             target: "catga",
             "catga.dispatch",
-            message = info.name(),
-            kind = info.kind().as_str(),
-            message_id = Empty,
-            correlation_id = Empty,
-            causation_id = Empty,
-            attempt = Empty,
-            outcome = Empty,
+            otel.name = Empty,
+            otel.kind = "internal",
+            otel.status_code = Empty,
+            messaging.system = "catga",
+            messaging.destination.name = info.name(),
+            messaging.operation.type = "process",
+            messaging.operation.name = "dispatch",
+            messaging.message.id = Empty,
+            messaging.message.conversation_id = Empty,
+            catga.message.kind = info.kind().as_str(),
+            catga.causation_id = Empty,
+            catga.attempt = Empty,
+            catga.outcome = Empty,
+            error.type = Empty,
         );
         if span.is_disabled() {
             return next.run(msg).await;
         }
-        span.record("message_id", display(ctx.message_id()));
-        span.record("correlation_id", display(ctx.correlation_id()));
+        span.record("otel.name", format!("dispatch {}", info.name()));
+        span.record("messaging.message.id", display(ctx.message_id()));
+        span.record(
+            "messaging.message.conversation_id",
+            display(ctx.correlation_id()),
+        );
         if let Some(causation) = ctx.causation_id() {
-            span.record("causation_id", display(causation));
+            span.record("catga.causation_id", display(causation));
+        }
+        if let Some(propagation) = installed()
+            && tracing::Span::current().is_none()
+            && let Some(traceparent) = ctx.header(TRACEPARENT)
+        {
+            let remote = TraceContext {
+                traceparent: traceparent.to_string(),
+                tracestate: ctx.header(TRACESTATE).map(str::to_string),
+            };
+            propagation.set_parent(&span, &remote);
         }
         let result = next.run(msg).instrument(span.clone()).await;
-        span.record("attempt", ctx.attempt());
+        span.record("catga.attempt", ctx.attempt());
         match &result {
             Ok(_) => {
-                span.record("outcome", "ok");
+                span.record("catga.outcome", "ok");
             }
             Err(error) => {
-                span.record("outcome", error.code());
+                span.record("catga.outcome", error.code());
+                span.record("error.type", error.code());
+                span.record("otel.status_code", "ERROR");
                 tracing::warn!(target: "catga", parent: &span, error = %error, code = error.code(), "dispatch failed");
             }
         }

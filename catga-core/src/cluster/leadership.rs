@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry::metric;
 use crate::health::{CheckStatus, HealthCheck};
 use crate::store::lease::{FencingToken, Grant, LeaseStore};
 
@@ -291,6 +292,19 @@ impl<S: LeaseStore> Elector<S> {
         let _ = self.role.send(Role::Stopped);
     }
 
+    /// Sets the leader gauges: 1 and the token while `leading`, else 0 (the epoch gauge keeps
+    /// the last token this process held).
+    fn report(&self, leading: Option<FencingToken>) {
+        let labels = [("lease", self.name.clone())];
+        metrics::gauge!(metric::LEADER, &labels).set(if leading.is_some() { 1.0 } else { 0.0 });
+        if let Some(token) = leading {
+            // A gauge is an `f64`: exact for tokens below 2^53, which a lease renewed every
+            // second reaches in some 285 million years.
+            #[allow(clippy::cast_precision_loss, reason = "exact below 2^53; see above")]
+            metrics::gauge!(metric::LEADER_EPOCH, &labels).set(token.get() as f64);
+        }
+    }
+
     /// Tries to acquire until it does (`Some`) or the election stops (`None`).
     async fn follow(&self) -> Option<(Grant, Instant)> {
         loop {
@@ -341,6 +355,7 @@ impl<S: LeaseStore> Elector<S> {
             token = grant.token.get(), "leading");
         let _ = self.role.send(Role::Leader { token: grant.token });
         let _ = self.leader.send(Some(leader));
+        self.report(Some(grant.token));
         let mut deadline = deadline;
         let mut next_renewal = Instant::now() + self.renew_every;
         let outcome = loop {
@@ -386,6 +401,7 @@ impl<S: LeaseStore> Elector<S> {
         lost.cancel();
         let _ = self.leader.send(None);
         let _ = self.role.send(Role::Follower { leader_seen: false });
+        self.report(None);
         if !outcome {
             match self.store.release(&grant).await {
                 Ok(_) => tracing::info!(target: "catga", lease = %self.name,

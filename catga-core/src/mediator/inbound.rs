@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::Catga;
@@ -29,6 +30,7 @@ use crate::error::{Error, ErrorKind};
 use crate::message::MessageKind;
 use crate::pipeline::Layer;
 use crate::store::dead_letter::{DeadLetterRecord, FailureStage};
+use crate::telemetry::span::Consumed;
 use crate::transport::{Delivery, Disposition, Inbound, Rejected, RemoteFailure, Reply};
 
 /// How many failures whose keeping failed an instance remembers (see [`Unkept`]).
@@ -46,6 +48,13 @@ impl<L> AppInbound<L> {
             app,
             unkept: Arc::default(),
         }
+    }
+
+    /// The consumer span and clock for a delivery of `envelope`.
+    fn consumed(&self, envelope: &Envelope) -> Consumed {
+        let settings = &self.app.inner.settings;
+        let transport = settings.transport.as_deref().map_or("memory", |t| t.name());
+        Consumed::start(transport, settings.service.as_str(), envelope)
     }
 }
 
@@ -150,6 +159,7 @@ impl<L: Layer> Catga<L> {
         problem: Option<String>,
         envelope: Envelope,
         delivery: Delivery,
+        failed: &mut Option<String>,
     ) -> Disposition {
         let aside = |code: &str, why: String| {
             letter(&envelope, envelope.payload.clone(), delivery).record(
@@ -162,15 +172,21 @@ impl<L: Layer> Catga<L> {
         if let Some(why) = problem {
             tracing::warn!(target: "catga", message = %echo(&envelope.name), id = %envelope.id, why = %why,
                 "a misrouted envelope was set aside, not dispatched");
+            *failed = Some("envelope".to_string());
             return self.keep(aside("envelope", why)).await;
         }
         if delivery.is_exhausted() {
+            *failed = Some("exhausted".to_string());
             return self.set_aside_exhausted(unkept, &envelope, delivery).await;
         }
         let ctx = envelope.context().with_delivery(delivery);
         let note = ctx.failure_note();
         let name = envelope.name.clone();
-        match contained(&name, self.dispatch_envelope_with(&envelope, ctx)).await {
+        let dispatched = contained(&name, self.dispatch_envelope_with(&envelope, ctx)).await;
+        if let Err(error) = &dispatched {
+            *failed = Some(error.code().to_string());
+        }
+        match dispatched {
             Ok(_) => Disposition::Ack,
             Err(error) if unreadable(&error) => {
                 self.keep(aside(error.code(), error.to_string())).await
@@ -319,9 +335,16 @@ impl<L: Layer> Inbound for AppInbound<L> {
     ) -> BoxFuture<'static, Disposition> {
         let problem = misrouted(route, &envelope, true);
         let (app, unkept) = (self.app.clone(), self.unkept.clone());
+        let consumed = self.consumed(&envelope);
         Box::pin(async move {
-            app.consume_event(&unkept, problem, envelope, delivery)
-                .await
+            let destination = envelope.name.clone();
+            let mut failed = None;
+            let disposition = app
+                .consume_event(&unkept, problem, envelope, delivery, &mut failed)
+                .instrument(consumed.span.clone())
+                .await;
+            consumed.finish(destination, failed.as_deref());
+            disposition
         })
     }
 
@@ -333,7 +356,20 @@ impl<L: Layer> Inbound for AppInbound<L> {
     ) -> BoxFuture<'static, Reply> {
         let problem = misrouted(route, &envelope, false);
         let app = self.app.clone();
-        Box::pin(async move { app.answer(problem, envelope, delivery).await })
+        let consumed = self.consumed(&envelope);
+        Box::pin(async move {
+            let destination = envelope.name.clone();
+            let reply = app
+                .answer(problem, envelope, delivery)
+                .instrument(consumed.span.clone())
+                .await;
+            let failed = match &reply {
+                Reply::Err(failure) => Some(failure.code.as_str()),
+                Reply::Ok(_) => None,
+            };
+            consumed.finish(destination, failed);
+            reply
+        })
     }
 
     fn reject(&self, rejected: Rejected) -> BoxFuture<'static, Disposition> {

@@ -1,8 +1,11 @@
 //! Dispatch through the transport: requests with no handler here, and events (which every
 //! service, this one included, receives from the transport).
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
+
+use tracing::Instrument;
 
 use super::Catga;
 use crate::codec::{CodecError, WireFormat, in_format, json_of};
@@ -15,6 +18,7 @@ use crate::message::{Event, Request};
 use crate::payload::Payload;
 use crate::pipeline::{Layer, Terminal};
 use crate::store::dead_letter::FailureStage;
+use crate::telemetry::span::Produced;
 use crate::transport::{Reply, Transport, TransportError};
 use uuid::Uuid;
 
@@ -64,8 +68,26 @@ pub(super) async fn exchange<T>(
     (timeout, max_reply): (Duration, usize),
     decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
 ) -> Result<T, Error> {
-    let envelope = envelope.or_deadline_in(timeout);
-    match transport.request(envelope, timeout).await {
+    let mut envelope = envelope.or_deadline_in(timeout);
+    let produced = Produced::start(transport.name(), &mut envelope);
+    let replied = transport
+        .request(envelope, timeout)
+        .instrument(produced.span.clone())
+        .await;
+    let result = replied_with(transport, name, replied, (timeout, max_reply), decode);
+    produced.finish(Cow::Borrowed(name), result.as_ref().err().map(Error::code));
+    result
+}
+
+/// Maps what came back for the request `name`: see [`exchange`].
+fn replied_with<T>(
+    transport: &dyn Transport,
+    name: &'static str,
+    replied: Result<Reply, TransportError>,
+    (timeout, max_reply): (Duration, usize),
+    decode: impl FnOnce(&[u8]) -> Result<T, CodecError>,
+) -> Result<T, Error> {
+    match replied {
         Ok(Reply::Ok(bytes)) if bytes.len() > max_reply => Err(codec_error(
             name,
             CodecError::TooLarge {
@@ -165,12 +187,20 @@ impl<L: Layer> Catga<L> {
         ctx: &Context,
     ) -> impl Future<Output = Result<(), Error>> + 'a {
         let sent = Envelope::wrap(event, ctx, format)
-            .map(|envelope| transport.publish(envelope))
+            .map(|mut envelope| {
+                let produced = Produced::start(transport.name(), &mut envelope);
+                (transport.publish(envelope), produced)
+            })
             .map_err(|e| codec_error(E::NAME, e));
         async move {
-            sent?
-                .await
-                .map_err(|source| transport_error(E::NAME, transport, source))
+            let (publishing, produced) = sent?;
+            let published = publishing.instrument(produced.span.clone()).await;
+            let result = published.map_err(|source| transport_error(E::NAME, transport, source));
+            produced.finish(
+                Cow::Borrowed(E::NAME),
+                result.as_ref().err().map(Error::code),
+            );
+            result
         }
     }
 
@@ -191,14 +221,23 @@ impl<L: Layer> Catga<L> {
     }
 
     /// `name` is the envelope's, borrowed for the error: the envelope moves into the transport.
-    pub(super) async fn send_envelope(&self, name: &str, envelope: Envelope) -> Result<(), Error> {
+    pub(super) async fn send_envelope(
+        &self,
+        name: &str,
+        mut envelope: Envelope,
+    ) -> Result<(), Error> {
         let Some(transport) = self.inner.settings.transport.as_deref() else {
             return Ok(());
         };
-        transport
+        let destination = envelope.name.clone();
+        let produced = Produced::start(transport.name(), &mut envelope);
+        let result = transport
             .publish(envelope)
+            .instrument(produced.span.clone())
             .await
-            .map_err(|source| transport_error(name, transport, source))
+            .map_err(|source| transport_error(name, transport, source));
+        produced.finish(destination, result.as_ref().err().map(Error::code));
+        result
     }
 }
 

@@ -244,6 +244,7 @@ fn the_behaviors_report_their_counters() {
             let app = Catga::builder()
                 .state_arc(bank)
                 .layer(DeadLetter::new(letters))
+                .layer(catga_core::behavior::Retry::exponential(3))
                 .layer(catga_core::behavior::RateLimit::declared())
                 .layer(catga_core::behavior::ConcurrencyLimit::per_message(1))
                 .layer(Idempotency::default())
@@ -302,6 +303,11 @@ fn the_behaviors_report_their_counters() {
     assert_eq!(counter("catga_cache_hits_total"), 1);
     assert_eq!(counter("catga_cache_misses_total"), 1);
     assert_eq!(counter("catga_concurrency_limit_shed_total"), 1);
+    assert_eq!(
+        counter("catga_retries_total"),
+        2,
+        "the failing charge is tried three times"
+    );
     assert_eq!(
         counter("catga_dead_letters_total"),
         1,
