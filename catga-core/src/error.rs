@@ -39,7 +39,7 @@ pub(crate) mod remote;
 pub(crate) mod transport;
 
 pub use domain::{ErrorCode, Retryable};
-pub(crate) use domain::{MAX_CODE, well_formed};
+pub(crate) use domain::{MAX_CODE, is_reserved, well_formed};
 pub use kind::{ErrorKind, HandlerFailure};
 pub use millis::Millis;
 
@@ -210,6 +210,13 @@ impl Error {
             InDoubt { .. } => "in_doubt",
             Internal { .. } => "internal",
         }
+    }
+
+    /// Whether this is a handler's error with a code of its own ([`ErrorCode`]), here or in
+    /// another process: its [`code`](Self::code) is none of catga's. An edge maps such codes
+    /// to its own answers (an HTTP status, say); catga's codes it maps once for all.
+    pub fn is_domain(&self) -> bool {
+        !is_reserved(self.code())
     }
 
     /// Whether the same message may succeed if dispatched again: timeouts, store failures, and

@@ -145,10 +145,13 @@ impl Context {
     }
 
     /// The dispatch fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) if it has not finished within `timeout` from
-    /// now.
+    /// now. A timeout too long for the clock to represent (`Duration::MAX`, say, from a
+    /// header) sets no deadline rather than panicking.
     pub fn with_timeout(self, timeout: Duration) -> Self {
-        let deadline = Instant::now() + timeout;
-        self.with_deadline(deadline)
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.with_deadline(deadline),
+            None => self,
+        }
     }
 
     /// Adds a header (later transports carry headers across the wire).
@@ -406,6 +409,14 @@ fn decode_instant(raw: u64) -> Option<Instant> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeout_too_long_for_the_clock_sets_no_deadline() {
+        let ctx = Context::new().with_timeout(Duration::MAX);
+        assert_eq!(ctx.remaining(), None);
+        let ctx = Context::new().with_timeout(Duration::from_secs(60));
+        assert!(ctx.remaining().is_some());
+    }
 
     #[test]
     fn ids_are_lazy_and_stable() {

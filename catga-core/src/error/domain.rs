@@ -104,6 +104,11 @@ const RESERVED: &[&str] = &[
     "exhausted",
 ];
 
+/// Whether `code` is one catga gives its own errors (see [`Error::code`](crate::Error::code)).
+pub(crate) fn is_reserved(code: &str) -> bool {
+    RESERVED.contains(&code)
+}
+
 /// The longest code, in bytes.
 pub(crate) const MAX_CODE: usize = 64;
 
@@ -153,5 +158,32 @@ mod tests {
         let long: &'static str = Box::leak("x".repeat(MAX_CODE + 1).into_boxed_str());
         assert_eq!(domain_code(long, "h"), "handler");
         assert_eq!(domain_code(&long[1..], "h").len(), MAX_CODE);
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("out of stock")]
+    struct OutOfStock;
+
+    impl ErrorCode for OutOfStock {
+        fn code(&self) -> &'static str {
+            "out_of_stock"
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("plain")]
+    struct Plain;
+
+    #[test]
+    fn only_a_code_of_the_handlers_own_is_a_domain_error() {
+        use crate::error::{Error, ErrorKind};
+        assert!(Error::from_handler_coded("M", "h", OutOfStock).is_domain());
+        assert!(!Error::from_handler("M", "h", Plain).is_domain());
+        let timeout: Error = ErrorKind::Timeout {
+            message: "M",
+            after: None,
+        }
+        .into();
+        assert!(!timeout.is_domain());
     }
 }

@@ -7,6 +7,14 @@ use super::Catga;
 use crate::health::{CheckReport, HealthCheck, HealthReport};
 
 impl<L> Catga<L> {
+    /// The largest payload, in bytes, this application reads off the wire or accepts as
+    /// bytes (its builder's [`max_payload_bytes`](super::CatgaBuilder::max_payload_bytes);
+    /// [`DEFAULT_MAX_PAYLOAD_BYTES`](super::DEFAULT_MAX_PAYLOAD_BYTES) unless set). An edge
+    /// that reads request bodies limits them to the same.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.inner.settings.max_payload_bytes
+    }
+
     /// Liveness and readiness, from what the application's parts last knew: the transport's
     /// connection (`transport`, if its transport reports one), the consumers
     /// [`serve`](Catga::serve) started (`consumers`), and every check added with
