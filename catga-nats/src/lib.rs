@@ -193,7 +193,7 @@ pub use lease::{
     DEFAULT_LEASE_BUCKET, DEFAULT_LEASE_MAX_AGE, MalformedLeaseValue, NatsLeaseError,
     NatsLeaseStore, NatsLeaseStoreConnect,
 };
-pub use transport::NatsTransport;
+pub use transport::{CONSUMER_ACK_PENDING, CONSUMER_PENDING, NatsTransport};
 
 /// The transport's types, for `use catga_nats::prelude::*`.
 pub mod prelude {

@@ -155,7 +155,7 @@ pub use config::StartFrom;
 pub use error::{CommandError, ConnectError};
 pub use inbox::RedisInbox;
 pub use outbox::{RedisOutbox, RedisOutboxError, RedisOutboxRelay, RedisWrites, RunningRelay};
-pub use transport::RedisTransport;
+pub use transport::{CONSUMER_ACK_PENDING, CONSUMER_PENDING, RedisTransport};
 
 /// The `redis` client crate this adapter is built on (1.8), re-exported so the commands a
 /// handler queues (`RedisWrites::command(catga_redis::redis::cmd(…), …)`) and reads

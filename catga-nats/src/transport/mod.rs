@@ -4,10 +4,11 @@
 //! event ([`consumer`], [`durable`], [`pull`], [`poison`]); requests are core NATS requests
 //! answered by a queue group per service ([`responder`]); events every instance must see are
 //! a plain subscription per instance ([`observe`]). The events stream is set up by
-//! [`stream`].
+//! [`stream`]. Each serving instance samples its durable consumers' lag ([`lag`]).
 
 mod consumer;
 mod durable;
+mod lag;
 mod observe;
 mod poison;
 mod publish;
@@ -30,6 +31,8 @@ use futures::future::BoxFuture;
 use crate::config::Config;
 use crate::reconnect::Reconnects;
 use crate::subject::Subjects;
+
+pub use lag::{CONSUMER_ACK_PENDING, CONSUMER_PENDING};
 
 /// catga's transport over NATS: JetStream for events, request/reply with queue groups for
 /// commands and queries. Cheap to clone (clones share one connection). See the

@@ -1,6 +1,6 @@
 //! Serving a plan: a durable consumer per event, a queue subscription per request, a plain
-//! subscription per observed event, sharing the instance's in-flight slots; and the shutdown
-//! that stops them all before it returns.
+//! subscription per observed event, sharing the instance's in-flight slots, and the sampling
+//! of the consumers' lag ([`lag`]); and the shutdown that stops them all before it returns.
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::consumer::EventConsumer;
 use super::durable;
+use super::lag;
 use super::observe::Observer;
 use super::pull::Puller;
 use super::responder::Responder;
@@ -29,6 +30,7 @@ pub(crate) async fn serve(
     let limit = plan.max_in_flight.max(1);
     let slots = Arc::new(Semaphore::new(limit));
     let mut consumers = Vec::with_capacity(plan.events.len());
+    let mut sampled = Vec::with_capacity(plan.events.len());
     if !plan.events.is_empty() {
         let stream = shared.ensure_stream().await?;
         for event in &plan.events {
@@ -41,9 +43,15 @@ pub(crate) async fn serve(
                     consumer: durable.clone(),
                     source: Box::new(source),
                 })?;
+            let event: Arc<str> = Arc::from(event.as_str());
+            sampled.push(lag::Sampled {
+                durable,
+                service: plan.service.clone(),
+                event: event.clone(),
+            });
             consumers.push(EventConsumer {
                 shared: shared.clone(),
-                event: Arc::from(event.as_str()),
+                event,
                 config,
                 known,
                 puller,
@@ -108,6 +116,13 @@ pub(crate) async fn serve(
     }
     for observer in observers {
         loops.push(tokio::spawn(observer.run(stop.clone())));
+    }
+    if !sampled.is_empty() {
+        loops.push(tokio::spawn(lag::run(
+            shared.clone(),
+            sampled,
+            stop.clone(),
+        )));
     }
     tracing::debug!(target: "catga::nats", service = %plan.service, events = plan.events.len(),
         requests = plan.requests.len(), observed = plan.observe.len(), max_in_flight = limit,

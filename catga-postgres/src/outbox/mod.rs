@@ -5,8 +5,10 @@
 //! handler published ([`Context::take_published`]) into `<schema>.outbox` in that same
 //! transaction and commits. A handler that fails leaves nothing: its rows and its events roll
 //! back together. The [`OutboxRelay`] then publishes the committed rows and removes them once
-//! the transport acknowledged them.
+//! the transport acknowledged them. A started relay also reports the backlog, as the gauges
+//! [`OUTBOX_PENDING`] and [`OUTBOX_OLDEST_AGE`].
 
+mod backlog;
 mod relay;
 mod round;
 pub(crate) mod row;
@@ -27,6 +29,7 @@ use crate::schema::Schema;
 use crate::transaction::{store_error, within};
 use crate::tx::Tx;
 
+pub use backlog::{OUTBOX_OLDEST_AGE, OUTBOX_PENDING};
 pub use relay::{OutboxRelay, RunningRelay};
 use round::Committed;
 

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::backlog::Backlog;
 use super::round::Committed;
 use super::row;
 use crate::error::PostgresError;
@@ -264,18 +265,32 @@ impl OutboxRelay {
         fast
     }
 
+    /// Relays until `stop`, measuring the backlog beside it (see [`backlog`](super::backlog)):
+    /// in the same task, so `abort` stops both, and on a connection of its own for each
+    /// measurement, so a round never waits for one.
     async fn run<L: Layer>(
         self,
         app: Catga<L>,
+        listener: PgListener,
+        fast: Option<mpsc::Receiver<Vec<Committed>>>,
+        stop: CancellationToken,
+    ) {
+        let backlog = Backlog::new(&self.shared);
+        tokio::join!(self.relay(app, listener, fast, &stop), backlog.run(&stop));
+    }
+
+    async fn relay<L: Layer>(
+        &self,
+        app: Catga<L>,
         mut listener: PgListener,
         mut fast: Option<mpsc::Receiver<Vec<Committed>>>,
-        stop: CancellationToken,
+        stop: &CancellationToken,
     ) {
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Rows may be waiting from before this relay started.
         if self.leadership.is_open() {
-            self.drain(&app, &stop).await;
+            self.drain(&app, stop).await;
         }
         let mut leadership = self.leadership.clone();
         loop {
@@ -287,7 +302,7 @@ impl OutboxRelay {
                 }
                 // This process's own rows its fast round could not take: always.
                 () = self.shared.committed.notified() => {
-                    self.drain(&app, &stop).await;
+                    self.drain(&app, stop).await;
                     false
                 }
                 // Just became the leader: what the last one left.
@@ -298,7 +313,7 @@ impl OutboxRelay {
                     // race it. This process's own rows committed otherwise (by an outer
                     // transaction): claim them, leader or not.
                     Ok(notification) if notification.payload() == &*self.shared.instance => {
-                        self.drain(&app, &stop).await;
+                        self.drain(&app, stop).await;
                         false
                     }
                     // Anything else (another process without a relay, or its outer
@@ -317,7 +332,7 @@ impl OutboxRelay {
                 _ = poll.tick() => true,
             };
             if others && self.leadership.is_open() {
-                self.drain(&app, &stop).await;
+                self.drain(&app, stop).await;
             }
             self.vacuum_if_due().await;
         }

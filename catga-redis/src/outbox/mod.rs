@@ -8,7 +8,8 @@
 //! each event to the outbox stream `{P:outbox}:stream` and its id to its ordering key's list,
 //! writes the inbox record and announces the commit on `{P:outbox}:notify`. A handler that
 //! fails leaves nothing. The [`RedisOutboxRelay`] then publishes the entries through the
-//! application's transport and removes each once the transport took it.
+//! application's transport and removes each once the transport took it. A started relay also
+//! reports the backlog, as the gauges [`OUTBOX_PENDING`] and [`OUTBOX_OLDEST_AGE`].
 //!
 //! Redis runs a script atomically (no other client's command runs in between) but does not
 //! roll back what a script wrote before one of its commands failed; see [`RedisWrites`] for
@@ -16,6 +17,7 @@
 //! depends on the server's persistence (`appendonly yes`, `appendfsync`).
 //! `docs/persistence.md` has the guarantees and the measured figures.
 
+mod backlog;
 mod commit;
 mod error;
 mod keys;
@@ -32,6 +34,7 @@ use catga_core::error::Error;
 use catga_core::{Behavior, Context, Next, Payload};
 use tokio::sync::{Notify, mpsc};
 
+pub use backlog::{OUTBOX_OLDEST_AGE, OUTBOX_PENDING};
 pub use error::RedisOutboxError;
 pub(crate) use keys::OutboxKeys;
 pub use relay::{RedisOutboxRelay, RunningRelay};

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::backlog::Backlog;
 use super::commit::FAST;
 use super::error::RedisOutboxError;
 use super::round::Committed;
@@ -189,17 +190,30 @@ impl RedisOutboxRelay {
         fast
     }
 
+    /// Relays until `stop`, measuring the backlog beside it (see [`backlog`](super::backlog))
+    /// in the same task, so `abort` stops both and a round never waits for a measurement.
     async fn run<L: Layer>(
         self,
         app: Catga<L>,
+        listener: Option<Listener>,
+        fast: Option<mpsc::Receiver<Vec<Committed>>>,
+        stop: CancellationToken,
+    ) {
+        let backlog = Backlog::new(&self.shared);
+        tokio::join!(self.relay(app, listener, fast, &stop), backlog.run(&stop));
+    }
+
+    async fn relay<L: Layer>(
+        &self,
+        app: Catga<L>,
         mut listener: Option<Listener>,
         mut fast: Option<mpsc::Receiver<Vec<Committed>>>,
-        stop: CancellationToken,
+        stop: &CancellationToken,
     ) {
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         if self.leadership.is_open() {
-            self.drain(&app, &stop).await;
+            self.drain(&app, stop).await;
         }
         let mut leadership = self.leadership.clone();
         loop {
@@ -211,7 +225,7 @@ impl RedisOutboxRelay {
                 }
                 // This process's own entries its fast round could not take: always.
                 () = self.shared.committed.notified() => {
-                    self.drain(&app, &stop).await;
+                    self.drain(&app, stop).await;
                     false
                 }
                 // Just became the leader: what the last one left.
@@ -225,7 +239,7 @@ impl RedisOutboxRelay {
                 }
             };
             if others && self.leadership.is_open() {
-                self.drain(&app, &stop).await;
+                self.drain(&app, stop).await;
             }
         }
     }

@@ -4,12 +4,14 @@
 //! per service ([`serve`]: [`reader`], [`worker`], [`claimer`], [`reaper`], [`acker`]);
 //! requests are entries of a request stream answered through a reply list ([`request`] on the
 //! caller's side, [`responder`] on the serving side); events every instance must see are read
-//! by each instance without a group ([`observe`]).
+//! by each instance without a group ([`observe`]). Each serving instance samples its groups'
+//! lag ([`lag`]).
 
 mod acker;
 mod claimer;
 mod groups;
 mod inflight;
+mod lag;
 pub(crate) mod link;
 mod observe;
 mod positions;
@@ -36,6 +38,8 @@ use crate::blocking::BlockingPool;
 use crate::config::Config;
 use crate::connection::Multiplexed;
 use crate::keys::Keys;
+
+pub use lag::{CONSUMER_ACK_PENDING, CONSUMER_PENDING};
 
 /// A catga [`Transport`] over Redis Streams. See the [crate docs](crate) for how messages map
 /// to streams, and for the delivery guarantees.

@@ -13,12 +13,13 @@
 //!   ([worker](super::worker)), which acknowledges events through the [acker](super::acker)
 //!   and answers requests ([responder](super::responder));
 //! - the [observer](super::observe), when the application observes events (cache
-//!   invalidation), reads those streams without a group, so every instance sees every one.
+//!   invalidation), reads those streams without a group, so every instance sees every one;
+//! - the [lag sampler](super::lag) reports how far behind the service's groups are.
 //!
-//! [`Serving::shutdown`] stops the reader, the observer and the claimer, waits for every
-//! handler task and then for their acknowledgements to be sent, and then removes this consumer
-//! from the groups where it has nothing pending. Once it returns, the instance takes nothing
-//! more.
+//! [`Serving::shutdown`] stops the reader, the observer, the claimer and the sampler, waits
+//! for every handler task and then for their acknowledgements to be sent, and then removes
+//! this consumer from the groups where it has nothing pending. Once it returns, the instance
+//! takes nothing more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,7 @@ use super::observe::Observer;
 use super::positions::Positions;
 use super::redeliver::Redeliver;
 use super::worker::{Route, Worker};
-use super::{claimer, groups, reader};
+use super::{claimer, groups, lag, reader};
 use crate::blocking::BlockedConn;
 use std::collections::HashMap;
 
@@ -136,9 +137,13 @@ pub(crate) async fn serve(
         let conn = Arc::new(BlockedConn::default());
         blocked.push((tokio::spawn(observer.run(conn.clone())), conn));
     }
-    let claimer = (!worker.streams.is_empty()).then(|| tokio::spawn(claimer::run(worker.clone())));
+    let mut periodic = Vec::new();
+    if !worker.streams.is_empty() {
+        periodic.push(tokio::spawn(claimer::run(worker.clone())));
+        periodic.push(tokio::spawn(lag::run(worker.clone())));
+    }
     Ok(Serving::new(move || {
-        Box::pin(shutdown(worker, blocked, claimer))
+        Box::pin(shutdown(worker, blocked, periodic))
     }))
 }
 
@@ -169,7 +174,9 @@ fn by_slot(
     groups.into_iter().map(|(_, group)| group).collect()
 }
 
-async fn shutdown(worker: Arc<Worker>, blocked: Vec<Blocked>, claimer: Option<JoinHandle<()>>) {
+/// Stops `worker`, its readers and observers (`blocked`) and its periodic tasks (the claimer
+/// and the lag sampler); see the [module docs](self).
+async fn shutdown(worker: Arc<Worker>, blocked: Vec<Blocked>, periodic: Vec<JoinHandle<()>>) {
     worker.stop.cancel();
     // A read blocked on the server returns at the end of its block time, or at once when
     // another connection unblocks it; what the reader got is still handled.
@@ -193,8 +200,8 @@ async fn shutdown(worker: Arc<Worker>, blocked: Vec<Blocked>, claimer: Option<Jo
             }
         }
     }
-    if let Some(claimer) = claimer {
-        let _ = claimer.await;
+    for task in periodic {
+        let _ = task.await;
     }
     // Every slot back means no handler task is left.
     let all = u32::try_from(worker.max_in_flight).unwrap_or(u32::MAX);

@@ -1,0 +1,141 @@
+//! The consumer group lag gauges: events published while no instance serves, then served by
+//! an instance whose handlers wait, are reported as not yet read by the group (`lag`) and
+//! read but not acknowledged (`pending`); once handled, both gauges are 0.
+//!
+//! One test per binary: the recorder is installed globally, and a snapshot resets what it read.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use catga_core::error::BoxError;
+use catga_core::prelude::*;
+use catga_core::testkit::{eventually, unique};
+use catga_redis::{CONSUMER_ACK_PENDING, CONSUMER_PENDING, StartFrom};
+use common::{Options, Server};
+use metrics::{Level, Metadata};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tokio::sync::Semaphore;
+
+#[event]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tick {
+    pub n: u32,
+}
+
+/// Handlers wait for the gate; `handled` counts those that got through.
+pub struct Lagging {
+    gate: Semaphore,
+    handled: AtomicU32,
+}
+
+pub mod lagging {
+    use super::*;
+
+    #[handler]
+    impl Lagging {
+        async fn tick(&self, _tick: &Tick) -> Result<(), BoxError> {
+            drop(self.gate.acquire().await?);
+            self.handled.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+}
+
+/// The recorder of this test binary, installed once.
+fn snapshotter() -> &'static Snapshotter {
+    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
+        snapshotter
+    })
+}
+
+/// Not a value a consumer sets: marks a gauge as read.
+const READ: f64 = -1.0;
+
+/// The lag gauges of `service`'s group on `event`'s stream (pending, ack pending), both from one
+/// snapshot, if the instance set both since the last call; `None` until it did. A snapshot
+/// resets what it read to 0, which would pass for a consumer that caught up, so each call
+/// marks the gauges it read instead.
+fn sampled(service: &str, event: &str) -> Option<(f64, f64)> {
+    static MARK: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
+    let mut gauges = HashMap::new();
+    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
+        let key = key.key();
+        let label = |name: &str| {
+            key.labels()
+                .find(|l| l.key() == name)
+                .map(|l| l.value().to_string())
+        };
+        let ours = label("messaging_system").as_deref() == Some("redis")
+            && label("messaging_consumer_group_name").as_deref() == Some(service)
+            && label("messaging_destination_name").as_deref() == Some(event);
+        if let (true, DebugValue::Gauge(value)) = (ours, value) {
+            gauges.insert(key.name().to_string(), value.into_inner());
+            metrics::with_recorder(|r| r.register_gauge(key, &MARK).set(READ));
+        }
+    }
+    let pending = *gauges.get(CONSUMER_PENDING)?;
+    let ack_pending = *gauges.get(CONSUMER_ACK_PENDING)?;
+    (pending != READ && ack_pending != READ).then_some((pending, ack_pending))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_behind_reports_its_backlog_and_zero_once_it_caught_up() {
+    snapshotter();
+    // The service's group reads its stream from the start, events published before it
+    // served included.
+    let options = Options {
+        start_from: Some(StartFrom::Beginning),
+        ..Options::for_tests()
+    };
+    let Some(server) = Server::open("consumer_metrics", options).await else {
+        return;
+    };
+    let redis = server.transport().await;
+    let service = unique("lagging");
+    let state = Arc::new(Lagging {
+        gate: Semaphore::new(0),
+        handled: AtomicU32::new(0),
+    });
+    let app = Catga::builder()
+        .state_arc(Arc::clone(&state))
+        .transport(redis.clone())
+        .service(&service)
+        .handlers(|h| h.is_in("lagging"))
+        .serve_max_in_flight(2)
+        .build()
+        .expect("builds");
+    const N: u32 = 10;
+    for n in 0..N {
+        app.publish(Tick { n }).await.expect("added");
+    }
+
+    let serving = app.serve().await.expect("serves");
+    eventually(
+        "the instance reports entries not read and read, not acknowledged",
+        || async {
+            matches!(sampled(&service, "Tick"),
+                Some((pending, ack_pending))
+                    if pending > 0.0 && ack_pending > 0.0 && pending + ack_pending == f64::from(N))
+        },
+    )
+    .await;
+    assert_eq!(state.handled.load(Ordering::SeqCst), 0);
+
+    state.gate.add_permits(N as usize);
+    eventually("every event handled", || async {
+        state.handled.load(Ordering::SeqCst) == N
+    })
+    .await;
+    eventually("the instance reports a consumer that caught up", || async {
+        sampled(&service, "Tick") == Some((0.0, 0.0))
+    })
+    .await;
+    serving.shutdown().await;
+}
