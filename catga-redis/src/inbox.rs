@@ -124,6 +124,8 @@ impl Behavior for RedisInbox {
         {
             tracing::debug!(target: "catga::redis", message = info.name(), key = %key,
                 "inbox: a duplicate is acknowledged without running its handler");
+            metrics::counter!("catga_inbox_duplicates_total", "message" => info.name())
+                .increment(1);
             return replay::<P>(info, &reply);
         }
         let ttl_ms = self.ttl_ms;
@@ -153,6 +155,8 @@ impl Behavior for RedisInbox {
             Some(Outcome::Duplicate(reply)) => {
                 tracing::debug!(target: "catga::redis", message = info.name(),
                     "inbox: a concurrent duplicate was applied first; this one's writes were not");
+                metrics::counter!("catga_inbox_duplicates_total", "message" => info.name())
+                    .increment(1);
                 replay::<P>(info, &reply)
             }
             _ => Ok(output),

@@ -292,6 +292,7 @@ pub(crate) async fn commit(
                 envelope: event.envelope,
             })
             .collect();
+        metrics::counter!("catga_outbox_written_total").increment(stored as u64);
         shared.committed_here(fast, committed);
     }
     Ok(Outcome::Applied { reply_recorded })

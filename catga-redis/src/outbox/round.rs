@@ -247,6 +247,10 @@ impl RedisOutboxRelay {
             .invoke("outbox relay: finish", &keys.stream, &invocation)
             .await
             .map_err(RedisOutboxError::Store)?;
+        if !published.done.is_empty() {
+            metrics::counter!("catga_outbox_published_total")
+                .increment(published.done.len() as u64);
+        }
         Ok(())
     }
 
