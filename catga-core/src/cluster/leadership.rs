@@ -9,9 +9,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::telemetry::metric;
 use crate::health::{CheckStatus, HealthCheck};
 use crate::store::lease::{FencingToken, Grant, LeaseStore};
+use crate::telemetry::metric;
 
 /// What this instance is in one election, as [`Elected::role`] reports it from memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
