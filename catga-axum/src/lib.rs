@@ -75,6 +75,9 @@
 //!   the default table. Refused bodies, unknown routes and methods are problems too
 //!   ([`rejection`]).
 //! * [`Reply`] answers a reply as JSON, or 204 No Content for `()`.
+//! * Each command and query route records OpenTelemetry's HTTP server duration,
+//!   [`HTTP_SERVER_REQUEST_DURATION`], through the `metrics` facade ([`metrics`]), and
+//!   refuses a body whose `Content-Length` is over its limit before reading any of it.
 //!
 //! The guide, `docs/http.md` in the repository, shows the whole of it on one page.
 
@@ -82,6 +85,7 @@
 #![forbid(unsafe_code)]
 
 pub mod context;
+mod edge;
 mod endpoint;
 pub mod error_map;
 pub mod health;
@@ -96,7 +100,7 @@ pub use context::{
     MessageContext, REQUEST_TIMEOUT, TRACEPARENT, TRACESTATE, message_id_for_key,
 };
 pub use error_map::{DEFAULT_RETRY_AFTER, ErrorMap};
-pub use metrics::PROMETHEUS_TEXT;
+pub use metrics::{HTTP_SERVER_REQUEST_DURATION, PROMETHEUS_TEXT};
 pub use problem::{PROBLEM_JSON, Problem};
 pub use rejection::{method_not_allowed, not_found};
 pub use reply::Reply;

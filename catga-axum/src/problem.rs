@@ -153,6 +153,11 @@ impl Problem {
     }
 }
 
+/// A problem response's `code`, kept in the response's extensions for the middleware that
+/// measures the route (`error_type`).
+#[derive(Clone, Debug)]
+pub(crate) struct ProblemCode(pub(crate) String);
+
 /// `Retry-After` in whole seconds: rounded up (a client retrying early is refused again),
 /// at least 1.
 pub(crate) fn retry_after_seconds(after: Duration) -> u64 {
@@ -197,6 +202,11 @@ impl IntoResponse for Problem {
             .into_bytes()
         });
         let mut response = (self.status, body).into_response();
+        if let Some(code) = self.code() {
+            response
+                .extensions_mut()
+                .insert(ProblemCode(code.to_string()));
+        }
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(after) = self.retry_after {

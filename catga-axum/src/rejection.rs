@@ -4,11 +4,12 @@
 //!
 //! | what | status | `code` |
 //! |---|---|---|
+//! | an empty body with `Content-Type: application/json` | 400 | `invalid_json` |
 //! | a body that is not JSON (the detail says where: line and column) | 400 | `invalid_json` |
 //! | JSON that is not the message (a missing field, a wrong type; the detail names the field) | 400 | `invalid_body` |
 //! | a query string that is not the query | 400 | `invalid_query` |
-//! | no `Content-Type: application/json` (a missing body included) | 415 | `unsupported_media_type` |
-//! | a body over the route's limit | 413 | `payload_too_large` |
+//! | no `Content-Type: application/json` (or `application/…+json`), body or not | 415 | `unsupported_media_type` |
+//! | a body over the route's limit (by its `Content-Length` before it is read, or as it streams) | 413 | `payload_too_large` |
 //! | no route for the path ([`not_found`], a fallback you opt into) | 404 | `not_found` |
 //! | a path served, but not for this method | 405, with `Allow` | `method_not_allowed` |
 //!
@@ -27,22 +28,36 @@ impl From<JsonRejection> for Problem {
         let (status, code) = match &rejection {
             JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             JsonRejection::JsonDataError(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
-            JsonRejection::MissingJsonContentType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
+            JsonRejection::MissingJsonContentType(_) => return unsupported_media_type(),
             _ if status == StatusCode::PAYLOAD_TOO_LARGE => (status, "payload_too_large"),
             _ => (status, "invalid_body"),
         };
         let detail = match code {
-            "unsupported_media_type" => {
-                "expected a JSON body with `Content-Type: application/json`".to_string()
-            }
             "payload_too_large" => "the body is larger than this route accepts".to_string(),
             _ => rejection.body_text(),
         };
         tracing::debug!(target: "catga_axum", status = status.as_u16(), code, detail, "request body refused");
         Problem::new(status).with_code(code).with_detail(detail)
     }
+}
+
+/// 415: the request's media type is not JSON (or it has none), whatever its body.
+pub(crate) fn unsupported_media_type() -> Problem {
+    tracing::debug!(target: "catga_axum", "request body refused: not JSON by its media type");
+    Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        .with_code("unsupported_media_type")
+        .with_detail("expected a JSON body with `Content-Type: application/json`")
+}
+
+/// 400 `invalid_json`: a JSON media type with an empty body, which is not a JSON document
+/// (a message without fields is `{}`).
+pub(crate) fn empty_body() -> Problem {
+    tracing::debug!(target: "catga_axum", "request body refused: empty");
+    Problem::new(StatusCode::BAD_REQUEST)
+        .with_code("invalid_json")
+        .with_detail(
+            "the body is empty; expected the message as JSON (`{}` for one without fields)",
+        )
 }
 
 impl From<QueryRejection> for Problem {

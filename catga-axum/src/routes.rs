@@ -32,15 +32,17 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::http::header::HeaderName;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use catga_core::{Catga, Command, Identity, Layer, Query};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::ContextRules;
+use crate::edge::edge;
 use crate::endpoint::{self, Shared};
 use crate::error_map::ErrorMap;
-use crate::metrics::{self, Render};
+use crate::metrics::{self, HTTP_SERVER_REQUEST_DURATION, Render};
 use crate::rejection::method_not_allowed;
 
 /// A group of routes onto one application; see the [module docs](self) and the
@@ -52,7 +54,10 @@ use crate::rejection::method_not_allowed;
 #[must_use = "routes do nothing until they are turned into a `Router`"]
 pub struct Routes<L = Identity> {
     app: Catga<L>,
+    /// The command and query routes: measured, and their bodies checked by `Content-Length`.
     router: Router<Arc<Shared<L>>>,
+    /// `/livez`, `/readyz`, `/metrics`: polled on a schedule, not measured.
+    probes: Router<Arc<Shared<L>>>,
     rules: ContextRules,
     errors: ErrorMap,
     body_limit: usize,
@@ -79,6 +84,7 @@ impl<L: Layer> Routes<L> {
         Routes {
             app,
             router: Router::new(),
+            probes: Router::new(),
             rules: ContextRules::new(),
             errors: ErrorMap::new(),
             body_limit,
@@ -129,8 +135,8 @@ impl<L: Layer> Routes<L> {
     /// If the group already has these routes.
     #[track_caller]
     pub fn health(mut self) -> Self {
-        self.router = self
-            .router
+        self.probes = self
+            .probes
             .route("/livez", get(crate::health::livez))
             .route(
                 "/readyz",
@@ -150,7 +156,7 @@ impl<L: Layer> Routes<L> {
     #[track_caller]
     pub fn metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
         let render: Render = Arc::new(render);
-        self.router = self.router.route(
+        self.probes = self.probes.route(
             "/metrics",
             get(move || {
                 let render = Arc::clone(&render);
@@ -179,8 +185,9 @@ impl<L: Layer> Routes<L> {
         self
     }
 
-    /// The largest request body accepted, in bytes; a larger one is refused with 413
-    /// before it is read whole. [`DEFAULT_MAX_PAYLOAD_BYTES`](catga_core::mediator::DEFAULT_MAX_PAYLOAD_BYTES) (1 MiB) unless set.
+    /// The largest request body accepted, in bytes; a larger one is refused with 413: at
+    /// once, before any of it is read, when its `Content-Length` says so, else (a chunked
+    /// body) as soon as it passes the limit, before it is read whole. [`DEFAULT_MAX_PAYLOAD_BYTES`](catga_core::mediator::DEFAULT_MAX_PAYLOAD_BYTES) (1 MiB) unless set.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
         self
@@ -213,14 +220,29 @@ impl<L: Layer> Routes<L> {
     }
 
     /// The routes as an axum router, for any state `S` of the router it joins.
+    ///
+    /// Each command and query route records
+    /// [`http_server_request_duration_seconds`](crate::metrics::HTTP_SERVER_REQUEST_DURATION)
+    /// through the `metrics` facade (described here to the recorder installed at the time).
     pub fn into_router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
         let shared = Arc::new(Shared {
             app: self.app,
             rules: self.rules,
             errors: self.errors,
         });
-        self.router
-            .method_not_allowed_fallback(method_not_allowed)
+        let mut api = self.router.method_not_allowed_fallback(method_not_allowed);
+        // A route layer runs on a matched path only (405s included), where the route's
+        // template is known; axum refuses one on a router without routes.
+        if api.has_routes() {
+            ::metrics::describe_histogram!(
+                HTTP_SERVER_REQUEST_DURATION,
+                ::metrics::Unit::Seconds,
+                "Duration of HTTP server requests"
+            );
+            api = api.route_layer(from_fn_with_state(self.body_limit, edge));
+        }
+        let probes = self.probes.method_not_allowed_fallback(method_not_allowed);
+        api.merge(probes)
             .layer(DefaultBodyLimit::max(self.body_limit))
             .with_state(shared)
     }

@@ -82,7 +82,26 @@ pub struct Sleep {
 #[error("never")]
 pub struct Never;
 
+/// Fails its first run with a conflict and succeeds after: what a client's retry of a failed
+/// request meets.
+#[command(output = u64)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Transfer {
+    pub cents: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the account is locked")]
+pub struct Locked;
+
+impl ErrorCode for Locked {
+    fn code(&self) -> &'static str {
+        "accounts.locked"
+    }
+}
+
 static PLACED: AtomicU64 = AtomicU64::new(0);
+static TRANSFERS: AtomicU64 = AtomicU64::new(0);
 static CHARGED: AtomicU64 = AtomicU64::new(0);
 
 #[handler]
@@ -93,6 +112,12 @@ async fn place(_cmd: PlaceOrder) -> Result<u64, Never> {
 #[handler]
 async fn cancel(_cmd: CancelOrder) -> Result<(), Never> {
     Ok(())
+}
+
+#[handler]
+async fn transfer(_cmd: Transfer) -> Result<u64, Locked> {
+    let run = TRANSFERS.fetch_add(1, Ordering::SeqCst) + 1;
+    if run == 1 { Err(Locked) } else { Ok(run) }
 }
 
 #[handler]
@@ -224,6 +249,46 @@ async fn a_retried_idempotency_key_gets_the_stored_reply_without_running_the_han
         "another key runs the handler"
     );
     assert_eq!(CHARGED.load(Ordering::SeqCst), runs + 1);
+}
+
+#[tokio::test]
+async fn a_failed_request_is_not_stored_and_its_retry_runs_again() {
+    let routes = Routes::new(app())
+        .command::<Transfer>("/transfers")
+        .command::<PlaceOrder>("/orders")
+        .map_code("accounts.locked", StatusCode::CONFLICT);
+    let server = Server::start(routes.into_router()).await;
+
+    // A domain error (409): nothing stored, the retry runs the handler, and its success is
+    // what a later retry gets.
+    let key = [("idempotency-key", "transfer-9b2e")];
+    let failed = server.post_json("/transfers", r#"{"cents":5}"#, &key).await;
+    failed.problem(StatusCode::CONFLICT, "accounts.locked");
+    let retried = server.post_json("/transfers", r#"{"cents":5}"#, &key).await;
+    assert_eq!(retried.json(StatusCode::OK), 2, "the handler ran again");
+    let again = server.post_json("/transfers", r#"{"cents":5}"#, &key).await;
+    assert_eq!(again.json(StatusCode::OK), 2, "the stored success");
+    assert_eq!(TRANSFERS.load(Ordering::SeqCst), 2);
+
+    // A validation failure (422): the corrected request with the same key runs; after it,
+    // the key answers its reply whatever the body says.
+    let key = [("idempotency-key", "order-41d7")];
+    let invalid = server
+        .post_json("/orders", r#"{"customer":"","quantity":1}"#, &key)
+        .await;
+    invalid.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    let fixed = server
+        .post_json("/orders", r#"{"customer":"ada","quantity":1}"#, &key)
+        .await;
+    let id = fixed.json(StatusCode::OK);
+    let other_body = server
+        .post_json("/orders", r#"{"customer":"bob","quantity":9}"#, &key)
+        .await;
+    assert_eq!(
+        other_body.json(StatusCode::OK),
+        id,
+        "the first stored reply, not a 422"
+    );
 }
 
 #[tokio::test]
@@ -398,6 +463,15 @@ async fn a_missing_body_or_content_type_answers_415() {
     let server = server().await;
     let empty = server.send(Method::POST, "/orders", &[], "").await;
     empty.problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let untyped = server
+        .send(
+            Method::POST,
+            "/orders",
+            &[],
+            r#"{"customer":"ada","quantity":1}"#,
+        )
+        .await;
+    untyped.problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     let text = server
         .send(
             Method::POST,
@@ -410,10 +484,21 @@ async fn a_missing_body_or_content_type_answers_415() {
 }
 
 #[tokio::test]
-async fn an_empty_json_body_answers_400() {
+async fn an_empty_json_body_answers_400_saying_it_is_empty() {
     let server = server().await;
     let reply = server.post_json("/orders", "", &[]).await;
-    reply.problem(StatusCode::BAD_REQUEST, "invalid_json");
+    let problem = reply.problem(StatusCode::BAD_REQUEST, "invalid_json");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("empty"), "{detail}");
+    let suffixed = server
+        .send(
+            Method::POST,
+            "/orders",
+            &[("content-type", "application/merge-patch+json")],
+            "",
+        )
+        .await;
+    suffixed.problem(StatusCode::BAD_REQUEST, "invalid_json");
 }
 
 #[tokio::test]
@@ -422,7 +507,74 @@ async fn a_body_over_the_limit_answers_413() {
     let customer = "a".repeat(2048);
     let body = format!(r#"{{"customer":"{customer}","quantity":1}}"#);
     let reply = server.post_json("/orders", &body, &[]).await;
-    reply.problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let problem = reply.problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("1024"), "the limit: {detail}");
+}
+
+/// How long a raw client waits for the server's answer: far longer than an answer takes,
+/// far shorter than a server waiting for a body that never comes.
+const RAW_WAIT: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn a_declared_content_length_over_the_limit_answers_413_before_the_body_is_read() {
+    let server = server().await;
+    // 5 MB declared, 31 bytes sent: a server that read the body first would wait for the
+    // rest, and this client would see nothing before its timeout.
+    let head =
+        "POST /orders HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n";
+    let answer = server
+        .raw(head, br#"{"customer":"ada","quantity":1}"#, RAW_WAIT)
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains(r#""code":"payload_too_large""#), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn expect_100_continue_over_the_limit_answers_413_without_continue() {
+    let server = server().await;
+    let head = "POST /orders HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n";
+    // The client sends no body until it is told to continue, which it must not be.
+    let answer = server.raw(head, b"", RAW_WAIT).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+}
+
+#[tokio::test]
+async fn expect_100_continue_within_the_limit_is_told_to_continue() {
+    let server = server().await;
+    let body = br#"{"customer":"ada","quantity":1}"#;
+    let head = format!(
+        "POST /orders HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n",
+        body.len()
+    );
+    // The body goes without waiting for the `100 Continue` (as curl does after a second):
+    // the server sends it anyway, as it starts reading, and then the answer.
+    let answer = server.raw(&head, body, RAW_WAIT).await;
+    assert!(answer.starts_with("HTTP/1.1 100 Continue"), "{answer}");
+    assert!(answer.contains("HTTP/1.1 200 OK"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_answers_413_as_it_streams() {
+    let server = server().await;
+    let head = "POST /orders HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n";
+    let chunk = "a".repeat(800);
+    // Two chunks of 800 bytes, over the 1 KiB limit by the second; no length declared.
+    let body = format!("320\r\n{chunk}\r\n320\r\n{chunk}\r\n0\r\n\r\n");
+    let answer = server.raw(head, body.as_bytes(), RAW_WAIT).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(answer.contains(r#""code":"payload_too_large""#), "{answer}");
+
+    let small = r#"{"customer":"ada","quantity":1}"#;
+    let body = format!("{:x}\r\n{small}\r\n0\r\n\r\n", small.len());
+    let answer = server.raw(head, body.as_bytes(), RAW_WAIT).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
 }
 
 #[tokio::test]

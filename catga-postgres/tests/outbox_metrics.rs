@@ -6,24 +6,16 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use catga_core::envelope::Envelope;
 use catga_core::error::BoxError;
 use catga_core::prelude::*;
-use catga_core::testkit::eventually;
-use catga_core::transport::{
-    Inbound, MemoryTransport, Reply, ServePlan, Serving, Transport, TransportError,
-};
+use catga_core::testkit::{BrokerOutage, eventually, fresh_gauges, install_gauge_recorder};
 use catga_postgres::outbox::{OUTBOX_OLDEST_AGE, OUTBOX_PENDING};
 use catga_postgres::{Inbox, Outbox};
 use common::Db;
-use futures::future::BoxFuture;
-use metrics::{Level, Metadata};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 #[command(output = ())]
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,78 +52,16 @@ pub mod shipping {
     }
 }
 
-/// A transport that refuses every publish while `down` is set, else delivers in memory.
-struct Flaky {
-    down: Arc<AtomicBool>,
-    inner: MemoryTransport,
-}
-
-impl Transport for Flaky {
-    fn name(&self) -> &'static str {
-        "flaky"
-    }
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>> {
-        if self.down.load(Ordering::SeqCst) {
-            return Box::pin(async {
-                Err(TransportError::Unreachable("the broker is down".into()))
-            });
-        }
-        self.inner.publish(envelope)
-    }
-    fn request(
-        &self,
-        envelope: Envelope,
-        timeout: Duration,
-    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
-        self.inner.request(envelope, timeout)
-    }
-    fn serve(
-        &self,
-        plan: ServePlan,
-        inbound: Arc<dyn Inbound>,
-    ) -> BoxFuture<'_, Result<Serving, TransportError>> {
-        self.inner.serve(plan, inbound)
-    }
-}
-
-/// The recorder of this test binary, installed once.
-fn snapshotter() -> &'static Snapshotter {
-    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
-    SNAPSHOTTER.get_or_init(|| {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
-        snapshotter
-    })
-}
-
-/// Not a value a relay sets: marks a gauge as read.
-const READ: f64 = -1.0;
-
-/// The backlog gauges of `outbox` (pending, oldest age), both from one snapshot, if the relay
-/// set both since the last call; `None` until it did. A snapshot resets what it read to 0,
-/// which would pass for an empty outbox, so each call marks the gauges it read instead.
+/// The backlog gauges of `outbox` (pending, oldest age), if the relay set both since the
+/// last call (see `fresh_gauges`).
 fn sampled(outbox: &str) -> Option<(f64, f64)> {
-    static MARK: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
-    let mut gauges = HashMap::new();
-    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
-        let key = key.key();
-        let ours = key
-            .labels()
-            .any(|l| l.key() == "outbox" && l.value() == outbox);
-        if let (true, DebugValue::Gauge(value)) = (ours, value) {
-            gauges.insert(key.name().to_string(), value.into_inner());
-            metrics::with_recorder(|r| r.register_gauge(key, &MARK).set(READ));
-        }
-    }
-    let pending = *gauges.get(OUTBOX_PENDING)?;
-    let age = *gauges.get(OUTBOX_OLDEST_AGE)?;
-    (pending != READ && age != READ).then_some((pending, age))
+    fresh_gauges([OUTBOX_PENDING, OUTBOX_OLDEST_AGE], &[("outbox", outbox)])
+        .map(|[pending, age]| (pending, age))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_relay_reports_the_backlog_and_a_drained_one_reports_zero() {
-    snapshotter();
+    install_gauge_recorder();
     let Some(db) = Db::open("outbox_metrics").await else {
         return;
     };
@@ -146,10 +76,7 @@ async fn a_paused_relay_reports_the_backlog_and_a_drained_one_reports_zero() {
     let app = Catga::builder()
         .state_arc(Arc::clone(&effects))
         .handlers(|h| h.is_in("shipping"))
-        .transport(Flaky {
-            down: Arc::clone(&down),
-            inner: MemoryTransport::new(),
-        })
+        .transport(BrokerOutage::new(Arc::clone(&down)))
         .layer(Inbox::new(db.pool.clone(), &db.schema))
         .layer(outbox)
         .build()

@@ -9,16 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use catga_core::envelope::Envelope;
 use catga_core::error::BoxError;
 use catga_core::prelude::*;
-use catga_core::testkit::eventually;
-use catga_core::transport::{
-    Inbound, MemoryTransport, Reply, ServePlan, Serving, Transport, TransportError,
-};
+use catga_core::testkit::{BrokerOutage, eventually};
 use catga_postgres::{Inbox, Outbox, Tx};
 use common::Db;
-use futures::future::BoxFuture;
 
 #[command(output = ())]
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,40 +163,6 @@ async fn a_relay_killed_mid_batch_loses_nothing_and_the_inbox_absorbs_its_duplic
     second.shutdown().await;
 }
 
-/// A transport that refuses everything while `down` is set, else delivers in memory.
-struct Flaky {
-    down: Arc<AtomicBool>,
-    inner: MemoryTransport,
-}
-
-impl Transport for Flaky {
-    fn name(&self) -> &'static str {
-        "flaky"
-    }
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>> {
-        if self.down.load(Ordering::SeqCst) {
-            return Box::pin(async {
-                Err(TransportError::Unreachable("the broker is down".into()))
-            });
-        }
-        self.inner.publish(envelope)
-    }
-    fn request(
-        &self,
-        envelope: Envelope,
-        timeout: Duration,
-    ) -> BoxFuture<'_, Result<Reply, TransportError>> {
-        self.inner.request(envelope, timeout)
-    }
-    fn serve(
-        &self,
-        plan: ServePlan,
-        inbound: Arc<dyn Inbound>,
-    ) -> BoxFuture<'_, Result<Serving, TransportError>> {
-        self.inner.serve(plan, inbound)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_broker_down_commands_commit_rows_wait_and_everything_flows_when_it_returns() {
     let Some(db) = db("relay_broker_down").await else {
@@ -217,10 +178,7 @@ async fn with_the_broker_down_commands_commit_rows_wait_and_everything_flows_whe
     let app = Catga::builder()
         .state_arc(Arc::clone(&effects))
         .handlers(|h| h.is_in("shipping"))
-        .transport(Flaky {
-            down: Arc::clone(&down),
-            inner: MemoryTransport::new(),
-        })
+        .transport(BrokerOutage::new(Arc::clone(&down)))
         .layer(Inbox::new(db.pool.clone(), &db.schema))
         .layer(outbox)
         .build()

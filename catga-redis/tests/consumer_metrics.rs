@@ -6,17 +6,14 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use catga_core::error::BoxError;
 use catga_core::prelude::*;
-use catga_core::testkit::{eventually, unique};
+use catga_core::testkit::{eventually, fresh_gauges, install_gauge_recorder, unique};
 use catga_redis::{CONSUMER_ACK_PENDING, CONSUMER_PENDING, StartFrom};
 use common::{Options, Server};
-use metrics::{Level, Metadata};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::sync::Semaphore;
 
 #[event]
@@ -44,50 +41,21 @@ pub mod lagging {
     }
 }
 
-/// The recorder of this test binary, installed once.
-fn snapshotter() -> &'static Snapshotter {
-    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
-    SNAPSHOTTER.get_or_init(|| {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        metrics::set_global_recorder(recorder).expect("the only recorder of this binary");
-        snapshotter
-    })
-}
-
-/// Not a value a consumer sets: marks a gauge as read.
-const READ: f64 = -1.0;
-
-/// The lag gauges of `service`'s group on `event`'s stream (pending, ack pending), both from one
-/// snapshot, if the instance set both since the last call; `None` until it did. A snapshot
-/// resets what it read to 0, which would pass for a consumer that caught up, so each call
-/// marks the gauges it read instead.
+/// The lag gauges of `service`'s consumer of `event` (pending, ack pending), if the instance
+/// set both since the last call (see `fresh_gauges`).
 fn sampled(service: &str, event: &str) -> Option<(f64, f64)> {
-    static MARK: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
-    let mut gauges = HashMap::new();
-    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
-        let key = key.key();
-        let label = |name: &str| {
-            key.labels()
-                .find(|l| l.key() == name)
-                .map(|l| l.value().to_string())
-        };
-        let ours = label("messaging_system").as_deref() == Some("redis")
-            && label("messaging_consumer_group_name").as_deref() == Some(service)
-            && label("messaging_destination_name").as_deref() == Some(event);
-        if let (true, DebugValue::Gauge(value)) = (ours, value) {
-            gauges.insert(key.name().to_string(), value.into_inner());
-            metrics::with_recorder(|r| r.register_gauge(key, &MARK).set(READ));
-        }
-    }
-    let pending = *gauges.get(CONSUMER_PENDING)?;
-    let ack_pending = *gauges.get(CONSUMER_ACK_PENDING)?;
-    (pending != READ && ack_pending != READ).then_some((pending, ack_pending))
+    let labels = [
+        ("messaging_system", "redis"),
+        ("messaging_consumer_group_name", service),
+        ("messaging_destination_name", event),
+    ];
+    fresh_gauges([CONSUMER_PENDING, CONSUMER_ACK_PENDING], &labels)
+        .map(|[pending, ack_pending]| (pending, ack_pending))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_behind_reports_its_backlog_and_zero_once_it_caught_up() {
-    snapshotter();
+    install_gauge_recorder();
     // The service's group reads its stream from the start, events published before it
     // served included.
     let options = Options {

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusRecorder;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Dispatch;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -221,8 +220,8 @@ impl TelemetryBuilder {
                 None => LogFormat::default(),
             },
         };
-        let provider = self.provider(env)?;
-        if provider.is_some() {
+        let traces = self.exporting(env)?;
+        if traces.is_some() {
             propagation::install()?;
         }
         let (recorder, upkeep) = if self.prometheus {
@@ -235,12 +234,16 @@ impl TelemetryBuilder {
         };
         let dispatch = subscriber::dispatch(
             filter,
-            provider.as_ref().map(traces::tracer),
+            traces.as_ref().map(|t| traces::tracer(&t.provider)),
             format,
             self.log_writer,
         );
+        if let Some(traces) = &traces {
+            // Export failures are logged where the log lines go.
+            let _ = traces.exports.logs.set(dispatch.downgrade());
+        }
         let handle = recorder.as_ref().map(PrometheusRecorder::handle);
-        let guard = TelemetryGuard::new(provider, handle, upkeep, self.shutdown_timeout);
+        let guard = TelemetryGuard::new(traces, handle, upkeep, self.shutdown_timeout);
         Ok(Parts {
             dispatch,
             recorder,
@@ -264,7 +267,7 @@ impl TelemetryBuilder {
     }
 
     /// The tracer provider, or `None` when spans are not exported.
-    fn provider(&self, env: Source<'_>) -> Result<Option<SdkTracerProvider>, Error> {
+    fn exporting(&self, env: Source<'_>) -> Result<Option<traces::Traces>, Error> {
         let export = match self.traces {
             Some(export) => export,
             None => env::traces_enabled(env)?,

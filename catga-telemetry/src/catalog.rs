@@ -204,6 +204,12 @@ pub(crate) const CATALOG: &[Entry] = &[
         "Deliveries the inbox recognised as already processed",
     ),
     entry(
+        "http_server_request_duration_seconds",
+        Histogram,
+        Unit::Seconds,
+        "Time to answer an HTTP request on a catga-axum command or query route",
+    ),
+    entry(
         "catga_retries_total",
         Counter,
         Unit::Count,

@@ -117,8 +117,19 @@ pub enum Error {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShutdownError {
-    /// The batch span processor did not export everything it held (the endpoint refused or
-    /// did not answer within the timeout, or it was shut down already).
-    #[error("flushing spans to the OTLP endpoint failed")]
-    Traces(#[source] opentelemetry_sdk::error::OTelSdkError),
+    /// Spans could not be exported to `endpoint`: it refused them or did not answer in time,
+    /// or the processor did not finish within the timeout, or it was shut down already.
+    /// `source` is the exporter's or the SDK's error.
+    #[error(
+        "exporting spans to {endpoint} failed: spans may be lost\n\
+         help: check that an OTLP/HTTP collector listens there, or set \
+         `OTEL_TRACES_EXPORTER=none` to export nothing"
+    )]
+    Traces {
+        /// The URL spans are sent to (`<base>/v1/traces`), credentials redacted.
+        endpoint: String,
+        /// Why the export failed.
+        #[source]
+        source: opentelemetry_sdk::error::OTelSdkError,
+    },
 }

@@ -35,7 +35,10 @@
 //! - a Prometheus recorder whose `*_seconds` histograms have
 //!   [`DURATION_BUCKETS`](catga_core::telemetry::metric::DURATION_BUCKETS), rendered by
 //!   [`TelemetryGuard::render`] for the application's `/metrics` route;
-//! - a [`TelemetryGuard`] that flushes the exporter when dropped.
+//! - a [`TelemetryGuard`] that flushes the exporter when dropped, and whose
+//!   [`shutdown`](TelemetryGuard::shutdown) says, naming the endpoint, when spans were lost;
+//! - a failed export logged once, at `WARN` (target `catga_telemetry`, with the endpoint and
+//!   the cause), and the recovery at `INFO`.
 //!
 //! [`builder`] changes any of it. docs/observability.md lists every variable read, every span
 //! and metric, and how to run Jaeger or a collector locally.

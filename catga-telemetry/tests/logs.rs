@@ -155,7 +155,11 @@ fn a_json_line_carries_the_ids_of_the_exported_span_it_happened_in() {
     assert_eq!(greeted["fields"]["count"], 1);
     assert_eq!(greeted["span"]["name"], "catga.dispatch");
     assert_eq!(greeted["span"]["messaging.destination.name"], "Greet");
-    assert_eq!(greeted["spans"][0]["name"], "catga.dispatch");
+    // `spans` names the enclosing spans, outermost first; their fields are in `span` only.
+    assert_eq!(
+        greeted["spans"],
+        serde_json::json!([{ "name": "catga.dispatch" }])
+    );
     let dispatch = spans
         .iter()
         .find(|s| s.name == "dispatch Greet" && s.attribute("catga.outcome") == Some("ok"))
@@ -164,9 +168,10 @@ fn a_json_line_carries_the_ids_of_the_exported_span_it_happened_in() {
     assert_eq!(greeted["trace_id"], dispatch.trace_id.as_str());
     assert_eq!(greeted["span_id"], dispatch.span_id.as_str());
 
-    // The failure's WARN line (an event with an explicit parent): the failing span's ids.
+    // The failure's line (an event with an explicit parent): the failing span's ids. A
+    // handler's own coded error is the caller's (`Error::is_domain`): INFO, not WARN.
     let failed = find("dispatch failed");
-    assert_eq!(failed["level"], "WARN");
+    assert_eq!(failed["level"], "INFO");
     assert_eq!(failed["fields"]["code"], "greet.unwelcome");
     let failing = spans
         .iter()
@@ -227,4 +232,105 @@ fn the_filter_decides_what_is_written() {
     let lines = logs.json_lines();
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert_eq!(lines[0]["message"], "loud");
+}
+
+#[test]
+fn enclosing_spans_are_listed_by_name_and_their_fields_written_once() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let parts = catga_telemetry::builder()
+        .traces(false)
+        .log_filter("info")
+        .log_writer(move || writer.clone())
+        .prometheus(false)
+        .build()
+        .expect("telemetry builds");
+    let _default = tracing::dispatcher::set_default(&parts.dispatch);
+    tracing::info_span!("request", path = "/orders").in_scope(|| {
+        tracing::info_span!("work", step = 2_u64).in_scope(|| {
+            tracing::info!(target: "app", "inside");
+        });
+    });
+    let text = logs.text();
+    assert_eq!(
+        text.matches("/orders").count(),
+        0,
+        "outer fields are not repeated: {text}"
+    );
+    assert_eq!(
+        text.matches("\"step\"").count(),
+        1,
+        "one copy of the span's fields: {text}"
+    );
+    let lines = logs.json_lines();
+    let inside = &lines[0];
+    assert_eq!(
+        inside["span"],
+        serde_json::json!({ "name": "work", "step": 2 })
+    );
+    assert_eq!(
+        inside["spans"],
+        serde_json::json!([{ "name": "request" }, { "name": "work" }])
+    );
+}
+
+#[test]
+fn a_refused_export_is_logged_once_with_its_endpoint() {
+    // A loopback port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let endpoint = format!("http://{}", closed.local_addr().expect("its address"));
+    drop(closed);
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let parts = catga_telemetry::builder()
+        .otlp_endpoint(&endpoint)
+        .log_filter("info") // the default
+        .log_writer(move || writer.clone())
+        .prometheus(false)
+        .build()
+        .expect("telemetry builds");
+    {
+        // Thread-local: the export thread reaches the lines through the telemetry itself.
+        let _default = tracing::dispatcher::set_default(&parts.dispatch);
+        for name in ["first", "second", "third"] {
+            tracing::info_span!("unit", otel.name = name).in_scope(|| {});
+            parts.guard.flush().expect_err("nothing listens");
+        }
+        tracing::info_span!("pending at shutdown").in_scope(|| {});
+    }
+    drop(parts.guard);
+
+    let url = format!("{endpoint}/v1/traces");
+    let lines = logs.json_lines();
+    let ours: Vec<_> = lines
+        .iter()
+        .filter(|l| l["target"] == "catga_telemetry")
+        .collect();
+    assert_eq!(
+        ours.len(),
+        2,
+        "one line for the failing exports, one for the shutdown: {ours:#?}"
+    );
+    let failing = ours[0];
+    assert_eq!(failing["level"], "WARN");
+    assert!(
+        failing["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("could not export spans")),
+        "{failing}"
+    );
+    assert_eq!(failing["fields"]["endpoint"], url.as_str());
+    assert!(
+        failing["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP export failed")),
+        "the exporter's cause: {failing}"
+    );
+    let lost = ours[1];
+    assert_eq!(lost["level"], "WARN");
+    assert_eq!(
+        lost["message"],
+        "spans were lost when shutting telemetry down"
+    );
+    assert_eq!(lost["fields"]["endpoint"], url.as_str());
 }

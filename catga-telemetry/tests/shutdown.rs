@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use catga_telemetry::ShutdownError;
 use catga_telemetry::testkit::OtlpReceiver;
 
 /// A span the batch processor holds (its schedule is seconds away), and the guard that holds
@@ -68,31 +69,77 @@ fn shutdown_outside_a_runtime_flushes_and_says_it_did() {
     assert_eq!(names(&receiver), ["no runtime"]);
 }
 
-#[test]
-fn shutdown_reports_spans_it_could_not_send_within_its_timeout() {
-    // A port nobody listens on: every export is refused.
+/// An OTLP endpoint on a loopback port nothing listens on: every export is refused at once.
+fn closed_endpoint() -> String {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let endpoint = format!("http://{}", closed.local_addr().expect("its address"));
     drop(closed);
-    let parts = catga_telemetry::builder()
+    endpoint
+}
+
+fn refused_by(endpoint: &str) -> catga_telemetry::Parts {
+    catga_telemetry::builder()
         .otlp_endpoint(endpoint)
         .log_writer(std::io::sink)
         .prometheus(false)
         .shutdown_timeout(Duration::from_secs(3))
         .build()
-        .expect("telemetry builds");
+        .expect("telemetry builds")
+}
+
+/// The error's message names the traces URL, and its source is the exporter's cause.
+fn assert_names_the_endpoint(error: &ShutdownError, endpoint: &str) {
+    let ShutdownError::Traces {
+        endpoint: named, ..
+    } = error
+    else {
+        panic!("a traces error: {error:?}");
+    };
+    let url = format!("{endpoint}/v1/traces");
+    assert_eq!(named, &url);
+    let message = error.to_string();
+    assert!(message.contains(&url), "{message}");
+    let cause = std::error::Error::source(error).expect("the cause is kept");
+    assert!(
+        cause.to_string().contains("HTTP export failed"),
+        "the exporter's words: {cause}"
+    );
+}
+
+#[test]
+fn shutdown_reports_spans_the_endpoint_refused() {
+    let endpoint = closed_endpoint();
+    let parts = refused_by(&endpoint);
     tracing::dispatcher::with_default(&parts.dispatch, || {
         tracing::info_span!("lost").in_scope(|| {});
     });
     let started = Instant::now();
-    let flushed = parts.guard.flush();
-    assert!(
-        flushed.is_err(),
-        "the flush says the export failed: {flushed:?}"
-    );
-    parts.guard.shutdown().ok();
+    let error = parts
+        .guard
+        .shutdown()
+        .expect_err("the span pending at shutdown was refused");
+    assert_names_the_endpoint(&error, &endpoint);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "bounded by the timeouts"
     );
+}
+
+#[test]
+fn a_flush_reports_the_refusal_and_a_shutdown_with_nothing_left_does_not() {
+    let endpoint = closed_endpoint();
+    let parts = refused_by(&endpoint);
+    tracing::dispatcher::with_default(&parts.dispatch, || {
+        tracing::info_span!("lost").in_scope(|| {});
+    });
+    let error = parts
+        .guard
+        .flush()
+        .expect_err("the flush says the export failed");
+    assert_names_the_endpoint(&error, &endpoint);
+    // The refused span was dropped and reported: nothing is pending, nothing more is lost.
+    parts
+        .guard
+        .shutdown()
+        .expect("nothing left to export at shutdown");
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code, reason = "each test binary uses a part")]
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,6 +13,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// A server running `router` on 127.0.0.1, on a port of its own, until the test ends.
 pub struct Server {
@@ -77,6 +80,31 @@ impl Server {
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, &[], Bytes::new()).await
+    }
+
+    /// Writes `head` (the request line and headers, each line ending in CRLF, without the
+    /// blank line that ends them) and then `body` as they are, on a connection of its own,
+    /// and reads what the server answers within `wait`: until it closes the connection, or
+    /// until `wait` passes with no more bytes (what came by then is returned). For what a
+    /// client library will not send: a `Content-Length` the body does not have, `Expect:
+    /// 100-continue`, chunks written by hand.
+    pub async fn raw(&self, head: &str, body: &[u8], wait: Duration) -> String {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        let head = format!("{head}Host: {}\r\n\r\n", self.addr);
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .expect("write the head");
+        stream.write_all(body).await.expect("write the body");
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while let Ok(Ok(read)) = tokio::time::timeout(wait, stream.read(&mut buffer)).await {
+            if read == 0 {
+                break;
+            }
+            received.extend_from_slice(&buffer[..read]);
+        }
+        String::from_utf8_lossy(&received).into_owned()
     }
 }
 

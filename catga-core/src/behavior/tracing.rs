@@ -19,7 +19,9 @@ use crate::telemetry::installed;
 /// `messaging.message.conversation_id` (the correlation id), and catga's own
 /// `catga.message.kind`, `catga.causation_id`, `catga.attempt` and `catga.outcome` (`ok` or
 /// the error's [`code`](crate::Error::code)). A failure also sets `error.type` (the code) and
-/// `otel.status_code` `ERROR`, and is logged as a `WARN` event inside the span.
+/// `otel.status_code` `ERROR`, and is logged as an event inside the span: `INFO` for a
+/// request refused as the caller's (a validation failure, a handler's own coded error:
+/// [`Error::is_domain`](crate::Error::is_domain)), `WARN` for anything else.
 ///
 /// It spans the behaviours and what they wrap: the handler here, or the send to another
 /// process (whose producer span is its child; the handling process opens its own dispatch
@@ -100,7 +102,13 @@ impl Behavior for Tracing {
                 span.record("catga.outcome", error.code());
                 span.record("error.type", error.code());
                 span.record("otel.status_code", "ERROR");
-                tracing::warn!(target: "catga", parent: &span, error = %error, code = error.code(), "dispatch failed");
+                if error.is_domain() || error.code() == "validation" {
+                    // The caller's request refused (a validation failure, a handler's own
+                    // coded outcome): the service did its job; the span still carries it.
+                    tracing::info!(target: "catga", parent: &span, error = %error, code = error.code(), "dispatch failed");
+                } else {
+                    tracing::warn!(target: "catga", parent: &span, error = %error, code = error.code(), "dispatch failed");
+                }
             }
         }
         result

@@ -34,9 +34,11 @@
 //! was expected.
 
 mod conformance;
+mod gauges;
 pub mod logs;
 mod memory;
 mod names;
+mod outage;
 mod process;
 mod runtime;
 mod scenario;
@@ -45,8 +47,10 @@ pub mod stores;
 mod under_test;
 mod wait;
 
+pub use gauges::{fresh_gauges, install_gauge_recorder};
 pub use memory::{Memory, MemoryCorner};
 pub use names::unique;
+pub use outage::BrokerOutage;
 pub use process::{ServerProcess, free_port};
 pub use runtime::runtime;
 pub use under_test::{Capabilities, Corner, Settings, TransportUnderTest};

@@ -23,9 +23,10 @@ pub(crate) use json::SpanFields;
 pub enum LogFormat {
     /// One JSON object per line (the default): `timestamp` (RFC 3339, UTC), `level`,
     /// `target`, `message`, `fields` (the event's other fields), `span` (the innermost span:
-    /// `name` and its fields), `spans` (every enclosing span, outermost first) and, inside a
-    /// span that OpenTelemetry records, `trace_id` (32 hex digits) and `span_id` (16), the
-    /// ids the exported span has. Keys without a value are left out.
+    /// `name` and its fields), `spans` (every enclosing span as `{"name": …}`, outermost
+    /// first, the innermost included, without fields) and, inside a span that OpenTelemetry
+    /// records, `trace_id` (32 hex digits) and `span_id` (16), the ids the exported span has.
+    /// Keys without a value are left out.
     #[default]
     Json,
     /// tracing-subscriber's human format, in colour on a terminal.
@@ -97,12 +98,16 @@ where
             let ids = self.otel_ids(&span.id());
             line.push_str(",\"span\":");
             span_object(&mut line, &span)?;
+            // The enclosing spans by name only: their fields are in `span` (the innermost) or
+            // in the trace, and repeating them doubled the line.
             line.push_str(",\"spans\":[");
             for (i, outer) in span.scope().from_root().enumerate() {
                 if i > 0 {
                     line.push(',');
                 }
-                span_object(&mut line, &outer)?;
+                line.push_str("{\"name\":");
+                json::string(&mut line, outer.name())?;
+                line.push('}');
             }
             line.push(']');
             if let Some((trace_id, span_id)) = ids {
