@@ -5,7 +5,6 @@
 //!
 //! The propagation is process-wide, so this binary installs one fake for all its tests.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use catga_core::behavior::Tracing;
@@ -192,15 +191,12 @@ fn traced<F: std::future::Future>(spans: &Spans, body: F) -> F::Output {
         .block_on(body)
 }
 
-static SEQ: AtomicU64 = AtomicU64::new(0);
-
 /// Two services on one in-memory bus: `orders` sends, `shipping` handles and publishes.
 async fn two_services() -> (
     Catga<impl catga_core::pipeline::Layer>,
     Catga<impl catga_core::pipeline::Layer>,
     Vec<catga_core::transport::Serving>,
 ) {
-    let _ = SEQ.fetch_add(1, Ordering::Relaxed);
     let bus = MemoryTransport::new();
     let orders = Catga::builder()
         .transport(bus.clone())

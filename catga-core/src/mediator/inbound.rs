@@ -337,13 +337,12 @@ impl<L: Layer> Inbound for AppInbound<L> {
         let (app, unkept) = (self.app.clone(), self.unkept.clone());
         let consumed = self.consumed(&envelope);
         Box::pin(async move {
-            let destination = envelope.name.clone();
             let mut failed = None;
             let disposition = app
                 .consume_event(&unkept, problem, envelope, delivery, &mut failed)
                 .instrument(consumed.span.clone())
                 .await;
-            consumed.finish(destination, failed.as_deref());
+            consumed.finish(failed.as_deref());
             disposition
         })
     }
@@ -358,7 +357,6 @@ impl<L: Layer> Inbound for AppInbound<L> {
         let app = self.app.clone();
         let consumed = self.consumed(&envelope);
         Box::pin(async move {
-            let destination = envelope.name.clone();
             let reply = app
                 .answer(problem, envelope, delivery)
                 .instrument(consumed.span.clone())
@@ -367,7 +365,7 @@ impl<L: Layer> Inbound for AppInbound<L> {
                 Reply::Err(failure) => Some(failure.code.as_str()),
                 Reply::Ok(_) => None,
             };
-            consumed.finish(destination, failed);
+            consumed.finish(failed);
             reply
         })
     }

@@ -1,7 +1,6 @@
 //! Dispatch through the transport: requests with no handler here, and events (which every
 //! service, this one included, receives from the transport).
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
@@ -75,7 +74,7 @@ pub(super) async fn exchange<T>(
         .instrument(produced.span.clone())
         .await;
     let result = replied_with(transport, name, replied, (timeout, max_reply), decode);
-    produced.finish(Cow::Borrowed(name), result.as_ref().err().map(Error::code));
+    produced.finish(result.as_ref().err().map(Error::code));
     result
 }
 
@@ -196,10 +195,7 @@ impl<L: Layer> Catga<L> {
             let (publishing, produced) = sent?;
             let published = publishing.instrument(produced.span.clone()).await;
             let result = published.map_err(|source| transport_error(E::NAME, transport, source));
-            produced.finish(
-                Cow::Borrowed(E::NAME),
-                result.as_ref().err().map(Error::code),
-            );
+            produced.finish(result.as_ref().err().map(Error::code));
             result
         }
     }
@@ -229,14 +225,13 @@ impl<L: Layer> Catga<L> {
         let Some(transport) = self.inner.settings.transport.as_deref() else {
             return Ok(());
         };
-        let destination = envelope.name.clone();
         let produced = Produced::start(transport.name(), &mut envelope);
         let result = transport
             .publish(envelope)
             .instrument(produced.span.clone())
             .await
             .map_err(|source| transport_error(name, transport, source));
-        produced.finish(destination, result.as_ref().err().map(Error::code));
+        produced.finish(result.as_ref().err().map(Error::code));
         result
     }
 }

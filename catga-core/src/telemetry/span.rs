@@ -28,6 +28,8 @@ pub(crate) struct Produced {
     started: Instant,
     system: &'static str,
     operation: &'static str,
+    /// The wire name: borrowed for a message this process declared.
+    destination: Cow<'static, str>,
 }
 
 impl Produced {
@@ -80,11 +82,12 @@ impl Produced {
             started: Instant::now(),
             system,
             operation,
+            destination: envelope.name.clone(),
         }
     }
 
     /// Records the outcome: `error` is the failure's code.
-    pub(crate) fn finish(self, destination: Cow<'static, str>, error: Option<&str>) {
+    pub(crate) fn finish(self, error: Option<&str>) {
         let seconds = self.started.elapsed().as_secs_f64();
         if let Some(code) = error {
             self.span.record("error.type", code);
@@ -94,7 +97,7 @@ impl Produced {
             metric::CLIENT_OPERATION_DURATION,
             metric::CLIENT_SENT_MESSAGES,
             [self.system, self.operation],
-            destination,
+            self.destination,
             error,
             seconds,
         );
@@ -106,6 +109,8 @@ pub(crate) struct Consumed {
     pub(crate) span: Span,
     started: Instant,
     system: &'static str,
+    /// The wire name, as received.
+    destination: Cow<'static, str>,
 }
 
 impl Consumed {
@@ -146,11 +151,12 @@ impl Consumed {
             span,
             started: Instant::now(),
             system,
+            destination: envelope.name.clone(),
         }
     }
 
     /// Records the outcome: `error` is the failure's code.
-    pub(crate) fn finish(self, destination: Cow<'static, str>, error: Option<&str>) {
+    pub(crate) fn finish(self, error: Option<&str>) {
         let seconds = self.started.elapsed().as_secs_f64();
         if let Some(code) = error {
             self.span.record("error.type", code);
@@ -160,7 +166,7 @@ impl Consumed {
             metric::PROCESS_DURATION,
             metric::CLIENT_CONSUMED_MESSAGES,
             [self.system, "process"],
-            destination,
+            self.destination,
             error,
             seconds,
         );
