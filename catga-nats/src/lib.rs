@@ -66,7 +66,10 @@
 //! bytes as `_XX`), shared by all its instances, with explicit acknowledgement and no
 //! server-side delivery limit. One consumer
 //! per event, not one per service with several filter subjects: those need nats-server 2.10.
-//! Requests are answered by a queue subscription whose queue group is the service name.
+//! Requests are answered through a queue group named after the service. Each instance joins it
+//! with one subscription per in-flight slot (`serve_max_in_flight`), at most
+//! [`MAX_QUEUE_WEIGHT`]: the server gives each request to one subscription of the group picked
+//! at random, so an instance with twice the slots gets about twice the requests.
 //!
 //! ## The envelope on the wire
 //! The payload is the message body; the envelope's metadata travels as NATS headers under the
@@ -156,7 +159,7 @@
 //!   is sent, with `TransportError::TooLarge`.
 //! * `Serving::shutdown` stops pulling and unsubscribes (the server keeps no pull of the
 //!   instance), hands back at once the events it received but did not start, drains the
-//!   request subscriptions, waits for the handlers in flight and flushes their
+//!   request subscriptions (all at once), waits for the handlers in flight and flushes their
 //!   acknowledgements and replies: after it returns the instance takes nothing more.
 //!
 //! ## Every instance: invalidations
@@ -193,7 +196,7 @@ pub use lease::{
     DEFAULT_LEASE_BUCKET, DEFAULT_LEASE_MAX_AGE, MalformedLeaseValue, NatsLeaseError,
     NatsLeaseStore, NatsLeaseStoreConnect,
 };
-pub use transport::{CONSUMER_ACK_PENDING, CONSUMER_PENDING, NatsTransport};
+pub use transport::{CONSUMER_ACK_PENDING, CONSUMER_PENDING, MAX_QUEUE_WEIGHT, NatsTransport};
 
 /// The transport's types, for `use catga_nats::prelude::*`.
 pub mod prelude {

@@ -2,9 +2,10 @@
 //!
 //! Events are JetStream messages, consumed through one durable pull consumer per service and
 //! event ([`consumer`], [`durable`], [`pull`], [`poison`]); requests are core NATS requests
-//! answered by a queue group per service ([`responder`]); events every instance must see are
-//! a plain subscription per instance ([`observe`]). The events stream is set up by
-//! [`stream`]. Each serving instance samples its durable consumers' lag ([`lag`]).
+//! answered by a queue group per service, which each instance joins with one subscription per
+//! in-flight slot so requests are shared by capacity ([`responder`]); events every instance
+//! must see are a plain subscription per instance ([`observe`]). The events stream is set up
+//! by [`stream`]. Each serving instance samples its durable consumers' lag ([`lag`]).
 
 mod consumer;
 mod durable;
@@ -33,6 +34,7 @@ use crate::reconnect::Reconnects;
 use crate::subject::Subjects;
 
 pub use lag::{CONSUMER_ACK_PENDING, CONSUMER_PENDING};
+pub use responder::MAX_QUEUE_WEIGHT;
 
 /// catga's transport over NATS: JetStream for events, request/reply with queue groups for
 /// commands and queries. Cheap to clone (clones share one connection). See the

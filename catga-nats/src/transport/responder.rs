@@ -1,12 +1,28 @@
-//! Answering one request for one service: a queue subscription, so each request reaches one
+//! Answering one request for one service: queue subscriptions, so each request reaches one
 //! instance of the service.
+//!
+//! An instance joins the service's queue group with as many subscriptions as it has in-flight
+//! slots, up to [`MAX_QUEUE_WEIGHT`] ([`queue_weight`]). nats-server hands each message to one
+//! subscription of the group picked uniformly at random (`processMsgResults` in
+//! `server/client.go`: `startIndex := c.in.prand.Intn(len(qsubs))`, then the first
+//! subscription there that can take it; across a cluster a route's queue subscriptions count
+//! as many times as the remote server has, `addNodeToResults` in `server/sublist.go`). So an
+//! instance's share of the requests is its share of the group's subscriptions, which is its
+//! share of the slots, as it is for events, whose pulls ask for the free slots. The pick is
+//! random per request: the split is proportional in expectation, not a round robin.
+//!
+//! One loop reads all of an instance's subscriptions to a subject as one stream, so the
+//! subject's requests wait for the instance's slots in one place, and back-pressure leaves them
+//! in the subscriptions. A subscription that ends (the client was closed) leaves the stream;
+//! the others are still read.
 //!
 //! Each request is handled within the instance's in-flight slots (in its own task once it has
 //! to wait, so requests run concurrently), and always answered: with the handler's output, or
 //! with its error in the reply headers (never by silence, which the caller could only read as
 //! a timeout). A panic, in a handler or in the transport's own code, fails its one request
-//! with a `panic` reply; the subscription goes on. On shutdown the subscription is drained: the server sends this instance nothing
-//! new, and the requests it already sent are still answered.
+//! with a `panic` reply; the subscriptions go on. On shutdown every subscription is drained,
+//! all at once: the server sends this instance nothing new, and the requests it already sent
+//! are still answered.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -16,6 +32,7 @@ use std::time::Duration;
 use async_nats::Subscriber;
 use catga_core::transport::{Delivery, Inbound, Rejected, RemoteFailure, Reply, TransportError};
 use catga_core::{Error, ErrorKind};
+use futures::stream::SelectAll;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -24,13 +41,32 @@ use super::Shared;
 use crate::headers::{self, Implied};
 
 /// How long a stopping instance waits for the server to confirm it left the queue group (with
-/// the server down, it would wait forever).
+/// the server down, it would wait forever). The subscriptions are drained together, so this
+/// bounds them all, not each.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// The most subscriptions an instance makes to one request subject, whatever its in-flight
+/// slots (`CatgaBuilder::serve_max_in_flight`): the weight of its pick in the service's queue
+/// group stops growing there.
+///
+/// Each subscription costs the server an entry in its subscription list (sent again on every
+/// reconnection) and the client a channel, per request the service handles, and counts against
+/// a server's or account's `max_subscriptions` limit; the cap bounds that. An instance with
+/// more slots than this takes the same share of requests as one with this many.
+pub const MAX_QUEUE_WEIGHT: usize = 256;
+
+/// How many subscriptions an instance with `max_in_flight` slots makes to each request
+/// subject: one per slot, at least one, at most [`MAX_QUEUE_WEIGHT`].
+pub(crate) fn queue_weight(max_in_flight: usize) -> usize {
+    max_in_flight.clamp(1, MAX_QUEUE_WEIGHT)
+}
 
 /// One instance answering one request for its service.
 pub(crate) struct Responder {
     pub shared: Arc<Shared>,
-    pub subscriber: Subscriber,
+    /// The instance's subscriptions to `subject` in the service's queue group, as many as its
+    /// [`queue_weight`].
+    pub subscribers: Vec<Subscriber>,
     pub subject: String,
     /// The wire name of the request this subject carries.
     pub name: Arc<str>,
@@ -41,23 +77,43 @@ pub(crate) struct Responder {
 impl Responder {
     /// Answers requests until `stop`, then those already received.
     pub async fn run(mut self, stop: CancellationToken) {
+        // Polls only the subscriptions that were woken, and drops one that ended while the
+        // others go on; it ends when all have.
+        let mut incoming = futures::stream::select_all(std::mem::take(&mut self.subscribers));
         loop {
             let next = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                next = self.subscriber.next() => next,
+                next = incoming.next() => next,
             };
-            // The client was closed: nothing more will come.
+            // Every subscription ended (the client was closed): nothing more will come.
             let Some(message) = next else { return };
             self.start(message).await;
         }
-        if let Err(e) = self.subscriber.drain().await {
+        self.drain(&mut incoming).await;
+    }
+
+    /// Leaves the queue group and answers what the server had already sent. Every drain is
+    /// asked for before any is awaited: each only queues an `UNSUB` and a `PING` for the
+    /// connection, and a subscription's stream ends once the server's `PONG` says nothing more
+    /// will come, so the server confirms them together and one [`DRAIN_LIMIT`] bounds them all.
+    async fn drain(&self, incoming: &mut SelectAll<Subscriber>) {
+        let mut refused = 0usize;
+        let mut last_error = None;
+        for subscriber in incoming.iter_mut() {
+            if let Err(e) = subscriber.drain().await {
+                refused += 1;
+                last_error = Some(e);
+            }
+        }
+        if let Some(e) = last_error {
+            // Only a closed client refuses: its subscriptions end with what they hold.
             tracing::warn!(target: "catga::nats", subject = %self.subject, error = %e,
+                subscriptions = refused,
                 "could not leave the queue group; requests may still arrive until the connection closes");
-            return;
         }
         let rest = async {
-            while let Some(message) = self.subscriber.next().await {
+            while let Some(message) = incoming.next().await {
                 self.start(message).await;
             }
         };
@@ -68,7 +124,7 @@ impl Responder {
     }
 
     /// Starts handling `message` once a slot is free (back-pressure: requests wait in the
-    /// subscription meanwhile).
+    /// subscriptions meanwhile).
     async fn start(&self, message: async_nats::Message) {
         // The slots are never closed; without one, nothing may run.
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
@@ -104,9 +160,9 @@ async fn respond(
     let subject = message.subject.clone();
     let reply_to = message.reply.clone();
     // The application contains its handlers' panics; this contains the transport's own code
-    // around it, and holds for the first poll `start` makes inline in the subscription's
-    // loop: a panic there would end the subscription, and every later request would find
-    // no responder.
+    // around it, and holds for the first poll `start` makes inline in the subscriptions'
+    // loop: a panic there would end the loop and its subscriptions, and every later request
+    // would find no responder here.
     let work = AssertUnwindSafe(answer(message, &name, &*inbound));
     let reply = work.catch_unwind().await.unwrap_or_else(|_| {
         tracing::error!(target: "catga::nats", subject = %subject,
@@ -206,4 +262,20 @@ fn unix_ms_now() -> u64 {
         .map_or(0, |since| {
             u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_weight_is_the_slots_at_least_one_at_most_the_cap() {
+        assert_eq!(queue_weight(0), 1);
+        assert_eq!(queue_weight(1), 1);
+        assert_eq!(queue_weight(4), 4);
+        assert_eq!(queue_weight(64), 64);
+        assert_eq!(queue_weight(MAX_QUEUE_WEIGHT), MAX_QUEUE_WEIGHT);
+        assert_eq!(queue_weight(MAX_QUEUE_WEIGHT + 1), MAX_QUEUE_WEIGHT);
+        assert_eq!(queue_weight(usize::MAX), MAX_QUEUE_WEIGHT);
+    }
 }

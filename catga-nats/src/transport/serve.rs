@@ -1,6 +1,7 @@
-//! Serving a plan: a durable consumer per event, a queue subscription per request, a plain
-//! subscription per observed event, sharing the instance's in-flight slots, and the sampling
-//! of the consumers' lag ([`lag`]); and the shutdown that stops them all before it returns.
+//! Serving a plan: a durable consumer per event, queue subscriptions per request (as many as
+//! the instance's weight in the service's queue group), a plain subscription per observed
+//! event, sharing the instance's in-flight slots, and the sampling of the consumers' lag
+//! ([`lag`]); and the shutdown that stops them all before it returns.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use super::durable;
 use super::lag;
 use super::observe::Observer;
 use super::pull::Puller;
-use super::responder::Responder;
+use super::responder::{self, Responder};
 use crate::error::NatsError;
 use crate::subject;
 
@@ -61,21 +62,31 @@ pub(crate) async fn serve(
         }
     }
     let group = subject::encode_wire_name(&plan.service);
+    // The instance's weight in the queue group: the server picks one subscription of the group
+    // uniformly per request, so one subscription per slot shares requests by slots.
+    let weight = responder::queue_weight(limit);
     let mut responders = Vec::with_capacity(plan.requests.len());
     for request in &plan.requests {
         let subject = shared.subjects.request(request);
-        let subscriber = shared
-            .client
-            .queue_subscribe(subject.clone(), group.clone())
-            .await
-            .map_err(|source| NatsError::Subscribe {
-                subject: subject.clone(),
-                group: group.clone(),
-                source,
-            })?;
+        let mut subscribers = Vec::with_capacity(weight);
+        for _ in 0..weight {
+            // Only hands a `SUB` to the connection's writer, without waiting for the server:
+            // the one round trip below confirms them all. (An error drops those made so far,
+            // which unsubscribes them.)
+            let subscriber = shared
+                .client
+                .queue_subscribe(subject.clone(), group.clone())
+                .await
+                .map_err(|source| NatsError::Subscribe {
+                    subject: subject.clone(),
+                    group: group.clone(),
+                    source,
+                })?;
+            subscribers.push(subscriber);
+        }
         responders.push(Responder {
             shared: shared.clone(),
-            subscriber,
+            subscribers,
             subject,
             name: Arc::from(request.as_str()),
             inbound: inbound.clone(),
@@ -100,10 +111,11 @@ pub(crate) async fn serve(
             inbound: inbound.clone(),
         });
     }
-    // Once the server answered a round trip it has the subscriptions: a request sent as soon
-    // as `serve` returns, from any connection, finds a responder, and an event published
-    // then is observed. (A flush only writes them out: a request from another connection
-    // could reach the server first and find no responder.)
+    // Once the server answered a round trip it has the subscriptions (every one above was only
+    // written, none waited for: one round trip for all of them): a request sent as soon as
+    // `serve` returns, from any connection, finds a responder, and an event published then is
+    // observed. (A flush only writes them out: a request from another connection could reach
+    // the server first and find no responder.)
     round_trip(&shared).await?;
 
     let stop = CancellationToken::new();
@@ -126,7 +138,7 @@ pub(crate) async fn serve(
     }
     tracing::debug!(target: "catga::nats", service = %plan.service, events = plan.events.len(),
         requests = plan.requests.len(), observed = plan.observe.len(), max_in_flight = limit,
-        "consuming");
+        queue_weight = weight, "consuming");
     Ok(Serving::new(move || {
         Box::pin(async move {
             // Each loop stops taking, unsubscribes (its pulls, its queue group, its
@@ -140,10 +152,21 @@ pub(crate) async fn serve(
             // Every slot back means every message taken was handled and settled.
             let all = u32::try_from(limit).unwrap_or(u32::MAX);
             drop(slots.acquire_many(all).await);
-            // Acknowledgements and replies are written to the socket before returning.
-            if let Err(e) = shared.client.flush().await {
-                tracing::warn!(target: "catga::nats", error = %e,
-                    "could not flush acknowledgements on shutdown; unacknowledged events will be redelivered");
+            // Acknowledgements and replies are written to the socket before returning. With
+            // the server gone, a flush waits for the reconnection: bounded, so a shutdown never
+            // waits on a dead server (what was not acknowledged is redelivered after
+            // `ack_wait`).
+            let limit = shared.config.response_timeout;
+            match tokio::time::timeout(limit, shared.client.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "catga::nats", error = %e,
+                        "could not flush acknowledgements on shutdown; unacknowledged events will be redelivered");
+                }
+                Err(_) => {
+                    tracing::warn!(target: "catga::nats", waited = ?limit,
+                        "the server did not take the last acknowledgements in time on shutdown; unacknowledged events will be redelivered");
+                }
             }
         })
     }))
