@@ -112,10 +112,11 @@
 //! [`ConnectError::TlsUnsupported`]. `docs/transports.md` has the details.
 //!
 //! ## Redis Cluster
-//! [`RedisTransport::connect_cluster`] and [`RedisStores::connect_cluster`](store::RedisStores::connect_cluster)
-//! take the URLs of some nodes of a Redis Cluster and the same options as `connect`: streams
-//! spread over the nodes, each store family stays on the node owning its hash tag, blocking
-//! reads connect to the node owning their key. `docs/redis.md` (Redis Cluster) has the key
+//! [`RedisTransport::connect_cluster`], [`RedisStores::connect_cluster`](store::RedisStores::connect_cluster)
+//! and [`RedisCache::connect_cluster`] take the URLs of some nodes of a Redis Cluster and the
+//! same options as `connect`: streams spread over the nodes, each store family stays on the
+//! node owning its hash tag, each cached query on the node owning its name, blocking reads
+//! connect to the node owning their key. `docs/redis.md` (Redis Cluster) has the key
 //! layout and what is tested.
 //!
 //! ## Caching query replies

@@ -141,6 +141,7 @@ async fn cache(server: &Server) -> RedisCache {
 
 #[tokio::test]
 async fn a_reply_cached_by_one_instance_serves_the_other_and_an_event_clears_both() {
+    logs();
     let Some(server) = Server::get("cache-two-instances").await else {
         return;
     };
@@ -177,6 +178,7 @@ async fn a_reply_cached_by_one_instance_serves_the_other_and_an_event_clears_bot
 
 #[tokio::test]
 async fn one_key_invalidated_by_one_instance_is_dropped_by_both_and_the_others_stay() {
+    logs();
     let Some(server) = Server::get("cache-one-key").await else {
         return;
     };
@@ -198,6 +200,7 @@ async fn one_key_invalidated_by_one_instance_is_dropped_by_both_and_the_others_s
 
 #[tokio::test]
 async fn a_reply_loaded_across_an_invalidation_is_not_stored() {
+    logs();
     let Some(server) = Server::get("cache-fenced").await else {
         return;
     };
@@ -224,6 +227,7 @@ async fn a_reply_loaded_across_an_invalidation_is_not_stored() {
 
 #[tokio::test]
 async fn a_repeated_hit_costs_no_round_trip() {
+    logs();
     let Some(server) = Server::get("cache-round-trips").await else {
         return;
     };
@@ -273,6 +277,7 @@ async fn a_repeated_hit_costs_no_round_trip() {
 // them (and from the server) while it spins.
 #[tokio::test]
 async fn an_invalidation_reaches_another_instances_near_cache() {
+    logs();
     let Some(server) = Server::get("cache-delay").await else {
         return;
     };
@@ -306,6 +311,26 @@ async fn an_invalidation_reaches_another_instances_near_cache() {
     );
 }
 
+/// The log lines of the test binary: one global subscriber, installed by every test before
+/// anything else. A subscriber of one test's thread would miss lines whose callsite another
+/// test's thread registered first, with no subscriber, as never enabled.
+fn logs() -> &'static Logs {
+    catga_core::testkit::logs::capture()
+}
+
+/// The prefix of the outage test's cache: its log lines carry it.
+const LOGGED: &str = "logged-outage";
+
+/// The lines of `logs` about the outage test's cache.
+fn ours(logs: &Logs) -> String {
+    let field = format!("prefix={LOGGED}");
+    logs.text()
+        .lines()
+        .filter(|line| line.contains(&field))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
 /// The outage warnings in `logs`: at least one, and never two without the outage having
 /// ended in between (the one warning this test's outage gives, unless another process took
 /// the killed server's port for a while, which makes two outages).
@@ -326,24 +351,13 @@ fn assert_once_per_outage(logs: &str) {
 
 #[tokio::test]
 async fn a_redis_that_is_down_is_a_miss_and_caching_resumes_when_it_is_back() {
+    let logs = logs();
     if !common::private_redis::available("cache-outage") {
         return;
     }
-    let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(logs.clone())
-        .finish();
-    // This test's thread only: the runtime is current-thread, so every task is on it.
-    let _logging = tracing::subscriber::set_default(subscriber);
-    // Another test's thread may have hit the warning's callsite first, with no subscriber of
-    // its own, and cached it as never enabled: decide its interest again, this one included.
-    tracing::callsite::rebuild_interest_cache();
-
     let mut server = PrivateRedis::start(Persistence::None).await;
     let cache = RedisCache::connect(server.url())
-        .prefix("outage")
+        .prefix(LOGGED)
         .retry_interval(Duration::from_millis(50))
         .await
         .unwrap();
@@ -363,7 +377,7 @@ async fn a_redis_that_is_down_is_a_miss_and_caching_resumes_when_it_is_back() {
         !cache.near_cache_active()
     })
     .await;
-    assert_once_per_outage(&logs.text());
+    assert_once_per_outage(&ours(logs));
 
     server.restart().await;
     let mut sku = 100;
@@ -383,13 +397,14 @@ async fn a_redis_that_is_down_is_a_miss_and_caching_resumes_when_it_is_back() {
         cache.near_cache_active()
     })
     .await;
-    let logs = logs.text();
+    let logs = ours(logs);
     assert_once_per_outage(&logs);
     assert!(logs.contains("the Redis cache answers again"), "{logs}");
 }
 
 #[tokio::test]
 async fn an_invalidation_made_while_redis_is_down_lands_when_it_is_back() {
+    logs();
     if !common::private_redis::available("cache-outage-invalidation") {
         return;
     }
@@ -423,6 +438,7 @@ async fn an_invalidation_made_while_redis_is_down_lands_when_it_is_back() {
 
 #[tokio::test]
 async fn a_malformed_value_in_a_cache_key_is_a_miss() {
+    logs();
     let Some(server) = Server::get("cache-malformed").await else {
         return;
     };
@@ -470,6 +486,7 @@ async fn a_malformed_value_in_a_cache_key_is_a_miss() {
 
 #[tokio::test]
 async fn options_are_checked_before_connecting_and_a_dead_server_is_unreachable() {
+    logs();
     // Nothing listens on port 1: only the option checks could pass or fail before connecting.
     let refused = RedisCache::connect("redis://127.0.0.1:1")
         .near_capacity(0)

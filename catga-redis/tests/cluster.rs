@@ -3,10 +3,13 @@
 //! cluster per test would cost about a second each), each test on a key prefix of its own.
 //! The store and transport conformance suites run on it as on a single server; the other
 //! modules check what a cluster changes: where keys live, batches over several slots, pub/sub
-//! wake-ups through one node, streams on several nodes, the outbox and its relay.
+//! wake-ups through one node, streams on several nodes, the outbox and its relay, the query
+//! cache shared by two instances.
 
 #[path = "cluster/auth.rs"]
 mod auth;
+#[path = "cluster/cache.rs"]
+mod cache;
 mod common;
 #[path = "cluster/failover.rs"]
 mod failover;

@@ -1,6 +1,6 @@
-//! Connecting: the builder [`RedisCache::connect`] and [`RedisCache::with_connection`]
-//! return, awaited to connect. The transport's builder has the same shape: setting an option
-//! records it, awaiting checks every option before any I/O.
+//! Connecting: the builder [`RedisCache::connect`], [`RedisCache::connect_cluster`] and
+//! [`RedisCache::with_connection`] return, awaited to connect. The transport's builder has
+//! the same shape: setting an option records it, awaiting checks every option before any I/O.
 
 use std::fmt;
 use std::future::IntoFuture;
@@ -8,25 +8,27 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use catga_core::secret::REDACTED;
+use catga_core::secret::{REDACTED, redact_url};
 use futures::future::BoxFuture;
-use redis::RedisError;
 use redis::aio::ConnectionManager;
+use redis::{ConnectionInfo, RedisError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::config::CacheConfig;
 use super::health::Health;
 use super::{CONNECT_TIMEOUT, RedisCache, Scripts, Shared, StopOnDrop, invalidation};
-use crate::connection::{ConnectOptions, Opened};
+use crate::connection::{ConnectOptions, Multiplexed, Opened, Routing, connect_replicas};
 use crate::error::ConnectError;
+use crate::store::ReadFrom;
 
 /// Configures a [`RedisCache`]; `.await` it to connect. Obtain one with
-/// [`RedisCache::connect`] or [`RedisCache::with_connection`].
+/// [`RedisCache::connect`], [`RedisCache::connect_cluster`] or [`RedisCache::with_connection`].
 ///
 /// Setting an option only records it. Awaiting checks every option first, before anything is
 /// sent, and refuses one the cache cannot use with [`ConnectError::InvalidOption`]: no value
-/// is silently replaced by another. Then it connects, loads its two scripts and (with the
+/// is silently replaced by another. Then it connects (and, to read from replicas, to the
+/// replicas), loads its three scripts (into every node, on a cluster) and (with the
 /// near-cache on) subscribes to the invalidation channel, each within 5 s.
 ///
 /// Its `Debug` output shows the URL with its credentials hidden and never the value of a
@@ -39,7 +41,11 @@ use crate::error::ConnectError;
 /// [`ConnectError::Unauthorized`] when it refuses the credentials. For `rediss://`:
 /// [`ConnectError::TlsUnsupported`] without the `tls` feature; with it,
 /// [`ConnectError::InvalidTls`] for a certificate or key it cannot use and
-/// [`ConnectError::TlsHandshake`] when the TLS handshake fails, as for the transport.
+/// [`ConnectError::TlsHandshake`] when the TLS handshake fails, as for the transport. On a
+/// cluster, also [`ConnectError::InvalidOption`] for no node, for
+/// [`read_from`](Self::read_from) other than [`ReadFrom::Primary`] and for a
+/// [`replica`](Self::replica). With [`ReadFrom::Replica`], the error connecting to the last
+/// replica when none can be reached (or [`ConnectError::InvalidOption`] when there is none).
 /// Once connected, the cache never fails: see [`RedisCache`].
 #[must_use = "a `RedisCacheConnect` does nothing until it is awaited"]
 pub struct RedisCacheConnect {
@@ -50,6 +56,8 @@ pub struct RedisCacheConnect {
     /// built with TLS support is a few hundred bytes.
     given: Option<Box<(redis::Client, ConnectionManager)>>,
     config: CacheConfig,
+    /// The replicas given with [`replica`](Self::replica), as URLs.
+    replicas: Vec<String>,
 }
 
 impl fmt::Debug for RedisCacheConnect {
@@ -57,7 +65,10 @@ impl fmt::Debug for RedisCacheConnect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = f.debug_struct("RedisCacheConnect");
         self.connect.debug_fields(&mut out);
-        out.field("config", &self.config).finish()
+        let replicas: Vec<_> = self.replicas.iter().map(|u| redact_url(u)).collect();
+        out.field("config", &self.config)
+            .field("replicas", &replicas)
+            .finish()
     }
 }
 
@@ -88,11 +99,42 @@ impl RedisCache {
     /// # }
     /// ```
     pub fn connect(url: impl Into<String>) -> RedisCacheConnect {
-        RedisCacheConnect {
-            connect: ConnectOptions::server(url.into()),
-            given: None,
-            config: CacheConfig::default(),
-        }
+        RedisCacheConnect::new(ConnectOptions::server(url.into()), None)
+    }
+
+    /// Connects to the Redis Cluster that `nodes` belong to (`redis://host:port` each, or
+    /// `rediss://` with the `tls` feature; one reachable node is enough, the others are found
+    /// from it), with the same options as [`connect`](Self::connect).
+    ///
+    /// A query's generation and replies share a hash tag (`{prefix}:cache:{Q}` and
+    /// `{prefix}:cache:{Q}:{key}`), so each lookup (`MGET`), store and invalidation (a script)
+    /// runs on the node owning the query's slot, and the queries spread over the nodes. The
+    /// scripts are loaded into every node. The invalidation subscription is on the first
+    /// node given: Redis Cluster passes a `PUBLISH` on any node to the subscribers of every
+    /// node. Lookups read each query's primary: [`read_from`](RedisCacheConnect::read_from)
+    /// other than [`ReadFrom::Primary`] and [`replica`](RedisCacheConnect::replica) are
+    /// refused with [`ConnectError::InvalidOption`].
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), catga_redis::ConnectError> {
+    /// use catga_redis::RedisCache;
+    ///
+    /// let cache = RedisCache::connect_cluster([
+    ///     "redis://10.0.0.1:7000",
+    ///     "redis://10.0.0.2:7000",
+    ///     "redis://10.0.0.3:7000",
+    /// ])
+    /// .prefix("shop")
+    /// .await?;
+    /// # let _ = cache;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connect_cluster(
+        nodes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> RedisCacheConnect {
+        let nodes = nodes.into_iter().map(Into::into).collect();
+        RedisCacheConnect::new(ConnectOptions::cluster(nodes), None)
     }
 
     /// Uses a connection manager you already have for the cache's commands, and `client`
@@ -112,15 +154,24 @@ impl RedisCache {
     /// # }
     /// ```
     pub fn with_connection(client: redis::Client, manager: ConnectionManager) -> RedisCacheConnect {
-        RedisCacheConnect {
-            connect: ConnectOptions::server(shown(&client)),
-            given: Some(Box::new((client, manager))),
-            config: CacheConfig::default(),
-        }
+        let connect = ConnectOptions::server(shown(&client));
+        RedisCacheConnect::new(connect, Some(Box::new((client, manager))))
     }
 }
 
 impl RedisCacheConnect {
+    fn new(
+        connect: ConnectOptions,
+        given: Option<Box<(redis::Client, ConnectionManager)>>,
+    ) -> RedisCacheConnect {
+        RedisCacheConnect {
+            connect,
+            given,
+            config: CacheConfig::default(),
+            replicas: Vec::new(),
+        }
+    }
+
     /// The prefix of every key and of the invalidation channel (default `catga`): replies are
     /// `{prefix}:cache:{Q}:{key}`, the channel `{prefix}:cache:invalidations`. The instances
     /// of a service share a cache by using the same prefix; the same prefix as the
@@ -161,7 +212,10 @@ impl RedisCacheConnect {
 
     /// How long one cache command may take (default 500 ms, at least 1 ms) before the
     /// lookup counts as a miss and the cache as unreachable. A query waits at most this long
-    /// for the cache before its handler runs.
+    /// for the cache before its handler runs, except when a replica it read from does not
+    /// answer: with [`ReadFrom::PreferReplica`] it then waits as long again for the primary
+    /// (once per [`REPLICA_BACKOFF`](crate::store::REPLICA_BACKOFF), the replica being left
+    /// out meanwhile).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout = timeout;
         self
@@ -172,6 +226,45 @@ impl RedisCacheConnect {
     /// pause between attempts to subscribe again.
     pub fn retry_interval(mut self, interval: Duration) -> Self {
         self.config.retry_interval = interval;
+        self
+    }
+
+    /// Which server a lookup's `MGET` reads (default [`ReadFrom::Primary`]); the store
+    /// script and invalidations always run on the primary. With the others, the replicas
+    /// are those given with [`replica`](Self::replica), else the ones the primary lists
+    /// (`ROLE`) when connecting, reached with the primary's credentials and TLS options.
+    ///
+    /// A replica may lag: after this process invalidates a query (the whole query or one
+    /// key), or hears another instance's invalidation of it on the subscription, the query's
+    /// lookups read the primary for [`read_your_writes_for`](Self::read_your_writes_for).
+    /// A lagging replica can cause a miss, never put an old reply back (the store script
+    /// refuses a reply whose miss saw an older generation). Without the near-cache there is
+    /// no subscription: other instances' invalidations are then seen after the replica's
+    /// lag. A replica that fails a lookup is left out for
+    /// [`REPLICA_BACKOFF`](crate::store::REPLICA_BACKOFF); with
+    /// [`ReadFrom::PreferReplica`] the lookup reads the primary at once, with
+    /// [`ReadFrom::Replica`] it is a miss (the cache never fails a query). On a cluster
+    /// ([`RedisCache::connect_cluster`]) only [`ReadFrom::Primary`] is accepted.
+    pub fn read_from(mut self, read_from: ReadFrom) -> Self {
+        self.config.read_from = read_from;
+        self
+    }
+
+    /// A replica lookups may read (`redis://host:port/db`); call once per replica. The
+    /// primary's credentials are used unless the URL has its own. Only with
+    /// [`read_from`](Self::read_from) other than [`ReadFrom::Primary`] (refused otherwise,
+    /// and on a cluster, with [`ConnectError::InvalidOption`]).
+    pub fn replica(mut self, url: impl Into<String>) -> Self {
+        self.replicas.push(url.into());
+        self
+    }
+
+    /// How long after an invalidation of a query, made by this process or heard from
+    /// another, the query's lookups read the primary instead of a replica (default
+    /// [`DEFAULT_READ_YOUR_WRITES`](crate::store::DEFAULT_READ_YOUR_WRITES), 1 s). Set it
+    /// above the replicas' lag (`INFO replication`); zero turns it off.
+    pub fn read_your_writes_for(mut self, window: Duration) -> Self {
+        self.config.read_your_writes = window;
         self
     }
 
@@ -223,17 +316,28 @@ impl RedisCacheConnect {
         self
     }
 
-    async fn run(self) -> Result<RedisCache, ConnectError> {
+    async fn run(mut self) -> Result<RedisCache, ConnectError> {
         self.config.check()?;
-        let (url, client, manager) = match self.given {
-            None => {
-                let Opened::Server(server) = self.connect.open(CONNECT_TIMEOUT).await? else {
-                    unreachable!("`RedisCache::connect` takes one server's URL");
-                };
-                (server.shown, server.client, server.manager)
-            }
+        self.check_replicas()?;
+        let (url, client, manager, routing) = match self.given.take() {
+            None => match self.connect.open(CONNECT_TIMEOUT).await? {
+                Opened::Server(mut server) => {
+                    let routing = self.routing(&server.info, &mut server.manager).await?;
+                    let manager = Multiplexed::Single(server.manager);
+                    (server.shown, server.client, manager, routing)
+                }
+                Opened::Cluster(cluster) => {
+                    let manager = Multiplexed::Cluster(cluster.conn);
+                    (
+                        cluster.shown,
+                        cluster.client,
+                        manager,
+                        Routing::primary_only(),
+                    )
+                }
+            },
             Some(given) => {
-                let (client, manager) = *given;
+                let (client, mut manager) = *given;
                 if let Some(option) = self.connect.credential_option() {
                     return Err(ConnectError::InvalidOption {
                         option,
@@ -253,19 +357,29 @@ impl RedisCacheConnect {
                                  `RedisCache::connect`",
                     });
                 }
-                (shown(&client), client, manager)
+                let info = client.get_connection_info().clone();
+                let routing = self.routing(&info, &mut manager).await?;
+                (
+                    shown(&client),
+                    client,
+                    Multiplexed::Single(manager),
+                    routing,
+                )
             }
         };
-        load(&manager)
+        let scripts = Scripts::new();
+        load(&manager, &scripts)
             .await
             .map_err(|source| ConnectError::connect(url.clone(), source))?;
         let stop = CancellationToken::new();
+        let replicas = routing.replicas.len();
         let shared = Arc::new(Shared {
             manager,
+            routing,
             health: Health::new(self.config.retry_interval, &self.config.prefix),
             channel: format!("{}:cache:invalidations", self.config.prefix),
             config: self.config,
-            scripts: Scripts::new(),
+            scripts,
             queries: Default::default(),
             subscribed: AtomicBool::new(false),
             stop: stop.clone(),
@@ -293,20 +407,94 @@ impl RedisCacheConnect {
         }
         tracing::info!(target: "catga::redis::cache", url = %url,
             prefix = %cache.shared.config.prefix, near_cache = cache.shared.config.near_cache,
-            "Redis cache ready");
+            read_from = ?cache.shared.config.read_from, replicas, "Redis cache ready");
         Ok(cache)
     }
 }
 
-/// Loads both scripts, so the first store and invalidation are one `EVALSHA` each (after a
-/// server restart, the client loads them again when the server says `NOSCRIPT`).
-async fn load(manager: &ConnectionManager) -> Result<(), RedisError> {
-    let mut pipe = redis::pipe();
-    for code in [super::value::STORE, super::value::INVALIDATE] {
-        pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
+impl RedisCacheConnect {
+    /// Checks `read_from` and `replica` against each other and the target: a replica needs
+    /// reads that may go to one, and a cluster reads each query's primary.
+    fn check_replicas(&self) -> Result<(), ConnectError> {
+        if self.connect.is_cluster() && self.config.read_from != ReadFrom::Primary {
+            return Err(ConnectError::InvalidOption {
+                option: "read_from",
+                value: format!("ReadFrom::{:?}", self.config.read_from),
+                reason: "on a Redis Cluster the cache reads each query's primary\nhelp: read \
+                         from the primary (`ReadFrom::Primary`, the default)",
+            });
+        }
+        let Some(replica) = self.replicas.first() else {
+            return Ok(());
+        };
+        let reason = if self.connect.is_cluster() {
+            "on a Redis Cluster the nodes are found from the cluster and lookups read each \
+             query's primary\nhelp: give no replica"
+        } else if self.config.read_from == ReadFrom::Primary {
+            "lookups read the primary (`ReadFrom::Primary`, the default): the replica would \
+             never be read\nhelp: add `.read_from(ReadFrom::PreferReplica)`"
+        } else {
+            return Ok(());
+        };
+        Err(ConnectError::InvalidOption {
+            option: "replica",
+            value: format!("{:?}", redact_url(replica)),
+            reason,
+        })
     }
-    let mut manager = manager.clone();
-    match tokio::time::timeout(CONNECT_TIMEOUT, pipe.query_async::<()>(&mut manager)).await {
+
+    /// Where lookups read: the primary only, or also the replicas (those given, else those
+    /// the primary lists), connected now.
+    async fn routing(
+        &self,
+        primary: &ConnectionInfo,
+        manager: &mut ConnectionManager,
+    ) -> Result<Routing, ConnectError> {
+        if self.config.read_from == ReadFrom::Primary {
+            return Ok(Routing::primary_only());
+        }
+        let replicas = connect_replicas(
+            self.config.read_from,
+            &self.replicas,
+            primary,
+            manager,
+            self.connect.tls(),
+            CONNECT_TIMEOUT,
+            "redis cache",
+        )
+        .await?;
+        Ok(Routing::new(
+            self.config.read_from,
+            replicas,
+            self.config.read_your_writes,
+        ))
+    }
+}
+
+/// Loads the scripts, so the first store and invalidation are one `EVALSHA` each (after a
+/// server restart, the client loads them again when the server says `NOSCRIPT`). On one
+/// server, in one pipeline; on a cluster, one `SCRIPT LOAD` per script, each sent alone so
+/// that it reaches every node (in a pipeline it would reach one), all at once.
+async fn load(manager: &Multiplexed, scripts: &Scripts) -> Result<(), RedisError> {
+    let loading = async {
+        if manager.is_cluster() {
+            let loads = scripts.all().map(|script| {
+                let mut conn = manager.clone();
+                async move { script.prepare_invoke().load_async(&mut conn).await }
+            });
+            for loaded in futures::future::join_all(loads).await {
+                loaded?;
+            }
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for script in scripts.all() {
+            pipe.load_script(script).ignore();
+        }
+        let mut conn = manager.clone();
+        pipe.query_async::<()>(&mut conn).await
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, loading).await {
         Ok(result) => result,
         Err(_) => Err(RedisError::from(std::io::Error::from(
             std::io::ErrorKind::TimedOut,

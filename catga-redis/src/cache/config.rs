@@ -7,6 +7,7 @@ use std::time::Duration;
 use catga_core::transport::options::{self, InvalidOption};
 
 use crate::error::ConnectError;
+use crate::store::{DEFAULT_READ_YOUR_WRITES, ReadFrom};
 
 /// The shortest `timeout`: Redis answers in well under a millisecond on a healthy network,
 /// but a timer cannot be shorter.
@@ -28,6 +29,11 @@ pub(crate) struct CacheConfig {
     pub near_ttl: Duration,
     pub timeout: Duration,
     pub retry_interval: Duration,
+    /// Where lookups read.
+    pub read_from: ReadFrom,
+    /// How long after an invalidation of a query (made here or heard) its lookups read the
+    /// primary.
+    pub read_your_writes: Duration,
 }
 
 impl Default for CacheConfig {
@@ -39,6 +45,8 @@ impl Default for CacheConfig {
             near_ttl: Duration::from_secs(10),
             timeout: Duration::from_millis(500),
             retry_interval: Duration::from_secs(1),
+            read_from: ReadFrom::Primary,
+            read_your_writes: DEFAULT_READ_YOUR_WRITES,
         }
     }
 }

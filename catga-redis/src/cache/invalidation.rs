@@ -2,9 +2,12 @@
 //!
 //! Every instance subscribes to one channel per prefix, `{prefix}:cache:invalidations`. An
 //! invalidation moves the query's generation in Redis and publishes on that channel in the
-//! same script, so the moment another instance hears it, the generation has moved: its next
-//! read of Redis cannot find the old reply. What the message does there is drop that
-//! instance's near-cache entries.
+//! same script, so the moment another instance hears it, the generation has moved on the
+//! primary: its next read of the primary cannot find the old reply. What the message does
+//! there is drop that instance's near-cache entries, and, when lookups may read replicas,
+//! send the query's lookups to the primary for the read-your-writes window (a replica may
+//! not have the new generation yet). Deleting one key is a script too (`DEL` and `PUBLISH`):
+//! one slot, so it runs on a Redis Cluster as on one server.
 //!
 //! Messages: `q:{query}` (every reply of the query) and `k:{len}:{query}{key}` (one key;
 //! `len` is the query name's length in bytes, so a key may hold any byte). A message the
@@ -13,8 +16,9 @@
 //!
 //! Pub/sub delivers at most once: a message sent while the subscription is down is lost. So
 //! the near-cache is used only while subscribed, and cleared both when the subscription is
-//! lost and when it is back; a heartbeat (`PING` on the subscription every second) notices a
-//! connection that died without closing.
+//! lost and when it is back (and lookups read the primary for the window after it is back);
+//! a heartbeat (`PING` on the subscription every second) notices a connection that died
+//! without closing.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -64,15 +68,19 @@ impl Message<'_> {
 }
 
 impl Shared {
-    /// What hearing `payload` on the channel does: drop the near entries it names.
+    /// What hearing `payload` on the channel does: drop the near entries it names, and, when
+    /// lookups may read replicas, send the query's lookups to the primary for the
+    /// read-your-writes window (a replica may not have the invalidation yet).
     fn heard(&self, payload: &[u8]) {
         match Message::decode(payload) {
             Some(Message::Query(name)) => {
+                self.changed(name);
                 if let Some(query) = self.query_named(name) {
                     query.near.clear();
                 }
             }
             Some(Message::Key(name, key)) => {
+                self.changed(name);
                 if let Some(query) = self.query_named(name) {
                     query.near.remove(key);
                 }
@@ -81,6 +89,7 @@ impl Shared {
                 tracing::warn!(target: "catga::redis::cache", channel = %self.channel,
                     "an invalidation message the cache cannot read; the whole near-cache is \
                      dropped");
+                self.routing.wrote_all();
                 self.clear_near();
             }
         }
@@ -108,6 +117,8 @@ impl Shared {
                     Some(key) => self.delete(query, key).await,
                 };
                 if done {
+                    // A replica may not have it yet: read the primary for a while.
+                    self.changed(query.name);
                     if key.is_none() {
                         query.generations_done.fetch_max(started, Ordering::AcqRel);
                     }
@@ -137,21 +148,20 @@ impl Shared {
             .is_some()
     }
 
-    /// `DEL` the entry and publish, in one round trip.
+    /// `DEL` the entry and publish, in one script (one slot: the entry's).
     async fn delete(&self, query: &QueryInner, key: &[u8]) -> bool {
         let entry = query.entry_key(key);
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL")
-            .arg(&entry)
-            .ignore()
-            .cmd("PUBLISH")
+        let mut invocation = self.scripts.drop.key(&entry);
+        invocation
             .arg(&self.channel)
-            .arg(Message::Key(query.name, key).encode())
-            .ignore();
+            .arg(Message::Key(query.name, key).encode());
         let mut manager = self.manager.clone();
-        let result =
-            tokio::time::timeout(self.config.timeout, pipe.query_async::<()>(&mut manager)).await;
-        self.settle("DEL", &entry, result).is_some()
+        let result = tokio::time::timeout(
+            self.config.timeout,
+            invocation.invoke_async::<i64>(&mut manager),
+        )
+        .await;
+        self.settle("EVALSHA", &entry, result).is_some()
     }
 }
 
@@ -196,6 +206,11 @@ pub(crate) async fn subscribe(
         };
         // Whatever was kept near while not subscribed may have missed an invalidation.
         shared.clear_near();
+        if ready.is_none() {
+            // Invalidations sent while unsubscribed were not heard: a replica might still
+            // serve what they dropped, so lookups read the primary for a while.
+            shared.routing.wrote_all();
+        }
         shared.subscribed.store(true, Ordering::Release);
         match ready.take() {
             Some(ready) => {

@@ -45,6 +45,7 @@
 //!   whatever the number of entries; no `KEYS`, no `SCAN`) and `PUBLISH`es on the prefix's
 //!   invalidation channel; every instance drops its near entries of the query when it hears
 //!   it. This instance's own later lookups wait for the `INCR` (for at most `timeout`).
+//!   Invalidating one key is one script call too: `DEL` of the entry and the same `PUBLISH`.
 //!
 //! ## Keys and values
 //! For a query whose wire name is `Q`:
@@ -55,21 +56,50 @@
 //!   (`PX`, the query's `cache_ttl`).
 //!
 //! The braces around `Q` are literal: a Redis Cluster hash tag, so a query's generation and
-//! its entries share a slot, and each command (the `MGET`, the store script) touches one
-//! slot. An entry of an older generation is never read again; it is overwritten by the next
-//! store of its key or expires. A generation key that vanishes (evicted under an
-//! `allkeys-*` policy, deleted by hand) is written again from the server's clock in
-//! microseconds, above any value the old counter reached, so no generation is used twice.
+//! its entries share a slot, and each command (the `MGET`, the store, invalidate and delete
+//! scripts) touches one slot. An entry of an older generation is never read again; it is
+//! overwritten by the next store of its key or expires. A generation key that vanishes
+//! (evicted under an `allkeys-*` policy, deleted by hand) is written again from the server's
+//! clock in microseconds, above any value the old counter reached, so no generation is used
+//! twice.
+//!
+//! ## On a Redis Cluster
+//! [`RedisCache::connect_cluster`] takes the URLs of some nodes. Each query's keys share a
+//! hash tag, so its lookups, stores and invalidations run on the node owning its slot, and
+//! the queries spread over the nodes; the scripts are loaded into every node; the
+//! invalidation subscription is on the first node given (Redis Cluster passes a `PUBLISH` on
+//! any node to the subscribers of every node). Lookups read each query's primary.
 //!
 //! ## Consistency
-//! Redis itself is read consistently: once an invalidation's script has run, no instance's
-//! next Redis read returns a reply it dropped. A **near-cache** entry can outlive the
-//! invalidation by the time the message takes to reach its instance (measured on loopback,
-//! release build, from `publish` on one instance to the entry gone on the other: p50 about
-//! 0.05 ms, p99 0.4 ms on a quiet machine and up to 16 ms on a loaded one; see
-//! `docs/performance.md`); if messages are lost without the connection visibly closing, by
-//! at most the heartbeat (1 s) plus `timeout`; and never by more than
+//! The primary is read consistently: once an invalidation's script has run, no instance's
+//! next read of the primary returns a reply it dropped (for replicas, see below). A
+//! **near-cache** entry can outlive the invalidation by the time the message takes to reach
+//! its instance (measured on loopback, release build, from `publish` on one instance to the
+//! entry gone on the other: p50 about 0.05 ms, p99 0.4 ms on a quiet machine and up to 16 ms
+//! on a loaded one; see `docs/performance.md`); if messages are lost without the connection
+//! visibly closing, by at most the heartbeat (1 s) plus `timeout`; and never by more than
 //! [`near_ttl`](RedisCacheConnect::near_ttl).
+//!
+//! ## Replicas
+//! With [`read_from`](RedisCacheConnect::read_from) set to
+//! [`ReadFrom::PreferReplica`](crate::store::ReadFrom::PreferReplica) or
+//! [`ReadFrom::Replica`](crate::store::ReadFrom::Replica), a lookup's `MGET` may be served by
+//! a replica of the primary; the store script and invalidations always run on the primary. A
+//! replica may lag, so:
+//! - after this process invalidates a query (the whole query or one key), **or hears another
+//!   instance's invalidation of it on the subscription**, the query's lookups read the primary
+//!   for [`read_your_writes_for`](RedisCacheConnect::read_your_writes_for) (1 s by default;
+//!   set it above the replicas' lag). While the subscription is down, lookups read the
+//!   primary, and for that window after it is back (messages may have been missed).
+//! - a lagging replica can cause a miss but never put an old reply back: the store script
+//!   refuses a reply whose miss saw an older generation than the primary's.
+//! - with `near_cache(false)` there is no subscription: other instances' invalidations are
+//!   then seen after the replica's lag (this process's own, at once).
+//!
+//! A replica that fails a lookup (an error, or no answer within `timeout`) is left out for
+//! [`REPLICA_BACKOFF`](crate::store::REPLICA_BACKOFF); with `PreferReplica` the lookup reads
+//! the primary at once, with `Replica` it is a miss (the handler runs; the cache never fails
+//! a query).
 //!
 //! ## When Redis is down
 //! The cache never fails a query. A command that fails or takes longer than
@@ -87,6 +117,7 @@ mod config;
 mod health;
 mod invalidation;
 mod near;
+mod replica;
 mod value;
 
 use std::collections::HashMap;
@@ -97,7 +128,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use catga_core::behavior::{CacheBackend, CacheLookup};
-use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -110,6 +140,7 @@ use self::config::CacheConfig;
 use self::health::{Health, TimedOut};
 use self::near::Near;
 use self::value::Read;
+use crate::connection::{Multiplexed, Routing};
 use crate::error::{CommandError, is_connection};
 
 /// How long connecting, loading the scripts and the first subscription may take.
@@ -119,8 +150,9 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// process's memory: a [`CacheBackend`] for catga's `Caching` behaviour. See the
 /// [module docs](self) for how it works and what it guarantees.
 ///
-/// Obtain one with [`RedisCache::connect`] (a URL) or [`RedisCache::with_connection`] (a
-/// client and connection manager you already have), set options on the returned
+/// Obtain one with [`RedisCache::connect`] (a URL), [`RedisCache::connect_cluster`] (some
+/// nodes of a Redis Cluster) or [`RedisCache::with_connection`] (a client and connection
+/// manager you already have), set options on the returned
 /// [`RedisCacheConnect`], and `.await` it. Clones share everything (connection, near-cache,
 /// subscription); the subscription ends when the last clone is dropped.
 #[derive(Clone)]
@@ -140,7 +172,11 @@ impl Drop for StopOnDrop {
 
 /// What every clone of a cache, its subscription and its invalidations share.
 pub(crate) struct Shared {
-    manager: ConnectionManager,
+    /// The primary, or the cluster: every store and invalidation, and the lookups that do not
+    /// go to a replica.
+    manager: Multiplexed,
+    /// Which lookups go to a replica (none unless `read_from` says so).
+    routing: Routing,
     config: CacheConfig,
     health: Health,
     /// `{prefix}:cache:invalidations`.
@@ -150,13 +186,14 @@ pub(crate) struct Shared {
     /// Whether the invalidation subscription is up (the near-cache is used only then).
     subscribed: AtomicBool,
     stop: CancellationToken,
-    /// The server, with credentials hidden.
+    /// The server (or the cluster's nodes), with credentials hidden.
     url: String,
 }
 
 pub(crate) struct Scripts {
     store: Script,
     invalidate: Script,
+    drop: Script,
 }
 
 impl Scripts {
@@ -164,8 +201,18 @@ impl Scripts {
         Scripts {
             store: Script::new(value::STORE),
             invalidate: Script::new(value::INVALIDATE),
+            drop: Script::new(value::DROP),
         }
     }
+
+    fn all(&self) -> [&Script; 3] {
+        [&self.store, &self.invalidate, &self.drop]
+    }
+}
+
+/// `{prefix}:cache:{Q}`: the key of query `Q`'s generation.
+fn generation_key(prefix: &str, name: &str) -> Vec<u8> {
+    format!("{prefix}:cache:{{{name}}}").into_bytes()
 }
 
 /// One query's state in a [`RedisCache`]: its keys and near-cache entries. Made by
@@ -278,7 +325,7 @@ impl Shared {
             .or_insert_with(|| {
                 Arc::new(QueryInner {
                     name,
-                    generation_key: format!("{}:cache:{{{name}}}", self.config.prefix).into_bytes(),
+                    generation_key: generation_key(&self.config.prefix, name),
                     near: Near::new(self.config.near_capacity),
                     pending: AtomicU32::new(0),
                     settled: Notify::new(),
@@ -379,12 +426,7 @@ impl Shared {
             return skip();
         }
         let entry = query.entry_key(key);
-        let mut manager = self.manager.clone();
-        let mut mget = redis::cmd("MGET");
-        mget.arg(&query.generation_key).arg(&entry);
-        let read = mget.query_async::<(Option<Vec<u8>>, Option<Vec<u8>>)>(&mut manager);
-        let read = tokio::time::timeout(self.config.timeout, read).await;
-        let Some((generation, stored)) = self.settle("MGET", &query.generation_key, read) else {
+        let Some((generation, stored)) = self.read(query, &entry).await else {
             return skip();
         };
         let miss = |generation| CacheLookup::Miss(RedisTicket(Ticket::Store { generation, epoch }));

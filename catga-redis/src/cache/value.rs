@@ -60,6 +60,16 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 ";
 
+/// Deletes one reply and tells every instance, in one script: one slot (the entry's), so it
+/// runs on a Redis Cluster too, where `PUBLISH` reaches the subscribers of every node.
+///
+/// KEYS: entry. ARGV: channel, message.
+pub(crate) const DROP: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+";
+
 /// Why a stored value could not be read. Such a value is a miss (the handler runs and its
 /// reply overwrites it), logged at `warn`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

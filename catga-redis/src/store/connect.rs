@@ -9,7 +9,7 @@ use catga_core::secret::redact_url;
 use futures::future::BoxFuture;
 
 use super::conn::StoreConn;
-use super::read_from::{DEFAULT_READ_YOUR_WRITES, ReadFrom, Replica, Routing};
+use super::read_from::{DEFAULT_READ_YOUR_WRITES, ReadFrom, Replica, Routing, connect_replicas};
 use crate::connection::cluster::Cluster;
 use crate::connection::{ConnectOptions, Multiplexed, Opened};
 use crate::error::ConnectError;
@@ -306,44 +306,16 @@ impl RedisStoresConnect {
         primary: &redis::ConnectionInfo,
         manager: &mut redis::aio::ConnectionManager,
     ) -> Result<Vec<Replica>, ConnectError> {
-        let mut targets = Vec::new();
-        for url in &self.replicas {
-            let info = crate::connection::connection_info(url, None, None)?;
-            // The primary's credentials unless the URL has its own.
-            let info = if info.redis_settings().password().is_none() {
-                info.set_redis_settings(primary.redis_settings().clone())
-            } else {
-                info
-            };
-            targets.push((info, redact_url(url).into_owned()));
-        }
-        if self.replicas.is_empty() {
-            for (host, port) in listed_replicas(manager).await {
-                let info = crate::connection::at(primary, host.clone(), port);
-                targets.push((info, format!("{host}:{port}")));
-            }
-        }
-        let mut replicas = Vec::new();
-        let mut last_error = None;
-        for (info, shown) in targets {
-            let tls = self.connect.tls();
-            match crate::connection::manager(info, &shown, tls, self.response_timeout).await {
-                Ok((_client, manager)) => replicas.push(Replica::new(manager, shown)),
-                Err(error) => {
-                    tracing::warn!(target: "catga::redis", replica = %shown, error = %error,
-                        "redis stores: a replica cannot be reached; reads go elsewhere");
-                    last_error = Some(error);
-                }
-            }
-        }
-        if replicas.is_empty() && self.read_from == ReadFrom::Replica {
-            return Err(last_error.unwrap_or(ConnectError::InvalidOption {
-                option: "read_from",
-                value: "ReadFrom::Replica".to_string(),
-                reason: "the primary has no replica and none was given: add one with `.replica(url)`, or read from the primary",
-            }));
-        }
-        Ok(replicas)
+        connect_replicas(
+            self.read_from,
+            &self.replicas,
+            primary,
+            manager,
+            self.connect.tls(),
+            self.response_timeout,
+            "redis stores",
+        )
+        .await
     }
 }
 
@@ -355,32 +327,4 @@ impl IntoFuture for RedisStoresConnect {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.run())
     }
-}
-
-/// The replicas `ROLE` on the primary lists, as (host, port); none if it lists none or the
-/// answer is not a primary's.
-async fn listed_replicas(manager: &mut redis::aio::ConnectionManager) -> Vec<(String, u16)> {
-    let role: redis::RedisResult<redis::Value> = redis::cmd("ROLE").query_async(manager).await;
-    let Ok(redis::Value::Array(parts)) = role else {
-        return Vec::new();
-    };
-    let Some(redis::Value::Array(replicas)) = parts.get(2) else {
-        return Vec::new();
-    };
-    replicas
-        .iter()
-        .filter_map(|replica| {
-            let redis::Value::Array(fields) = replica else {
-                return None;
-            };
-            let text = |value: &redis::Value| match value {
-                redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-                redis::Value::SimpleString(text) => Some(text.clone()),
-                _ => None,
-            };
-            let host = text(fields.first()?)?;
-            let port = text(fields.get(1)?)?.parse().ok()?;
-            Some((host, port))
-        })
-        .collect()
 }
