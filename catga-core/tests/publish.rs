@@ -1,5 +1,5 @@
 //! Publishing: every handler runs, concurrently, every failure is reported, follow-up events
-//! carry their cause; and `send_batch`.
+//! carry their cause; and `send_batch` and `publish_batch`.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -263,4 +263,37 @@ async fn send_batch_keeps_input_order_and_bounds_concurrency() {
         ]
     );
     assert_eq!(log.in_flight.lock().unwrap().1, 3, "batch_concurrency(3)");
+}
+
+#[tokio::test]
+async fn publish_batch_returns_each_events_outcome_in_input_order() {
+    let log = std::sync::Arc::new(Log::default());
+    let app = app(&log);
+    let fail = |who: &[&str]| Shipped {
+        fail: who.iter().map(|w| (*w).to_string()).collect(),
+    };
+    let results = app
+        .publish_batch([fail(&[]), fail(&["b"]), fail(&[]), fail(&["a", "c"])])
+        .await;
+    let failed: Vec<Option<Vec<String>>> = results
+        .iter()
+        .map(|r| {
+            r.as_ref().err().map(|e| match e.kind() {
+                ErrorKind::Publish { failures, .. } => {
+                    let mut who: Vec<String> =
+                        failures.iter().map(|f| f.handler.to_string()).collect();
+                    who.sort();
+                    who
+                }
+                other => panic!("a publish error, got {other:?}"),
+            })
+        })
+        .collect();
+    assert_eq!(failed.len(), 4);
+    assert!(failed[0].is_none() && failed[2].is_none());
+    assert_eq!(failed[1].as_ref().map(Vec::len), Some(1), "{failed:?}");
+    assert_eq!(failed[3].as_ref().map(Vec::len), Some(2), "{failed:?}");
+    // Every handler of every event ran; what a failing one queued was dropped with it:
+    // 3 + 2 + 3 + 1 follow-up events.
+    assert_eq!(log.noted.lock().unwrap().len(), 9);
 }

@@ -9,10 +9,12 @@
 //! key-value in the adapters), whose single server or replicated log does the agreeing.
 
 mod leadership;
+mod retention;
 mod scheduler;
 mod singleton;
 
 pub use leadership::{Elected, Leader, LeaderGate, Leadership, Role};
+pub use retention::{DEFAULT_RETENTION_INTERVAL, RETENTION_FAILURES, RETENTION_PURGED, Retention};
 pub use scheduler::{
     DEFAULT_CLAIM_LEASE, DEFAULT_SCHEDULER_BATCH, DEFAULT_SCHEDULER_POLL, RunningScheduler,
     Scheduler,

@@ -126,7 +126,8 @@ impl<L: Layer> CatgaBuilder<L> {
         self
     }
 
-    /// How many requests [`Catga::send_batch`] runs at once (at least 1).
+    /// How many requests [`Catga::send_batch`] sends, and events [`Catga::publish_batch`]
+    /// publishes, at once (at least 1).
     pub fn batch_concurrency(mut self, n: usize) -> Self {
         self.settings.batch_concurrency = n.max(1);
         self

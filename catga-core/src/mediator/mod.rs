@@ -167,6 +167,31 @@ impl<L: Layer> Catga<L> {
             .await
     }
 
+    /// Publishes many events of one type, at most `batch_concurrency` at a time (see the
+    /// builder), and returns each result in input order: what [`publish`](Self::publish)
+    /// would return for that event.
+    ///
+    /// Through a transport, the events in flight share its connection, so they travel
+    /// together instead of one round trip each: on Redis the `XADD`s of a batch leave in a
+    /// few writes of the multiplexed connection (a batch of 64: a few round trips, not 64);
+    /// on NATS the JetStream publishes are sent before their acknowledgements are awaited.
+    /// Order between the events of one batch is not kept (they are in flight at once):
+    /// publish one at a time where a consumer depends on their order.
+    ///
+    /// # Errors
+    /// None for the batch as a whole; each event's own result is in the returned list.
+    pub async fn publish_batch<E, I>(&self, events: I) -> Vec<Result<(), Error>>
+    where
+        E: Event,
+        I: IntoIterator<Item = E>,
+    {
+        futures::stream::iter(events)
+            .map(|event| self.publish(event))
+            .buffered(self.inner.settings.batch_concurrency)
+            .collect()
+            .await
+    }
+
     /// Publishes an event to all its handlers, which run concurrently. An event with no
     /// handlers is not an error.
     ///
