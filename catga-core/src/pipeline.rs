@@ -158,12 +158,29 @@ impl<B: Behavior> Behavior for std::sync::Arc<B> {
 pub trait Next<P: Payload>: Copy + Send + Sync {
     /// Runs the rest of the pipeline with `msg`.
     fn run(self, msg: P) -> impl Future<Output = Result<P::Output, Error>> + Send;
+
+    /// Whether the rest of the pipeline hands the message to a transport (a request with no
+    /// handler in this process, sent to the service that handles it) instead of running a
+    /// handler here.
+    ///
+    /// A behaviour whose state belongs with the effect (an idempotency claim, an inbox
+    /// record, a transaction around the handler's writes) passes such a message through: the
+    /// serving side runs it around the handler, and a claim taken here under the same key
+    /// would keep the serving side waiting for a caller that waits for it.
+    fn goes_remote(self) -> bool {
+        false
+    }
 }
 
 /// What a pipeline ends in: the handler call. Implemented by catga's dispatch paths.
 #[doc(hidden)]
 pub trait Terminal<P: Payload>: Sync {
     fn call(&self, msg: P, ctx: &Context) -> impl Future<Output = Result<P::Output, Error>> + Send;
+
+    /// Whether the call hands the message to a transport ([`Next::goes_remote`]).
+    fn goes_remote(&self) -> bool {
+        false
+    }
 }
 
 /// A whole behaviour stack. Built by `.layer(…)`; you do not implement it.
@@ -340,5 +357,10 @@ impl<P: Payload, L: Layer, T: Terminal<P>> Next<P> for NextLayer<'_, '_, '_, L, 
     #[inline]
     fn run(self, msg: P) -> impl Future<Output = Result<P::Output, Error>> + Send {
         self.layer.run(msg, self.ctx, self.terminal)
+    }
+
+    #[inline]
+    fn goes_remote(self) -> bool {
+        self.terminal.goes_remote()
     }
 }

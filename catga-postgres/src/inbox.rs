@@ -162,7 +162,9 @@ impl Behavior for Inbox {
         next: N,
     ) -> Result<P::Output, Error> {
         let info = msg.info();
-        if info.kind() == catga_core::message::MessageKind::Query {
+        // A request sent to another service is recorded there, around its handler: a claim
+        // here (a row locked until the reply came) would keep that side's claim waiting.
+        if info.kind() == catga_core::message::MessageKind::Query || next.goes_remote() {
             return next.run(msg).await;
         }
         let id = ctx.message_id();

@@ -25,9 +25,9 @@ use catga_core::testkit::{self, PATIENCE, services, within};
 use catga_core::transport::Transport;
 use catga_nats::NatsTransport;
 use catga_postgres::{Inbox, Outbox, Tx};
-use catga_redis::RedisTransport;
 use common::Db;
 use common::private_nats::PrivateNats;
+use common::redis_corner::RedisCorner;
 use uuid::Uuid;
 
 #[command(output = ())]
@@ -448,74 +448,6 @@ async fn with_nats_down_commands_commit_rows_wait_and_everything_flows_once_it_i
 }
 
 // ---- Redis Streams -----------------------------------------------------------------------
-
-fn redis_url() -> String {
-    services::url("CATGA_REDIS_URL", "redis://127.0.0.1:6379")
-}
-
-/// A key prefix of the test's own; its keys are deleted when dropped, even when the test
-/// panicked.
-struct RedisCorner {
-    url: String,
-    prefix: String,
-}
-
-impl RedisCorner {
-    /// A corner, or `None` after saying why (a failure under `CATGA_REQUIRE_SERVICES=1`).
-    async fn open(test: &str) -> Option<RedisCorner> {
-        let url = redis_url();
-        let ping = async {
-            let client = redis::Client::open(url.as_str())?;
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await
-        };
-        let why = match tokio::time::timeout(Duration::from_secs(3), ping).await {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("no answer within 3 s".to_string()),
-        };
-        if let Some(why) = why {
-            let shown = catga_core::secret::redact_url(&url);
-            services::unavailable(
-                test,
-                &format!("redis at {shown} is unreachable ({why})"),
-                "start redis-server or set CATGA_REDIS_URL",
-            );
-            return None;
-        }
-        Some(RedisCorner {
-            url,
-            prefix: format!("catga-test:{test}:{}", Uuid::now_v7().simple()),
-        })
-    }
-
-    async fn transport(&self) -> RedisTransport {
-        RedisTransport::connect(self.url.clone())
-            .prefix(self.prefix.clone())
-            .fetch_wait(Duration::from_millis(500))
-            .backoff([Duration::from_millis(50)])
-            .await
-            .expect("connect to Redis")
-    }
-}
-
-impl Drop for RedisCorner {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn over_redis_every_event_takes_effect_once_and_in_order_per_conversation() {

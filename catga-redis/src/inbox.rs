@@ -110,7 +110,8 @@ impl Behavior for RedisInbox {
         next: N,
     ) -> Result<P::Output, Error> {
         let info = msg.info();
-        if info.kind() == MessageKind::Query {
+        // A request sent to another service is recorded there, around its handler.
+        if info.kind() == MessageKind::Query || next.goes_remote() {
             return next.run(msg).await;
         }
         let handler = msg.handler();

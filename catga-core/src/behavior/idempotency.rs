@@ -54,7 +54,10 @@ pub trait IdempotencyKey {
 ///
 /// Replies are kept for the TTL (24 h by default). Queries are not deduplicated (they change
 /// nothing), nor are `local` messages (their replies have no stored form); `skip(idempotency)`
-/// exempts a message.
+/// exempts a message. A request this process sends to another service through a transport
+/// passes through: the serving side's `Idempotency` deduplicates it around the handler (with a
+/// store both share, a claim on each side under one key would leave each waiting for the
+/// other).
 ///
 /// ```
 /// use std::time::Duration;
@@ -140,9 +143,12 @@ impl<S: IdempotencyStore> Behavior for Idempotency<S> {
         next: N,
     ) -> Result<P::Output, Error> {
         let info = msg.info();
+        // A request sent to another service is deduplicated there, around its handler: a
+        // claim here under the same key would keep that side waiting for this one.
         if info.kind() == MessageKind::Query
             || !info.is_wire()
             || info.policy().skip.contains(Skip::IDEMPOTENCY)
+            || next.goes_remote()
         {
             return next.run(msg).await;
         }

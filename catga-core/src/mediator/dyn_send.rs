@@ -99,6 +99,10 @@ impl<L: Layer> Catga<L> {
 }
 
 impl Terminal<DynRequest> for RemoteTerminal<'_> {
+    fn goes_remote(&self) -> bool {
+        true
+    }
+
     fn call(
         &self,
         msg: DynRequest,

@@ -119,6 +119,10 @@ fn replied_with<T>(
 }
 
 impl<M: Request> Terminal<M> for RemoteTerminal<'_> {
+    fn goes_remote(&self) -> bool {
+        true
+    }
+
     fn call(
         &self,
         msg: M,

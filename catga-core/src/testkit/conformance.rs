@@ -22,7 +22,8 @@
 /// says beats what the bytes claim; undecodable and oversized messages), `lifecycle`
 /// (stopped means stopped), `remote` (follow-ups, timeouts and `idempotent`, a request sent
 /// before its service runs, events outliving their publisher's deadline), `errors` (an error
-/// reads the same here and there) and `saga` (steps and compensations handled elsewhere).
+/// reads the same here and there), `saga` (steps and compensations handled elsewhere) and
+/// `sides` (a behaviour layered on both sides of a transport, with one store).
 ///
 /// [`TransportUnderTest`]: crate::testkit::TransportUnderTest
 #[macro_export]
@@ -43,6 +44,7 @@ macro_rules! transport_conformance {
         $crate::__catga_conformance_family!(remote, __catga_scenarios_remote);
         $crate::__catga_conformance_family!(errors, __catga_scenarios_errors);
         $crate::__catga_conformance_family!(saga, __catga_scenarios_saga);
+        $crate::__catga_conformance_family!(sides, __catga_scenarios_sides);
     };
 }
 
@@ -51,7 +53,7 @@ macro_rules! transport_conformance {
 /// the family's fixtures (catga-core's in-process saga tests use the saga family's).
 ///
 /// `$family` is one of `requests`, `events`, `broadcast`, `delivery`, `panics`, `wire`,
-/// `lifecycle`, `remote`, `errors`, `saga` (see [`transport_conformance!`]). Expand it in a
+/// `lifecycle`, `remote`, `errors`, `saga`, `sides` (see [`transport_conformance!`]). Expand it in a
 /// module of its own; expanding two families in one module clashes their names.
 ///
 /// ```ignore
@@ -93,6 +95,9 @@ macro_rules! conformance_scenarios {
     };
     (saga) => {
         $crate::__catga_scenarios_saga!();
+    };
+    (sides) => {
+        $crate::__catga_scenarios_sides!();
     };
 }
 

@@ -232,7 +232,9 @@ impl Behavior for Outbox {
         ctx: &Context,
         next: N,
     ) -> Result<P::Output, Error> {
-        if msg.info().kind() != catga_core::message::MessageKind::Command {
+        // A command sent to another service commits there, with its handler's writes: a
+        // transaction here would only be held open across the round trip.
+        if msg.info().kind() != catga_core::message::MessageKind::Command || next.goes_remote() {
             return next.run(msg).await;
         }
         let format = self.format;

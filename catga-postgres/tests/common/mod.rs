@@ -6,6 +6,7 @@
 
 pub mod private_nats;
 pub mod private_postgres;
+pub mod redis_corner;
 pub mod round_trips;
 
 use std::time::Duration;

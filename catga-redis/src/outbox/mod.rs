@@ -204,7 +204,8 @@ impl Behavior for RedisOutbox {
         next: N,
     ) -> Result<P::Output, Error> {
         let info = msg.info();
-        if info.kind() != catga_core::message::MessageKind::Command {
+        // A command sent to another service commits there, with its handler's writes.
+        if info.kind() != catga_core::message::MessageKind::Command || next.goes_remote() {
             return next.run(msg).await;
         }
         let (format, ordering_key) = (self.format, self.ordering_key);

@@ -20,4 +20,5 @@ mod panics;
 mod remote;
 mod requests;
 mod saga;
+mod sides;
 mod wire;
