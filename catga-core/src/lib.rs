@@ -124,6 +124,10 @@ pub use registry::{BuildError, Problem};
 pub use saga::{Saga, SagaError, SagaState, SagaStatus, StoredSagaError};
 pub use static_app::{StaticBuilder, StaticCatga};
 pub use tokio_util::sync::CancellationToken;
+/// The `uuid` crate, whose [`Uuid`](uuid::Uuid) catga's message, correlation and causation ids
+/// are ([`Context::with_message_id`], [`Context::message_id`]): use it without a dependency of
+/// your own at a matching version.
+pub use uuid;
 pub use validate::{FieldError, Validate, ValidationErrors};
 
 /// Everything a typical application module needs: `use catga_core::prelude::*;`.

@@ -253,3 +253,47 @@ fn the_leader_gauges_follow_the_lease_and_its_token() {
         });
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn timing_that_cannot_work_is_refused_and_the_election_never_spins() {
+    use catga_core::cluster::InvalidTiming;
+    use catga_core::health::HealthCheck;
+
+    let store = Arc::new(MemoryLeaseStore::new());
+    let refused = Leadership::sharing(Arc::clone(&store), "spin")
+        .ttl(Duration::ZERO)
+        .try_start()
+        .map(|_| ())
+        .expect_err("a zero TTL is refused");
+    assert_eq!(
+        refused,
+        InvalidTiming::TtlTooShort {
+            ttl: Duration::ZERO
+        }
+    );
+    let refused = Leadership::sharing(Arc::clone(&store), "spin")
+        .retry_every(Duration::ZERO)
+        .try_start()
+        .map(|_| ())
+        .expect_err("a zero retry interval is refused");
+    assert_eq!(refused, InvalidTiming::RetryEvery);
+
+    // `start` reports it instead of spinning: stopped, and down with the reason.
+    let election = Leadership::sharing(Arc::clone(&store), "spin")
+        .ttl(Duration::ZERO)
+        .start();
+    tokio::time::sleep(TTL).await;
+    assert_eq!(election.role(), Role::Stopped);
+    assert!(election.leader().is_none());
+    let status = election.health_check().check();
+    assert!(
+        format!("{status:?}").contains("TTL"),
+        "the health check says why: {status:?}"
+    );
+    assert_eq!(
+        store.observe("spin").await.expect("observe"),
+        catga_core::store::lease::LeaseState::Vacant,
+        "the store was never asked"
+    );
+    election.stop().await;
+}

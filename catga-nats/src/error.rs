@@ -42,7 +42,7 @@ pub enum ConnectError {
         source: async_nats::ConnectError,
     },
     /// The server could not be reached (refused, timed out, TLS failed, name not resolved).
-    #[error("the nats server at `{url}` is unreachable")]
+    #[error("the nats server at `{url}` is unreachable: {source}")]
     Unreachable {
         /// The URL with its credentials hidden: errors end up in logs.
         url: String,
@@ -51,7 +51,7 @@ pub enum ConnectError {
         source: async_nats::ConnectError,
     },
     /// The server refused the credentials (wrong user, password, token or key).
-    #[error("the nats server at `{url}` refused the credentials")]
+    #[error("the nats server at `{url}` refused the credentials: {source}")]
     Unauthorized {
         /// The URL with its credentials hidden: errors end up in logs.
         url: String,

@@ -176,11 +176,16 @@ impl Config {
             "shorter than 100 ms: the claimer looks for consumers to forget every half of it",
         )?;
         if self.forget_idle <= self.fetch_wait {
+            // Either option may be the one set: the value names both.
             return Err(invalid(
                 "forget_idle",
-                format!("{:?}", self.forget_idle),
+                format!(
+                    "{:?} (with `fetch_wait` {:?})",
+                    self.forget_idle, self.fetch_wait
+                ),
                 "not longer than `fetch_wait`: a live instance is idle for up to `fetch_wait` \
-                 between reads, and would be forgotten\nhelp: keep it well above `fetch_wait`",
+                 between reads, and would be forgotten\nhelp: shorten `fetch_wait` or lengthen \
+                 `forget_idle` (5 min unless set); keep `forget_idle` well above `fetch_wait`",
             ));
         }
         options::check_duration(

@@ -82,7 +82,7 @@ pub enum ConnectError {
         source: RedisError,
     },
     /// The server could not be reached (refused, timed out, name not resolved).
-    #[error("the redis server at `{url}` is unreachable")]
+    #[error("the redis server at `{url}` is unreachable: {source}")]
     Unreachable {
         /// The URL with its credentials hidden: errors end up in logs.
         url: String,
@@ -90,9 +90,21 @@ pub enum ConnectError {
         #[source]
         source: RedisError,
     },
+    /// The server was reached and answered the connection's setup with an error (a database
+    /// number it does not have, a command the setup needs that it refuses).
+    #[error(
+        "the redis server at `{url}` refused to set up the connection: {source}\nhelp: check the URL's database number (`/0` to `/15` on a default server) and the server's settings"
+    )]
+    Rejected {
+        /// The URL with its credentials hidden: errors end up in logs.
+        url: String,
+        /// What the server said.
+        #[source]
+        source: RedisError,
+    },
     /// The server refused the credentials (a wrong user or password, or none where one is
     /// required).
-    #[error("the redis server at `{url}` refused the credentials")]
+    #[error("the redis server at `{url}` refused the credentials: {source}")]
     Unauthorized {
         /// The URL with its credentials hidden: errors end up in logs.
         url: String,
@@ -118,6 +130,9 @@ impl ConnectError {
             || matches!(source.code(), Some("NOAUTH" | "WRONGPASS"));
         if refused {
             ConnectError::Unauthorized { url, source }
+        } else if source.code().is_some() {
+            // An error reply: the server is there, and said no.
+            ConnectError::Rejected { url, source }
         } else {
             ConnectError::Unreachable { url, source }
         }
@@ -127,7 +142,7 @@ impl ConnectError {
 /// A Redis command that failed: which one, on which key. It is the source of the
 /// [`TransportError`] the transport returns, so the context survives up to the application.
 #[derive(Debug, thiserror::Error)]
-#[error("redis `{command}` on `{key}` failed")]
+#[error("redis `{command}` on `{key}` failed: {source}")]
 pub struct CommandError {
     command: &'static str,
     key: String,

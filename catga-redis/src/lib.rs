@@ -156,6 +156,9 @@ pub use config::StartFrom;
 pub use error::{CommandError, ConnectError};
 pub use inbox::RedisInbox;
 pub use outbox::{RedisOutbox, RedisOutboxError, RedisOutboxRelay, RedisWrites, RunningRelay};
+/// Where reads that accept a value a moment old go (the stores' and the cache's
+/// `read_from`); also at `catga_redis::store::ReadFrom`.
+pub use store::ReadFrom;
 pub use transport::{CONSUMER_ACK_PENDING, CONSUMER_PENDING, RedisTransport};
 
 /// The `redis` client crate this adapter is built on (1.8), re-exported so the commands a
@@ -163,7 +166,9 @@ pub use transport::{CONSUMER_ACK_PENDING, CONSUMER_PENDING, RedisTransport};
 /// (`RedisWrites::read`) use the same version without a dependency of their own.
 pub use redis;
 
-/// The transport's types, for `use catga_redis::prelude::*`.
+/// The types most applications name, for `use catga_redis::prelude::*`: the transport, its
+/// stores, the cache and where reads go.
 pub mod prelude {
-    pub use crate::{RedisTransport, StartFrom};
+    pub use crate::store::RedisStores;
+    pub use crate::{ReadFrom, RedisCache, RedisTransport, StartFrom};
 }

@@ -2,7 +2,8 @@
 //! cannot use is refused with `ConnectError::InvalidOption`, naming the option, the value and
 //! why, never silently replaced. No server is needed: the URL points at a port nothing
 //! listens on, so a check that let a bad value through would end in `Unreachable` instead.
-//! (`catga-nats/tests/options.rs` checks the same rules, under the same names.)
+//! (`catga-nats/tests/options.rs` checks the same rules, under the same names.) The last test
+//! needs the server: one that answers the connection's setup with an error is `Rejected`.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -99,9 +100,9 @@ async fn durations_over_a_hundred_years_are_refused() {
 async fn forget_idle_must_outlast_a_read() {
     // A live instance is idle for up to `fetch_wait` between reads.
     let same = connect().fetch_wait(ms(500)).forget_idle(ms(500));
-    refused(same, "forget_idle", "500ms").await;
+    refused(same, "forget_idle", "500ms (with `fetch_wait` 500ms)").await;
     let shorter = connect().fetch_wait(ms(1_000)).forget_idle(ms(300));
-    refused(shorter, "forget_idle", "300ms").await;
+    refused(shorter, "forget_idle", "300ms (with `fetch_wait` 1s)").await;
 }
 
 #[tokio::test]
@@ -182,4 +183,42 @@ async fn a_tls_url_is_refused_as_unsupported_not_as_malformed() {
         shown.contains("asks for TLS") && !shown.contains("secret"),
         "{shown}"
     );
+}
+
+#[tokio::test]
+async fn a_server_that_answers_the_setup_with_an_error_is_rejected_not_unreachable() {
+    let url = std::env::var("CATGA_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    if redis::Client::open(url.as_str())
+        .expect("a URL")
+        .get_multiplexed_async_connection()
+        .await
+        .is_err()
+    {
+        assert!(
+            std::env::var("CATGA_REQUIRE_SERVICES").is_err(),
+            "redis at {url} is unreachable"
+        );
+        return;
+    }
+    // A default server has 16 databases: number 99 is refused when the connection selects it.
+    let base = url
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .map_or(url.as_str(), |(b, db)| {
+            if db.chars().all(|c| c.is_ascii_digit()) {
+                b
+            } else {
+                url.as_str()
+            }
+        });
+    let error = RedisTransport::connect(format!("{base}/99"))
+        .await
+        .expect_err("no database 99");
+    assert!(matches!(error, ConnectError::Rejected { .. }), "{error:?}");
+    let shown = error.to_string();
+    assert!(
+        shown.contains("DB index"),
+        "says what the server said: {shown}"
+    );
+    assert!(shown.contains("help:"), "says what to do: {shown}");
 }

@@ -13,6 +13,8 @@ use crate::health::{CheckStatus, HealthCheck};
 use crate::store::lease::{FencingToken, Grant, LeaseStore};
 use crate::telemetry::metric;
 
+use super::timing::{self, InvalidTiming};
+
 /// What this instance is in one election, as [`Elected::role`] reports it from memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -139,7 +141,8 @@ impl<S: LeaseStore> Leadership<S> {
         self
     }
 
-    /// The lease's TTL (default 5 s): how long a dead leader keeps the work from others.
+    /// The lease's TTL (default 5 s, at least [`MIN_LEASE_TTL`](super::MIN_LEASE_TTL)): how
+    /// long a dead leader keeps the work from others.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -159,15 +162,51 @@ impl<S: LeaseStore> Leadership<S> {
 
     /// Starts the election on the current Tokio runtime.
     ///
+    /// Timing that cannot work (a TTL below [`MIN_LEASE_TTL`](super::MIN_LEASE_TTL), a `renew_every` of zero or
+    /// not below the TTL, a `retry_every` of zero) is logged once at `error` and the
+    /// election does not run: its [`Role`] is `Stopped` and its
+    /// [`health_check`](Elected::health_check) is down with the reason.
+    /// [`try_start`](Self::try_start) returns the reason instead.
+    ///
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn start(self) -> Elected {
+        let name = self.name.clone();
+        let holder = self.holder.clone();
+        self.try_start().unwrap_or_else(|invalid| {
+            tracing::error!(target: "catga", lease = %name, error = %invalid,
+                "the election cannot start");
+            let (_, role) = watch::channel(Role::Stopped);
+            let (_, leader) = watch::channel(None);
+            Elected {
+                name,
+                holder,
+                role,
+                leader,
+                stop: CancellationToken::new(),
+                task: Mutex::new(None),
+                refused: Some(Arc::from(invalid.to_string())),
+            }
+        })
+    }
+
+    /// [`start`](Self::start), or why its timing cannot work.
+    ///
+    /// # Errors
+    /// [`InvalidTiming`] for a TTL below [`MIN_LEASE_TTL`](super::MIN_LEASE_TTL), a `renew_every` of zero or not
+    /// below the TTL, or a `retry_every` of zero.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn try_start(self) -> Result<Elected, InvalidTiming> {
+        let (renew_every, retry_every) =
+            timing::intervals(self.ttl, self.renew_every, self.retry_every)?;
         let (role_tx, role_rx) = watch::channel(Role::Follower { leader_seen: false });
         let (leader_tx, leader_rx) = watch::channel(None);
         let stop = CancellationToken::new();
         let elector = Elector {
-            renew_every: self.renew_every.unwrap_or(self.ttl / 3),
-            retry_every: self.retry_every.unwrap_or(self.ttl / 10),
+            renew_every,
+            retry_every,
             store: self.store,
             name: self.name.clone(),
             holder: self.holder.clone(),
@@ -177,14 +216,15 @@ impl<S: LeaseStore> Leadership<S> {
             stop: stop.clone(),
         };
         let task = tokio::spawn(elector.run());
-        Elected {
+        Ok(Elected {
             name: self.name,
             holder: self.holder,
             role: role_rx,
             leader: leader_rx,
             stop,
             task: Mutex::new(Some(task)),
-        }
+            refused: None,
+        })
     }
 }
 
@@ -199,6 +239,8 @@ pub struct Elected {
     leader: watch::Receiver<Option<Leader>>,
     stop: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Why the election never started (its timing), for the health check.
+    refused: Option<Arc<str>>,
 }
 
 impl Elected {
@@ -228,10 +270,14 @@ impl Elected {
     /// taken) and once the election stopped. From memory, no I/O.
     pub fn health_check(&self) -> impl HealthCheck {
         let role = self.role.clone();
+        let refused = self.refused.clone();
         move || match &*role.borrow() {
             Role::Leader { .. } | Role::Follower { leader_seen: true } => CheckStatus::Up,
             Role::Follower { leader_seen: false } => CheckStatus::down("no leader known"),
-            Role::Stopped => CheckStatus::down("the election stopped"),
+            Role::Stopped => match &refused {
+                Some(why) => CheckStatus::down(format!("the election cannot start: {why}")),
+                None => CheckStatus::down("the election stopped"),
+            },
         }
     }
 
@@ -307,6 +353,8 @@ impl<S: LeaseStore> Elector<S> {
 
     /// Tries to acquire until it does (`Some`) or the election stops (`None`).
     async fn follow(&self) -> Option<(Grant, Instant)> {
+        // A store that keeps failing is reported once, not at every retry.
+        let mut failing = false;
         loop {
             let asked = Instant::now();
             let acquired = tokio::select! {
@@ -316,6 +364,7 @@ impl<S: LeaseStore> Elector<S> {
             match acquired {
                 Ok(Some(grant)) => return Some((grant, asked + self.ttl)),
                 Ok(None) => {
+                    failing = false;
                     self.role.send_if_modified(|role| {
                         let follower = Role::Follower { leader_seen: true };
                         let changed = *role != follower;
@@ -324,8 +373,15 @@ impl<S: LeaseStore> Elector<S> {
                     });
                 }
                 Err(error) => {
-                    tracing::warn!(target: "catga", lease = %self.name, error = %error,
-                        "could not try to acquire the lease; trying again");
+                    if failing {
+                        tracing::debug!(target: "catga", lease = %self.name, error = %error,
+                            "could not try to acquire the lease; trying again");
+                    } else {
+                        tracing::warn!(target: "catga", lease = %self.name, error = %error,
+                            retry_every = ?self.retry_every,
+                            "could not try to acquire the lease; trying again (further failures are logged at debug until an attempt succeeds)");
+                    }
+                    failing = true;
                     self.role.send_if_modified(|role| {
                         let follower = Role::Follower { leader_seen: false };
                         let changed = *role != follower;

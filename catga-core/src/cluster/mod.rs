@@ -12,6 +12,7 @@ mod leadership;
 mod retention;
 mod scheduler;
 mod singleton;
+mod timing;
 
 pub use leadership::{Elected, Leader, LeaderGate, Leadership, Role};
 pub use retention::{DEFAULT_RETENTION_INTERVAL, RETENTION_FAILURES, RETENTION_PURGED, Retention};
@@ -20,3 +21,4 @@ pub use scheduler::{
     Scheduler,
 };
 pub use singleton::Singleton;
+pub use timing::{InvalidTiming, MIN_LEASE_TTL};

@@ -198,7 +198,9 @@ impl<L: Layer> Catga<L> {
                 Disposition::Retry
             }
             Err(error) => {
-                tracing::warn!(target: "catga", message = %name, id = %envelope.id,
+                // Each record kept below is logged at `warn` by `keep` (or by the `DeadLetter`
+                // layer that kept it): one line per failure, not two.
+                tracing::debug!(target: "catga", message = %name, id = %envelope.id,
                     attempt = delivery.attempt, error = %error,
                     "event failed for good; it is kept in the dead-letter store");
                 let kept_by_layer =

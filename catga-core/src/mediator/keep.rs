@@ -86,14 +86,16 @@ impl<L: Layer> Catga<L> {
     /// kept, [`Disposition::Retry`] (it must not be acknowledged) if the store failed.
     pub(super) async fn keep(&self, record: DeadLetterRecord) -> Disposition {
         let (id, message, code) = (record.id, record.message.clone(), record.code.clone());
-        let stage = record.stage;
+        let (stage, handler, error) = (record.stage, record.handler.clone(), record.error.clone());
         match self.inner.settings.dead_letters.put_dyn(record).await {
             Ok(()) => {
                 metrics::counter!("catga_dead_letters_total", "message" => message.clone(),
                     "stage" => format!("{stage:?}").to_lowercase())
                 .increment(1);
-                tracing::warn!(target: "catga", message = %message, dead_letter = %id, code = %code,
-                    ?stage, "a message was given up on and kept in the dead-letter store");
+                // The one line a failure given up on gets: what failed, why, and where it is.
+                tracing::warn!(target: "catga", message = %message, handler = handler.as_deref(),
+                    dead_letter = %id, code = %code, error = %error, ?stage,
+                    "a message was given up on and kept in the dead-letter store");
                 Disposition::Terminate
             }
             Err(error) => {

@@ -208,11 +208,22 @@ pub(crate) async fn connect_replicas(
         match super::manager(info, &shown, tls, timeout).await {
             Ok((_client, manager)) => replicas.push(Replica::new(manager, shown)),
             Err(error) => {
+                // Replicas are found once, when connecting: one left out now is not used
+                // until the stores or the cache connect again.
+                let instead = match read_from {
+                    ReadFrom::Replica => "the other replicas (none left fails connecting)",
+                    _ => "the other replicas, or the primary",
+                };
                 tracing::warn!(target: "catga::redis", user, replica = %shown, error = %error,
-                    "a replica cannot be reached; reads go elsewhere");
+                    reads_go_to = instead,
+                    "a replica cannot be reached when connecting; it is not used until the next connect");
                 last_error = Some(error);
             }
         }
+    }
+    if replicas.is_empty() && read_from == ReadFrom::PreferReplica {
+        tracing::warn!(target: "catga::redis", user,
+            "`ReadFrom::PreferReplica` found no replica to read from when connecting (none given, the primary lists none, or none answered): every read goes to the primary until the stores or the cache connect again");
     }
     if replicas.is_empty() && read_from == ReadFrom::Replica {
         return Err(last_error.unwrap_or(ConnectError::InvalidOption {

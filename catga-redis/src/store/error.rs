@@ -7,7 +7,7 @@ use redis::RedisError;
 #[non_exhaustive]
 pub enum RedisStoreError {
     /// The command failed: the server is unreachable or refused it.
-    #[error("redis store: `{operation}` on `{key}` failed")]
+    #[error("redis store: `{operation}` on `{key}` failed: {source}")]
     Command {
         /// What the store was doing, e.g. `idempotency: claim`.
         operation: &'static str,

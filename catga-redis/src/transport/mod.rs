@@ -22,6 +22,7 @@ mod redeliver;
 pub(crate) mod request;
 mod responder;
 mod retry_delay;
+mod same_name;
 mod serve;
 mod worker;
 

@@ -114,10 +114,7 @@ async fn session(
     let opened = blocking.open(node.as_ref()).await;
     worker.shared.link.saw(&opened);
     let mut conn = opened.map_err(|e| CommandError::new("CONNECT", &first, e))?;
-    let name = format!(
-        "catga:{}:{}:{}:reader",
-        config.prefix, worker.group, worker.consumer
-    );
+    let name = super::same_name::reader_name(&config.prefix, &worker.group, &worker.consumer);
     let id = blocking::identify(&mut conn, &name)
         .await
         .map_err(|e| CommandError::new("CLIENT ID", &first, e))?;

@@ -37,7 +37,7 @@ use super::observe::Observer;
 use super::positions::Positions;
 use super::redeliver::Redeliver;
 use super::worker::{Route, Worker};
-use super::{claimer, groups, lag, reader};
+use super::{claimer, groups, lag, reader, same_name};
 use crate::blocking::BlockedConn;
 use std::collections::HashMap;
 
@@ -95,6 +95,10 @@ pub(crate) async fn serve(
         observers.push(
             Observer::new(shared.clone(), &names, inbound.clone(), stop.clone(), name).await?,
         );
+    }
+    if shared.config.instance.is_some() {
+        let reader = same_name::reader_name(&shared.config.prefix, &group, &consumer);
+        same_name::warn_if_connected(&shared.manager, &reader).await;
     }
     groups::join(
         &mut shared.manager.clone(),
