@@ -21,7 +21,7 @@ mod slot;
 pub(crate) use multiplexed::Multiplexed;
 pub(crate) use nodes::{NodeAddr, Nodes};
 pub(crate) use options::{ConnectOptions, Opened};
-pub(crate) use replicas::{Replica, Routing, connect_replicas};
+pub(crate) use replicas::{ReadAt, Replica, ReplicaOptions, Routing, connect_replicas};
 pub(crate) use slot::{key_slot, slot_of_command};
 
 /// What [`ConnectOptions::open`] connects to: `url` parsed, with the credentials given.

@@ -346,3 +346,36 @@ async fn replica_options_that_cannot_be_used_are_refused_before_connecting() {
         assert!(!refused.to_string().contains("secret"), "{refused}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_after_connecting_is_found_and_read_by_lookups() {
+    if !available("cache_replica_found_later") {
+        return;
+    }
+    let primary = PrivateRedis::start(Persistence::None).await;
+    // No replica given, and the primary has none yet.
+    let cache = RedisCache::connect(primary.url())
+        .prefix("later")
+        .near_cache(false)
+        .read_from(ReadFrom::PreferReplica)
+        .read_your_writes_for(Duration::ZERO)
+        .await
+        .expect("connects: `PreferReplica` reads the primary until a replica is found");
+    let shop = Arc::new(Shop::default());
+    let one = Instance::new(&shop, cache);
+    let before = mgets(&primary).await;
+    assert_eq!(one.price(1).await, 1);
+    assert_eq!(
+        mgets(&primary).await,
+        before + 1,
+        "the primary served the lookup"
+    );
+
+    let replica = PrivateRedis::start_replica_of(&primary).await;
+    replicated(&primary, &replica, "later", 1).await;
+    eventually("lookups read the replica the primary now lists", || async {
+        served_by(&primary, &replica, one.price(1)).await == ("replica", 1)
+    })
+    .await;
+    assert_eq!(shop.runs(), 1, "every lookup after the first hit");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use catga_core::store::event::{EventStore, NewEvent};
 use catga_core::testkit;
-use catga_redis::store::{ReadFrom, RedisStores};
+use catga_redis::store::{REPLICA_REFRESH, ReadFrom, RedisStores};
 use common::private_redis::{Persistence, PrivateRedis, available};
 use uuid::Uuid;
 
@@ -135,10 +135,12 @@ async fn a_lagging_replica_serves_old_values_only_outside_the_read_your_writes_w
     let primary = PrivateRedis::start(Persistence::None).await;
     let replica = PrivateRedis::start_replica_of(&primary).await;
     let window = Duration::from_millis(300);
-    // No replica given: the primary lists it (`ROLE`).
+    // Given by URL: a given replica stays in use whatever the primary lists, and a detached
+    // one is no longer listed (`ROLE`), so a found one would be dropped at the next refresh.
     let stores = RedisStores::connect(primary.url())
         .prefix("lag")
         .read_from(ReadFrom::PreferReplica)
+        .replica(replica.url())
         .read_your_writes_for(window)
         .await
         .expect("connects");
@@ -199,4 +201,148 @@ async fn replica_only_reads_fail_with_a_typed_error_when_no_replica_answers() {
         .expect_err("no replica answers, and reads may not go to the primary");
     let shown = format!("{error:?}");
     assert!(shown.contains("Command"), "a typed command error: {shown}");
+}
+
+/// Loads `stream` and checks that the primary served it (there is no replica to count on):
+/// returns how many events it holds.
+async fn served_by_the_primary(
+    store: &impl EventStore,
+    stream: &str,
+    primary: &PrivateRedis,
+) -> usize {
+    let before = calls(primary, "xrange").await;
+    let events = store.load(stream, 0).await.expect("load");
+    assert_eq!(
+        calls(primary, "xrange").await,
+        before + 1,
+        "the primary served the read"
+    );
+    events.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_after_connecting_is_found_and_read_from() {
+    if !available("replica_found_later") {
+        return;
+    }
+    let primary = PrivateRedis::start(Persistence::None).await;
+    // No replica given, and the primary has none yet.
+    let stores = RedisStores::connect(primary.url())
+        .prefix("later")
+        .read_from(ReadFrom::PreferReplica)
+        .read_your_writes_for(Duration::ZERO)
+        .await
+        .expect("connects: `PreferReplica` reads the primary until a replica is found");
+    let events = stores.events();
+    events
+        .append("s", 0, vec![event(1), event(2)])
+        .await
+        .expect("appended");
+    assert_eq!(served_by_the_primary(&events, "s", &primary).await, 2);
+
+    let replica = PrivateRedis::start_replica_of(&primary).await;
+    replicated(&replica, "*:s*", 2).await;
+    testkit::eventually("reads go to the replica the primary now lists", || async {
+        served_by(&events, "s", &primary, &replica).await == ("replica", 2)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_replica_not_running_at_connect_is_read_from_once_it_runs() {
+    if !available("replica_given_later") {
+        return;
+    }
+    let primary = PrivateRedis::start(Persistence::None).await;
+    // Its port is picked now; nothing listens there yet.
+    let mut replica = PrivateRedis::unstarted_replica_of(&primary);
+    let stores = RedisStores::connect(primary.url())
+        .prefix("given_later")
+        .read_from(ReadFrom::PreferReplica)
+        .replica(replica.url())
+        .read_your_writes_for(Duration::ZERO)
+        .await
+        .expect("connects: the unreachable replica is left out meanwhile");
+    let events = stores.events();
+    events
+        .append("s", 0, vec![event(1)])
+        .await
+        .expect("appended");
+    assert_eq!(served_by_the_primary(&events, "s", &primary).await, 1);
+
+    replica.start_replica(&primary).await;
+    replicated(&replica, "*:s*", 1).await;
+    testkit::eventually("reads go to the given replica once it runs", || async {
+        served_by(&events, "s", &primary, &replica).await == ("replica", 1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_the_primary_no_longer_lists_is_no_longer_read() {
+    if !available("replica_unlisted") {
+        return;
+    }
+    let primary = PrivateRedis::start(Persistence::None).await;
+    let replica = PrivateRedis::start_replica_of(&primary).await;
+    let stores = RedisStores::connect(primary.url())
+        .prefix("unlisted")
+        .read_from(ReadFrom::PreferReplica)
+        .read_your_writes_for(Duration::ZERO)
+        .await
+        .expect("connects");
+    let events = stores.events();
+    events
+        .append("s", 0, vec![event(1)])
+        .await
+        .expect("appended");
+    replicated(&replica, "*:s*", 1).await;
+    assert_eq!(
+        served_by(&events, "s", &primary, &replica).await,
+        ("replica", 1)
+    );
+    // Detached, it still answers (with what it has), but the primary no longer lists it.
+    let _: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut replica.raw().await)
+        .await
+        .expect("detach the replica");
+    testkit::eventually("reads go back to the primary", || async {
+        served_by(&events, "s", &primary, &replica).await == ("primary", 1)
+    })
+    .await;
+}
+
+/// How many clients `server` has, counted on `raw` (itself one of them).
+async fn clients(raw: &mut redis::aio::MultiplexedConnection) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(raw)
+        .await
+        .expect("CLIENT LIST");
+    list.lines().filter(|line| !line.trim().is_empty()).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stores_ends_the_replica_search() {
+    if !available("replica_search_ends") {
+        return;
+    }
+    let primary = PrivateRedis::start(Persistence::None).await;
+    let mut raw = primary.raw().await;
+    let alone = clients(&mut raw).await;
+    let stores = RedisStores::connect(primary.url())
+        .prefix("ends")
+        .read_from(ReadFrom::PreferReplica)
+        .await
+        .expect("connects");
+    assert_eq!(clients(&mut raw).await, alone + 1, "the stores' connection");
+    // The search holds the primary's connection (for `ROLE`) only while the stores live.
+    drop(stores);
+    testkit::within(REPLICA_REFRESH * 3, "the stores' connection closes", || {
+        let mut raw = raw.clone();
+        async move { clients(&mut raw).await == alone }
+    })
+    .await;
 }

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use super::config::CacheConfig;
 use super::health::Health;
 use super::{CONNECT_TIMEOUT, RedisCache, Scripts, Shared, StopOnDrop, invalidation};
-use crate::connection::{ConnectOptions, Multiplexed, Opened, Routing, connect_replicas};
+use crate::connection::{
+    ConnectOptions, Multiplexed, Opened, ReplicaOptions, Routing, connect_replicas,
+};
 use crate::error::ConnectError;
 use crate::store::ReadFrom;
 
@@ -232,7 +234,10 @@ impl RedisCacheConnect {
     /// Which server a lookup's `MGET` reads (default [`ReadFrom::Primary`]); the store
     /// script and invalidations always run on the primary. With the others, the replicas
     /// are those given with [`replica`](Self::replica), else the ones the primary lists
-    /// (`ROLE`) when connecting, reached with the primary's credentials and TLS options.
+    /// (`ROLE`), reached with the primary's credentials and TLS options: found when
+    /// connecting, then again every [`REPLICA_REFRESH`](crate::store::REPLICA_REFRESH) (a
+    /// replica down at connect time or started later is read once it answers and is in
+    /// sync; one the primary no longer lists is no longer read).
     ///
     /// A replica may lag: after this process invalidates a query (the whole query or one
     /// key), or hears another instance's invalidation of it on the subscription, the query's
@@ -253,7 +258,10 @@ impl RedisCacheConnect {
     /// A replica lookups may read (`redis://host:port/db`); call once per replica. The
     /// primary's credentials are used unless the URL has its own. Only with
     /// [`read_from`](Self::read_from) other than [`ReadFrom::Primary`] (refused otherwise,
-    /// and on a cluster, with [`ConnectError::InvalidOption`]).
+    /// and on a cluster, with [`ConnectError::InvalidOption`]). One that cannot be reached
+    /// when connecting is tried again every
+    /// [`REPLICA_REFRESH`](crate::store::REPLICA_REFRESH), and read once it answers and is
+    /// in sync.
     pub fn replica(mut self, url: impl Into<String>) -> Self {
         self.replicas.push(url.into());
         self
@@ -321,8 +329,8 @@ impl RedisCacheConnect {
         self.check_replicas()?;
         let (url, client, manager, routing) = match self.given.take() {
             None => match self.connect.open(CONNECT_TIMEOUT).await? {
-                Opened::Server(mut server) => {
-                    let routing = self.routing(&server.info, &mut server.manager).await?;
+                Opened::Server(server) => {
+                    let routing = self.routing(&server.info, &server.manager).await?;
                     let manager = Multiplexed::Single(server.manager);
                     (server.shown, server.client, manager, routing)
                 }
@@ -332,12 +340,12 @@ impl RedisCacheConnect {
                         cluster.shown,
                         cluster.client,
                         manager,
-                        Routing::primary_only(),
+                        Arc::new(Routing::primary_only()),
                     )
                 }
             },
             Some(given) => {
-                let (client, mut manager) = *given;
+                let (client, manager) = *given;
                 if let Some(option) = self.connect.credential_option() {
                     return Err(ConnectError::InvalidOption {
                         option,
@@ -358,7 +366,7 @@ impl RedisCacheConnect {
                     });
                 }
                 let info = client.get_connection_info().clone();
-                let routing = self.routing(&info, &mut manager).await?;
+                let routing = self.routing(&info, &manager).await?;
                 (
                     shown(&client),
                     client,
@@ -372,7 +380,7 @@ impl RedisCacheConnect {
             .await
             .map_err(|source| ConnectError::connect(url.clone(), source))?;
         let stop = CancellationToken::new();
-        let replicas = routing.replicas.len();
+        let replicas = routing.replica_count();
         let shared = Arc::new(Shared {
             manager,
             routing,
@@ -444,30 +452,21 @@ impl RedisCacheConnect {
     }
 
     /// Where lookups read: the primary only, or also the replicas (those given, else those
-    /// the primary lists), connected now.
+    /// the primary lists), connected now and looked for again while running.
     async fn routing(
         &self,
         primary: &ConnectionInfo,
-        manager: &mut ConnectionManager,
-    ) -> Result<Routing, ConnectError> {
-        if self.config.read_from == ReadFrom::Primary {
-            return Ok(Routing::primary_only());
-        }
-        let replicas = connect_replicas(
-            self.config.read_from,
-            &self.replicas,
-            primary,
-            manager,
-            self.connect.tls(),
-            CONNECT_TIMEOUT,
-            "redis cache",
-        )
-        .await?;
-        Ok(Routing::new(
-            self.config.read_from,
-            replicas,
-            self.config.read_your_writes,
-        ))
+        manager: &ConnectionManager,
+    ) -> Result<Arc<Routing>, ConnectError> {
+        let options = ReplicaOptions {
+            read_from: self.config.read_from,
+            given: &self.replicas,
+            tls: self.connect.tls(),
+            timeout: CONNECT_TIMEOUT,
+            read_your_writes: self.config.read_your_writes,
+            user: "redis cache",
+        };
+        connect_replicas(options, primary, manager).await
     }
 }
 

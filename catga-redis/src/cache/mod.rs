@@ -84,8 +84,11 @@
 //! With [`read_from`](RedisCacheConnect::read_from) set to
 //! [`ReadFrom::PreferReplica`](crate::store::ReadFrom::PreferReplica) or
 //! [`ReadFrom::Replica`](crate::store::ReadFrom::Replica), a lookup's `MGET` may be served by
-//! a replica of the primary; the store script and invalidations always run on the primary. A
-//! replica may lag, so:
+//! a replica of the primary; the store script and invalidations always run on the primary.
+//! The replicas (those given with [`replica`](RedisCacheConnect::replica), else those the
+//! primary lists) are found when connecting and again every
+//! [`REPLICA_REFRESH`](crate::store::REPLICA_REFRESH) while the cache lives. A replica may
+//! lag, so:
 //! - after this process invalidates a query (the whole query or one key), **or hears another
 //!   instance's invalidation of it on the subscription**, the query's lookups read the primary
 //!   for [`read_your_writes_for`](RedisCacheConnect::read_your_writes_for) (1 s by default;
@@ -175,8 +178,9 @@ pub(crate) struct Shared {
     /// The primary, or the cluster: every store and invalidation, and the lookups that do not
     /// go to a replica.
     manager: Multiplexed,
-    /// Which lookups go to a replica (none unless `read_from` says so).
-    routing: Routing,
+    /// Which lookups go to a replica (none unless `read_from` says so). Shared with the task
+    /// that looks for replicas again, which holds it weakly and so ends with the cache.
+    routing: Arc<Routing>,
     config: CacheConfig,
     health: Health,
     /// `{prefix}:cache:invalidations`.

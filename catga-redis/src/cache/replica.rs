@@ -19,14 +19,19 @@
 //! left out for [`REPLICA_BACKOFF`](crate::store::REPLICA_BACKOFF), logged once per run of
 //! failures. With `PreferReplica` the lookup then reads the primary at once; with `Replica`
 //! it is a miss (the handler runs, its reply is not stored), and while every replica is left
-//! out lookups are misses without trying one. A replica's failure is not an outage of the
-//! cache: the primary's health is its own.
+//! out, or none is known, lookups are misses without trying one. A replica's failure is not
+//! an outage of the cache: the primary's health is its own.
+//!
+//! **Which replicas.** Those the routing knows now: found when connecting, then again every
+//! [`REPLICA_REFRESH`](crate::store::REPLICA_REFRESH) (see `crate::connection::replicas`).
+//! A lookup takes the replica it reads (an `Arc`) and never waits for that search.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::health::TimedOut;
 use super::{QueryInner, Shared};
-use crate::connection::Replica;
+use crate::connection::{ReadAt, Replica};
 use crate::error::CommandError;
 use crate::store::ReadFrom;
 
@@ -34,16 +39,16 @@ use crate::store::ReadFrom;
 pub(crate) type Pair = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Where one lookup reads.
-enum Route<'r> {
+enum Route {
     Primary,
-    Replica(&'r Replica),
-    /// `ReadFrom::Replica` with every replica left out: no read, a miss.
+    Replica(Arc<Replica>),
+    /// `ReadFrom::Replica` with every replica left out, or none known: no read, a miss.
     Nowhere,
 }
 
 impl Shared {
     /// Where a lookup of `query` reads now.
-    fn route(&self, query: &QueryInner) -> Route<'_> {
+    fn route(&self, query: &QueryInner) -> Route {
         if !self.routing.uses_replicas() {
             return Route::Primary;
         }
@@ -58,9 +63,9 @@ impl Shared {
             return Route::Primary;
         }
         match self.routing.replica_for(&query.generation_key[..]) {
-            None => Route::Primary,
-            Some(replica) if replica.is_up(Instant::now()) => Route::Replica(replica),
-            Some(_) => Route::Nowhere,
+            ReadAt::Primary => Route::Primary,
+            ReadAt::Replica(replica) if replica.is_up(Instant::now()) => Route::Replica(replica),
+            ReadAt::Replica(_) | ReadAt::NoReplica => Route::Nowhere,
         }
     }
 

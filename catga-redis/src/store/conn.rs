@@ -8,7 +8,7 @@ use redis::{
 };
 
 use super::error::RedisStoreError;
-use super::read_from::{ReadFrom, Routing};
+use super::read_from::{ReadAt, ReadFrom, Routing};
 use crate::connection::Multiplexed;
 
 /// One multiplexed connection that reconnects by itself, to the primary or to a Redis
@@ -28,17 +28,18 @@ pub(crate) struct StoreConn {
 impl StoreConn {
     /// Everything on the primary (on a cluster, on each key's primary).
     pub(crate) fn new(manager: impl Into<Multiplexed>, prefix: &str) -> StoreConn {
-        StoreConn::routed(manager, Routing::primary_only(), prefix)
+        StoreConn::routed(manager, Arc::new(Routing::primary_only()), prefix)
     }
 
+    /// Reads routed by `routing` (whose replicas its own task keeps up to date).
     pub(crate) fn routed(
         manager: impl Into<Multiplexed>,
-        routing: Routing,
+        routing: Arc<Routing>,
         prefix: &str,
     ) -> StoreConn {
         StoreConn {
             manager: manager.into(),
-            routing: Arc::new(routing),
+            routing,
             prefix: prefix.into(),
             client: None,
         }
@@ -102,19 +103,31 @@ impl StoreConn {
     /// this process did not write `key` within the read-your-writes window, else on the
     /// primary. Use it only for reads whose caller accepts a value a little behind the
     /// primary. With `PreferReplica`, a replica that fails is left out for a while and the
-    /// read is made on the primary.
+    /// read is made on the primary. With `Replica` and no replica known, it fails with an
+    /// I/O error (retryable: a replica may be found again).
     pub(crate) async fn run_read<T: FromRedisValue>(
         &self,
         operation: &'static str,
         key: &str,
         cmd: &Cmd,
     ) -> Result<T, RedisStoreError> {
-        let Some(replica) = self.routing.replica_for(key) else {
-            let mut conn = self.manager.clone();
-            return cmd
-                .query_async(&mut conn)
-                .await
-                .map_err(RedisStoreError::command(operation, key));
+        let replica = match self.routing.replica_for(key) {
+            ReadAt::Replica(replica) => replica,
+            ReadAt::Primary => {
+                let mut conn = self.manager.clone();
+                return cmd
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(RedisStoreError::command(operation, key));
+            }
+            ReadAt::NoReplica => {
+                let none = std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "no replica to read from (`ReadFrom::Replica`): none is known now; \
+                     replicas are looked for again every `REPLICA_REFRESH`",
+                );
+                return Err(RedisStoreError::command(operation, key)(none.into()));
+            }
         };
         let mut conn = replica.manager.clone();
         match cmd.query_async(&mut conn).await {

@@ -3,13 +3,16 @@
 
 use std::fmt;
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
 
 use catga_core::secret::redact_url;
 use futures::future::BoxFuture;
 
 use super::conn::StoreConn;
-use super::read_from::{DEFAULT_READ_YOUR_WRITES, ReadFrom, Replica, Routing, connect_replicas};
+use super::read_from::{
+    DEFAULT_READ_YOUR_WRITES, ReadFrom, ReplicaOptions, Routing, connect_replicas,
+};
 use crate::connection::cluster::Cluster;
 use crate::connection::{ConnectOptions, Multiplexed, Opened};
 use crate::error::ConnectError;
@@ -212,15 +215,20 @@ impl RedisStoresConnect {
 
     /// Which servers serve reads (default [`ReadFrom::Primary`]). With the others, the
     /// replicas are those given with [`replica`](Self::replica), else the ones the primary
-    /// lists (`ROLE`) when connecting, reached with the primary's credentials. On a cluster
-    /// ([`RedisStores::connect_cluster`]) only [`ReadFrom::Primary`] is accepted.
+    /// lists (`ROLE`), reached with the primary's credentials: found when connecting, then
+    /// again every [`REPLICA_REFRESH`](super::REPLICA_REFRESH) (a replica down at connect
+    /// time or started later is read from once it answers and is in sync; one the primary
+    /// no longer lists is no longer read). On a cluster ([`RedisStores::connect_cluster`])
+    /// only [`ReadFrom::Primary`] is accepted.
     pub fn read_from(mut self, read_from: ReadFrom) -> Self {
         self.read_from = read_from;
         self
     }
 
     /// A replica reads may go to (`redis://host:port/db`); call once per replica. The
-    /// primary's credentials are used unless the URL has its own.
+    /// primary's credentials are used unless the URL has its own. One that cannot be reached
+    /// when connecting is tried again every [`REPLICA_REFRESH`](super::REPLICA_REFRESH), and
+    /// read from once it answers and is in sync.
     pub fn replica(mut self, url: impl Into<String>) -> Self {
         self.replicas.push(url.into());
         self
@@ -253,13 +261,8 @@ impl RedisStoresConnect {
             self.check_cluster()?;
         }
         match self.connect.open(self.response_timeout).await? {
-            Opened::Server(mut server) => {
-                let routing = if self.read_from == ReadFrom::Primary {
-                    Routing::primary_only()
-                } else {
-                    let replicas = self.replicas(&server.info, &mut server.manager).await?;
-                    Routing::new(self.read_from, replicas, self.read_your_writes)
-                };
+            Opened::Server(server) => {
+                let routing = self.routing(&server.info, &server.manager).await?;
                 Ok(RedisStores {
                     conn: StoreConn::routed(server.manager, routing, &self.prefix)
                         .with_client(server.client),
@@ -298,24 +301,24 @@ impl RedisStoresConnect {
         }
     }
 
-    /// The replicas: those given, else those the primary lists. One that cannot be reached
-    /// now is left out with a warning (`PreferReplica`), or fails connecting (`Replica`, if
-    /// none is left).
-    async fn replicas(
+    /// Where reads go: the primary only, or also the replicas (those given, else those the
+    /// primary lists), connected now and looked for again while running. One that cannot be
+    /// reached now is left out with a warning (`PreferReplica`), or fails connecting
+    /// (`Replica`, if none is left).
+    async fn routing(
         &self,
         primary: &redis::ConnectionInfo,
-        manager: &mut redis::aio::ConnectionManager,
-    ) -> Result<Vec<Replica>, ConnectError> {
-        connect_replicas(
-            self.read_from,
-            &self.replicas,
-            primary,
-            manager,
-            self.connect.tls(),
-            self.response_timeout,
-            "redis stores",
-        )
-        .await
+        manager: &redis::aio::ConnectionManager,
+    ) -> Result<Arc<Routing>, ConnectError> {
+        let options = ReplicaOptions {
+            read_from: self.read_from,
+            given: &self.replicas,
+            tls: self.connect.tls(),
+            timeout: self.response_timeout,
+            read_your_writes: self.read_your_writes,
+            user: "redis stores",
+        };
+        connect_replicas(options, primary, manager).await
     }
 }
 

@@ -46,7 +46,7 @@ pub use event::RedisEventStore;
 pub use idempotency::RedisIdempotencyStore;
 pub(crate) use idempotency::UnitCompletion;
 pub use lease::RedisLeaseStore;
-pub use read_from::{DEFAULT_READ_YOUR_WRITES, REPLICA_BACKOFF, ReadFrom};
+pub use read_from::{DEFAULT_READ_YOUR_WRITES, REPLICA_BACKOFF, REPLICA_REFRESH, ReadFrom};
 pub use saga::RedisSagaStore;
 pub use schedule::RedisScheduleStore;
 

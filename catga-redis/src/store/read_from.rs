@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-pub(crate) use crate::connection::{Replica, Routing, connect_replicas};
+pub(crate) use crate::connection::{ReadAt, ReplicaOptions, Routing, connect_replicas};
 
 /// Which servers serve reads that may be a moment old. Writes, scripts, and every read whose
 /// answer decides a write always go to the primary.
@@ -18,6 +18,12 @@ pub(crate) use crate::connection::{Replica, Routing, connect_replicas};
 ///
 /// Idempotency is never read from a replica: a claim is one script on the primary that both
 /// reads and claims, and there is no read-only idempotency operation.
+///
+/// **Which replicas.** Those given with `.replica(url)`, else those the primary's `ROLE`
+/// lists. They are found when connecting, then again every [`REPLICA_REFRESH`] while the
+/// stores or the cache live: a given replica that could not be reached (down at connect
+/// time, started later), and a replica the primary newly lists, are read from once they
+/// answer and are in sync; one the primary no longer lists is no longer read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReadFrom {
@@ -26,15 +32,27 @@ pub enum ReadFrom {
     Primary,
     /// Reads from a replica while one answers, else from the primary. A replica that fails a
     /// read (down, timed out) is left out for [`REPLICA_BACKOFF`] and the read goes to the
-    /// primary: a read never fails because a replica did.
+    /// primary: a read never fails because a replica did. With no replica found yet, every
+    /// read goes to the primary until one is (within [`REPLICA_REFRESH`] of it answering).
     PreferReplica,
-    /// Reads only from replicas: a store read fails when no replica answers (a cache lookup
-    /// is a miss then). For keeping read load off the primary entirely.
+    /// Reads only from replicas: a store read fails (with a retryable error) when no replica
+    /// answers or none is known, a cache lookup is a miss then. Connecting fails when no
+    /// replica can be reached. For keeping read load off the primary entirely.
     Replica,
 }
 
 /// How long a replica that failed a read is left out before it is tried again.
 pub const REPLICA_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How often, with [`ReadFrom`] other than [`ReadFrom::Primary`], the replicas are looked
+/// for again while running: a replica given with `.replica(url)` and not connected yet is
+/// connected, and without one given the primary's `ROLE` is read again, a replica it newly
+/// lists is connected (once it is in sync) and one it no longer lists is no longer read. The
+/// same as [`REPLICA_BACKOFF`]: a replica that comes back is used again about as soon as one
+/// left out would be. Each of [`RedisStores`](super::RedisStores) and
+/// [`RedisCache`](crate::RedisCache) runs one task for it, which ends when they are dropped;
+/// with `ReadFrom::Primary` there is none.
+pub const REPLICA_REFRESH: Duration = Duration::from_secs(5);
 
 /// Read-your-writes window unless configured: a key this process wrote less than this long
 /// ago is read from the primary, whatever [`ReadFrom`] says. On loopback a replica is well

@@ -76,16 +76,7 @@ impl PrivateRedis {
 
     /// A replica of `primary` (`--replicaof`), on a free port, once it has synchronised.
     pub async fn start_replica_of(primary: &PrivateRedis) -> PrivateRedis {
-        let program = ServerProcess::program("REDIS_SERVER_BIN", "redis-server")
-            .expect("redis-server is installed (checked by `available`)");
-        let process = ServerProcess::new(program, "catga-redis-replica-");
-        let mut server = PrivateRedis {
-            port: process.port(),
-            process,
-            persistence: Persistence::None,
-            password: None,
-            replica_of: Some(primary.port),
-        };
+        let mut server = PrivateRedis::unstarted_replica_of(primary);
         let mut started = false;
         for _ in 0..5 {
             if server.spawn_and_wait().await {
@@ -96,7 +87,42 @@ impl PrivateRedis {
             server.port = server.process.port();
         }
         assert!(started, "could not start a private replica on a free port");
-        let mut raw = server.raw().await;
+        server.wait_synchronised(primary).await;
+        server
+    }
+
+    /// A replica of `primary` on a free port, not started: its [`url`](Self::url) can be
+    /// given to a client before anything listens there. Start it with
+    /// [`start_replica`](Self::start_replica).
+    pub fn unstarted_replica_of(primary: &PrivateRedis) -> PrivateRedis {
+        let program = ServerProcess::program("REDIS_SERVER_BIN", "redis-server")
+            .expect("redis-server is installed (checked by `available`)");
+        let process = ServerProcess::new(program, "catga-redis-replica-");
+        PrivateRedis {
+            port: process.port(),
+            process,
+            persistence: Persistence::None,
+            password: None,
+            replica_of: Some(primary.port),
+        }
+    }
+
+    /// Starts this replica (from [`unstarted_replica_of`](Self::unstarted_replica_of)) on
+    /// its port, and waits until it has synchronised with `primary`. Its port was free when
+    /// it was picked: if another process took it since, this panics (its URL is already out).
+    pub async fn start_replica(&mut self, primary: &PrivateRedis) {
+        assert!(
+            self.spawn_and_wait().await,
+            "the private replica could not start on port {}: taken by another process",
+            self.port
+        );
+        self.wait_synchronised(primary).await;
+    }
+
+    /// Waits until this replica's link to `primary` is up and `primary` lists it as online
+    /// (what `ROLE` discovery reads).
+    async fn wait_synchronised(&self, primary: &PrivateRedis) {
+        let mut raw = self.raw().await;
         let synced = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 let info: String = redis::cmd("INFO")
@@ -115,8 +141,6 @@ impl PrivateRedis {
             synced.is_ok(),
             "the replica did not synchronise within 20 s"
         );
-        // And the primary lists it as online (what `ROLE` discovery reads), not only the
-        // replica seeing its link up.
         let mut primary_raw = primary.raw().await;
         let listed = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
@@ -125,7 +149,7 @@ impl PrivateRedis {
                     .query_async(&mut primary_raw)
                     .await
                     .unwrap_or_default();
-                if info.contains(&format!("port={},state=online", server.port)) {
+                if info.contains(&format!("port={},state=online", self.port)) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -136,7 +160,6 @@ impl PrivateRedis {
             listed.is_ok(),
             "the primary did not list the replica as online within 20 s"
         );
-        server
     }
 
     /// Starts the (stopped) server again on the same port, and waits until it answers.
