@@ -91,30 +91,15 @@ impl Instance {
     }
 }
 
-/// How many `MGET`s `server` ran.
-async fn mgets(server: &PrivateRedis) -> u64 {
-    let mut raw = server.raw().await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut raw)
-        .await
-        .expect("INFO commandstats");
-    info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_mget:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Which node served the one `MGET` of `lookup`: `"primary"` or `"replica"`.
 async fn served_by<T>(
     primary: &PrivateRedis,
     replica: &PrivateRedis,
     lookup: impl Future<Output = T>,
 ) -> (&'static str, T) {
-    let (p, r) = (mgets(primary).await, mgets(replica).await);
+    let (p, r) = (primary.calls("mget").await, replica.calls("mget").await);
     let answer = lookup.await;
-    let (p2, r2) = (mgets(primary).await, mgets(replica).await);
+    let (p2, r2) = (primary.calls("mget").await, replica.calls("mget").await);
     match (p2 - p, r2 - r) {
         (1, 0) => ("primary", answer),
         (0, 1) => ("replica", answer),
@@ -272,9 +257,13 @@ async fn a_killed_replica_sends_lookups_to_the_primary_where_they_still_hit() {
 
     replica.kill();
     for _ in 0..3 {
-        let before = mgets(&primary).await;
+        let before = primary.calls("mget").await;
         assert_eq!(one.price(1).await, 1);
-        assert_eq!(mgets(&primary).await, before + 1, "the primary served it");
+        assert_eq!(
+            primary.calls("mget").await,
+            before + 1,
+            "the primary served it"
+        );
     }
     assert_eq!(shop.runs(), 1, "every lookup still hit");
     assert!(!cache.is_unreachable(), "a replica's failure is no outage");
@@ -306,12 +295,16 @@ async fn replica_only_lookups_are_misses_when_the_replica_is_gone() {
     assert_eq!(shop.runs(), 1);
 
     replica.kill();
-    let before = mgets(&primary).await;
+    let before = primary.calls("mget").await;
     for round in 1..=3 {
         assert_eq!(one.price(1).await, 1, "answered, by the handler");
         assert_eq!(shop.runs(), 1 + round, "a miss each time");
     }
-    assert_eq!(mgets(&primary).await, before, "never read from the primary");
+    assert_eq!(
+        primary.calls("mget").await,
+        before,
+        "never read from the primary"
+    );
     assert!(!cache.is_unreachable(), "a replica's failure is no outage");
 }
 
@@ -363,10 +356,10 @@ async fn a_replica_started_after_connecting_is_found_and_read_by_lookups() {
         .expect("connects: `PreferReplica` reads the primary until a replica is found");
     let shop = Arc::new(Shop::default());
     let one = Instance::new(&shop, cache);
-    let before = mgets(&primary).await;
+    let before = primary.calls("mget").await;
     assert_eq!(one.price(1).await, 1);
     assert_eq!(
-        mgets(&primary).await,
+        primary.calls("mget").await,
         before + 1,
         "the primary served the lookup"
     );

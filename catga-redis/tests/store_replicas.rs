@@ -11,21 +11,6 @@ use catga_redis::store::{REPLICA_REFRESH, ReadFrom, RedisStores};
 use common::private_redis::{Persistence, PrivateRedis, available};
 use uuid::Uuid;
 
-/// How many times `server` ran `command` (lower case, e.g. `xrange`).
-async fn calls(server: &PrivateRedis, command: &str) -> u64 {
-    let mut raw = server.raw().await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut raw)
-        .await
-        .expect("INFO commandstats");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 fn event(n: u8) -> NewEvent {
     NewEvent {
         event_id: Uuid::now_v7(),
@@ -43,15 +28,9 @@ async fn served_by(
     primary: &PrivateRedis,
     replica: &PrivateRedis,
 ) -> (&'static str, usize) {
-    let (p, r) = (
-        calls(primary, "xrange").await,
-        calls(replica, "xrange").await,
-    );
+    let (p, r) = (primary.calls("xrange").await, replica.calls("xrange").await);
     let events = store.load(stream, 0).await.expect("load");
-    let (p2, r2) = (
-        calls(primary, "xrange").await,
-        calls(replica, "xrange").await,
-    );
+    let (p2, r2) = (primary.calls("xrange").await, replica.calls("xrange").await);
     match (p2 - p, r2 - r) {
         (1, 0) => ("primary", events.len()),
         (0, 1) => ("replica", events.len()),
@@ -210,10 +189,10 @@ async fn served_by_the_primary(
     stream: &str,
     primary: &PrivateRedis,
 ) -> usize {
-    let before = calls(primary, "xrange").await;
+    let before = primary.calls("xrange").await;
     let events = store.load(stream, 0).await.expect("load");
     assert_eq!(
-        calls(primary, "xrange").await,
+        primary.calls("xrange").await,
         before + 1,
         "the primary served the read"
     );

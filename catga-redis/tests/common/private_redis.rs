@@ -249,6 +249,22 @@ impl PrivateRedis {
         self.process.kill();
     }
 
+    /// How many times this server ran `command` (lower case, e.g. `xrange`), from `INFO
+    /// commandstats`: which node served a read.
+    pub async fn calls(&self, command: &str) -> u64 {
+        let mut raw = self.raw().await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut raw)
+            .await
+            .expect("INFO commandstats");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// A raw connection.
     pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url().as_str())
