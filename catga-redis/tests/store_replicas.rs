@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use catga_core::store::event::{EventStore, NewEvent};
 use catga_core::testkit;
-use catga_redis::store::{REPLICA_REFRESH, ReadFrom, RedisStores};
+use catga_redis::store::{REPLICA_REFRESH, ReadFrom, RedisEventStore, RedisStores};
 use common::private_redis::{Persistence, PrivateRedis, available};
 use uuid::Uuid;
 
@@ -199,6 +199,33 @@ async fn served_by_the_primary(
     events.len()
 }
 
+/// An event store on `primary` reading from replicas when it can (`given`, else those the
+/// primary lists), with no read-your-writes window, after `appended` events were appended to
+/// stream `s`.
+async fn preferring_replicas(
+    primary: &PrivateRedis,
+    prefix: &str,
+    given: Option<String>,
+    appended: u8,
+) -> RedisEventStore {
+    let mut connect = RedisStores::connect(primary.url())
+        .prefix(prefix)
+        .read_from(ReadFrom::PreferReplica)
+        .read_your_writes_for(Duration::ZERO);
+    if let Some(url) = given {
+        connect = connect.replica(url);
+    }
+    let events = connect
+        .await
+        .expect("connects: `PreferReplica` reads the primary while no replica answers")
+        .events();
+    events
+        .append("s", 0, (1..=appended).map(event).collect())
+        .await
+        .expect("appended");
+    events
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_started_after_connecting_is_found_and_read_from() {
     if !available("replica_found_later") {
@@ -206,17 +233,7 @@ async fn a_replica_started_after_connecting_is_found_and_read_from() {
     }
     let primary = PrivateRedis::start(Persistence::None).await;
     // No replica given, and the primary has none yet.
-    let stores = RedisStores::connect(primary.url())
-        .prefix("later")
-        .read_from(ReadFrom::PreferReplica)
-        .read_your_writes_for(Duration::ZERO)
-        .await
-        .expect("connects: `PreferReplica` reads the primary until a replica is found");
-    let events = stores.events();
-    events
-        .append("s", 0, vec![event(1), event(2)])
-        .await
-        .expect("appended");
+    let events = preferring_replicas(&primary, "later", None, 2).await;
     assert_eq!(served_by_the_primary(&events, "s", &primary).await, 2);
 
     let replica = PrivateRedis::start_replica_of(&primary).await;
@@ -235,18 +252,7 @@ async fn a_given_replica_not_running_at_connect_is_read_from_once_it_runs() {
     let primary = PrivateRedis::start(Persistence::None).await;
     // Its port is picked now; nothing listens there yet.
     let mut replica = PrivateRedis::unstarted_replica_of(&primary);
-    let stores = RedisStores::connect(primary.url())
-        .prefix("given_later")
-        .read_from(ReadFrom::PreferReplica)
-        .replica(replica.url())
-        .read_your_writes_for(Duration::ZERO)
-        .await
-        .expect("connects: the unreachable replica is left out meanwhile");
-    let events = stores.events();
-    events
-        .append("s", 0, vec![event(1)])
-        .await
-        .expect("appended");
+    let events = preferring_replicas(&primary, "given_later", Some(replica.url()), 1).await;
     assert_eq!(served_by_the_primary(&events, "s", &primary).await, 1);
 
     replica.start_replica(&primary).await;
@@ -264,17 +270,7 @@ async fn a_replica_the_primary_no_longer_lists_is_no_longer_read() {
     }
     let primary = PrivateRedis::start(Persistence::None).await;
     let replica = PrivateRedis::start_replica_of(&primary).await;
-    let stores = RedisStores::connect(primary.url())
-        .prefix("unlisted")
-        .read_from(ReadFrom::PreferReplica)
-        .read_your_writes_for(Duration::ZERO)
-        .await
-        .expect("connects");
-    let events = stores.events();
-    events
-        .append("s", 0, vec![event(1)])
-        .await
-        .expect("appended");
+    let events = preferring_replicas(&primary, "unlisted", None, 1).await;
     replicated(&replica, "*:s*", 1).await;
     assert_eq!(
         served_by(&events, "s", &primary, &replica).await,
